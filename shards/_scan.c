@@ -1,0 +1,307 @@
+/* The fused scan: XOR, popcount, score and a bounded top-k heap in one pass.
+ *
+ * No N x W temporary is built: each code is read once and its Hamming distance
+ * summed in registers. A candidate pays for its colour distance (a dot product of
+ * two uint8 histograms) and its heap insertion only if its Hamming part alone
+ * (a lower bound of the score) could still enter the top-k.
+ *
+ * With AVX-512 VPOPCNTDQ (checked at run time) a 256-bit scan does 8 codes per
+ * step, and codes of a multiple of 512 bits one VPOPCNTQ per 8 words; otherwise
+ * plain POPCNT. The score
+ * of every code that reaches the heap is computed by one scalar function, so the
+ * SIMD prefilter only decides what to skip, never what a score is.
+ *
+ * Build flags include -ffp-contract=off: scores must equal the numpy oracle's
+ * to the last bit, so no fused multiply-add may sneak in.
+ *
+ * scan(codes, keys, alive, check_alive, rows, use_rows, lo, hi, block_id,
+ *      q, qh, hists, bonus, use_bonus, w_h, w_c, w_o, inv_bits, hs, hk, hr, hn)
+ * has the shapes documented in shards/kernels.py.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+#include <math.h>
+#include <immintrin.h>
+
+typedef struct {
+    Py_buffer view;
+    int held;
+} Buf;
+
+static int get_buf(PyObject *obj, Buf *b, int writable, Py_ssize_t itemsize, const char *name) {
+    int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
+    if (PyObject_GetBuffer(obj, &b->view, flags) < 0) {
+        PyErr_Format(PyExc_TypeError, "%s: expected a C-contiguous%s array", name, writable ? " writable" : "");
+        return -1;
+    }
+    b->held = 1;
+    if (b->view.itemsize != itemsize) {
+        PyErr_Format(PyExc_TypeError, "%s: item size %zd, expected %zd", name, b->view.itemsize, itemsize);
+        return -1;
+    }
+    return 0;
+}
+
+static void release(Buf *b) {
+    if (b->held) PyBuffer_Release(&b->view);
+    b->held = 0;
+}
+
+static inline int worse(double s1, uint64_t k1, double s2, uint64_t k2) {
+    return s1 > s2 || (s1 == s2 && k1 > k2);
+}
+
+/* Insert into a max-heap of size n <= k (ordered by score, then key); returns new size. */
+static inline int64_t heap_push(double *hs, uint64_t *hk, int64_t *hr, int64_t n, int64_t k,
+                                double s, uint64_t key, int64_t loc) {
+    int64_t i;
+    if (n < k) {
+        i = n++;
+        while (i > 0) {
+            int64_t p = (i - 1) / 2;
+            if (!worse(s, key, hs[p], hk[p])) break;
+            hs[i] = hs[p]; hk[i] = hk[p]; hr[i] = hr[p];
+            i = p;
+        }
+    } else {
+        i = 0;
+        for (;;) {
+            int64_t c = 2 * i + 1;
+            if (c >= k) break;
+            if (c + 1 < k && worse(hs[c + 1], hk[c + 1], hs[c], hk[c])) c++;
+            if (!worse(hs[c], hk[c], s, key)) break;
+            hs[i] = hs[c]; hk[i] = hk[c]; hr[i] = hr[c];
+            i = c;
+        }
+    }
+    hs[i] = s; hk[i] = key; hr[i] = loc;
+    return n;
+}
+
+typedef struct {          /* everything one (query, block) scan needs */
+    const uint64_t *codes, *keys;
+    const uint8_t *alive, *hists, *qh;
+    const double *bonus;  /* this query's row of bonus, or NULL */
+    const uint64_t *q;
+    int64_t W, H, k, base;
+    int check_alive;
+    double w_h, w_c, w_o, inv_bits, bonus_max;
+    double *hs; uint64_t *hk; int64_t *hr;
+    int64_t n;            /* heap size */
+    uint64_t thr;         /* codes with ham > thr cannot enter the heap */
+} Scan;
+
+/* Largest Hamming distance that could still enter the heap (conservative). */
+static inline void update_thr(Scan *S) {
+    if (S->n < S->k || S->w_h <= 0.0) { S->thr = UINT64_MAX; return; }
+    double lim = (S->hs[0] + S->w_o * S->bonus_max) / (S->w_h * S->inv_bits);
+    if (!(lim < 1e18)) { S->thr = UINT64_MAX; return; }
+    S->thr = lim < 0 ? 0 : (uint64_t)lim + 1;
+}
+
+/* The one place a score is computed; the candidate's ham is already known. */
+static inline void consider(Scan *S, int64_t i, uint64_t ham) {
+    if (S->check_alive && !S->alive[i]) return;
+    double s = S->w_h * (double)ham * S->inv_bits;
+    if (S->bonus) s = s - S->w_o * S->bonus[i];
+    if (S->n == S->k && s > S->hs[0]) return;  /* colour distance >= 0 cannot help */
+    if (S->w_c != 0.0) {
+        const uint8_t *a = S->hists + i * S->H;
+        int64_t dot = 0;
+        for (int64_t b = 0; b < S->H; b++) dot += (int64_t)a[b] * (int64_t)S->qh[b];
+        double cd = 1.0 - (double)dot / 65025.0;
+        if (cd < 0.0) cd = 0.0;
+        s = s + S->w_c * cd;
+    }
+    uint64_t key = S->keys[i];
+    if (S->n < S->k || worse(S->hs[0], S->hk[0], s, key)) {
+        S->n = heap_push(S->hs, S->hk, S->hr, S->n, S->k, s, key, S->base | i);
+        update_thr(S);
+    }
+}
+
+__attribute__((target("popcnt")))
+static inline uint64_t ham_scalar(const uint64_t *c, const uint64_t *q, int64_t W) {
+    uint64_t h = 0;
+    int64_t w = 0;
+    for (; w + 4 <= W; w += 4)
+        h += (uint64_t)__builtin_popcountll(c[w] ^ q[w]) + (uint64_t)__builtin_popcountll(c[w + 1] ^ q[w + 1])
+           + (uint64_t)__builtin_popcountll(c[w + 2] ^ q[w + 2]) + (uint64_t)__builtin_popcountll(c[w + 3] ^ q[w + 3]);
+    for (; w < W; w++) h += (uint64_t)__builtin_popcountll(c[w] ^ q[w]);
+    return h;
+}
+
+__attribute__((target("popcnt")))
+static void scan_rows_scalar(Scan *S, const int64_t *rows, int64_t m) {
+    for (int64_t t = 0; t < m; t++) {
+        int64_t i = rows[t];
+        uint64_t h = ham_scalar(S->codes + i * S->W, S->q, S->W);
+        if (h <= S->thr) consider(S, i, h);
+    }
+}
+
+__attribute__((target("popcnt")))
+static void scan_range_scalar(Scan *S, int64_t lo, int64_t hi) {
+    for (int64_t i = lo; i < hi; i++) {
+        uint64_t h = ham_scalar(S->codes + i * S->W, S->q, S->W);
+        if (h <= S->thr) consider(S, i, h);
+    }
+}
+
+#define AVX512 __attribute__((target("avx512f,avx512vl,avx512vpopcntdq,popcnt")))
+
+/* 256-bit codes, 8 per step: 4 loads, 4 XOR, 4 VPOPCNTQ, then a transpose-add. */
+AVX512 static void scan_range_w4(Scan *S, int64_t lo, int64_t hi) {
+    const __m512i qq = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)S->q));
+    const __m512i fidx = _mm512_setr_epi64(0, 4, 1, 5, 8, 12, 9, 13);
+    const __m512i gidx = _mm512_setr_epi64(2, 6, 3, 7, 10, 14, 11, 15);
+    uint64_t hv[8];
+    int64_t i = lo;
+    for (; i + 8 <= hi; i += 8) {
+        const __m512i *p = (const __m512i *)(S->codes + i * 4);
+        __m512i c0 = _mm512_popcnt_epi64(_mm512_xor_si512(_mm512_loadu_si512(p), qq));
+        __m512i c1 = _mm512_popcnt_epi64(_mm512_xor_si512(_mm512_loadu_si512(p + 1), qq));
+        __m512i c2 = _mm512_popcnt_epi64(_mm512_xor_si512(_mm512_loadu_si512(p + 2), qq));
+        __m512i c3 = _mm512_popcnt_epi64(_mm512_xor_si512(_mm512_loadu_si512(p + 3), qq));
+        __m512i e01 = _mm512_add_epi64(_mm512_unpacklo_epi64(c0, c1), _mm512_unpackhi_epi64(c0, c1));
+        __m512i e23 = _mm512_add_epi64(_mm512_unpacklo_epi64(c2, c3), _mm512_unpackhi_epi64(c2, c3));
+        __m512i h = _mm512_add_epi64(_mm512_permutex2var_epi64(e01, fidx, e23),
+                                     _mm512_permutex2var_epi64(e01, gidx, e23));  /* codes i..i+7 */
+        __mmask8 m = _mm512_cmple_epu64_mask(h, _mm512_set1_epi64((long long)S->thr));
+        if (!m) continue;
+        _mm512_storeu_si512((__m512i *)hv, h);
+        for (int l = 0; l < 8; l++)
+            if (hv[l] <= S->thr) consider(S, i + l, hv[l]);  /* thr may drop as we go */
+    }
+    scan_range_scalar(S, i, hi);
+}
+
+/* Codes of a multiple of 512 bits: one VPOPCNTQ per 8 words, reduced per code. */
+AVX512 static void scan_range_w8n(Scan *S, int64_t lo, int64_t hi) {
+    const int64_t W = S->W;
+    for (int64_t i = lo; i < hi; i++) {
+        const uint64_t *c = S->codes + i * W;
+        __m512i acc = _mm512_setzero_si512();
+        for (int64_t w = 0; w < W; w += 8)
+            acc = _mm512_add_epi64(acc, _mm512_popcnt_epi64(_mm512_xor_si512(
+                      _mm512_loadu_si512(c + w), _mm512_loadu_si512(S->q + w))));
+        uint64_t h = (uint64_t)_mm512_reduce_add_epi64(acc);
+        if (h <= S->thr) consider(S, i, h);
+    }
+}
+
+static int has_avx512 = -1;
+
+static void scan_range(Scan *S, int64_t lo, int64_t hi) {
+    if (has_avx512 < 0) {
+        __builtin_cpu_init();
+        has_avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl")
+                  && __builtin_cpu_supports("avx512vpopcntdq");
+    }
+    if (has_avx512 && S->W == 4) scan_range_w4(S, lo, hi);
+    else if (has_avx512 && S->W % 8 == 0) scan_range_w8n(S, lo, hi);
+    else scan_range_scalar(S, lo, hi);
+}
+
+#define CHUNK 2048  /* rows per chunk in a batch: 2048 x 32 B = 64 KiB stays in L2 */
+
+static PyObject *py_scan(PyObject *self, PyObject *args) {
+    PyObject *o_codes, *o_keys, *o_alive, *o_rows, *o_q, *o_qh, *o_hists, *o_bonus;
+    PyObject *o_wh, *o_wc, *o_wo, *o_hs, *o_hk, *o_hr, *o_hn;
+    int check_alive, use_rows, use_bonus;
+    long long lo, hi, block_id;
+    double inv_bits;
+    if (!PyArg_ParseTuple(args, "OOOpOpLLLOOOOpOOOdOOOO", &o_codes, &o_keys, &o_alive, &check_alive,
+                          &o_rows, &use_rows, &lo, &hi, &block_id, &o_q, &o_qh, &o_hists, &o_bonus,
+                          &use_bonus, &o_wh, &o_wc, &o_wo, &inv_bits, &o_hs, &o_hk, &o_hr, &o_hn))
+        return NULL;
+    Buf codes = {0}, keys = {0}, alive = {0}, rows = {0}, q = {0}, qh = {0}, hists = {0}, bonus = {0};
+    Buf wh = {0}, wc = {0}, wo = {0}, hs = {0}, hk = {0}, hr = {0}, hn = {0};
+    PyObject *ret = NULL;
+    if (get_buf(o_codes, &codes, 0, 8, "codes") || get_buf(o_keys, &keys, 0, 8, "keys")
+        || get_buf(o_alive, &alive, 0, 1, "alive") || get_buf(o_rows, &rows, 0, 8, "rows")
+        || get_buf(o_q, &q, 0, 8, "q") || get_buf(o_qh, &qh, 0, 1, "qh")
+        || get_buf(o_hists, &hists, 0, 1, "hists") || get_buf(o_bonus, &bonus, 0, 8, "bonus")
+        || get_buf(o_wh, &wh, 0, 8, "w_h") || get_buf(o_wc, &wc, 0, 8, "w_c") || get_buf(o_wo, &wo, 0, 8, "w_o")
+        || get_buf(o_hs, &hs, 1, 8, "hs") || get_buf(o_hk, &hk, 1, 8, "hk") || get_buf(o_hr, &hr, 1, 8, "hr")
+        || get_buf(o_hn, &hn, 1, 8, "hn"))
+        goto done;
+    if (codes.view.ndim != 2 || q.view.ndim != 2 || hists.view.ndim != 2 || qh.view.ndim != 2 || hs.view.ndim != 2) {
+        PyErr_SetString(PyExc_ValueError, "codes, q, hists, qh and hs must be 2-D");
+        goto done;
+    }
+    int64_t N = codes.view.shape[0], W = codes.view.shape[1], H = hists.view.shape[1];
+    int64_t nq = q.view.shape[0], k = hs.view.shape[1];
+    int64_t m = use_rows ? rows.view.shape[0] : hi - lo;
+    if (q.view.shape[1] != W || qh.view.shape[0] != nq || qh.view.shape[1] != H || hs.view.shape[0] != nq
+        || hk.view.len != hs.view.len || hr.view.len != hs.view.len || hn.view.shape[0] != nq
+        || wh.view.shape[0] != nq || wc.view.shape[0] != nq || wo.view.shape[0] != nq
+        || keys.view.shape[0] < N || alive.view.shape[0] < N || hists.view.shape[0] < N || k < 1
+        || (!use_rows && (lo < 0 || hi > N || lo > hi))
+        || (use_bonus && (bonus.view.ndim != 2 || bonus.view.shape[0] != nq || bonus.view.shape[1] < N))) {
+        PyErr_SetString(PyExc_ValueError, "scan: inconsistent shapes");
+        goto done;
+    }
+    const int64_t *rp = (const int64_t *)rows.view.buf;
+    if (use_rows)
+        for (int64_t t = 0; t < m; t++)
+            if (rp[t] < 0 || rp[t] >= N) { PyErr_SetString(PyExc_IndexError, "scan: row out of range"); goto done; }
+
+    double *bmax = PyMem_Calloc(nq ? nq : 1, sizeof(double));
+    if (!bmax) { PyErr_NoMemory(); goto done; }
+    if (use_bonus)  /* the most any row can gain from optional attributes, per query */
+        for (int64_t j = 0; j < nq; j++) {
+            const double *b = (const double *)bonus.view.buf + j * bonus.view.shape[1];
+            for (int64_t r = 0; r < N; r++) if (b[r] > bmax[j]) bmax[j] = b[r];
+        }
+    Py_BEGIN_ALLOW_THREADS
+    Scan S;
+    S.codes = codes.view.buf; S.keys = keys.view.buf; S.alive = alive.view.buf; S.hists = hists.view.buf;
+    S.W = W; S.H = H; S.k = k; S.base = (int64_t)block_id << 32; S.check_alive = check_alive;
+    S.inv_bits = inv_bits;
+    for (int64_t c0 = 0; c0 < m; c0 += CHUNK) {
+        int64_t c1 = c0 + CHUNK < m ? c0 + CHUNK : m;
+        for (int64_t j = 0; j < nq; j++) {
+            S.q = (const uint64_t *)q.view.buf + j * W;
+            S.qh = (const uint8_t *)qh.view.buf + j * H;
+            S.bonus = use_bonus ? (const double *)bonus.view.buf + j * bonus.view.shape[1] : NULL;
+            S.w_h = ((double *)wh.view.buf)[j]; S.w_c = ((double *)wc.view.buf)[j]; S.w_o = ((double *)wo.view.buf)[j];
+            S.bonus_max = bmax[j];
+            S.hs = (double *)hs.view.buf + j * k; S.hk = (uint64_t *)hk.view.buf + j * k;
+            S.hr = (int64_t *)hr.view.buf + j * k;
+            S.n = ((int64_t *)hn.view.buf)[j];
+            update_thr(&S);
+            if (use_rows) scan_rows_scalar(&S, rp + c0, c1 - c0);
+            else scan_range(&S, lo + c0, lo + c1);
+            ((int64_t *)hn.view.buf)[j] = S.n;
+        }
+    }
+    Py_END_ALLOW_THREADS
+    PyMem_Free(bmax);
+    ret = Py_None;
+    Py_INCREF(ret);
+done:
+    release(&codes); release(&keys); release(&alive); release(&rows); release(&q); release(&qh);
+    release(&hists); release(&bonus); release(&wh); release(&wc); release(&wo); release(&hs);
+    release(&hk); release(&hr); release(&hn);
+    return ret;
+}
+
+static PyObject *py_simd(PyObject *self, PyObject *noargs) {
+    __builtin_cpu_init();
+    int ok = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl")
+          && __builtin_cpu_supports("avx512vpopcntdq");
+    return PyUnicode_FromString(ok ? "avx512-vpopcntdq" : "popcnt");
+}
+
+static PyMethodDef methods[] = {
+    {"scan", py_scan, METH_VARARGS, "Fused Hamming + colour top-k scan (see shards/kernels.py)."},
+    {"simd", py_simd, METH_NOARGS, "Which instruction set the scan uses on this CPU."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_scan", NULL, -1, methods};
+
+PyMODINIT_FUNC PyInit__scan(void) { return PyModule_Create(&module); }

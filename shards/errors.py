@@ -1,0 +1,44 @@
+"""Every error this project raises on purpose, in one tree.
+
+    FashionSearchError
+     ├── InvalidInput (ValueError)     a caller's argument is wrong; nothing was changed
+     ├── NotFound (KeyError)           no item with that id
+     ├── StorageError (OSError)        a shard's files could not be read or written
+     │    └── CorruptData              a file is damaged beyond what recovery may repair
+     └── ShardUnavailable              a shard did not answer in time, or is gone
+
+Callers at a boundary (the REST front, the CLI) translate these into a status code
+and a one-line message; anything else escaping is a bug.
+"""
+
+
+class FashionSearchError(Exception):
+    """Base of every error raised on purpose by this project."""
+
+
+class InvalidInput(FashionSearchError, ValueError):
+    """An argument is malformed or out of range. Nothing was changed."""
+
+
+class NotFound(FashionSearchError, KeyError):
+    """No item with that id."""
+
+    def __str__(self) -> str:  # KeyError quotes its argument; a message reads better plain
+        return str(self.args[0]) if self.args else "not found"
+
+
+class StorageError(FashionSearchError, OSError):
+    """A shard's files could not be read or written."""
+
+
+class CorruptData(StorageError):
+    """A persisted file is damaged and no intact copy could replace it."""
+
+
+class ShardUnavailable(FashionSearchError):
+    """A shard did not answer within its timeout, or its actor is dead."""
+
+    def __init__(self, shard: str, reason: str):
+        super().__init__(f"shard {shard!r} unavailable: {reason}")
+        self.shard = shard
+        self.reason = reason

@@ -1,0 +1,136 @@
+"""A query and the one documented shape of its answer.
+
+Score (lower is better):
+
+    score = w_hamming * hamming / B  -  w_optional * (optional tokens matched)
+            + w_colour * colour_distance
+
+Hits are ordered by (score, id key): ties break by id, so results are
+deterministic and merges across shards are a pure function.
+
+Constraints: `filters` are hard (never dropped); `required` are ordered most
+confident first and may be relaxed, last first, when fewer than k items satisfy
+them; `optional` only improve a hit's score. Relaxation level j means the last j
+of `required` were dropped.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .codes import as_codes, check_token, quantize_hists
+from .errors import InvalidInput
+
+MAX_K = 1000
+DEFAULT_W_HAMMING = 1.0
+DEFAULT_W_COLOUR = 0.3
+DEFAULT_W_OPTIONAL = 0.05
+
+
+@dataclass(frozen=True)
+class Query:
+    code: np.ndarray                 # (B/64,) uint64 packed appearance code
+    hist: np.ndarray                 # (bins,) colour histogram, any non-negative scale
+    k: int = 10
+    required: tuple[str, ...] = ()   # relaxable, most confident first
+    filters: tuple[str, ...] = ()    # hard constraints
+    optional: tuple[str, ...] = ()   # each match lowers the score by w_optional
+    w_hamming: float = DEFAULT_W_HAMMING
+    w_colour: float = DEFAULT_W_COLOUR
+    w_optional: float = DEFAULT_W_OPTIONAL
+
+
+@dataclass(frozen=True)
+class PreparedQuery:
+    """A validated query in the form the kernel reads."""
+    code: np.ndarray                 # (W,) uint64
+    qhist: np.ndarray                # (bins,) uint8, quantised
+    k: int
+    required: tuple[str, ...]
+    filters: tuple[str, ...]
+    optional: tuple[str, ...]
+    w_hamming: float
+    w_colour: float
+    w_optional: float
+
+    def constraints(self, level: int) -> tuple[str, ...]:
+        """Tokens every hit must carry at relaxation level `level`."""
+        return self.filters + self.required[: len(self.required) - level]
+
+    def relaxed(self, level: int) -> tuple[str, ...]:
+        return tuple(reversed(self.required[len(self.required) - level:])) if level else ()
+
+
+def check_k(k, max_k: int = MAX_K) -> int:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= int(k) <= max_k:
+        raise InvalidInput(f"k must be an integer in [1, {max_k}], got {k!r}")
+    return int(k)
+
+
+def _weight(name: str, w) -> float:
+    if isinstance(w, bool) or not isinstance(w, (int, float, np.floating, np.integer)):
+        raise InvalidInput(f"{name} must be a number, got {w!r}")
+    w = float(w)
+    if not np.isfinite(w) or w < 0:
+        raise InvalidInput(f"{name} must be finite and >= 0, got {w!r}")
+    return w
+
+
+def _tokens(name: str, toks) -> tuple[str, ...]:
+    if isinstance(toks, str):
+        raise InvalidInput(f"{name} must be a list of tokens, got the string {toks!r}")
+    out = tuple(check_token(t) for t in toks)
+    if len(set(out)) != len(out):
+        raise InvalidInput(f"{name} has a repeated token: {list(out)!r}")
+    return out
+
+
+def prepare(query: Query, bits: int, bins: int, max_k: int = MAX_K) -> PreparedQuery:
+    code = as_codes(query.code, bits)
+    if code.shape[0] != 1:
+        raise InvalidInput(f"a query has one code, got {code.shape[0]}")
+    return PreparedQuery(
+        code=code[0],
+        qhist=quantize_hists(query.hist, bins, n=1)[0],
+        k=check_k(query.k, max_k),
+        required=_tokens("required", query.required),
+        filters=_tokens("filters", query.filters),
+        optional=_tokens("optional", query.optional),
+        w_hamming=_weight("w_hamming", query.w_hamming),
+        w_colour=_weight("w_colour", query.w_colour),
+        w_optional=_weight("w_optional", query.w_optional),
+    )
+
+
+@dataclass(frozen=True)
+class Hit:
+    id: int | str
+    key: int                  # 64-bit id key (tie-break order)
+    score: float
+    hamming: int
+    colour_distance: float
+    matched: tuple[str, ...]  # query tokens (any kind) the item carries
+
+    def sort_key(self):
+        return (self.score, self.key)
+
+    def to_dict(self) -> dict:
+        return {"id": self.id, "score": self.score, "hamming": self.hamming,
+                "colour_distance": self.colour_distance, "matched": list(self.matched)}
+
+
+@dataclass(frozen=True)
+class ShardResult:
+    """One shard's answer to one query at one relaxation level.
+
+    counts[j] is the number of items satisfying the constraints of level j, for
+    j = 0 .. len(counts) - 1; counting stops at the first level where the shard
+    alone has k candidates (later levels only have more).
+    """
+    hits: tuple[Hit, ...]
+    level: int
+    relaxed: tuple[str, ...]
+    counts: tuple[int, ...]
+    scanned: int = 0
+    extra: dict = field(default_factory=dict)

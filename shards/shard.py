@@ -1,0 +1,577 @@
+"""One slice of the catalog: items, their postings, the fused scan, and durability.
+
+In memory: one `Block` per value of the partition field (so a category's codes are
+contiguous), an `IdIndex` from id key to (block, row), and per-block roaring
+postings for the other attribute tokens. On disk (one directory): the newest two
+snapshots plus the write-ahead log segments needed to replay from the older one.
+
+Every write is validated in full, logged and fsync'd, and only then applied, so a
+rejected batch changes nothing and an acknowledged one survives a crash.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from pyroaring import BitMap
+
+from . import kernels
+from .block import Block
+from .codes import (as_codes, bucket_of_keys, check_bits, check_token, colour_distance, hamming,
+                    id_key, id_keys, quantize_hists, token_field)
+from .errors import CorruptData, InvalidInput, NotFound, StorageError
+from .idindex import MISSING, IdIndex
+from .query import MAX_K, Hit, PreparedQuery, Query, ShardResult, prepare
+from .snapshot import list_snapshots, read_snapshot, write_snapshot
+from .wal import WalWriter, fsync_dir, list_segments, read_segment, segment_name
+
+log = logging.getLogger(__name__)
+
+MAX_TITLE = 1000
+MAX_META_FIELD = 2000
+
+
+@dataclass(frozen=True)
+class ShardConfig:
+    bits: int = 256
+    hist_bins: int = 64
+    partition_field: str = "articleType"
+    max_k: int = MAX_K
+
+    def __post_init__(self):
+        check_bits(self.bits)
+        if not isinstance(self.hist_bins, int) or not 1 <= self.hist_bins <= 4096:
+            raise InvalidInput(f"hist_bins must be an int in [1, 4096], got {self.hist_bins!r}")
+        check_token(f"{self.partition_field}=x")
+
+
+def _check_meta(meta) -> dict:
+    if meta is None:
+        return {}
+    if not isinstance(meta, dict):
+        raise InvalidInput(f"item metadata must be a dict, got {type(meta).__name__}")
+    out = {}
+    for key, value in meta.items():
+        if not isinstance(key, str) or not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise InvalidInput(f"metadata fields are str -> str|number, got {key!r}: {value!r}")
+        limit = MAX_TITLE if key == "title" else MAX_META_FIELD
+        if isinstance(value, str) and len(value) > limit:
+            raise InvalidInput(f"metadata field {key!r} is longer than {limit} characters")
+        out[key] = value
+    return out
+
+
+class Shard:
+    """A catalog slice. `Shard(path)` opens (or with `config`, creates) its directory.
+
+    path=None keeps it in memory only (tests and benchmarks of pure speed).
+    """
+
+    def __init__(self, path: str | os.PathLike | None, config: ShardConfig | None = None,
+                 *, fsync: bool = True, create: bool = True):
+        self.path = Path(path) if path is not None else None
+        self.fsync = fsync
+        self.lock = threading.RLock()
+        self.warnings: list[str] = []
+        self.seq = 0
+        self.wal: WalWriter | None = None
+        self.config = self._load_or_create_config(config, create)
+        self.words = self.config.bits // 64
+        self.inv_bits = 1.0 / self.config.bits
+        self._reset()
+        if self.path is not None:
+            self._recover()
+
+    # ---------------------------------------------------------------- state
+    def _reset(self) -> None:
+        self.blocks: list[Block] = []
+        self.block_ids: dict[str, int] = {}
+        self.index = IdIndex()
+
+    def _block(self, name: str) -> int:
+        bid = self.block_ids.get(name)
+        if bid is None:
+            bid = len(self.blocks)
+            self.blocks.append(Block(name, self.words, self.config.hist_bins))
+            self.block_ids[name] = bid
+        return bid
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    # ---------------------------------------------------------------- writes
+    def upsert(self, ids, codes, hists, attributes, metas=None, *, quantised: bool = False) -> int:
+        """Insert or replace items. Returns how many were written; durable on return."""
+        batch = self._validate_upsert(ids, codes, hists, attributes, metas, quantised)
+        with self.lock:
+            self._log({"op": "upsert", "ids": batch["ids"], "codes": batch["codes"].tobytes(),
+                       "hists": batch["hists"].tobytes(), "attrs": batch["attrs"], "meta": batch["meta"]})
+            self._apply_upsert(batch)
+        return len(batch["ids"])
+
+    def delete(self, ids) -> int:
+        """Delete items by id (absent ids are ignored). Returns how many existed."""
+        ids = list(ids)
+        keys = id_keys(ids)
+        if len(set(keys.tolist())) != len(keys):
+            raise InvalidInput("duplicate ids in a delete batch")
+        with self.lock:
+            self._log({"op": "delete", "ids": ids})
+            return self._apply_delete(keys)
+
+    def _validate_upsert(self, ids, codes, hists, attributes, metas, quantised) -> dict:
+        ids = list(ids)
+        n = len(ids)
+        if n == 0:
+            raise InvalidInput("an upsert batch needs at least one item")
+        keys = id_keys(ids)
+        if len(np.unique(keys)) != n:
+            raise InvalidInput("duplicate ids in an upsert batch")
+        codes = as_codes(codes, self.config.bits, n)
+        if quantised:
+            hists = np.ascontiguousarray(hists, dtype=np.uint8).reshape(n, self.config.hist_bins)
+        else:
+            hists = quantize_hists(hists, self.config.hist_bins, n)
+        attributes = list(attributes)
+        if len(attributes) != n:
+            raise InvalidInput(f"expected {n} attribute lists, got {len(attributes)}")
+        pfield = self.config.partition_field
+        attrs = []
+        for toks in attributes:
+            if isinstance(toks, str):
+                raise InvalidInput(f"attributes of an item are a list of tokens, got the string {toks!r}")
+            toks = sorted({check_token(t) for t in toks})
+            if sum(token_field(t) == pfield for t in toks) > 1:
+                raise InvalidInput(f"an item has at most one {pfield}= token, got {toks!r}")
+            attrs.append(toks)
+        metas = [{}] * n if metas is None else [_check_meta(m) for m in metas]
+        if len(metas) != n:
+            raise InvalidInput(f"expected {n} metadata entries, got {len(metas)}")
+        return {"ids": [int(i) if isinstance(i, (int, np.integer)) else i for i in ids], "keys": keys,
+                "codes": codes, "hists": hists, "attrs": attrs, "meta": metas}
+
+    def _log(self, record: dict) -> None:
+        if self.wal is not None:
+            self.wal.append(self.seq + 1, record)
+        self.seq += 1
+
+    def _apply_upsert(self, b: dict) -> None:
+        keys = b["keys"]
+        old = self.index.get_many(keys)
+        for loc in old[old != MISSING].tolist():
+            self.blocks[loc >> 32].delete(loc & 0xFFFFFFFF)
+        pfield = self.config.partition_field
+        groups: dict[str, list[int]] = {}
+        for i, toks in enumerate(b["attrs"]):
+            part = next((t for t in toks if token_field(t) == pfield), "")
+            groups.setdefault(part, []).append(i)
+        locs = np.empty(len(keys), np.int64)
+        for part, members in groups.items():
+            bid = self._block(part)
+            idx = np.array(members, np.int64)
+            rows = self.blocks[bid].append(
+                b["codes"][idx], b["hists"][idx], keys[idx],
+                [[t for t in b["attrs"][i] if t != part] for i in members],
+                [b["ids"][i] if isinstance(b["ids"][i], str) else None for i in members],
+                [b["meta"][i] for i in members])
+            locs[idx] = (np.int64(bid) << 32) | rows
+        self.index.set_many(keys, locs, old)
+
+    def _apply_delete(self, keys: np.ndarray) -> int:
+        old = self.index.get_many(keys)
+        for loc in old[old != MISSING].tolist():
+            self.blocks[loc >> 32].delete(loc & 0xFFFFFFFF)
+        self.index.remove_many(keys, old)
+        return int((old != MISSING).sum())
+
+    # ---------------------------------------------------------------- reads
+    def _locate(self, item_id) -> tuple[Block, int]:
+        loc = self.index.get(id_key(item_id))
+        if loc == MISSING:
+            raise NotFound(f"no item with id {item_id!r}")
+        block = self.blocks[loc >> 32]
+        row = loc & 0xFFFFFFFF
+        if isinstance(item_id, str) and block.item_id(row) != item_id:
+            raise NotFound(f"no item with id {item_id!r}")  # another string with the same hash
+        return block, row
+
+    def get(self, item_id) -> dict:
+        with self.lock:
+            block, row = self._locate(item_id)
+            return {"id": block.item_id(row), "code": block.codes[row].copy(),
+                    "hist": block.hists[row].copy(), "attributes": block.tokens_of(row),
+                    "meta": dict(block.meta.get(row, {}))}
+
+    def contains(self, item_id) -> bool:
+        try:
+            self._locate(item_id)
+            return True
+        except NotFound:
+            return False
+
+    def ids(self) -> list:
+        with self.lock:
+            return [b.item_id(r) for b in self.blocks for r in b.alive_rows().tolist()]
+
+    def stats(self) -> dict:
+        with self.lock:
+            postings = sum(len(b.postings) for b in self.blocks)
+            return {"items": len(self), "blocks": len(self.blocks), "postings": postings,
+                    "rows": sum(b.n for b in self.blocks), "seq": self.seq,
+                    "bytes": sum(b.nbytes() for b in self.blocks) + self.index.nbytes(),
+                    "wal_bytes": self.wal.size if self.wal else 0,
+                    "config": asdict(self.config), "warnings": list(self.warnings)}
+
+    # ---------------------------------------------------------------- search
+    def prepare(self, query: Query) -> PreparedQuery:
+        return prepare(query, self.config.bits, self.config.hist_bins, self.config.max_k)
+
+    def _candidates(self, block: Block, tokens: tuple[str, ...]):
+        """None = every alive row of the block; else a BitMap of rows."""
+        pfield = self.config.partition_field
+        others = []
+        for t in tokens:
+            if token_field(t) == pfield:
+                if t != block.name:
+                    return BitMap()
+            else:
+                bm = block.postings.get(t)
+                if bm is None:
+                    return BitMap()
+                others.append(bm)
+        if not others:
+            return None
+        others.sort(key=len)
+        acc = others[0]
+        for bm in others[1:]:
+            acc = acc & bm
+            if not acc:
+                break
+        return acc
+
+    def _count(self, tokens) -> int:
+        total = 0
+        for block in self.blocks:
+            c = self._candidates(block, tokens)
+            total += block.n_alive if c is None else len(c)
+        return total
+
+    def level_counts(self, q: PreparedQuery, stop_at: int | None = None) -> list[int]:
+        """Candidates at each relaxation level, stopping at the first with >= stop_at."""
+        counts = []
+        for level in range(len(q.required) + 1):
+            counts.append(self._count(q.constraints(level)))
+            if stop_at is not None and counts[-1] >= stop_at:
+                break
+        return counts
+
+    def search(self, query: Query | PreparedQuery, level: int | None = None) -> ShardResult:
+        return self.search_batch([query], [level])[0]
+
+    def search_batch(self, queries, levels=None) -> list[ShardResult]:
+        """Answer many queries; those with the same constraints share one pass over the codes.
+
+        levels[i] = None relaxes locally (the least relaxation giving k candidates);
+        an int fixes the level (the coordinator's global relaxation).
+        """
+        qs = [q if isinstance(q, PreparedQuery) else self.prepare(q) for q in queries]
+        levels = [None] * len(qs) if levels is None else list(levels)
+        if len(levels) != len(qs):
+            raise InvalidInput("one level per query")
+        with self.lock:
+            counts, chosen = [], []
+            for q, lv in zip(qs, levels):
+                c = self.level_counts(q, stop_at=q.k)
+                if lv is None:
+                    lv = next((j for j, n in enumerate(c) if n >= q.k), len(q.required))
+                elif not isinstance(lv, int) or not 0 <= lv <= len(q.required):
+                    raise InvalidInput(f"level must be in [0, {len(q.required)}], got {lv!r}")
+                counts.append(c)
+                chosen.append(lv)
+            groups: dict[tuple, list[int]] = {}
+            for i, (q, lv) in enumerate(zip(qs, chosen)):
+                groups.setdefault(tuple(sorted(q.constraints(lv))), []).append(i)
+            results: list[ShardResult | None] = [None] * len(qs)
+            for tokens, members in groups.items():
+                for i, (hits, scanned) in zip(members, self._scan_group(tokens, [qs[i] for i in members])):
+                    q, lv = qs[i], chosen[i]
+                    results[i] = ShardResult(hits=hits, level=lv, relaxed=q.relaxed(lv),
+                                             counts=tuple(counts[i]), scanned=scanned)
+            return results
+
+    def _scan_group(self, tokens, qs: list[PreparedQuery]):
+        nq = len(qs)
+        kmax = max(q.k for q in qs)
+        hs, hk, hr, hn = kernels.new_heaps(nq, kmax)
+        qcodes = np.stack([q.code for q in qs])
+        qh = np.stack([q.qhist for q in qs])
+        w_h = np.array([q.w_hamming for q in qs])
+        w_c = np.array([q.w_colour for q in qs])
+        w_o = np.array([q.w_optional for q in qs])
+        use_bonus = any(q.optional for q in qs) and (w_o > 0).any()
+        scanned = 0
+        for bid, block in enumerate(self.blocks):
+            if block.n_alive == 0:
+                continue
+            cand = self._candidates(block, tokens)
+            if cand is not None and not cand:
+                continue
+            bonus = self._bonus(block, qs) if use_bonus else kernels.NO_BONUS
+            if cand is None:
+                scanned += block.n_alive
+                kernels.scan(block.codes, block.keys, block.alive, block.n_alive < block.n,
+                             kernels.EMPTY_ROWS, False, 0, block.n, bid, qcodes, qh, block.hists,
+                             bonus, use_bonus, w_h, w_c, w_o, self.inv_bits, hs, hk, hr, hn)
+            else:
+                rows = np.frombuffer(cand.to_array(), np.uint32).astype(np.int64)
+                scanned += len(rows)
+                kernels.scan(block.codes, block.keys, block.alive, False, rows, True, 0, 0, bid,
+                             qcodes, qh, block.hists, bonus, use_bonus, w_h, w_c, w_o, self.inv_bits,
+                             hs, hk, hr, hn)
+        out = []
+        for j, q in enumerate(qs):
+            scores, _, locs = kernels.sorted_heap(hs[j], hk[j], hr[j], min(int(hn[j]), q.k))
+            out.append((tuple(self._hit(q, float(s), int(loc)) for s, loc in zip(scores, locs)), scanned))
+        return out
+
+    def _bonus(self, block: Block, qs: list[PreparedQuery]) -> np.ndarray:
+        bonus = np.zeros((len(qs), block.n), np.float64)
+        for j, q in enumerate(qs):
+            for t in q.optional:
+                if t == block.name:
+                    bonus[j] += 1.0
+                else:
+                    bm = block.postings.get(t)
+                    if bm is not None:
+                        bonus[j, np.frombuffer(bm.to_array(), np.uint32)] += 1.0
+        return bonus
+
+    def _hit(self, q: PreparedQuery, score: float, loc: int) -> Hit:
+        block, row = self.blocks[loc >> 32], loc & 0xFFFFFFFF
+        ham = int(hamming(block.codes[row: row + 1], q.code)[0])
+        cd = float(colour_distance(block.hists[row: row + 1], q.qhist)[0])
+        has = lambda t: t == block.name or (t in block.postings and row in block.postings[t])  # noqa: E731
+        matched = tuple(t for t in dict.fromkeys(q.filters + q.required + q.optional) if has(t))
+        return Hit(id=block.item_id(row), key=int(block.keys[row]), score=score, hamming=ham,
+                   colour_distance=cd, matched=matched)
+
+    # ---------------------------------------------------------------- buckets (rebalancing)
+    def export_buckets(self, buckets, n_buckets: int) -> dict:
+        """Every item whose id falls in one of `buckets`, as an upsert batch (quantised)."""
+        wanted = np.zeros(n_buckets, bool)
+        wanted[np.asarray(list(buckets), np.int64)] = True
+        ids, codes, hists, attrs, metas = [], [], [], [], []
+        with self.lock:
+            for block in self.blocks:
+                rows = block.alive_rows()
+                rows = rows[wanted[bucket_of_keys(block.keys[rows], n_buckets)]]
+                if len(rows) == 0:
+                    continue
+                at = {r: ([block.name] if block.name else []) for r in rows.tolist()}
+                chosen = BitMap(rows.astype(np.uint32))
+                for t, bm in block.postings.items():
+                    for r in (bm & chosen):
+                        at[r].append(t)
+                for r in rows.tolist():
+                    ids.append(block.item_id(r))
+                    attrs.append(sorted(at[r]))
+                    metas.append(dict(block.meta.get(r, {})))
+                codes.append(block.codes[rows])
+                hists.append(block.hists[rows])
+        return {"ids": ids, "codes": np.concatenate(codes) if codes else np.zeros((0, self.words), np.uint64),
+                "hists": np.concatenate(hists) if hists else np.zeros((0, self.config.hist_bins), np.uint8),
+                "attributes": attrs, "metas": metas}
+
+    def bucket_counts(self, n_buckets: int) -> np.ndarray:
+        with self.lock:
+            counts = np.zeros(n_buckets, np.int64)
+            for block in self.blocks:
+                rows = block.alive_rows()
+                np.add.at(counts, bucket_of_keys(block.keys[rows], n_buckets), 1)
+            return counts
+
+    def delete_buckets(self, buckets, n_buckets: int) -> int:
+        """Delete every item in `buckets` (after a move), logged like any delete."""
+        exported = self.export_buckets(buckets, n_buckets)
+        return self.delete(exported["ids"]) if exported["ids"] else 0
+
+    # ---------------------------------------------------------------- persistence
+    def _load_or_create_config(self, config, create) -> ShardConfig:
+        if self.path is None:
+            return config or ShardConfig()
+        meta = self.path / "shard.json"
+        if meta.exists():
+            try:
+                stored = ShardConfig(**json.loads(meta.read_text()))
+            except (ValueError, TypeError) as exc:
+                raise CorruptData(f"{meta}: unreadable shard config: {exc}") from exc
+            if config is not None and config != stored:
+                raise InvalidInput(f"{self.path} holds a shard with {stored}, not {config}")
+            return stored
+        if not create:
+            raise StorageError(f"no shard at {self.path} (missing directory or shard.json)")
+        if self.path.exists() and any(self.path.glob("snapshot-*")):
+            raise CorruptData(f"{self.path}: snapshots without shard.json; refusing to start empty")
+        config = config or ShardConfig()
+        self.path.mkdir(parents=True, exist_ok=True)
+        tmp = meta.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(config)))
+        os.replace(tmp, meta)
+        fsync_dir(self.path)
+        return config
+
+    def _recover(self) -> None:
+        snapshots = list_snapshots(self.path)
+        loaded_seq = None
+        for seq, path in reversed(snapshots):
+            try:
+                self._load_doc(read_snapshot(path))
+                loaded_seq = seq
+                break
+            except CorruptData as exc:
+                self.warnings.append(f"{exc}; trying an older snapshot")
+                self._reset()
+        segments = list_segments(self.path)
+        if snapshots and loaded_seq is None and (not segments or segments[0][0] > 1):
+            raise CorruptData(f"{self.path}: no readable snapshot and the log does not reach back to "
+                              "the first record; refusing to open with acknowledged data lost")
+        self.seq = loaded_seq or 0
+        damaged = loaded_seq != (snapshots[-1][0] if snapshots else None)
+        for i, (first, path) in enumerate(segments):
+            res = read_segment(path)
+            self.warnings.extend(res.warnings)
+            # A torn tail on the newest segment is an unacknowledged write cut by a crash:
+            # normal. Anything else means acknowledged records were damaged.
+            clean_tail = res.torn and i == len(segments) - 1 and len(res.warnings) == 1
+            if res.warnings and not clean_tail:
+                damaged = True
+                path.with_name(path.name + ".damaged").write_bytes(path.read_bytes())
+            for seq, record in res.records:
+                if seq <= self.seq:
+                    continue
+                if seq != self.seq + 1:
+                    self.warnings.append(f"{path.name}: records {self.seq + 1}..{seq - 1} missing")
+                    damaged = True
+                self._replay(record)
+                self.seq = seq
+            if res.torn:  # cut the tail off so new records follow intact ones
+                with open(path, "r+b") as f:
+                    f.truncate(res.good_end)
+        for w in self.warnings:
+            log.warning("shard %s: %s", self.path, w)
+        if damaged or not segments:
+            # Fold what was recovered into a fresh snapshot so the damage is not read again.
+            self.compact()
+        else:
+            self.wal = WalWriter(segments[-1][1], self.fsync)
+
+    def _replay(self, record: dict) -> None:
+        op = record.get("op")
+        if op == "upsert":
+            n = len(record["ids"])
+            codes = np.frombuffer(record["codes"], np.uint64).reshape(n, self.words)
+            hists = np.frombuffer(record["hists"], np.uint8).reshape(n, self.config.hist_bins)
+            batch = self._validate_upsert(record["ids"], codes, hists, record["attrs"], record["meta"], True)
+            self._apply_upsert(batch)
+        elif op == "delete":
+            self._apply_delete(id_keys(record["ids"]))
+        else:
+            raise CorruptData(f"unknown log record {op!r}")
+
+    def _dump_doc(self) -> dict:
+        blocks = []
+        for b in self.blocks:
+            blocks.append({"name": b.name, "n": b.n, "codes": b.codes[: b.n].tobytes(),
+                           "hists": b.hists[: b.n].tobytes(), "keys": b.keys[: b.n].tobytes(),
+                           "alive": b.alive[: b.n].tobytes(),
+                           "postings": {t: bm.serialize() for t, bm in b.postings.items()},
+                           "str_ids": {int(r): s for r, s in b.str_ids.items()},
+                           "meta": {int(r): m for r, m in b.meta.items()}})
+        return {"format": 1, "seq": self.seq, "config": asdict(self.config), "blocks": blocks}
+
+    def _load_doc(self, doc: dict) -> None:
+        try:
+            if doc["config"] != asdict(self.config):
+                raise CorruptData(f"snapshot config {doc['config']} differs from shard.json")
+            self._reset()
+            keys_all, locs_all = [], []
+            for bid, d in enumerate(doc["blocks"]):
+                b = Block(d["name"], self.words, self.config.hist_bins)
+                n = d["n"]
+                b.codes = np.frombuffer(d["codes"], np.uint64).reshape(n, self.words).copy()
+                b.hists = np.frombuffer(d["hists"], np.uint8).reshape(n, self.config.hist_bins).copy()
+                b.keys = np.frombuffer(d["keys"], np.uint64).copy()
+                b.alive = np.frombuffer(d["alive"], np.uint8).copy()
+                b.n, b.n_alive = n, int(b.alive.sum())
+                b.postings = {t: BitMap.deserialize(s) for t, s in d["postings"].items()}
+                b.str_ids = {int(r): s for r, s in d["str_ids"].items()}
+                b.meta = {int(r): m for r, m in d["meta"].items()}
+                self.blocks.append(b)
+                self.block_ids[b.name] = bid
+                rows = b.alive_rows()
+                keys_all.append(b.keys[rows])
+                locs_all.append((np.int64(bid) << 32) | rows)
+            self.index = IdIndex(np.concatenate(keys_all) if keys_all else None,
+                                 np.concatenate(locs_all) if locs_all else None)
+        except CorruptData:
+            raise
+        except (KeyError, ValueError, TypeError) as exc:
+            raise CorruptData(f"snapshot content is inconsistent: {exc}") from exc
+
+    def compact(self) -> None:
+        """Drop dead rows, write a snapshot, start a new log segment, prune old files."""
+        with self.lock:
+            self._densify()
+            if self.path is None:
+                return
+            if self.wal is not None:
+                self.wal.close()
+            write_snapshot(self.path, self.seq, self._dump_doc(), self.fsync)
+            snaps = list_snapshots(self.path)
+            keep_from = snaps[-2][0] if len(snaps) >= 2 else snaps[-1][0]
+            for seq, p in snaps[:-2]:
+                p.unlink()
+            new_first = self.seq + 1
+            segments = list_segments(self.path)
+            for i, (first, p) in enumerate(segments):
+                last = segments[i + 1][0] - 1 if i + 1 < len(segments) else self.seq
+                if last <= keep_from and first != new_first:
+                    p.unlink()
+            self.wal = WalWriter(self.path / segment_name(new_first), self.fsync)
+            fsync_dir(self.path)
+
+    def _densify(self) -> None:
+        new_blocks, keys_all, locs_all = [], [], []
+        for b in self.blocks:
+            rows = b.alive_rows()
+            if len(rows) == 0:
+                continue
+            nb = Block(b.name, self.words, self.config.hist_bins)
+            nb.codes, nb.hists = b.codes[rows].copy(), b.hists[rows].copy()
+            nb.keys, nb.alive = b.keys[rows].copy(), np.ones(len(rows), np.uint8)
+            nb.n = nb.n_alive = len(rows)
+            for t, bm in b.postings.items():
+                old = np.frombuffer(bm.to_array(), np.uint32)
+                nb.postings[t] = BitMap(np.searchsorted(rows, old).astype(np.uint32))
+            remap = {int(r): i for i, r in enumerate(rows.tolist())}
+            nb.str_ids = {remap[r]: s for r, s in b.str_ids.items()}
+            nb.meta = {remap[r]: m for r, m in b.meta.items()}
+            bid = len(new_blocks)
+            new_blocks.append(nb)
+            keys_all.append(nb.keys)
+            locs_all.append((np.int64(bid) << 32) | np.arange(nb.n, dtype=np.int64))
+        self.blocks = new_blocks
+        self.block_ids = {b.name: i for i, b in enumerate(new_blocks)}
+        self.index = IdIndex(np.concatenate(keys_all) if keys_all else None,
+                             np.concatenate(locs_all) if locs_all else None)
+
+    def close(self) -> None:
+        with self.lock:
+            if self.wal is not None:
+                self.wal.close()
+                self.wal = None

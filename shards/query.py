@@ -16,6 +16,7 @@ of `required` were dropped.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -103,8 +104,8 @@ def prepare(query: Query, bits: int, bins: int, max_k: int = MAX_K) -> PreparedQ
     )
 
 
-@dataclass(frozen=True)
-class Hit:
+class Hit(NamedTuple):
+    """One result. A NamedTuple: cheap to build k of them per query, and picklable."""
     id: int | str
     key: int                  # 64-bit id key (tie-break order)
     score: float

@@ -322,21 +322,22 @@ class Shard:
             if cand is not None and not cand:
                 continue
             bonus = self._bonus(block, qs) if use_bonus else kernels.NO_BONUS
+            n = block.n
+            codes, keys, alive, hists = block.codes[:n], block.keys[:n], block.alive[:n], block.hists[:n]
             if cand is None:
                 scanned += block.n_alive
-                kernels.scan(block.codes, block.keys, block.alive, block.n_alive < block.n,
-                             kernels.EMPTY_ROWS, False, 0, block.n, bid, qcodes, qh, block.hists,
-                             bonus, use_bonus, w_h, w_c, w_o, self.inv_bits, hs, hk, hr, hn)
+                kernels.scan(codes, keys, alive, block.n_alive < n, kernels.EMPTY_ROWS, False, 0, n, bid,
+                             qcodes, qh, hists, bonus, use_bonus, w_h, w_c, w_o, self.inv_bits, hs, hk, hr, hn)
             else:
                 rows = np.frombuffer(cand.to_array(), np.uint32).astype(np.int64)
                 scanned += len(rows)
-                kernels.scan(block.codes, block.keys, block.alive, False, rows, True, 0, 0, bid,
-                             qcodes, qh, block.hists, bonus, use_bonus, w_h, w_c, w_o, self.inv_bits,
-                             hs, hk, hr, hn)
+                kernels.scan(codes, keys, alive, False, rows, True, 0, 0, bid, qcodes, qh, hists,
+                             bonus, use_bonus, w_h, w_c, w_o, self.inv_bits, hs, hk, hr, hn)
         out = []
         for j, q in enumerate(qs):
-            scores, _, locs = kernels.sorted_heap(hs[j], hk[j], hr[j], min(int(hn[j]), q.k))
-            out.append((tuple(self._hit(q, float(s), int(loc)) for s, loc in zip(scores, locs)), scanned))
+            scores, _, locs = kernels.sorted_heap(hs[j], hk[j], hr[j], int(hn[j]))
+            # the group's heaps hold its largest k
+            out.append((self._hits(q, scores[: q.k], locs[: q.k]), scanned))
         return out
 
     def _bonus(self, block: Block, qs: list[PreparedQuery]) -> np.ndarray:
@@ -351,14 +352,25 @@ class Shard:
                         bonus[j, np.frombuffer(bm.to_array(), np.uint32)] += 1.0
         return bonus
 
-    def _hit(self, q: PreparedQuery, score: float, loc: int) -> Hit:
-        block, row = self.blocks[loc >> 32], loc & 0xFFFFFFFF
-        ham = int(hamming(block.codes[row: row + 1], q.code)[0])
-        cd = float(colour_distance(block.hists[row: row + 1], q.qhist)[0])
-        has = lambda t: t == block.name or (t in block.postings and row in block.postings[t])  # noqa: E731
-        matched = tuple(t for t in dict.fromkeys(q.filters + q.required + q.optional) if has(t))
-        return Hit(id=block.item_id(row), key=int(block.keys[row]), score=score, hamming=ham,
-                   colour_distance=cd, matched=matched)
+    def _hits(self, q: PreparedQuery, scores, locs) -> tuple[Hit, ...]:
+        """Hits with their distances, computed once for the k winners (vectorised per block)."""
+        bids, rows = locs >> 32, locs & 0xFFFFFFFF
+        ham = np.zeros(len(locs), np.int64)
+        cd = np.zeros(len(locs))
+        for bid in np.unique(bids).tolist():
+            sel = bids == bid
+            block = self.blocks[bid]
+            ham[sel] = hamming(block.codes[rows[sel]], q.code)
+            cd[sel] = colour_distance(block.hists[rows[sel]], q.qhist)
+        tokens = tuple(dict.fromkeys(q.filters + q.required + q.optional))
+        hits = []
+        for bid, row, s, h, c in zip(bids.tolist(), rows.tolist(), scores.tolist(), ham.tolist(), cd.tolist()):
+            block = self.blocks[bid]
+            matched = tuple(t for t in tokens if t == block.name or row in block.postings.get(t, ()))
+            key = int(block.keys[row])
+            sid = block.str_ids.get(row) if block.str_ids else None
+            hits.append(Hit(sid if sid is not None else key, key, s, h, c, matched))
+        return tuple(hits)
 
     # ---------------------------------------------------------------- buckets (rebalancing)
     def export_buckets(self, buckets, n_buckets: int) -> dict:

@@ -1,0 +1,111 @@
+"""`fashion-search`: the command line of the cluster.
+
+    fashion-search bench scan|filtered|memory|ingest|cluster|rebalance ...   benchmarks (JSON)
+    fashion-search rebalance --storage DIR --shards N                        move buckets online
+    fashion-search stats --storage DIR                                       what the storage root holds
+
+Every subcommand has --help. Errors of ours become one line on stderr and exit 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from shards.errors import FashionSearchError
+
+DEFAULT_STORAGE = "./fashion-search-data"
+
+
+def _print(result: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(result))
+    else:
+        for key, value in result.items():
+            print(f"{key:>28}: {value:.4g}" if isinstance(value, float) else f"{key:>28}: {value}")
+
+
+def cmd_bench(args) -> dict:
+    from benchmarks import shard_bench
+    if args.what == "scan":
+        return shard_bench.bench_scan(args.rows, args.bits)
+    if args.what == "filtered":
+        return shard_bench.bench_filtered(args.rows, args.selectivity, args.bits)
+    if args.what == "memory":
+        return shard_bench.bench_memory(args.rows, args.bits)
+    if args.what == "ingest":
+        return shard_bench.bench_ingest(args.rows, args.bits)
+    from benchmarks import cluster_bench
+    if args.what == "cluster":
+        return cluster_bench.bench_cluster(args.rows, args.shards, args.bits)
+    if args.what == "rebalance":
+        return cluster_bench.bench_rebalance(args.rows, args.from_shards, args.to_shards, args.bits)
+    raise AssertionError(args.what)
+
+
+def cmd_rebalance(args) -> dict:
+    from cluster.runtime import open_cluster
+    with open_cluster(args.storage, address=args.address) as c:
+        return c.coordinator_call("rebalance", args.shards)
+
+
+def cmd_stats(args) -> dict:
+    from cluster.runtime import open_cluster
+    with open_cluster(args.storage, address=args.address) as c:
+        return c.coordinator_call("stats")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fashion-search", description=__doc__.split("\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    b = sub.add_parser("bench", help="benchmarks of the shard and the cluster; print JSON with --json",
+                       description="Benchmarks. Results and the commands that made them: benchmarks/RESULTS.md")
+    b.add_argument("what", choices=["scan", "filtered", "memory", "ingest", "cluster", "rebalance"],
+                   help="scan: unfiltered Hamming top-10 vs faiss; filtered: category-filtered query vs faiss "
+                        "with an ID selector; memory: resident bytes per item; ingest: upserts/s with the "
+                        "log fsync'd, and reopen time; cluster: Ray cluster vs in-process latency and batch "
+                        "throughput; rebalance: move buckets while a client queries")
+    b.add_argument("--rows", type=int, default=1_000_000, help="catalog items (default 1,000,000)")
+    b.add_argument("--bits", type=int, default=256, help="code length in bits (default 256)")
+    b.add_argument("--selectivity", type=float, default=0.01, help="filtered: fraction of the catalog "
+                   "in the query's category (default 0.01)")
+    b.add_argument("--shards", type=int, default=4, help="cluster: number of shard actors (default 4)")
+    b.add_argument("--from", dest="from_shards", type=int, default=2, help="rebalance: shards before")
+    b.add_argument("--to", dest="to_shards", type=int, default=4, help="rebalance: shards after")
+    b.add_argument("--json", action="store_true", help="print one JSON object")
+    b.set_defaults(func=cmd_bench)
+
+    r = sub.add_parser("rebalance", help="add or remove shards and move buckets to them, online",
+                       description="Resize the cluster to N shards. Buckets move one at a time: copied, "
+                                   "double-written while they move, switched in the placement map, then "
+                                   "deleted from the old shard. Queries see each item exactly once throughout.")
+    r.add_argument("--shards", type=int, required=True, help="number of shards afterwards")
+    r.add_argument("--storage", default=DEFAULT_STORAGE, help="storage root (a path every node can read)")
+    r.add_argument("--address", default=None, help="Ray cluster address (default: start a local one)")
+    r.add_argument("--json", action="store_true")
+    r.set_defaults(func=cmd_rebalance)
+
+    s = sub.add_parser("stats", help="items per shard, placement map version, nodes",
+                       description="Open the cluster on a storage root and print its state.")
+    s.add_argument("--storage", default=DEFAULT_STORAGE)
+    s.add_argument("--address", default=None)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_stats)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        result = args.func(args)
+    except FashionSearchError as exc:
+        print(f"fashion-search: {exc}", file=sys.stderr)
+        return 2
+    _print(result, getattr(args, "json", False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

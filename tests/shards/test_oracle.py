@@ -1,0 +1,91 @@
+"""The shard's fused scan against the brute-force oracle, on random catalogs."""
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from shards.oracle import brute_force_search
+from shards.shard import Shard, ShardConfig
+
+from .helpers import as_tuples, model_add, random_items, random_query
+
+
+def check_equal(shard, model, rng, n_queries, words, bins):
+    for _ in range(n_queries):
+        pq = shard.prepare(random_query(rng, words, bins))
+        got = shard.search(pq)
+        want, level, counts = brute_force_search(model, pq)
+        assert as_tuples(got) == want
+        assert got.level == level
+        assert list(got.counts) == counts[: len(got.counts)]
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 300), bits=st.sampled_from([64, 192, 256, 512, 1024]),
+       str_ids=st.booleans())
+def test_search_equals_oracle(seed, n, bits, str_ids):
+    rng = np.random.default_rng(seed)
+    words, bins = bits // 64, 8
+    shard = Shard(None, ShardConfig(bits=bits, hist_bins=bins))
+    model = {}
+    ids, codes, hists, attrs = random_items(rng, n, words, bins, str_ids=str_ids)
+    shard.upsert(ids, codes, hists, attrs)
+    model_add(model, ids, codes, hists, attrs, bins)
+    check_equal(shard, model, rng, 10, words, bins)
+    # deletes and overwrites, then again
+    gone = [i for i in ids if rng.random() < 0.3]
+    if gone:
+        shard.delete(gone)
+        for i in gone:
+            del model[i]
+    re_ids = [i for i in ids if i in model and rng.random() < 0.2]
+    if re_ids:
+        _, c2, h2, a2 = random_items(rng, len(re_ids), words, bins)
+        shard.upsert(re_ids, c2, h2, a2)
+        model_add(model, re_ids, c2, h2, a2, bins)
+    check_equal(shard, model, rng, 10, words, bins)
+    shard.compact()
+    check_equal(shard, model, rng, 5, words, bins)
+
+
+def test_batch_equals_single_queries():
+    rng = np.random.default_rng(7)
+    shard = Shard(None, ShardConfig(bits=256, hist_bins=16))
+    ids, codes, hists, attrs = random_items(rng, 2000, 4, 16)
+    shard.upsert(ids, codes, hists, attrs)
+    queries = [random_query(rng, 4, 16) for _ in range(40)]
+    queries += [queries[0]] * 3  # identical constraints share one pass
+    batch = shard.search_batch(queries)
+    for q, r in zip(queries, batch):
+        assert as_tuples(shard.search(q)) == as_tuples(r)
+
+
+@pytest.mark.parametrize("bits", [256, 1024])
+def test_large_scan_paths_equal_oracle(bits):
+    """Blocks big enough for the SIMD path (8 codes a step) and many chunks."""
+    rng = np.random.default_rng(bits)
+    words, bins = bits // 64, 8
+    shard = Shard(None, ShardConfig(bits=bits, hist_bins=bins))
+    model = {}
+    ids, codes, hists, attrs = random_items(rng, 6003, words, bins)
+    shard.upsert(ids, codes, hists, attrs)
+    model_add(model, ids, codes, hists, attrs, bins)
+    shard.delete(ids[::7])
+    for i in ids[::7]:
+        del model[i]
+    check_equal(shard, model, rng, 15, words, bins)
+
+
+def test_relaxation_drops_least_confident_first():
+    rng = np.random.default_rng(3)
+    shard = Shard(None, ShardConfig(bits=64, hist_bins=4))
+    attrs = [["articleType=Shirts", "baseColour=Navy"]] * 3 + [["articleType=Shirts", "baseColour=Red"]] * 10
+    shard.upsert(list(range(13)), rng.integers(0, 2**63, (13, 1), dtype=np.uint64), np.ones((13, 4)), attrs)
+    from shards.query import Query
+    q = Query(code=np.zeros(1, np.uint64), hist=np.ones(4), k=5,
+              required=("articleType=Shirts", "baseColour=Navy"))
+    r = shard.search(q)
+    assert r.relaxed == ("baseColour=Navy",)
+    assert r.counts == (3, 13)
+    assert len(r.hits) == 5
+    assert all("articleType=Shirts" in h.matched for h in r.hits)

@@ -92,6 +92,7 @@ class Shard:
         self.blocks: list[Block] = []
         self.block_ids: dict[str, int] = {}
         self.index = IdIndex()
+        self._bucket_cache: dict[int, tuple[int, np.ndarray]] = {}  # block -> (n_buckets, row buckets)
 
     def _block(self, name: str) -> int:
         bid = self.block_ids.get(name)
@@ -231,8 +232,29 @@ class Shard:
     def prepare(self, query: Query) -> PreparedQuery:
         return prepare(query, self.config.bits, self.config.hist_bins, self.config.max_k)
 
-    def _candidates(self, block: Block, tokens: tuple[str, ...]):
-        """None = every alive row of the block; else a BitMap of rows."""
+    def _candidates(self, block: Block, tokens: tuple[str, ...], hidden: BitMap | None = None):
+        """None = every alive row of the block; else a BitMap of rows. `hidden` rows never count."""
+        cand = self._token_candidates(block, tokens)
+        if hidden:
+            cand = (BitMap(block.alive_rows().astype(np.uint32)) if cand is None else cand) - hidden
+        return cand
+
+    def _hidden_rows(self, bid: int, exclude) -> BitMap | None:
+        """Rows of block `bid` whose bucket is excluded (a bucket this shard holds but does not own)."""
+        if not exclude or not exclude[1]:
+            return None
+        n_buckets, buckets = exclude
+        block = self.blocks[bid]
+        cached = self._bucket_cache.get(bid)
+        if cached is None or cached[0] != n_buckets or len(cached[1]) < block.n:
+            cached = (n_buckets, bucket_of_keys(block.keys[: block.n], n_buckets))
+            self._bucket_cache[bid] = cached
+        mask = np.zeros(n_buckets, bool)
+        mask[list(buckets)] = True
+        rows = np.flatnonzero(mask[cached[1][: block.n]])
+        return BitMap(rows.astype(np.uint32)) if len(rows) else None
+
+    def _token_candidates(self, block: Block, tokens: tuple[str, ...]):
         pfield = self.config.partition_field
         others = []
         for t in tokens:
@@ -254,18 +276,19 @@ class Shard:
                 break
         return acc
 
-    def _count(self, tokens) -> int:
+    def _count(self, tokens, hidden) -> int:
         total = 0
-        for block in self.blocks:
-            c = self._candidates(block, tokens)
+        for bid, block in enumerate(self.blocks):
+            c = self._candidates(block, tokens, hidden[bid])
             total += block.n_alive if c is None else len(c)
         return total
 
-    def level_counts(self, q: PreparedQuery, stop_at: int | None = None) -> list[int]:
+    def level_counts(self, q: PreparedQuery, stop_at: int | None = None, hidden=None) -> list[int]:
         """Candidates at each relaxation level, stopping at the first with >= stop_at."""
+        hidden = hidden or [None] * len(self.blocks)
         counts = []
         for level in range(len(q.required) + 1):
-            counts.append(self._count(q.constraints(level)))
+            counts.append(self._count(q.constraints(level), hidden))
             if stop_at is not None and counts[-1] >= stop_at:
                 break
         return counts
@@ -273,20 +296,23 @@ class Shard:
     def search(self, query: Query | PreparedQuery, level: int | None = None) -> ShardResult:
         return self.search_batch([query], [level])[0]
 
-    def search_batch(self, queries, levels=None) -> list[ShardResult]:
+    def search_batch(self, queries, levels=None, exclude=None) -> list[ShardResult]:
         """Answer many queries; those with the same constraints share one pass over the codes.
 
         levels[i] = None relaxes locally (the least relaxation giving k candidates);
         an int fixes the level (the coordinator's global relaxation).
+        exclude = (n_buckets, buckets): items in those buckets are invisible (during a
+        rebalance a shard holds copies of buckets it does not own yet, or any more).
         """
         qs = [q if isinstance(q, PreparedQuery) else self.prepare(q) for q in queries]
         levels = [None] * len(qs) if levels is None else list(levels)
         if len(levels) != len(qs):
             raise InvalidInput("one level per query")
         with self.lock:
+            hidden = [self._hidden_rows(bid, exclude) for bid in range(len(self.blocks))]
             counts, chosen = [], []
             for q, lv in zip(qs, levels):
-                c = self.level_counts(q, stop_at=q.k)
+                c = self.level_counts(q, stop_at=q.k, hidden=hidden)
                 if lv is None:
                     lv = next((j for j, n in enumerate(c) if n >= q.k), len(q.required))
                 elif not isinstance(lv, int) or not 0 <= lv <= len(q.required):
@@ -298,13 +324,13 @@ class Shard:
                 groups.setdefault(tuple(sorted(q.constraints(lv))), []).append(i)
             results: list[ShardResult | None] = [None] * len(qs)
             for tokens, members in groups.items():
-                for i, (hits, scanned) in zip(members, self._scan_group(tokens, [qs[i] for i in members])):
+                for i, (hits, scanned) in zip(members, self._scan_group(tokens, [qs[i] for i in members], hidden)):
                     q, lv = qs[i], chosen[i]
                     results[i] = ShardResult(hits=hits, level=lv, relaxed=q.relaxed(lv),
                                              counts=tuple(counts[i]), scanned=scanned)
             return results
 
-    def _scan_group(self, tokens, qs: list[PreparedQuery]):
+    def _scan_group(self, tokens, qs: list[PreparedQuery], hidden):
         nq = len(qs)
         kmax = max(q.k for q in qs)
         hs, hk, hr, hn = kernels.new_heaps(nq, kmax)
@@ -318,7 +344,7 @@ class Shard:
         for bid, block in enumerate(self.blocks):
             if block.n_alive == 0:
                 continue
-            cand = self._candidates(block, tokens)
+            cand = self._candidates(block, tokens, hidden[bid])
             if cand is not None and not cand:
                 continue
             bonus = self._bonus(block, qs) if use_bonus else kernels.NO_BONUS
@@ -579,6 +605,7 @@ class Shard:
             locs_all.append((np.int64(bid) << 32) | np.arange(nb.n, dtype=np.int64))
         self.blocks = new_blocks
         self.block_ids = {b.name: i for i, b in enumerate(new_blocks)}
+        self._bucket_cache = {}
         self.index = IdIndex(np.concatenate(keys_all) if keys_all else None,
                              np.concatenate(locs_all) if locs_all else None)
 

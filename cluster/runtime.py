@@ -1,0 +1,184 @@
+"""The cluster at run time: Ray, the shard actors and the coordinator actor.
+
+    open_cluster(storage, address=None, shards=4) -> Cluster
+
+starts (or joins) Ray, then gets or creates the named, restartable coordinator
+actor, which in turn gets or creates one named shard actor per shard of the
+durable placement map in the storage root. Everything reloads from the storage
+root, so the same call after a crash, a restart of Ray or on a new machine with
+the same storage finds every acknowledged item.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from pathlib import Path
+
+import ray
+
+from coordinator.coordinator import Coordinator
+from coordinator.placement import Placement
+from shards.errors import FashionSearchError, InvalidInput
+from shards.shard import ShardConfig
+
+from .shard_actor import NAMESPACE, RayShardClient, actor_name, start_shard
+
+COORDINATOR = "fashion-coordinator"
+SETTINGS = "cluster.json"
+
+
+def _load_settings(root: Path, shards: int, config: ShardConfig | None) -> tuple[Placement, ShardConfig]:
+    import json
+    from dataclasses import asdict
+    placement = Placement.load(root)
+    path = root / SETTINGS
+    if path.exists():
+        stored = ShardConfig(**json.loads(path.read_text()))
+        if config is not None and config != stored:
+            raise InvalidInput(f"storage root {root} holds shards with {stored}, not {config}")
+        config = stored
+    else:
+        config = config or ShardConfig()
+        root.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(asdict(config)))
+    if placement is None:
+        placement = Placement.initial(shards)
+        placement.save(root)
+    return placement, config
+
+
+@ray.remote(max_restarts=-1, max_task_retries=0, num_cpus=0)
+class CoordinatorActor:
+    """Hosts the Coordinator; an async actor, so queries run while a rebalance moves buckets."""
+
+    def __init__(self, root: str, shards: int, config: dict | None, timeout_s: float):
+        from dataclasses import asdict
+        self.root = Path(root)
+        placement, cfg = _load_settings(self.root, shards, ShardConfig(**config) if config else None)
+        self.config = asdict(cfg)
+        clients = {s: self._client(s) for s in placement.shards}
+        self.coordinator = Coordinator(self.root, placement, clients, bits=cfg.bits, hist_bins=cfg.hist_bins,
+                                       timeout_s=timeout_s, make_client=self._client, retire_client=self._retire)
+        self.recovered = False
+
+    def _client(self, shard: str) -> RayShardClient:
+        return RayShardClient(shard, start_shard(str(self.root), shard, self.config))
+
+    def _retire(self, shard: str) -> None:
+        with contextlib.suppress(ValueError):
+            ray.kill(ray.get_actor(actor_name(shard), namespace=NAMESPACE), no_restart=True)
+
+    async def _ready(self):
+        if not self.recovered:  # finish a rebalance that a crash interrupted
+            await self.coordinator.recover()
+            self.recovered = True
+
+    async def ready(self) -> dict:
+        await self._ready()
+        names = list(self.coordinator.clients)
+        infos = await asyncio.gather(*(self.coordinator.clients[n].handle.ready.remote() for n in names))
+        return {"shards": dict(zip(names, infos)), "version": self.coordinator.placement.version,
+                "config": self.config}
+
+    async def search(self, query):
+        return (await self.coordinator.search_batch([query]))[0]
+
+    async def search_batch(self, queries):
+        return await self.coordinator.search_batch(queries)
+
+    async def upsert(self, ids, codes, hists, attributes, metas=None):
+        await self._ready()
+        return await self.coordinator.upsert(ids, codes, hists, attributes, metas)
+
+    async def delete(self, ids):
+        await self._ready()
+        return await self.coordinator.delete(ids)
+
+    async def get(self, item_id):
+        return await self.coordinator.get(item_id)
+
+    async def rebalance(self, n_shards: int):
+        await self._ready()
+        return await self.coordinator.rebalance(n_shards)
+
+    async def stats(self):
+        st = await self.coordinator.stats()
+        st["nodes"] = len([n for n in ray.nodes() if n["Alive"]])
+        return st
+
+    async def placement(self):
+        return self.coordinator.placement.to_json()
+
+
+class Cluster:
+    """A driver-side handle: synchronous calls that translate errors at the boundary."""
+
+    def __init__(self, handle, started_ray: bool):
+        self.handle = handle
+        self.started_ray = started_ray
+
+    def coordinator_call(self, method: str, *args, timeout: float = 600):
+        try:
+            return ray.get(getattr(self.handle, method).remote(*args), timeout=timeout)
+        except ray.exceptions.RayTaskError as exc:
+            cause = exc.cause if hasattr(exc, "cause") else None
+            if isinstance(cause, FashionSearchError):
+                raise cause from None
+            raise
+
+    def search(self, query):
+        return self.coordinator_call("search", query)
+
+    def search_batch(self, queries):
+        return self.coordinator_call("search_batch", queries)
+
+    def upsert(self, ids, codes, hists, attributes, metas=None):
+        return self.coordinator_call("upsert", ids, codes, hists, attributes, metas)
+
+    def delete(self, ids):
+        return self.coordinator_call("delete", ids)
+
+    def get(self, item_id):
+        return self.coordinator_call("get", item_id)
+
+    def rebalance(self, n_shards: int):
+        return self.coordinator_call("rebalance", n_shards)
+
+    def stats(self):
+        return self.coordinator_call("stats")
+
+    def close(self) -> None:
+        if self.started_ray:
+            ray.shutdown()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def open_cluster(storage: str | os.PathLike, address: str | None = None, shards: int = 4,
+                 config: ShardConfig | None = None, timeout_s: float = 5.0) -> Cluster:
+    started = False
+    if not ray.is_initialized():
+        ray.init(address=address, namespace=NAMESPACE, include_dashboard=False,
+                 log_to_driver=False, configure_logging=False)
+        started = True
+    from dataclasses import asdict
+    root = str(Path(storage).resolve())
+    handle = CoordinatorActor.options(name=COORDINATOR, namespace=NAMESPACE, get_if_exists=True,
+                                      lifetime="detached").remote(
+        root, shards, asdict(config) if config else None, timeout_s)
+    cluster = Cluster(handle, started)
+    cluster.coordinator_call("ready", timeout=120)
+    return cluster
+
+
+def shutdown_cluster() -> None:
+    """Kill the coordinator and shard actors of this namespace (their data stays on disk)."""
+    for info in ray.util.list_named_actors(all_namespaces=True):
+        if info.get("namespace") == NAMESPACE and info["name"].startswith("fashion-"):
+            with contextlib.suppress(ValueError):
+                ray.kill(ray.get_actor(info["name"], namespace=NAMESPACE), no_restart=True)

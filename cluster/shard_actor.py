@@ -1,0 +1,111 @@
+"""Shards as Ray actors: a thin wrapper, and the client the coordinator talks to.
+
+The actor opens its shard from `<storage root>/<name>` in its constructor, so a
+restarted actor (max_restarts) comes back with every acknowledged write: the
+snapshot plus the log. On a real cluster the storage root is a path every node
+can read and write (a shared filesystem; see deploy/README.md).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import ray
+
+from shards.shard import Shard, ShardConfig
+
+NAMESPACE = "fashion-search"
+
+
+@ray.remote(max_restarts=-1, max_task_retries=0, num_cpus=0)
+class ShardActor:
+    def __init__(self, root: str, name: str, config: dict):
+        self.name = name
+        self.shard = Shard(Path(root) / name, ShardConfig(**config))
+        self.compact_every = 200_000  # log bytes between snapshots are bounded by this many items
+
+    def ready(self) -> dict:
+        return {"name": self.name, "node": ray.get_runtime_context().get_node_id(), "pid": os.getpid(),
+                "items": len(self.shard)}
+
+    def search_batch(self, queries, levels, exclude):
+        return self.shard.search_batch(queries, levels, exclude)
+
+    def upsert(self, batch: dict) -> int:
+        n = self.shard.upsert(batch["ids"], batch["codes"], batch["hists"], batch["attributes"],
+                              batch.get("metas"), quantised=batch.get("quantised", False))
+        self._maybe_compact()
+        return n
+
+    def delete(self, ids) -> int:
+        n = self.shard.delete(ids)
+        self._maybe_compact()
+        return n
+
+    def get(self, item_id) -> dict:
+        return self.shard.get(item_id)
+
+    def export_buckets(self, buckets, n_buckets) -> dict:
+        return self.shard.export_buckets(buckets, n_buckets)
+
+    def delete_buckets(self, buckets, n_buckets) -> int:
+        return self.shard.delete_buckets(buckets, n_buckets)
+
+    def stats(self) -> dict:
+        st = self.shard.stats()
+        st["node"] = ray.get_runtime_context().get_node_id()
+        return st
+
+    def compact(self) -> None:
+        self.shard.compact()
+
+    def _maybe_compact(self) -> None:
+        # keep replay short: fold the log into a snapshot once it holds ~compact_every items' worth
+        if self.shard.wal is not None and self.shard.wal.size > self.compact_every * 200:
+            self.shard.compact()
+
+
+def actor_name(shard: str) -> str:
+    return f"fashion-{shard}"
+
+
+def start_shard(root: str, shard: str, config: dict, cpus: float | None = None):
+    """Get the named shard actor, or create it (spread over the cluster's nodes).
+
+    A shard reserves no CPU by default (FASHION_SHARD_CPUS sets it): on a small
+    machine a CPU reservation per shard would leave shards unscheduled, and a
+    shard mostly waits for queries anyway.
+    """
+    cpus = float(os.environ.get("FASHION_SHARD_CPUS", "0")) if cpus is None else cpus
+    return ShardActor.options(name=actor_name(shard), namespace=NAMESPACE, get_if_exists=True,
+                              lifetime="detached", scheduling_strategy="SPREAD",
+                              num_cpus=cpus).remote(root, shard, config)
+
+
+class RayShardClient:
+    """The coordinator's view of a shard actor: the ShardClient protocol over Ray calls."""
+
+    def __init__(self, name: str, handle):
+        self.name = name
+        self.handle = handle
+
+    async def search_batch(self, queries, levels, exclude):
+        return await self.handle.search_batch.remote(queries, levels, exclude)
+
+    async def upsert(self, batch):
+        return await self.handle.upsert.remote(batch)
+
+    async def delete(self, ids):
+        return await self.handle.delete.remote(ids)
+
+    async def get(self, item_id):
+        return await self.handle.get.remote(item_id)
+
+    async def export_buckets(self, buckets, n_buckets):
+        return await self.handle.export_buckets.remote(buckets, n_buckets)
+
+    async def delete_buckets(self, buckets, n_buckets):
+        return await self.handle.delete_buckets.remote(buckets, n_buckets)
+
+    async def stats(self):
+        return await self.handle.stats.remote()

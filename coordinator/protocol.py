@@ -1,0 +1,55 @@
+"""What the coordinator needs of a shard, and the in-process implementation.
+
+A shard client is anything with these coroutines (Ray actors in `cluster/`, a
+plain in-process `Shard` here, a fake in tests). The coordinator depends on
+this protocol only, so most of its logic is tested without Ray.
+"""
+from __future__ import annotations
+
+import asyncio
+from typing import Protocol
+
+from shards.shard import Shard
+
+
+class ShardClient(Protocol):
+    name: str
+
+    async def search_batch(self, queries, levels, exclude) -> list: ...
+    async def upsert(self, batch: dict) -> int: ...
+    async def delete(self, ids: list) -> int: ...
+    async def get(self, item_id) -> dict: ...
+    async def export_buckets(self, buckets: list[int], n_buckets: int) -> dict: ...
+    async def delete_buckets(self, buckets: list[int], n_buckets: int) -> int: ...
+    async def stats(self) -> dict: ...
+
+
+class LocalShardClient:
+    """A `Shard` in this process, behind the async protocol (used by tests and benchmarks)."""
+
+    def __init__(self, name: str, shard: Shard):
+        self.name = name
+        self.shard = shard
+
+    async def search_batch(self, queries, levels, exclude):
+        return self.shard.search_batch(queries, levels, exclude)
+
+    async def upsert(self, batch: dict) -> int:
+        return self.shard.upsert(batch["ids"], batch["codes"], batch["hists"], batch["attributes"],
+                                 batch.get("metas"), quantised=batch.get("quantised", False))
+
+    async def delete(self, ids: list) -> int:
+        return self.shard.delete(ids)
+
+    async def get(self, item_id) -> dict:
+        return self.shard.get(item_id)
+
+    async def export_buckets(self, buckets, n_buckets):
+        return self.shard.export_buckets(buckets, n_buckets)
+
+    async def delete_buckets(self, buckets, n_buckets):
+        return self.shard.delete_buckets(buckets, n_buckets)
+
+    async def stats(self) -> dict:
+        await asyncio.sleep(0)
+        return self.shard.stats()

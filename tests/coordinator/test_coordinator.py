@@ -1,0 +1,177 @@
+"""The coordinator's logic against in-process shards (no Ray): merge, relaxation,
+partial answers, routing and an online rebalance under a query load."""
+import asyncio
+
+import numpy as np
+import pytest
+
+from coordinator.coordinator import Coordinator
+from coordinator.merge import global_level, merge_by_full_sort, merge_topk
+from coordinator.placement import Placement
+from coordinator.protocol import LocalShardClient
+from shards.errors import InvalidInput
+from shards.oracle import brute_force_search
+from shards.query import Hit
+from shards.shard import Shard, ShardConfig
+
+from ..shards.helpers import model_add, random_items, random_query
+
+CFG = ShardConfig(bits=128, hist_bins=8)
+
+
+def make(tmp_path, n_shards=3):
+    placement = Placement.initial(n_shards)
+    clients = {s: LocalShardClient(s, Shard(tmp_path / s, CFG)) for s in placement.shards}
+    make_client = lambda s: LocalShardClient(s, Shard(tmp_path / s, CFG))  # noqa: E731
+    return Coordinator(tmp_path, placement, clients, bits=128, hist_bins=8, make_client=make_client)
+
+
+def tuples(result):
+    return [(h.id, h.score, h.hamming, h.colour_distance, h.matched) for h in result.hits]
+
+
+def test_merge_equals_full_sort():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        lists = []
+        for s in range(rng.integers(1, 5)):
+            hits = [Hit(int(i), int(i), float(rng.integers(0, 5)), 0, 0.0, ())
+                    for i in rng.choice(1000, rng.integers(0, 20), replace=False)]
+            lists.append(sorted(hits, key=Hit.sort_key))
+        k = int(rng.integers(1, 30))
+        assert merge_topk(lists, k) == merge_by_full_sort(lists, k)
+
+
+def test_global_level():
+    assert global_level([(3, 10), (2, 7)], k=5, n_required=1) == 0
+    assert global_level([(1, 10), (2, 7)], k=5, n_required=1) == 1
+    assert global_level([(1, 2, 3), (1, 1, 1)], k=50, n_required=2) == 2
+    assert global_level([(6,), (1, 1)], k=5, n_required=1) == 0
+
+
+def test_cluster_equals_oracle_over_all_items(tmp_path):
+    rng = np.random.default_rng(1)
+    coord = make(tmp_path)
+    model = {}
+    ids, codes, hists, attrs = random_items(rng, 900, 2, 8, str_ids=True)
+    asyncio.run(coord.upsert(ids, codes, hists, attrs))
+    model_add(model, ids, codes, hists, attrs, 8)
+
+    async def check():
+        queries = [random_query(rng, 2, 8) for _ in range(40)]
+        got = await coord.search_batch(queries)
+        for q, r in zip(queries, got):
+            want, level, _ = brute_force_search(model, coord.prepare(q))
+            assert tuples(r) == want
+            assert r.level == level and not r.partial
+    asyncio.run(check())
+    # after growing and shrinking, still the same answers
+    asyncio.run(coord.rebalance(5))
+    asyncio.run(check())
+    asyncio.run(coord.rebalance(2))
+    asyncio.run(check())
+    assert sum(len(c.shard) for c in coord.clients.values()) == len(model)
+
+
+class DeadShard(LocalShardClient):
+    async def search_batch(self, *a):
+        raise RuntimeError("actor died")
+
+
+class SlowShard(LocalShardClient):
+    async def search_batch(self, *a):
+        await asyncio.sleep(10)
+
+
+@pytest.mark.parametrize("broken", [DeadShard, SlowShard])
+def test_a_missing_shard_gives_partial_never_a_hang(tmp_path, broken):
+    coord = make(tmp_path)
+    coord.timeout_s = 0.3
+    rng = np.random.default_rng(2)
+    ids, codes, hists, attrs = random_items(rng, 300, 2, 8)
+    asyncio.run(coord.upsert(ids, codes, hists, attrs))
+    bad = coord.placement.shards[1]
+    coord.clients[bad] = broken(bad, coord.clients[bad].shard)
+    r = asyncio.run(coord.search(random_query(rng, 2, 8)))
+    assert r.partial and r.missing == [bad]
+    assert all(coord.clients[bad].shard.contains(h.id) is False for h in r.hits)
+
+
+def test_bad_batches_change_nothing(tmp_path):
+    coord = make(tmp_path)
+    with pytest.raises(InvalidInput, match="duplicate"):
+        asyncio.run(coord.upsert([1, 1], np.zeros((2, 2), np.uint64), np.ones((2, 8)), [[], []]))
+    with pytest.raises(InvalidInput):
+        asyncio.run(coord.upsert([1, 2], np.zeros((2, 2), np.uint64), np.ones((2, 8)), [[], ["bad"]]))
+    assert sum(len(c.shard) for c in coord.clients.values()) == 0
+
+
+def test_rebalance_under_load_sees_each_item_exactly_once(tmp_path):
+    """Queries and writes run while buckets move; every answer is complete and duplicate-free."""
+    rng = np.random.default_rng(3)
+    coord = make(tmp_path, 2)
+    model = {}
+    ids, codes, hists, attrs = random_items(rng, 600, 2, 8)
+    asyncio.run(coord.upsert(ids, codes, hists, attrs))
+    model_add(model, ids, codes, hists, attrs, 8)
+    from shards.query import Query
+    everything = Query(code=np.zeros(2, np.uint64), hist=np.ones(8), k=1000)
+    failures, seen = [], []
+
+    async def run():
+        stop = asyncio.Event()
+
+        async def reader():
+            while not stop.is_set():
+                before = len(model)
+                r = await coord.search(everything)     # k=1000 > items: every item, once
+                got = [h.id for h in r.hits]
+                seen.append(len(got))
+                if len(got) != len(set(got)) or r.partial or not before - 1 <= len(got) <= len(model) + 5:
+                    failures.append((before, len(got), len(model), r.partial))
+                await asyncio.sleep(0)
+
+        async def writer():
+            i = 10_000
+            while not stop.is_set():
+                new_ids, c, h, a = random_items(rng, 5, 2, 8, start=i)
+                await coord.upsert(new_ids, c, h, a)
+                model_add(model, new_ids, c, h, a, 8)
+                gone = [i - 5] if i > 10_000 else []
+                if gone:
+                    await coord.delete(gone)
+                    model.pop(gone[0])
+                i += 5
+                await asyncio.sleep(0)
+
+        tasks = [asyncio.create_task(reader()), asyncio.create_task(writer())]
+        await coord.rebalance(4)
+        await coord.rebalance(3)
+        stop.set()
+        await asyncio.gather(*tasks)
+
+    asyncio.run(run())
+    assert not failures
+    assert len(seen) > 5
+    held = sorted((i for c in coord.clients.values() for i in c.shard.ids()), key=str)
+    assert held == sorted(model, key=str)          # no copy left behind, nothing lost
+    final = asyncio.run(coord.search(everything))
+    assert {h.id for h in final.hits} <= set(model)
+    assert not coord.placement.moving and not coord.placement.draining
+
+
+def test_placement_survives_restart(tmp_path):
+    coord = make(tmp_path)
+    asyncio.run(coord.rebalance(4))
+    again = Placement.load(tmp_path)
+    assert again.to_json() == coord.placement.to_json()
+    assert sorted(again.counts().values()) == [1024] * 4
+
+
+def test_plan_moves_the_fewest_buckets():
+    p = Placement.initial(2)
+    shards, moves = p.plan(4)
+    assert len(moves) == 2048
+    assert {dst for _, _, dst in moves} == {"shard-002", "shard-003"}
+    shards, moves = p.plan(2)
+    assert moves == []

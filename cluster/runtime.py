@@ -13,12 +13,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import threading
 from pathlib import Path
 
 import ray
 
 from coordinator.coordinator import Coordinator
 from coordinator.placement import Placement
+from coordinator.router import Router
 from shards.errors import FashionSearchError, InvalidInput
 from shards.shard import ShardConfig
 
@@ -70,8 +72,8 @@ class CoordinatorActor:
             ray.kill(ray.get_actor(actor_name(shard), namespace=NAMESPACE), no_restart=True)
 
     async def _ready(self):
-        if not self.recovered:  # finish a rebalance that a crash interrupted
-            await self.coordinator.recover()
+        if not self.recovered:  # finish a rebalance that a crash interrupted; push views
+            await self.coordinator.start()
             self.recovered = True
 
     async def ready(self) -> dict:
@@ -111,27 +113,62 @@ class CoordinatorActor:
         return self.coordinator.placement.to_json()
 
 
-class Cluster:
-    """A driver-side handle: synchronous calls that translate errors at the boundary."""
+class _LoopThread:
+    """A private asyncio loop on a daemon thread, so synchronous callers can run the router."""
 
-    def __init__(self, handle, started_ray: bool):
+    def __init__(self):
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="fashion-router", daemon=True)
+        self.thread.start()
+
+    def run(self, coro, timeout: float):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+
+
+class Cluster:
+    """A driver-side handle with synchronous calls.
+
+    Queries go straight from this process to the shard actors (one hop) through a
+    Router; writes, rebalancing and admin go through the coordinator actor, the
+    single writer of the placement map.
+    """
+
+    def __init__(self, handle, started_ray: bool, timeout_s: float):
         self.handle = handle
         self.started_ray = started_ray
+        self._loop = _LoopThread()
+        info = self.coordinator_call("ready", timeout=120)
+        cfg = info["config"]
+        self.router = Router({}, 0, bits=cfg["bits"], hist_bins=cfg["hist_bins"], timeout_s=timeout_s,
+                             refresh=self._refresh)
+        self._loop.run(self._refresh(), 60)
+
+    async def _refresh(self) -> None:
+        placement = await self.handle.placement.remote()
+        clients = {}
+        for name in placement["shards"]:
+            old = self.router.clients.get(name)
+            clients[name] = old or RayShardClient(name, ray.get_actor(actor_name(name), namespace=NAMESPACE))
+        self.router.clients = clients
+        self.router.version = placement["version"]
 
     def coordinator_call(self, method: str, *args, timeout: float = 600):
         try:
             return ray.get(getattr(self.handle, method).remote(*args), timeout=timeout)
         except ray.exceptions.RayTaskError as exc:
-            cause = exc.cause if hasattr(exc, "cause") else None
+            cause = getattr(exc, "cause", None)
             if isinstance(cause, FashionSearchError):
                 raise cause from None
             raise
 
     def search(self, query):
-        return self.coordinator_call("search", query)
+        return self.search_batch([query])[0]
 
     def search_batch(self, queries):
-        return self.coordinator_call("search_batch", queries)
+        return self._loop.run(self.router.search_batch(queries), timeout=600)
 
     def upsert(self, ids, codes, hists, attributes, metas=None):
         return self.coordinator_call("upsert", ids, codes, hists, attributes, metas)
@@ -143,12 +180,15 @@ class Cluster:
         return self.coordinator_call("get", item_id)
 
     def rebalance(self, n_shards: int):
-        return self.coordinator_call("rebalance", n_shards)
+        report = self.coordinator_call("rebalance", n_shards)
+        self._loop.run(self._refresh(), 60)
+        return report
 
     def stats(self):
         return self.coordinator_call("stats")
 
     def close(self) -> None:
+        self._loop.stop()
         if self.started_ray:
             ray.shutdown()
 
@@ -171,9 +211,7 @@ def open_cluster(storage: str | os.PathLike, address: str | None = None, shards:
     handle = CoordinatorActor.options(name=COORDINATOR, namespace=NAMESPACE, get_if_exists=True,
                                       lifetime="detached").remote(
         root, shards, asdict(config) if config else None, timeout_s)
-    cluster = Cluster(handle, started)
-    cluster.coordinator_call("ready", timeout=120)
-    return cluster
+    return Cluster(handle, started, timeout_s)
 
 
 def shutdown_cluster() -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import ray
 
+from coordinator.placement import Placement
 from shards.shard import Shard, ShardConfig
 
 NAMESPACE = "fashion-search"
@@ -22,14 +23,21 @@ class ShardActor:
     def __init__(self, root: str, name: str, config: dict):
         self.name = name
         self.shard = Shard(Path(root) / name, ShardConfig(**config))
+        # a restarted shard takes its view (hidden buckets) from the saved map
+        placement = Placement.load(Path(root))
+        if placement is not None:
+            self.shard.set_view(placement.version, placement.n_buckets, placement.exclusions().get(name, []))
         self.compact_every = 200_000  # log bytes between snapshots are bounded by this many items
 
     def ready(self) -> dict:
         return {"name": self.name, "node": ray.get_runtime_context().get_node_id(), "pid": os.getpid(),
                 "items": len(self.shard)}
 
-    def search_batch(self, queries, levels, exclude):
-        return self.shard.search_batch(queries, levels, exclude)
+    def search_batch(self, queries, levels):
+        return self.shard.search_batch(queries, levels)
+
+    def set_view(self, version, n_buckets, hidden) -> None:
+        self.shard.set_view(version, n_buckets, hidden)
 
     def upsert(self, batch: dict) -> int:
         n = self.shard.upsert(batch["ids"], batch["codes"], batch["hists"], batch["attributes"],
@@ -89,8 +97,11 @@ class RayShardClient:
         self.name = name
         self.handle = handle
 
-    async def search_batch(self, queries, levels, exclude):
-        return await self.handle.search_batch.remote(queries, levels, exclude)
+    async def search_batch(self, queries, levels):
+        return await self.handle.search_batch.remote(queries, levels)
+
+    async def set_view(self, version, n_buckets, hidden):
+        return await self.handle.set_view.remote(version, n_buckets, hidden)
 
     async def upsert(self, batch):
         return await self.handle.upsert.remote(batch)

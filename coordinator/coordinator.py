@@ -1,55 +1,39 @@
-"""The coordinator: routes writes by bucket, fans queries out, merges, relaxes, rebalances.
-
-Query path: validate once, send the whole batch to every shard in one round (all
-calls submitted, then awaited together, each under a timeout), merge each
-query's top-k (score, then id key). If the shards together have fewer than k
-candidates, ask again at the least relaxation level that gives k (one more
-round at most). A shard that fails or times out is named in `missing` and the
-answer says `partial: true`.
+"""The coordinator: the write path, the placement map and rebalancing (reads: router.py).
 
 Write path: an item's bucket picks its owner shard (and, while the bucket moves,
-its destination too); the write is acknowledged once every target has it durable.
+its destination too); the write is acknowledged once every target has it
+durable. A write holds the locks of its buckets, so a bucket's copy during a
+move never races a write to it.
 
-Rebalance: per group of buckets with the same (src, dst): mark them moving (writes
-now reach both), copy them under their bucket locks, switch owners in a new map
-version, wait for queries that used the old map, then delete src's copies.
+Rebalance, per group of buckets with the same (src, dst):
+  1. map version v1: the buckets are `moving`; dst hides them; writes reach src and dst;
+  2. copy them from src to dst under their bucket locks;
+  3. map version v2: dst owns them and shows them, src hides its stale copies (`draining`);
+  4. delete src's copies; map version v3.
+Each version is saved (atomically, fsync'd) before it is pushed to the shards, and
+a shard restarted mid-way reads its view from the saved map. Queries whose shard
+answers straddle two versions are asked again by the router, so every query sees
+each item exactly once throughout.
 """
 from __future__ import annotations
 
 import asyncio
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from shards.codes import as_codes, check_token, id_key, id_keys, quantize_hists
-from shards.errors import FashionSearchError, InvalidInput, NotFound, ShardUnavailable
-from shards.query import MAX_K, Hit, PreparedQuery, Query, prepare
+from shards.codes import as_codes, check_token, id_keys, quantize_hists
+from shards.errors import InvalidInput
+from shards.query import PreparedQuery, Query
 
-from .merge import global_level, merge_topk
 from .placement import Placement
 from .protocol import ShardClient
+from .router import Router, SearchResult, call, fan_out
 
 MOVE_GROUP = 256  # buckets copied per step of a rebalance
-
-
-@dataclass
-class SearchResult:
-    hits: list[Hit]
-    relaxed: tuple[str, ...]
-    level: int
-    candidates: int
-    partial: bool = False
-    missing: list[str] = field(default_factory=list)
-    took_ms: float = 0.0
-
-    def to_dict(self) -> dict:
-        return {"hits": [h.to_dict() for h in self.hits], "relaxed": list(self.relaxed),
-                "level": self.level, "candidates": self.candidates, "partial": self.partial,
-                "missing": self.missing, "took_ms": self.took_ms}
 
 
 class Coordinator:
@@ -65,85 +49,40 @@ class Coordinator:
         self.make_client = make_client
         self.retire_client = retire_client
         self.bucket_locks: dict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
-        self.in_flight: dict[int, int] = defaultdict(int)   # map version -> queries running
         self.rebalance_lock = asyncio.Lock()
+        self.router = Router({n: clients[n] for n in placement.shards}, placement.version, bits=bits,
+                             hist_bins=hist_bins, timeout_s=timeout_s)
 
-    # ------------------------------------------------------------ calls
+    async def start(self) -> None:
+        """Finish an interrupted rebalance, then give every shard its view of the map."""
+        await self.recover()
+        await self.push_views()
+
     async def _call(self, name: str, coro, timeout: float | None = None):
-        try:
-            return await asyncio.wait_for(coro, timeout or self.timeout_s)
-        except asyncio.TimeoutError as exc:
-            raise ShardUnavailable(name, f"no answer within {timeout or self.timeout_s:.1f} s") from exc
-        except FashionSearchError:
-            raise
-        except Exception as exc:  # a dead actor, a lost node: translated at this boundary
-            raise ShardUnavailable(name, f"{type(exc).__name__}: {exc}") from exc
+        return await call(name, coro, timeout or self.timeout_s)
 
-    async def _fan_out(self, calls: dict[str, object]) -> tuple[dict, dict]:
-        """Await every call together; returns (answers, failures) by shard name."""
-        names = list(calls)
-        results = await asyncio.gather(*(self._call(n, calls[n]) for n in names), return_exceptions=True)
-        ok, failed = {}, {}
-        for n, r in zip(names, results):
-            if isinstance(r, ShardUnavailable):
-                failed[n] = r
-            elif isinstance(r, BaseException):
-                raise r
-            else:
-                ok[n] = r
-        return ok, failed
+    async def _fan_out(self, calls: dict):
+        return await fan_out(calls, self.timeout_s)
 
     # ------------------------------------------------------------ queries
     def prepare(self, query: Query) -> PreparedQuery:
-        return prepare(query, self.bits, self.hist_bins, MAX_K)
+        return self.router.prepare(query)
 
-    async def search(self, query: Query | PreparedQuery) -> SearchResult:
-        return (await self.search_batch([query]))[0]
+    async def search(self, query) -> SearchResult:
+        return (await self.router.search_batch([query]))[0]
 
     async def search_batch(self, queries) -> list[SearchResult]:
-        t0 = time.perf_counter()
-        qs = [q if isinstance(q, PreparedQuery) else self.prepare(q) for q in queries]
-        if not qs:
-            return []
-        placement = self.placement
-        version = placement.version
-        self.in_flight[version] += 1
-        try:
-            answers, failed = await self._search_round(placement, qs, [0] * len(qs))
-            levels = []
-            for i, q in enumerate(qs):
-                counts = [a[i].counts for a in answers.values()]
-                levels.append(global_level(counts, q.k, len(q.required)) if q.required else 0)
-            again = [i for i, lv in enumerate(levels) if lv > 0]
-            if again:  # global relaxation: one more round for the queries that need it
-                more, failed2 = await self._search_round(placement, [qs[i] for i in again],
-                                                         [levels[i] for i in again])
-                failed.update(failed2)
-                for name in list(answers):
-                    if name not in more:
-                        continue
-                    for j, i in enumerate(again):
-                        answers[name][i] = more[name][j]
-        finally:
-            self.in_flight[version] -= 1
-        missing = sorted(failed)
-        took = (time.perf_counter() - t0) * 1e3
-        out = []
-        for i, q in enumerate(qs):
-            rs = [a[i] for n, a in answers.items() if n not in failed]
-            hits = merge_topk([list(r.hits) for r in rs], q.k)
-            out.append(SearchResult(hits=hits, relaxed=q.relaxed(levels[i]), level=levels[i],
-                                    candidates=sum(r.counts[min(levels[i], len(r.counts) - 1)] for r in rs),
-                                    partial=bool(missing), missing=missing, took_ms=took))
-        return out
+        return await self.router.search_batch(queries)
 
-    async def _search_round(self, placement: Placement, qs, levels):
-        excl = placement.exclusions()
-        calls = {name: self.clients[name].search_batch(
-                     qs, levels, (placement.n_buckets, excl.get(name, [])))
-                 for name in placement.shards}
-        answers, failed = await self._fan_out(calls)
-        return {n: list(a) for n, a in answers.items()}, failed
+    async def push_views(self) -> dict:
+        """Tell every shard which buckets it hides under the current map (at start and after changes)."""
+        p = self.placement
+        excl = p.exclusions()
+        _, failed = await self._fan_out({n: self.clients[n].set_view(p.version, p.n_buckets, excl.get(n, []))
+                                         for n in p.shards})
+        self.router.version = p.version
+        # a shard that missed the push reads its view from the saved map when it restarts
+        return failed
 
     # ------------------------------------------------------------ writes
     def validate_batch(self, ids, codes, hists, attributes, metas=None) -> dict:
@@ -216,9 +155,8 @@ class Coordinator:
         return await self._call(owner, self.clients[owner].get(item_id))
 
     def _locks(self, buckets):
-        """Hold the locks of the buckets that are moving (others need none)."""
-        moving = sorted({int(b) for b in np.unique(buckets)} & set(self.placement.moving))
-        return _MultiLock([self.bucket_locks[b] for b in moving])
+        """The locks of these buckets, taken in bucket order (no deadlock)."""
+        return _MultiLock([self.bucket_locks[b] for b in np.unique(buckets).tolist()])
 
     # ------------------------------------------------------------ rebalancing
     async def rebalance(self, n_shards: int, on_progress: Callable[[int, int], None] | None = None) -> dict:
@@ -233,7 +171,7 @@ class Coordinator:
                         raise InvalidInput("this coordinator cannot create shards")
                     self.clients[s] = self.make_client(s)
             if set(new_shards) - set(self.placement.shards):
-                self._commit(shards=sorted(set(self.placement.shards) | set(new_shards)))
+                await self._commit(shards=sorted(set(self.placement.shards) | set(new_shards)))
             groups: dict[tuple[str, str], list[int]] = defaultdict(list)
             for b, src, dst in moves:
                 groups[(src, dst)].append(b)
@@ -246,7 +184,7 @@ class Coordinator:
                     if on_progress:
                         on_progress(done, len(moves))
             removed = [s for s in self.placement.shards if s not in new_shards]
-            self._commit(shards=new_shards)
+            await self._commit(shards=new_shards)
             for s in removed:
                 self.clients.pop(s, None)
                 if self.retire_client:
@@ -259,7 +197,7 @@ class Coordinator:
         nb = self.placement.n_buckets
         locks = _MultiLock([self.bucket_locks[b] for b in buckets])
         async with locks:
-            self._commit(moving={**self.placement.moving, **{b: dst for b in buckets}})
+            await self._commit(moving={**self.placement.moving, **{b: dst for b in buckets}})
             batch = await self._call(src, self.clients[src].export_buckets(buckets, nb), 60)
             if batch["ids"]:
                 batch["quantised"] = True
@@ -268,11 +206,10 @@ class Coordinator:
             for b in buckets:
                 owner[b] = dst
             moving = {b: s for b, s in self.placement.moving.items() if b not in buckets}
-            self._commit(owner=owner, moving=moving,
-                         draining={**self.placement.draining, **{b: src for b in buckets}})
-        await self._wait_for_older_queries(self.placement.version)
+            await self._commit(owner=owner, moving=moving,
+                               draining={**self.placement.draining, **{b: src for b in buckets}})
         await self._call(src, self.clients[src].delete_buckets(buckets, nb), 60)
-        self._commit(draining={b: s for b, s in self.placement.draining.items() if b not in buckets})
+        await self._commit(draining={b: s for b, s in self.placement.draining.items() if b not in buckets})
         return len(batch["ids"])
 
     async def recover(self) -> None:
@@ -284,31 +221,30 @@ class Coordinator:
         for dst, buckets in by_dst.items():   # an unfinished copy: drop it, the owner still has all
             await self._call(dst, self.clients[dst].delete_buckets(buckets, nb), 60)
         if by_dst:
-            self._commit(moving={})
+            await self._commit(moving={})
         by_src: dict[str, list[int]] = defaultdict(list)
         for b, src in self.placement.draining.items():
             by_src[src].append(b)
         for src, buckets in by_src.items():   # a finished copy: the stale one goes
             await self._call(src, self.clients[src].delete_buckets(buckets, nb), 60)
         if by_src:
-            self._commit(draining={})
+            await self._commit(draining={})
 
-    async def _wait_for_older_queries(self, version: int, timeout_s: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while any(n > 0 for v, n in self.in_flight.items() if v < version):
-            if time.monotonic() > deadline:
-                break  # a query stuck that long has timed out on its own side
-            await asyncio.sleep(0.001)
-
-    def _commit(self, **changes) -> None:
-        """A new map version, durable before anyone acts on it."""
-        d = self.placement.to_json()
-        new = Placement.from_json(d)
+    async def _commit(self, **changes) -> None:
+        """A new map version: saved durably, then pushed to the shards."""
+        new = Placement.from_json(self.placement.to_json())
         for k, v in changes.items():
             setattr(new, k, v)
         new.version = self.placement.version + 1
         new.save(self.root)
         self.placement = new
+        for name in new.shards:  # the router asks exactly the shards of the current map
+            if name in self.clients:
+                self.router.clients[name] = self.clients[name]
+        for name in list(self.router.clients):
+            if name not in new.shards:
+                del self.router.clients[name]
+        await self.push_views()
 
     # ------------------------------------------------------------ admin
     async def stats(self) -> dict:
@@ -342,4 +278,4 @@ class _MultiLock:
             lock.release()
 
 
-__all__ = ["Coordinator", "SearchResult", "NotFound", "id_key"]
+__all__ = ["Coordinator", "SearchResult"]

@@ -15,7 +15,8 @@ from shards.shard import Shard
 class ShardClient(Protocol):
     name: str
 
-    async def search_batch(self, queries, levels, exclude) -> list: ...
+    async def search_batch(self, queries, levels) -> list: ...
+    async def set_view(self, version: int, n_buckets: int, hidden: list[int]) -> None: ...
     async def upsert(self, batch: dict) -> int: ...
     async def delete(self, ids: list) -> int: ...
     async def get(self, item_id) -> dict: ...
@@ -31,8 +32,11 @@ class LocalShardClient:
         self.name = name
         self.shard = shard
 
-    async def search_batch(self, queries, levels, exclude):
-        return self.shard.search_batch(queries, levels, exclude)
+    async def search_batch(self, queries, levels):
+        return self.shard.search_batch(queries, levels)
+
+    async def set_view(self, version, n_buckets, hidden):
+        self.shard.set_view(version, n_buckets, hidden)
 
     async def upsert(self, batch: dict) -> int:
         return self.shard.upsert(batch["ids"], batch["codes"], batch["hists"], batch["attributes"],

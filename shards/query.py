@@ -15,7 +15,7 @@ of `required` were dropped.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
@@ -134,4 +134,4 @@ class ShardResult:
     relaxed: tuple[str, ...]
     counts: tuple[int, ...]
     scanned: int = 0
-    extra: dict = field(default_factory=dict)
+    view: int = 0             # the placement version whose hidden buckets this answer respects

@@ -80,6 +80,7 @@ class Shard:
         self.warnings: list[str] = []
         self.seq = 0
         self.wal: WalWriter | None = None
+        self.view: tuple[int, int, tuple[int, ...]] = (0, 1, ())  # see set_view
         self.config = self._load_or_create_config(config, create)
         self.words = self.config.bits // 64
         self.inv_bits = 1.0 / self.config.bits
@@ -296,19 +297,31 @@ class Shard:
     def search(self, query: Query | PreparedQuery, level: int | None = None) -> ShardResult:
         return self.search_batch([query], [level])[0]
 
+    def set_view(self, version: int, n_buckets: int, hidden_buckets) -> None:
+        """Which buckets this shard holds but must not answer for, as of placement `version`.
+
+        During a rebalance a shard holds copies of buckets it does not own yet (being
+        copied in) or any more (waiting to be deleted). Every answer carries the view
+        version, so a router that sees two versions in one query knows it straddled a
+        change and asks again.
+        """
+        with self.lock:
+            self.view = (int(version), int(n_buckets), tuple(sorted(int(b) for b in hidden_buckets)))
+
     def search_batch(self, queries, levels=None, exclude=None) -> list[ShardResult]:
         """Answer many queries; those with the same constraints share one pass over the codes.
 
         levels[i] = None relaxes locally (the least relaxation giving k candidates);
         an int fixes the level (the coordinator's global relaxation).
-        exclude = (n_buckets, buckets): items in those buckets are invisible (during a
-        rebalance a shard holds copies of buckets it does not own yet, or any more).
+        exclude = (n_buckets, buckets) overrides the view's hidden buckets.
         """
         qs = [q if isinstance(q, PreparedQuery) else self.prepare(q) for q in queries]
         levels = [None] * len(qs) if levels is None else list(levels)
         if len(levels) != len(qs):
             raise InvalidInput("one level per query")
         with self.lock:
+            version, n_buckets, buckets = self.view
+            exclude = exclude if exclude is not None else (n_buckets, buckets)
             hidden = [self._hidden_rows(bid, exclude) for bid in range(len(self.blocks))]
             counts, chosen = [], []
             for q, lv in zip(qs, levels):
@@ -327,7 +340,7 @@ class Shard:
                 for i, (hits, scanned) in zip(members, self._scan_group(tokens, [qs[i] for i in members], hidden)):
                     q, lv = qs[i], chosen[i]
                     results[i] = ShardResult(hits=hits, level=lv, relaxed=q.relaxed(lv),
-                                             counts=tuple(counts[i]), scanned=scanned)
+                                             counts=tuple(counts[i]), scanned=scanned, view=version)
             return results
 
     def _scan_group(self, tokens, qs: list[PreparedQuery], hidden):

@@ -23,7 +23,9 @@ def make(tmp_path, n_shards=3):
     placement = Placement.initial(n_shards)
     clients = {s: LocalShardClient(s, Shard(tmp_path / s, CFG)) for s in placement.shards}
     make_client = lambda s: LocalShardClient(s, Shard(tmp_path / s, CFG))  # noqa: E731
-    return Coordinator(tmp_path, placement, clients, bits=128, hist_bins=8, make_client=make_client)
+    coord = Coordinator(tmp_path, placement, clients, bits=128, hist_bins=8, make_client=make_client)
+    asyncio.run(coord.start())
+    return coord
 
 
 def tuples(result):
@@ -91,7 +93,7 @@ def test_a_missing_shard_gives_partial_never_a_hang(tmp_path, broken):
     ids, codes, hists, attrs = random_items(rng, 300, 2, 8)
     asyncio.run(coord.upsert(ids, codes, hists, attrs))
     bad = coord.placement.shards[1]
-    coord.clients[bad] = broken(bad, coord.clients[bad].shard)
+    coord.clients[bad] = coord.router.clients[bad] = broken(bad, coord.clients[bad].shard)
     r = asyncio.run(coord.search(random_query(rng, 2, 8)))
     assert r.partial and r.missing == [bad]
     assert all(coord.clients[bad].shard.contains(h.id) is False for h in r.hits)

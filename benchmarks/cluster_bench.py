@@ -1,0 +1,127 @@
+"""Benchmarks of the cluster on Ray: query overhead over in-process, batch throughput, rebalance."""
+from __future__ import annotations
+
+import statistics
+import tempfile
+import threading
+import time
+
+import numpy as np
+import ray
+
+from cluster.runtime import open_cluster, shutdown_cluster
+from shards.query import Query
+from shards.shard import Shard, ShardConfig
+
+from .shard_bench import synthetic_batch
+
+N_CAT = 100
+
+
+def _queries(rng, n, bits):
+    out = []
+    for _ in range(n):
+        out.append(Query(code=rng.integers(0, 2**64 - 1, bits // 64, dtype=np.uint64, endpoint=True),
+                         hist=rng.random(64), k=10,
+                         required=(f"articleType=a{rng.integers(N_CAT)}", f"season=s{rng.integers(4)}")))
+    return out
+
+
+def _fill(upsert, rows, bits, batch=20_000):
+    rng = np.random.default_rng(0)
+    for start in range(0, rows, batch):
+        ids, codes, hists, attrs = synthetic_batch(rng, start, min(batch, rows - start), bits // 64,
+                                                   n_categories=N_CAT)
+        upsert(ids, codes, hists, attrs)
+
+
+def _latencies(fn, queries):
+    out = []
+    for q in queries:
+        t = time.perf_counter()
+        fn(q)
+        out.append((time.perf_counter() - t) * 1e3)
+    return out
+
+
+def bench_cluster(rows: int, n_shards: int, bits: int = 256, n_queries: int = 300, batch: int = 256) -> dict:
+    rng = np.random.default_rng(1)
+    queries = _queries(rng, n_queries, bits)
+    batch_queries = _queries(rng, batch, bits)
+
+    local = Shard(None, ShardConfig(bits=bits), fsync=False)
+    _fill(lambda *a: local.upsert(*a), rows, bits)
+    local.compact()
+    local_lat = _latencies(local.search, queries)
+    t = time.perf_counter()
+    local.search_batch(batch_queries)
+    local_batch_s = time.perf_counter() - t
+    del local
+
+    with tempfile.TemporaryDirectory() as storage:
+        ray.init(include_dashboard=False, log_to_driver=False, namespace="fashion-search")
+        try:
+            c = open_cluster(storage, shards=n_shards, config=ShardConfig(bits=bits))
+            t = time.perf_counter()
+            _fill(c.upsert, rows, bits)
+            ingest_s = time.perf_counter() - t
+            for q in queries[:20]:
+                c.search(q)  # warm up the actors' code paths
+            lat = _latencies(c.search, queries)
+            c.search_batch(batch_queries)
+            t = time.perf_counter()
+            c.search_batch(batch_queries)
+            batch_s = time.perf_counter() - t
+        finally:
+            shutdown_cluster()
+            ray.shutdown()
+    p50, p99 = statistics.median(lat), float(np.percentile(lat, 99))
+    lp50 = statistics.median(local_lat)
+    return {"rows": rows, "shards": n_shards, "bits": bits, "queries": n_queries,
+            "p50_ms": p50, "p99_ms": p99, "single_process_p50_ms": lp50,
+            "single_process_p99_ms": float(np.percentile(local_lat, 99)), "overhead_ms": p50 - lp50,
+            "batch": batch, "batch_qps": batch / batch_s, "single_process_batch_qps": batch / local_batch_s,
+            "batch_ratio": local_batch_s / batch_s, "cluster_ingest_items_per_s": rows / ingest_s}
+
+
+def bench_rebalance(rows: int, n_from: int, n_to: int, bits: int = 256) -> dict:
+    """Resize n_from -> n_to shards while a client queries continuously and checks every answer."""
+    rng = np.random.default_rng(2)
+    with tempfile.TemporaryDirectory() as storage:
+        ray.init(include_dashboard=False, log_to_driver=False, namespace="fashion-search")
+        try:
+            c = open_cluster(storage, shards=n_from, config=ShardConfig(bits=bits))
+            _fill(c.upsert, rows, bits)
+            # the probe: a query whose true answer is known exactly (a category of ~rows/N_CAT items,
+            # k above its size) so each answer can be checked for misses and duplicates
+            probe = Query(code=np.zeros(bits // 64, np.uint64), hist=np.ones(64), k=1000,
+                          filters=("articleType=a7", "season=s1"))
+            truth = {h.id for h in c.search(probe).hits}
+            stats = {"queries": 0, "failed": 0, "missing": 0, "duplicates": 0, "partial": 0}
+            stop = threading.Event()
+
+            def client():
+                while not stop.is_set():
+                    try:
+                        r = c.search(probe)
+                    except Exception:
+                        stats["failed"] += 1
+                        continue
+                    got = [h.id for h in r.hits]
+                    stats["queries"] += 1
+                    stats["partial"] += int(r.partial)
+                    stats["duplicates"] += len(got) - len(set(got))
+                    stats["missing"] += len(truth - set(got))
+
+            th = threading.Thread(target=client)
+            th.start()
+            report = c.rebalance(n_to)
+            stop.set()
+            th.join()
+            after = c.stats()
+        finally:
+            shutdown_cluster()
+            ray.shutdown()
+    return {"rows": rows, "from": n_from, "to": n_to, "moved": report["moved_items"],
+            "moved_buckets": report["moved_buckets"], "seconds": report["seconds"],
+            "items_after": after["items"], "probe_size": len(truth), **stats}

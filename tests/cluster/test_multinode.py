@@ -1,0 +1,85 @@
+"""Three Ray nodes on this machine (ray.cluster_utils.Cluster): shards spread over
+nodes, a node removed, its shards back on the survivors from the storage root."""
+import time
+
+import numpy as np
+import pytest
+import ray
+from ray.cluster_utils import Cluster as RayTestCluster
+
+from cluster.runtime import open_cluster, shutdown_cluster
+from shards.query import Query
+from shards.shard import ShardConfig
+
+from ..shards.helpers import random_items
+
+CFG = ShardConfig(bits=128, hist_bins=8)
+EVERYTHING = Query(code=np.zeros(2, np.uint64), hist=np.ones(8), k=1000)
+FAST_FAILURE_DETECTION = {"health_check_initial_delay_ms": 0, "health_check_period_ms": 500,
+                          "health_check_failure_threshold": 4}
+
+
+@pytest.fixture(scope="module")
+def nodes(tmp_path_factory):
+    rc = RayTestCluster(initialize_head=True, head_node_args={
+        "num_cpus": 1, "_system_config": FAST_FAILURE_DETECTION})
+    workers = [rc.add_node(num_cpus=1) for _ in range(2)]
+    rc.wait_for_nodes()
+    ray.init(address=rc.address, namespace="fashion-search", log_to_driver=False)
+    yield rc, workers, tmp_path_factory.mktemp("shared-storage")
+    shutdown_cluster()
+    ray.shutdown()
+    rc.shutdown()
+
+
+def shard_nodes(cluster):
+    return {name: info["node"] for name, info in cluster.coordinator_call("ready")["shards"].items()}
+
+
+def test_node_loss_partial_then_full_recovery(nodes):
+    rc, workers, storage = nodes
+    cluster = open_cluster(storage, shards=6, config=CFG, timeout_s=0.5)
+    placed = shard_nodes(cluster)
+    assert len(set(placed.values())) >= 2, f"shards not spread: {placed}"
+
+    rng = np.random.default_rng(0)
+    ids, codes, hists, attrs = random_items(rng, 500, 2, 8)
+    cluster.upsert(ids, codes, hists, attrs)
+    acked = set(ids)
+
+    # the worker node that holds the most shards goes away
+    worker_ids = {w.node_id: w for w in workers}
+    counts = {}
+    for node in placed.values():
+        if node in worker_ids:
+            counts[node] = counts.get(node, 0) + 1
+    victim = max(counts, key=counts.get)
+    lost = sorted(s for s, n in placed.items() if n == victim)
+    rc.remove_node(worker_ids[victim])
+
+    partial_seen, wrong_full = False, []
+    deadline = time.monotonic() + 90
+    recovered = False
+    while time.monotonic() < deadline:
+        r = cluster.search(EVERYTHING)
+        got = {h.id for h in r.hits}
+        if r.partial:
+            partial_seen = True
+            assert set(r.missing) <= set(placed)
+        elif got != acked:
+            wrong_full.append(len(got))
+        else:
+            recovered = True
+            if partial_seen:
+                break
+        time.sleep(0.2)
+    assert not wrong_full, "a full (non-partial) answer missed items"
+    assert recovered, "the lost shards did not come back"
+    assert partial_seen, "no query saw the outage (failure detection takes >= 2 s, queries run every 0.2 s)"
+    placed_after = shard_nodes(cluster)
+    assert all(placed_after[s] != victim for s in lost)
+    # writes work again and every acknowledged item is found
+    ids2, codes2, hists2, attrs2 = random_items(rng, 50, 2, 8, start=10_000)
+    cluster.upsert(ids2, codes2, hists2, attrs2)
+    final = cluster.search(EVERYTHING)
+    assert not final.partial and {h.id for h in final.hits} == acked | set(ids2)

@@ -75,7 +75,7 @@ def test_killing_a_shard_actor_loses_no_acknowledged_write(cluster, model):
 
     def writer():
         i = 50_000
-        while not stop.is_set():
+        while not stop.is_set() and i < 50_300:  # the final check reads everything with k=1000
             ids, codes, hists, attrs = random_items(rng, 4, 2, 8, start=i)
             try:
                 cluster.upsert(ids, codes, hists, attrs)
@@ -83,6 +83,7 @@ def test_killing_a_shard_actor_loses_no_acknowledged_write(cluster, model):
             except Exception as exc:  # not acknowledged: may or may not be there
                 errors.append(exc)
             i += 4
+            time.sleep(0.01)
 
     def reader():
         while not stop.is_set():

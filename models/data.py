@@ -1,0 +1,155 @@
+"""The data: product catalogs (CSV + images), COCO boxes, fixed splits, image decoding.
+
+The dataset root is a setting: `FASHION_DATA` in the environment, else
+`../shared/datasets` beside the project. A catalog is a folder with `styles.csv`
+(id, gender, masterCategory, subCategory, articleType, baseColour, season, year,
+usage, productDisplayName) and `images/<id>.jpg`.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import random
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from shards.errors import InvalidInput
+
+PROJECT = Path(__file__).resolve().parents[1]
+ASSETS = Path(__file__).resolve().parent / "assets"
+SPLITS_FILE = ASSETS / "splits.json"
+CATALOG_COLUMNS = ("id", "gender", "masterCategory", "subCategory", "articleType", "baseColour",
+                   "season", "usage", "productDisplayName")
+MAX_PIXELS = 40_000_000          # decompression-bomb guard for anything we decode
+EMPTY_VALUES = {"", "NA", "N/A", "null", "None"}
+
+
+def data_root() -> Path:
+    return Path(os.environ.get("FASHION_DATA", PROJECT.parent / "shared" / "datasets"))
+
+
+def products_dir() -> Path:
+    return data_root() / "fashion-products"
+
+
+@dataclass(frozen=True)
+class Product:
+    id: str
+    fields: dict            # field -> value, empty fields left out
+    title: str
+    image: Path
+
+
+def load_catalog(folder: str | os.PathLike | None = None) -> list[Product]:
+    """Read a catalog folder; a missing column or an empty CSV is a clear InvalidInput."""
+    folder = Path(folder) if folder else products_dir()
+    path = folder / "styles.csv" if folder.is_dir() else folder
+    images = (path.parent / "images")
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            missing = [c for c in CATALOG_COLUMNS if c not in (reader.fieldnames or [])]
+            if missing:
+                raise InvalidInput(f"{path}: missing columns {missing}")
+            out = []
+            for row in reader:
+                fields = {k: row[k].strip() for k in CATALOG_COLUMNS[1:-1]
+                          if row.get(k) is not None and row[k].strip() not in EMPTY_VALUES}
+                out.append(Product(id=row["id"].strip(), fields=fields,
+                                   title=(row["productDisplayName"] or "").strip(),
+                                   image=images / f"{row['id'].strip()}.jpg"))
+    except FileNotFoundError as exc:
+        raise InvalidInput(f"no catalog at {path}") from exc
+    if not out:
+        raise InvalidInput(f"{path}: the catalog has no rows")
+    return out
+
+
+def make_splits(products: list[Product], seed: int = 0, val: float = 0.1, test: float = 0.1) -> dict:
+    """Deterministic 80/10/10 split, stratified by articleType."""
+    by_type = defaultdict(list)
+    for p in products:
+        by_type[p.fields.get("articleType", "")].append(p.id)
+    rng = random.Random(seed)
+    out = {"train": [], "val": [], "test": []}
+    for t in sorted(by_type):
+        ids = sorted(by_type[t])
+        rng.shuffle(ids)
+        n_test, n_val = int(round(len(ids) * test)), int(round(len(ids) * val))
+        out["test"] += ids[:n_test]
+        out["val"] += ids[n_test: n_test + n_val]
+        out["train"] += ids[n_test + n_val:]
+    return {k: sorted(v) for k, v in out.items()}
+
+
+def load_splits() -> dict:
+    """The splits every tool uses (models/assets/splits.json, made once by make_splits)."""
+    if not SPLITS_FILE.exists():
+        splits = make_splits(load_catalog())
+        SPLITS_FILE.write_text(json.dumps({"seed": 0, "stratified_by": "articleType", **splits}))
+    d = json.loads(SPLITS_FILE.read_text())
+    return {k: set(d[k]) for k in ("train", "val", "test")}
+
+
+def decode_image(data: bytes | os.PathLike | str, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Decode an image (bytes or a path) to RGB, refusing bombs and non-images with InvalidInput."""
+    import io
+    try:
+        src = io.BytesIO(data) if isinstance(data, (bytes, bytearray)) else open(data, "rb")
+    except OSError as exc:
+        raise InvalidInput(f"cannot read image {data!r}: {exc}") from exc
+    with src:
+        try:
+            img = Image.open(src)
+            if img.width * img.height > max_pixels:
+                raise InvalidInput(f"image of {img.width}x{img.height} pixels is over the limit of {max_pixels}")
+            img.load()
+        except InvalidInput:
+            raise
+        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+            raise InvalidInput(f"not a readable image: {exc}") from exc
+    if img.width < 8 or img.height < 8:
+        raise InvalidInput(f"image of {img.width}x{img.height} pixels is too small")
+    return img.convert("RGB")
+
+
+def load_coco(folder: str | os.PathLike) -> dict:
+    """A COCO detection folder: annotations.json + images/. Returns the parsed json with paths."""
+    folder = Path(folder)
+    try:
+        d = json.loads((folder / "annotations.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise InvalidInput(f"{folder}: no readable annotations.json: {exc}") from exc
+    for key in ("images", "annotations", "categories"):
+        if key not in d:
+            raise InvalidInput(f"{folder}/annotations.json has no {key!r}")
+    by_image = defaultdict(list)
+    for a in d["annotations"]:
+        by_image[a["image_id"]].append(a)
+    for im in d["images"]:
+        im["path"] = folder / "images" / im["file_name"]
+        im["boxes"] = by_image.get(im["id"], [])
+    return d
+
+
+def image_array(products: list[Product], size: int, cache: Path | None = None) -> np.ndarray:
+    """All product images resized to size x size, as one (n, size, size, 3) uint8 array (cached)."""
+    if cache is not None and cache.exists():
+        arr = np.load(cache)
+        if arr.shape[0] == len(products):
+            return arr
+    arr = np.zeros((len(products), size, size, 3), np.uint8)
+    for i, p in enumerate(products):
+        try:
+            arr[i] = np.asarray(decode_image(p.image).resize((size, size), Image.BILINEAR))
+        except InvalidInput:
+            pass  # a missing or broken photo stays black; counted by the caller
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        np.save(cache, arr)
+    return arr

@@ -1,0 +1,102 @@
+"""The attribute vocabulary and its order, as data (models/assets/taxonomy.json).
+
+Tokens are `field=value`. A product's attribute sequence lists its tokens in the
+taxonomy's field order: great-category (masterCategory) first, then the
+fashion-category (articleType), then the rest, so guided generation can force the
+category at its position. Values seen fewer than `min_count` times in the training
+split become `field=other`; empty fields are absent. A user with another catalog
+builds another file (`Taxonomy.build`) and the models follow it.
+"""
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from shards.errors import InvalidInput
+
+from .data import ASSETS, Product
+
+FILE = ASSETS / "taxonomy.json"
+FIELDS = ("masterCategory", "articleType", "gender", "subCategory", "baseColour", "season", "usage")
+PAD, BOS, EOS = 0, 1, 2
+SPECIALS = ("<pad>", "<bos>", "<eos>")
+
+
+@dataclass
+class Taxonomy:
+    fields: tuple[str, ...]
+    values: dict[str, list[str]]                 # field -> kept values (sorted)
+    tree: dict[str, dict[str, str]]              # articleType -> {masterCategory, subCategory}
+    min_count: int = 5
+    great_field: str = "masterCategory"
+    category_field: str = "articleType"
+    detector_classes: dict[str, list[str]] = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.tokens = list(SPECIALS) + [f"{f}={v}" for f in self.fields for v in self.values[f]]
+        self.index = {t: i for i, t in enumerate(self.tokens)}
+        self.field_of = [-1] * len(SPECIALS) + [i for i, f in enumerate(self.fields) for _ in self.values[f]]
+
+    @classmethod
+    def build(cls, products: list[Product], fields=FIELDS, min_count: int = 5) -> "Taxonomy":
+        counts = {f: Counter(p.fields[f] for p in products if f in p.fields) for f in fields}
+        values = {f: sorted([v for v, n in counts[f].items() if n >= min_count]
+                            + (["other"] if any(n < min_count for n in counts[f].values()) else []))
+                  for f in fields}
+        votes = defaultdict(lambda: defaultdict(Counter))
+        for p in products:
+            if "articleType" in p.fields:
+                for f in ("masterCategory", "subCategory"):
+                    if f in p.fields:
+                        votes[p.fields["articleType"]][f][p.fields[f]] += 1
+        tree = {t: {f: c.most_common(1)[0][0] for f, c in fs.items()} for t, fs in votes.items()}
+        return cls(fields=tuple(fields), values=values, tree=tree, min_count=min_count)
+
+    # ------------------------------------------------------------ tokens
+    def token(self, f: str, value: str) -> str:
+        return f"{f}={value}" if value in self.values[f] else f"{f}=other"
+
+    def sequence(self, product_fields: dict) -> list[str]:
+        """The product's tokens in field order."""
+        return [self.token(f, product_fields[f]) for f in self.fields if f in product_fields]
+
+    def encode(self, tokens: list[str]) -> list[int]:
+        return [BOS] + [self.index[t] for t in tokens] + [EOS]
+
+    def category_tokens(self) -> list[str]:
+        return [t for t in self.tokens if t.startswith(self.category_field + "=")]
+
+    def check_category(self, category: str) -> str:
+        """'Shirts' or 'articleType=Shirts' -> the token; unknown -> InvalidInput."""
+        tok = category if "=" in category else f"{self.category_field}={category}"
+        if tok not in self.index or not tok.startswith(self.category_field + "="):
+            raise InvalidInput(f"unknown category {category!r}; known: "
+                               f"{', '.join(t.split('=', 1)[1] for t in self.category_tokens())}")
+        return tok
+
+    def forced_prefix(self, category_token: str) -> dict[int, str]:
+        """Field index -> token that guided generation forces: the category and its great-category."""
+        value = category_token.split("=", 1)[1]
+        forced = {self.fields.index(self.category_field): category_token}
+        great = self.tree.get(value, {}).get(self.great_field)
+        if great is not None:
+            forced[self.fields.index(self.great_field)] = self.token(self.great_field, great)
+        return forced
+
+    # ------------------------------------------------------------ file
+    def to_json(self) -> dict:
+        return {"fields": list(self.fields), "values": self.values, "tree": self.tree, "min_count": self.min_count,
+                "great_field": self.great_field, "category_field": self.category_field,
+                "detector_classes": self.detector_classes}
+
+    def save(self, path: Path = FILE) -> None:
+        path.write_text(json.dumps(self.to_json(), indent=1, sort_keys=True))
+
+    @classmethod
+    def load(cls, path: Path = FILE) -> "Taxonomy":
+        d = json.loads(Path(path).read_text())
+        return cls(fields=tuple(d["fields"]), values=d["values"], tree=d["tree"], min_count=d["min_count"],
+                   great_field=d["great_field"], category_field=d["category_field"],
+                   detector_classes=d.get("detector_classes", {}))

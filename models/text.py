@@ -1,0 +1,112 @@
+"""The seller's intention from the product title: title -> fashion-category (+ gender, colour).
+
+A fastText-style model: hashed word uni/bi-grams and character 3..5-grams, an
+EmbeddingBag (sum) into a small vector, one linear layer to the categories. It
+answers "unknown" below a confidence threshold. Gender and colour come from the
+words of the title when it states them (longest colour name first, so
+"Navy Blue" wins over "Blue").
+"""
+from __future__ import annotations
+
+import re
+import zlib
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from shards.errors import InvalidInput
+
+WORD = re.compile(r"[a-z0-9]+")
+GENDER_WORDS = {"men": "Men", "mens": "Men", "man": "Men", "women": "Women", "womens": "Women",
+                "woman": "Women", "boys": "Boys", "boy": "Boys", "girls": "Girls", "girl": "Girls",
+                "unisex": "Unisex"}
+MAX_TITLE = 1000
+
+
+@dataclass(frozen=True)
+class TextConfig:
+    buckets: int = 1 << 17
+    dim: int = 32
+    min_n: int = 3
+    max_n: int = 5
+    threshold: float = 0.5
+
+
+def features(title: str, cfg: TextConfig) -> list[int]:
+    words = WORD.findall(title.lower())
+    grams = words + [f"{a} {b}" for a, b in zip(words, words[1:])]
+    for w in words:
+        w = f"<{w}>"
+        grams += [w[i: i + n] for n in range(cfg.min_n, cfg.max_n + 1) for i in range(len(w) - n + 1)]
+    return [zlib.crc32(g.encode()) % cfg.buckets for g in grams] or [0]
+
+
+class TitleClassifier(nn.Module):
+    def __init__(self, cfg: TextConfig, classes: list[str], colours: list[str]):
+        super().__init__()
+        self.cfg, self.classes, self.colours = cfg, list(classes), sorted(colours, key=len, reverse=True)
+        self.embed = nn.EmbeddingBag(cfg.buckets, cfg.dim, mode="mean")
+        self.out = nn.Linear(cfg.dim, len(classes))
+
+    def batch(self, titles: list[str]):
+        feats = [features(t, self.cfg) for t in titles]
+        offsets = torch.tensor([0] + [len(f) for f in feats[:-1]]).cumsum(0)
+        return torch.tensor([i for f in feats for i in f]), offsets
+
+    def forward(self, titles: list[str]) -> torch.Tensor:
+        idx, offsets = self.batch(titles)
+        return self.out(self.embed(idx, offsets))  # N x classes
+
+    @torch.no_grad()
+    def predict(self, titles: list[str]) -> list[dict]:
+        """Per title: category (or "unknown"), confidence, and gender / colour if stated."""
+        for t in titles:
+            if not isinstance(t, str) or not t.strip():
+                raise InvalidInput(f"a title must be a non-empty string, got {t!r}")
+            if len(t) > MAX_TITLE:
+                raise InvalidInput(f"a title is at most {MAX_TITLE} characters")
+        probs = F.softmax(self(titles), dim=1)
+        conf, best = probs.max(dim=1)
+        out = []
+        for t, c, b in zip(titles, conf.tolist(), best.tolist()):
+            words = WORD.findall(t.lower())
+            gender = next((GENDER_WORDS[w] for w in words if w in GENDER_WORDS), None)
+            low = f" {' '.join(words)} "
+            colour = next((c_ for c_ in self.colours if f" {c_.lower()} " in low), None)
+            out.append({"category": self.classes[b] if c >= self.cfg.threshold else "unknown",
+                        "confidence": c, "gender": gender, "colour": colour})
+        return out
+
+    def save(self, path) -> None:
+        torch.save({"config": asdict(self.cfg), "classes": self.classes, "colours": self.colours,
+                    "state": {k: v.half() for k, v in self.state_dict().items()}}, path)
+
+    @classmethod
+    def load(cls, path) -> "TitleClassifier":
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+        m = cls(TextConfig(**ck["config"]), ck["classes"], ck["colours"])
+        m.load_state_dict({k: v.float() for k, v in ck["state"].items()})
+        return m.eval()
+
+
+def train_text(titles: list[str], labels: list[str], classes: list[str], colours: list[str],
+               cfg: TextConfig = TextConfig(), epochs: int = 15, seed: int = 0, log=print) -> TitleClassifier:
+    torch.manual_seed(seed)
+    model = TitleClassifier(cfg, classes, colours)
+    y = torch.tensor([classes.index(lab) for lab in labels])
+    opt = torch.optim.Adam(model.parameters(), lr=0.02)
+    n = len(titles)
+    for epoch in range(epochs):
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed + epoch))
+        total = 0.0
+        for i in range(0, n, 128):
+            b = perm[i: i + 128].tolist()
+            loss = F.cross_entropy(model([titles[j] for j in b]), y[b])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(b)
+        log(f"text epoch {epoch + 1}/{epochs} loss {total / n:.4f}")
+    return model.eval()

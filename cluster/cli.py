@@ -55,6 +55,30 @@ def cmd_stats(args) -> dict:
         return c.coordinator_call("stats")
 
 
+def cmd_train(args) -> dict:
+    from pathlib import Path
+    if args.what == "text":
+        from models.text_pipeline import train_and_save_text
+        return train_and_save_text(Path(args.out) if args.out else None, epochs=args.epochs or 15)
+    from models.attributes import AttributeConfig, EncoderConfig
+    from models.train_attributes import train_attributes
+    enc = EncoderConfig(kind=args.encoder, image_size=args.image_size, width=args.width,
+                        frozen_blocks=args.frozen_blocks)
+    out = Path(args.out or f"runs/attributes-{args.encoder}")
+    report = train_attributes(AttributeConfig(encoder=enc), out, epochs=args.epochs or 6, batch=args.batch,
+                              lr=args.lr, seed=args.seed, limit=args.limit,
+                              log=lambda s: print(s, file=sys.stderr, flush=True))
+    return {"checkpoint": report["checkpoint"], "epochs": len(report["history"]),
+            "val_nll": report["history"][-1]["val_nll"], "curves": str(out / "curves.png")}
+
+
+def cmd_eval(args) -> dict:
+    from models.evaluation_cli import eval_attributes, eval_text
+    if args.what == "text":
+        return eval_text(args.data, args.split, args.weights)
+    return eval_attributes(args.data, args.split, args.weights, beam=args.beam, limit=args.limit)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fashion-search", description=__doc__.split("\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -86,6 +110,35 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--address", default=None, help="Ray cluster address (default: start a local one)")
     r.add_argument("--json", action="store_true")
     r.set_defaults(func=cmd_rebalance)
+
+    t = sub.add_parser("train", help="train the title classifier or the attribute model",
+                       description="Train on the shared product data (models/assets/splits.json). Checkpoints "
+                                   "carry their config; a run resumes from OUT/last.pt.")
+    t.add_argument("what", choices=["text", "attributes"])
+    t.add_argument("--out", default=None, help="output folder (attributes) or weights file (text)")
+    t.add_argument("--encoder", default="efficientnet_lite0", choices=["efficientnet_lite0", "resception", "inception"])
+    t.add_argument("--image-size", type=int, default=128)
+    t.add_argument("--width", type=float, default=0.25, help="inception family: channel multiplier")
+    t.add_argument("--frozen-blocks", type=int, default=6, help="efficientnet: leading blocks kept frozen")
+    t.add_argument("--epochs", type=int, default=None)
+    t.add_argument("--batch", type=int, default=64)
+    t.add_argument("--lr", type=float, default=2e-3)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--limit", type=int, default=None, help="train on the first N items only (smoke runs)")
+    t.add_argument("--json", action="store_true")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("eval", help="measure recognition: attributes (precision/recall) or text (accuracy)",
+                       description="Evaluate on every item of a catalog folder (styles.csv + images/), or "
+                                   "with --split test on the held-out split of the shared data.")
+    e.add_argument("what", choices=["text", "attributes"])
+    e.add_argument("--data", default=None, help="catalog folder (default: the shared fashion-products)")
+    e.add_argument("--split", default=None, choices=["train", "val", "test"])
+    e.add_argument("--weights", default=None, help="weights file (default: the shipped ones)")
+    e.add_argument("--beam", type=int, default=3)
+    e.add_argument("--limit", type=int, default=None)
+    e.add_argument("--json", action="store_true")
+    e.set_defaults(func=cmd_eval)
 
     s = sub.add_parser("stats", help="items per shard, placement map version, nodes",
                        description="Open the cluster on a storage root and print its state.")

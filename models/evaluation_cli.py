@@ -1,0 +1,60 @@
+"""What `fashion-search eval text|attributes` runs: any catalog folder, or a split of the shared data."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from shards.errors import InvalidInput
+
+from .attributes import AttributeModel, normalise
+from .data import ASSETS, image_array, load_catalog, load_splits, products_dir
+from .evaluate import evaluate_attributes
+from .text_pipeline import label, load_text
+from .train_attributes import encode_products
+
+ATTRIBUTE_WEIGHTS = ASSETS / "attributes.pt"
+
+
+def _products(data, split):
+    if split and data:
+        raise InvalidInput("--split selects from the shared data; give --data or --split, not both")
+    products = load_catalog(data)
+    if split:
+        ids = load_splits()[split]
+        products = [p for p in products if p.id in ids]
+    return products
+
+
+def eval_text(data=None, split=None, weights=None) -> dict:
+    products = _products(data, split)
+    model = load_text(Path(weights) if weights else None)
+    pred = model.predict([p.title or "untitled" for p in products])
+    acc = sum(r["category"] == label(p, model.classes) for r, p in zip(pred, products)) / len(products)
+    unknown = sum(r["category"] == "unknown" for r in pred) / len(products)
+    return {"images": len(products), "accuracy": acc, "unknown_rate": unknown,
+            "data": str(data or products_dir()), "split": split}
+
+
+def load_attributes(weights=None) -> AttributeModel:
+    ck = torch.load(weights or ATTRIBUTE_WEIGHTS, map_location="cpu", weights_only=False)
+    return AttributeModel.from_checkpoint(ck)
+
+
+def eval_attributes(data=None, split=None, weights=None, beam: int = 3, limit: int | None = None) -> dict:
+    products = _products(data, split)
+    if limit:
+        products = products[:limit]
+    model = load_attributes(weights)
+    torch.set_grad_enabled(False)
+    size, kind = model.cfg.encoder.image_size, model.cfg.encoder.kind
+    x = normalise(torch.from_numpy(image_array(products, size)), kind)
+    seqs, _, true_sets = encode_products(products, model.taxonomy)
+    text = load_text()
+    known = {t.split("=", 1)[1] for t in model.taxonomy.category_tokens()}
+    cats = []
+    for r in text.predict([p.title or "untitled" for p in products]):
+        cats.append(r["category"] if r["category"] in known else None)
+    out = evaluate_attributes(model, x, seqs, true_sets, categories=cats, beam=beam)
+    out.update({"data": str(data or products_dir()), "split": split, "encoder": kind, "beam": beam})
+    return out

@@ -1,0 +1,34 @@
+"""Training and shipping the title classifier on the shared product data."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .data import ASSETS, Product, load_catalog, load_splits
+from .taxonomy import FILE as TAXONOMY_FILE
+from .taxonomy import Taxonomy
+from .text import TitleClassifier, train_text
+
+WEIGHTS = ASSETS / "text.pt"
+
+
+def label(p: Product, classes: list[str]) -> str:
+    t = p.fields.get("articleType", "other")
+    return t if t in classes else "other"
+
+
+def train_and_save_text(out: Path | None = None, epochs: int = 15) -> dict:
+    cat, splits = load_catalog(), load_splits()
+    train = [p for p in cat if p.id in splits["train"]]
+    tax = Taxonomy.load(TAXONOMY_FILE) if TAXONOMY_FILE.exists() else Taxonomy.build(train)
+    if not TAXONOMY_FILE.exists():
+        tax.save()
+    classes = [t.split("=", 1)[1] for t in tax.category_tokens()]
+    model = train_text([p.title for p in train], [label(p, classes) for p in train], classes,
+                       tax.values["baseColour"], epochs=epochs, log=lambda s: None)
+    out = out or WEIGHTS
+    model.save(out)
+    return {"weights": str(out), "classes": len(classes), "train_titles": len(train)}
+
+
+def load_text(path: Path | None = None) -> TitleClassifier:
+    return TitleClassifier.load(path or WEIGHTS)

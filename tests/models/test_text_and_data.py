@@ -1,0 +1,54 @@
+"""Title classifier, taxonomy and data loading."""
+import numpy as np
+import pytest
+from PIL import Image
+
+from models.data import decode_image, load_catalog, make_splits, Product
+from models.text import TextConfig, train_text
+from shards.errors import InvalidInput
+
+
+def test_title_classifier_learns_and_reads_gender_and_colour():
+    titles = ["Turtle Check Men Navy Blue Shirt", "Puma Men Black Casual Shoes", "Nike Women White Sports Shoes",
+              "Arrow Men Blue Formal Shirt", "Bata Women Brown Casual Shoes", "Lee Men Grey Shirt"] * 4
+    labels = ["Shirts", "Casual Shoes", "Sports Shoes", "Shirts", "Casual Shoes", "Shirts"] * 4
+    model = train_text(titles, labels, ["Shirts", "Casual Shoes", "Sports Shoes"], ["Blue", "Navy Blue", "Black"],
+                       TextConfig(buckets=1 << 12, dim=8), epochs=30, log=lambda s: None)
+    r = model.predict(["Roadster Men Navy Blue Shirt", "Woodland Women Black Casual Shoes"])
+    assert [x["category"] for x in r] == ["Shirts", "Casual Shoes"]
+    assert r[0]["gender"] == "Men" and r[0]["colour"] == "Navy Blue"
+    assert r[1]["gender"] == "Women" and r[1]["colour"] == "Black"
+    with pytest.raises(InvalidInput, match="non-empty"):
+        model.predict([""])
+
+
+def test_splits_are_deterministic_and_stratified():
+    prods = [Product(id=str(i), fields={"articleType": f"t{i % 3}"}, title="", image=None) for i in range(300)]
+    a, b = make_splits(prods), make_splits(list(reversed(prods)))
+    assert a == b
+    assert len(a["test"]) == 30 and len(a["val"]) == 30
+    assert {int(i) % 3 for i in a["test"]} == {0, 1, 2}
+
+
+def test_catalog_errors(tmp_path):
+    (tmp_path / "styles.csv").write_text("")
+    with pytest.raises(InvalidInput):
+        load_catalog(tmp_path)
+    (tmp_path / "styles.csv").write_text("id,gender\n1,Men\n")
+    with pytest.raises(InvalidInput, match="missing columns"):
+        load_catalog(tmp_path)
+
+
+def test_bad_images_are_invalid_input(tmp_path):
+    with pytest.raises(InvalidInput):
+        decode_image(b"")
+    with pytest.raises(InvalidInput):
+        decode_image(b"this is not an image")
+    good = tmp_path / "a.png"
+    Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(good)
+    data = good.read_bytes()
+    with pytest.raises(InvalidInput):
+        decode_image(data[: len(data) // 2])          # truncated
+    assert decode_image(data).size == (20, 20)
+    with pytest.raises(InvalidInput, match="over the limit"):
+        decode_image(data, max_pixels=100)

@@ -1,5 +1,8 @@
 """`fashion-search`: the command line of the cluster.
 
+    fashion-search demo                                                       the main job: sample catalog + web page
+    fashion-search serve | index | batch | query                              run, fill, and ask a cluster
+    fashion-search train | eval                                               the models
     fashion-search bench scan|filtered|memory|ingest|cluster|rebalance ...   benchmarks (JSON)
     fashion-search rebalance --storage DIR --shards N                        move buckets online
     fashion-search stats --storage DIR                                       what the storage root holds
@@ -12,7 +15,7 @@ import argparse
 import json
 import sys
 
-from shards.errors import FashionSearchError
+from shards.errors import FashionSearchError, InvalidInput
 
 DEFAULT_STORAGE = "./fashion-search-data"
 
@@ -79,6 +82,76 @@ def cmd_eval(args) -> dict:
     return eval_attributes(args.data, args.split, args.weights, beam=args.beam, limit=args.limit)
 
 
+def cmd_demo(args) -> dict:
+    from cluster.demo import demo_settings, run_demo
+    return run_demo(demo_settings(args.host, args.port, args.storage, args.api_key), shards=args.shards)
+
+
+def cmd_serve(args) -> dict:
+    import time
+
+    import ray
+    from cluster.demo import SAMPLE_QUERIES, start_server
+    from cluster.runtime import open_cluster
+    from cluster.settings import Settings
+    settings = Settings(storage=args.storage, samples=str(SAMPLE_QUERIES), host=args.host, port=args.port,
+                        api_key=args.api_key)
+    open_cluster(args.storage, address=args.address, shards=args.shards)
+    start_server(settings)
+    print(f"serving on http://{args.host}:{args.port}/ (writes {'need X-API-Key' if args.api_key else 'are off'})",
+          file=sys.stderr, flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        ray.shutdown()
+    return {}
+
+
+def cmd_index(args) -> dict:
+    from cluster.indexing import index_catalog
+    from cluster.runtime import open_cluster
+    with open_cluster(args.storage, address=args.address, shards=args.shards) as c:
+        return index_catalog(c, args.catalog, args.images, errors_path=args.errors, concurrency=args.concurrency,
+                             log=lambda s: print(s, file=sys.stderr, flush=True))
+
+
+def cmd_batch(args) -> dict:
+    from cluster.batch import run_batch, submit_job
+    if args.address and not args.in_process:
+        argv = ["batch", args.queries, "--out", args.out, "--k", str(args.k), "--storage", args.storage]
+        return submit_job(args.address, argv)
+    from cluster.runtime import open_cluster
+    with open_cluster(args.storage, address=args.address if args.in_process else None) as c:
+        return run_batch(c, args.queries, args.out, k=args.k, log=lambda s: print(s, file=sys.stderr, flush=True))
+
+
+def cmd_query(args) -> dict:
+    import httpx
+    from pathlib import Path
+    data = {"k": str(args.k)}
+    if args.category:
+        data["category"] = args.category
+    if args.box:
+        data["box"] = args.box
+    try:
+        with open(args.image, "rb") as f:
+            r = httpx.post(args.url.rstrip("/") + "/search", files={"image": (Path(args.image).name, f, "image/jpeg")},
+                           data=data, timeout=60)
+    except OSError as exc:
+        raise InvalidInput(f"cannot send {args.image} to {args.url}: {exc}") from exc
+    body = r.json()
+    if r.status_code != 200:
+        raise InvalidInput(f"server answered {r.status_code}: {body.get('error')}")
+    if args.json:
+        return body
+    print(f"category {body['category']} ({body['category_source']}), ROI {body['roi']} ({body['roi_source']})")
+    print("attributes: " + " ".join(f"#{a['token'].split('=')[1]}({a['probability']:.2f})" for a in body["attributes"]))
+    for h in body["results"]:
+        print(f"  {h['score']:.3f}  {h['id']}  {h.get('title', '')}")
+    return {}
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fashion-search", description=__doc__.split("\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -139,6 +212,61 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--limit", type=int, default=None)
     e.add_argument("--json", action="store_true")
     e.set_defaults(func=cmd_eval)
+
+    d = sub.add_parser("demo", help="the main job: a local cluster, the sample catalog, the web page on :8000",
+                       description="Starts a local Ray, indexes the sample catalog shipped in demo/ with the "
+                                   "shipped models, serves the REST API and the web page, prints the URL and a curl.")
+    d.add_argument("--host", default="127.0.0.1", help="bind address (default loopback)")
+    d.add_argument("--port", type=int, default=8000)
+    d.add_argument("--storage", default="./demo-data", help="storage root (reused: indexed items are kept)")
+    d.add_argument("--shards", type=int, default=2)
+    d.add_argument("--api-key", default=None, help="key for writes (default: a random one, printed)")
+    d.set_defaults(func=cmd_demo)
+
+    sv = sub.add_parser("serve", help="serve the REST API over a cluster and storage root",
+                        description="Attach to a Ray cluster (--address) or start a local one, and serve.")
+    sv.add_argument("--address", default=None)
+    sv.add_argument("--storage", default=DEFAULT_STORAGE)
+    sv.add_argument("--shards", type=int, default=4, help="shards, if the storage root is new")
+    sv.add_argument("--host", default="127.0.0.1")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--api-key", default=None, help="key for writes and admin calls (none: they answer 403)")
+    sv.set_defaults(func=cmd_serve)
+
+    ix = sub.add_parser("index", help="index a catalog (CSV + images) with Ray Data; resumable",
+                        description="Read the catalog, run the models on an actor pool, write through the "
+                                    "coordinator. Rows with missing or broken images go to the errors file.")
+    ix.add_argument("--catalog", required=True, help="styles.csv (or its folder)")
+    ix.add_argument("--images", default=None, help="images folder (default: images/ beside the CSV)")
+    ix.add_argument("--storage", default=DEFAULT_STORAGE)
+    ix.add_argument("--address", default=None)
+    ix.add_argument("--shards", type=int, default=4)
+    ix.add_argument("--concurrency", type=int, default=1, help="model actors in the pool")
+    ix.add_argument("--errors", default="index-errors.jsonl")
+    ix.add_argument("--json", action="store_true")
+    ix.set_defaults(func=cmd_index)
+
+    bt = sub.add_parser("batch", help="run a file of queries, write results as JSONL",
+                        description="QUERIES: CSV or JSONL of image paths with optional category and box. "
+                                    "With --address the job is submitted to the cluster (Ray job API).")
+    bt.add_argument("queries")
+    bt.add_argument("--out", required=True)
+    bt.add_argument("--k", type=int, default=20)
+    bt.add_argument("--storage", default=DEFAULT_STORAGE)
+    bt.add_argument("--address", default=None)
+    bt.add_argument("--in-process", action="store_true", help=argparse.SUPPRESS)
+    bt.add_argument("--json", action="store_true")
+    bt.set_defaults(func=cmd_batch)
+
+    q = sub.add_parser("query", help="ask a running server about a photo",
+                       description="POST the image to a running server's /search and print the answer.")
+    q.add_argument("image")
+    q.add_argument("--url", default="http://127.0.0.1:8000")
+    q.add_argument("--category", default=None, help="option 2: name the category")
+    q.add_argument("--box", default=None, help="option 3: x,y,w,h of the item in the photo")
+    q.add_argument("--k", type=int, default=10)
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(func=cmd_query)
 
     s = sub.add_parser("stats", help="items per shard, placement map version, nodes",
                        description="Open the cluster on a storage root and print its state.")

@@ -100,6 +100,9 @@ class CoordinatorActor:
     async def get(self, item_id):
         return await self.coordinator.get(item_id)
 
+    async def existing(self, ids):
+        return await self.coordinator.existing(ids)
+
     async def rebalance(self, n_shards: int):
         await self._ready()
         return await self.coordinator.rebalance(n_shards)
@@ -178,6 +181,9 @@ class Cluster:
 
     def get(self, item_id):
         return self.coordinator_call("get", item_id)
+
+    def existing(self, ids):
+        return self.coordinator_call("existing", ids)
 
     def rebalance(self, n_shards: int):
         report = self.coordinator_call("rebalance", n_shards)

@@ -71,6 +71,9 @@ class ShardActor:
         st["node"] = ray.get_runtime_context().get_node_id()
         return st
 
+    def contains_many(self, ids) -> list[bool]:
+        return self.shard.contains_many(ids)
+
     def compact(self) -> None:
         self.shard.compact()
 
@@ -127,3 +130,6 @@ class RayShardClient:
 
     async def stats(self):
         return await self.handle.stats.remote()
+
+    async def contains_many(self, ids):
+        return await self.handle.contains_many.remote(ids)

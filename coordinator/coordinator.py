@@ -149,6 +149,23 @@ class Coordinator:
             raise next(iter(failed.values()))
         return sum(n for s, n in answers.items() if s in owners)
 
+    async def existing(self, ids) -> list[bool]:
+        """Which of these ids are indexed (asks each item's owner)."""
+        ids = list(ids)
+        buckets = self.placement.buckets_of(ids).tolist()
+        per_shard: dict[str, list[int]] = defaultdict(list)
+        for i, b in enumerate(buckets):
+            per_shard[self.placement.owner[b]].append(i)
+        answers, failed = await self._fan_out(
+            {s: self.clients[s].contains_many([ids[i] for i in idx]) for s, idx in per_shard.items()})
+        if failed:
+            raise next(iter(failed.values()))
+        out = [False] * len(ids)
+        for s, idx in per_shard.items():
+            for i, present in zip(idx, answers[s]):
+                out[i] = present
+        return out
+
     async def get(self, item_id) -> dict:
         b = int(self.placement.buckets_of([item_id])[0])
         owner = self.placement.owner[b]

@@ -23,6 +23,7 @@ class ShardClient(Protocol):
     async def export_buckets(self, buckets: list[int], n_buckets: int) -> dict: ...
     async def delete_buckets(self, buckets: list[int], n_buckets: int) -> int: ...
     async def stats(self) -> dict: ...
+    async def contains_many(self, ids: list) -> list[bool]: ...
 
 
 class LocalShardClient:
@@ -57,3 +58,6 @@ class LocalShardClient:
     async def stats(self) -> dict:
         await asyncio.sleep(0)
         return self.shard.stats()
+
+    async def contains_many(self, ids):
+        return self.shard.contains_many(ids)

@@ -132,7 +132,8 @@ def load_coco(folder: str | os.PathLike) -> dict:
     for a in d["annotations"]:
         by_image[a["image_id"]].append(a)
     for im in d["images"]:
-        im["path"] = folder / "images" / im["file_name"]
+        name = im["file_name"]
+        im["path"] = folder / name if (folder / name).exists() else folder / "images" / Path(name).name
         im["boxes"] = by_image.get(im["id"], [])
     return d
 

@@ -112,13 +112,14 @@ class Hit(NamedTuple):
     hamming: int
     colour_distance: float
     matched: tuple[str, ...]  # query tokens (any kind) the item carries
+    meta: dict = {}           # the item's small metadata (title, image reference); not compared by merges
 
     def sort_key(self):
         return (self.score, self.key)
 
     def to_dict(self) -> dict:
         return {"id": self.id, "score": self.score, "hamming": self.hamming,
-                "colour_distance": self.colour_distance, "matched": list(self.matched)}
+                "colour_distance": self.colour_distance, "matched": list(self.matched), **self.meta}
 
 
 @dataclass(frozen=True)

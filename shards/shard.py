@@ -216,6 +216,10 @@ class Shard:
         except NotFound:
             return False
 
+    def contains_many(self, ids) -> list[bool]:
+        with self.lock:
+            return [self.contains(i) for i in ids]
+
     def ids(self) -> list:
         with self.lock:
             return [b.item_id(r) for b in self.blocks for r in b.alive_rows().tolist()]
@@ -408,7 +412,7 @@ class Shard:
             matched = tuple(t for t in tokens if t == block.name or row in block.postings.get(t, ()))
             key = int(block.keys[row])
             sid = block.str_ids.get(row) if block.str_ids else None
-            hits.append(Hit(sid if sid is not None else key, key, s, h, c, matched))
+            hits.append(Hit(sid if sid is not None else key, key, s, h, c, matched, block.meta.get(row, {})))
         return tuple(hits)
 
     # ---------------------------------------------------------------- buckets (rebalancing)

@@ -52,7 +52,7 @@ def encode_results(results: list[ShardResult]) -> bytes:
 def decode_results(payload: bytes) -> list[ShardResult]:
     out = []
     for hits, level, relaxed, counts, scanned, view in msgpack.unpackb(payload, raw=False, **LIMITS):
-        out.append(ShardResult(hits=tuple(Hit(i, k, s, h, c, tuple(m)) for i, k, s, h, c, m in hits),
+        out.append(ShardResult(hits=tuple(Hit(i, k, s, h, c, tuple(m), meta) for i, k, s, h, c, m, meta in hits),
                                level=level, relaxed=tuple(relaxed), counts=tuple(counts), scanned=scanned,
                                view=view))
     return out

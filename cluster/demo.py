@@ -1,0 +1,56 @@
+"""`fashion-search demo` and `fashion-search serve`: a cluster, the models, the REST daemon."""
+from __future__ import annotations
+
+import secrets
+import time
+from pathlib import Path
+
+import ray
+from ray import serve
+
+from shards.shard import ShardConfig
+
+from .runtime import open_cluster
+from .settings import Settings
+
+PROJECT = Path(__file__).resolve().parents[1]
+SAMPLE_CATALOG = PROJECT / "demo" / "catalog"
+SAMPLE_QUERIES = PROJECT / "demo" / "samples"
+APP = "fashion-search"
+
+
+def start_server(settings: Settings):
+    from .rest import build_app
+    serve.start(http_options={"host": settings.host, "port": settings.port})
+    serve.run(build_app(settings), name=APP, route_prefix="/")
+
+
+def run_demo(settings: Settings, shards: int = 2, log=print, block: bool = True) -> dict:
+    t0 = time.perf_counter()
+    ray.init(namespace="fashion-search", include_dashboard=False, log_to_driver=False,
+             configure_logging=False)
+    cluster = open_cluster(settings.storage, shards=shards, config=ShardConfig(bits=256, hist_bins=64))
+    from .indexing import index_catalog
+    report = index_catalog(cluster, str(SAMPLE_CATALOG), errors_path=str(Path(settings.storage) / "index-errors.jsonl"),
+                           log=lambda s: log(f"  {s}"))
+    start_server(settings)
+    url = f"http://{settings.host}:{settings.port}/"
+    sample = sorted(SAMPLE_QUERIES.glob("*.jpg"))[0] if SAMPLE_QUERIES.is_dir() else "photo.jpg"
+    log(f"\nfashion-search is ready in {time.perf_counter() - t0:.0f} s: {url}")
+    log(f"  catalog: {report['indexed'] + report['skipped_existing']} items ({report['indexed']} indexed now)")
+    log(f"  try:  curl -s -F image=@{sample} {url}search | head -c 600")
+    log(f"  API key for writes (X-API-Key): {settings.api_key}")
+    log("  Ctrl-C stops it.")
+    if block:
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            serve.shutdown()
+            ray.shutdown()
+    return {"url": url, **report}
+
+
+def demo_settings(host: str, port: int, storage: str, api_key: str | None) -> Settings:
+    return Settings(storage=storage, samples=str(SAMPLE_QUERIES), host=host, port=port,
+                    api_key=api_key or secrets.token_urlsafe(18))

@@ -1,0 +1,96 @@
+"""Indexing a catalog with Ray Data: read, decode, run the models on an actor pool, write.
+
+    rows (CSV) -> skip ids already indexed -> map_batches(ItemAnalyzer, actor pool)
+               -> batches of analysed items -> Cluster.upsert (through the coordinator)
+
+A row whose image is missing or broken is written to the errors file and skipped;
+the job never aborts on one. Rerunning the job skips what is already indexed.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import ray
+
+from models.data import load_catalog
+
+
+class ItemAnalyzer:
+    """One actor of the pool: the item path of models/pipeline.py on a batch of rows."""
+
+    def __init__(self):
+        import torch
+        from models.pipeline import Pipeline
+        torch.set_num_threads(1)
+        self.pipeline = Pipeline.load()
+
+    def __call__(self, batch: dict) -> dict:
+        from models.data import decode_image
+        from shards.errors import InvalidInput
+        images, good, errors = [], [], []
+        for i, path in enumerate(batch["image"]):
+            try:
+                images.append(decode_image(str(path)))
+                good.append(i)
+                errors.append("")
+            except InvalidInput as exc:
+                errors.append(str(exc))
+        n = len(batch["id"])
+        codes = [b""] * n
+        hists = [b""] * n
+        attrs = [""] * n
+        if images:
+            titles = [str(batch["title"][i]) or "untitled" for i in good]
+            for i, a in zip(good, self.pipeline.items(images, titles)):
+                codes[i] = a.code.tobytes()
+                hists[i] = a.hist.astype(np.float32).tobytes()
+                attrs[i] = json.dumps([t for t, _ in a.attributes])
+        return {"id": batch["id"], "title": batch["title"], "image": batch["image"], "error": errors,
+                "code": codes, "hist": hists, "attributes": attrs}
+
+
+def _as_id(raw: str):
+    return int(raw) if raw.isdigit() and len(raw) < 19 else raw
+
+
+def index_catalog(cluster, catalog: str, images: str | None = None, errors_path: str = "index-errors.jsonl",
+                  batch: int = 32, concurrency: int = 1, log=print) -> dict:
+    t0 = time.perf_counter()
+    folder = Path(catalog)
+    products = load_catalog(folder.parent if folder.suffix == ".csv" else folder)
+    if images:
+        products = [p.__class__(id=p.id, fields=p.fields, title=p.title, image=Path(images) / p.image.name)
+                    for p in products]
+    ids = [_as_id(p.id) for p in products]
+    done = set()
+    for i in range(0, len(ids), 5000):
+        chunk = ids[i: i + 5000]
+        done |= {x for x, present in zip(chunk, cluster.existing(chunk)) if present}
+    todo = [p for p, i in zip(products, ids) if i not in done]
+    log(f"{len(products)} rows, {len(done)} already indexed, {len(todo)} to index")
+    written, failed = 0, 0
+    if todo:
+        ds = ray.data.from_items([{"id": p.id, "title": p.title, "image": str(p.image)} for p in todo])
+        ds = ds.map_batches(ItemAnalyzer, batch_size=batch, concurrency=concurrency, num_cpus=1)
+        with open(errors_path, "a") as errors:
+            for b in ds.iter_batches(batch_size=256, batch_format="numpy"):
+                ok = [i for i, e in enumerate(b["error"]) if not e]
+                for i, e in enumerate(b["error"]):
+                    if e:
+                        errors.write(json.dumps({"id": str(b["id"][i]), "image": str(b["image"][i]), "error": e}) + "\n")
+                        failed += 1
+                if not ok:
+                    continue
+                codes = np.stack([np.frombuffer(b["code"][i], np.uint64) for i in ok])
+                hists = np.stack([np.frombuffer(b["hist"][i], np.float32) for i in ok])
+                cluster.upsert([_as_id(str(b["id"][i])) for i in ok], codes, hists,
+                               [json.loads(b["attributes"][i]) for i in ok],
+                               [{"title": str(b["title"][i]), "image": str(b["image"][i])} for i in ok])
+                written += len(ok)
+                log(f"indexed {written + failed}/{len(todo)} ({written / (time.perf_counter() - t0):.1f} items/s)")
+    seconds = time.perf_counter() - t0
+    return {"rows": len(products), "skipped_existing": len(done), "indexed": written, "errors": failed,
+            "errors_file": errors_path, "seconds": seconds, "items_per_s": written / seconds if seconds else 0.0}

@@ -1,0 +1,77 @@
+"""The models as Ray Serve deployments: replica actors with dynamic batching.
+
+Three deployments, as in the paper's serving path: attributes (title model +
+CNN-LSTM), ROI (the guided detector, when shipped) and features (binary code +
+colour histogram). Each asks for a fraction of a GPU when the cluster has GPUs
+and runs on CPU otherwise; `@serve.batch` gathers concurrent requests into one
+forward pass. Images travel between deployments as uint8 arrays.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import ray
+from PIL import Image
+from ray import serve
+
+BATCH = int(os.environ.get("FASHION_MODEL_BATCH", "16"))
+BATCH_WAIT_S = float(os.environ.get("FASHION_BATCH_WAIT_S", "0.005"))
+
+
+def replica_options() -> dict:
+    gpus = ray.cluster_resources().get("GPU", 0) if ray.is_initialized() else 0
+    return {"num_cpus": 0, "num_gpus": 0.25 if gpus else 0}
+
+
+def _pipeline():
+    import torch
+    from models.pipeline import Pipeline
+    torch.set_num_threads(max(1, int(os.environ.get("FASHION_TORCH_THREADS", "1"))))
+    return Pipeline.load()
+
+
+@serve.deployment
+class AttributeReplica:
+    def __init__(self):
+        self.pipeline = _pipeline()
+
+    def categories(self) -> list[str]:
+        return [t.split("=", 1)[1] for t in self.pipeline.taxonomy.category_tokens()]
+
+    def from_titles(self, titles: list[str]) -> list[str | None]:
+        return self.pipeline.categories_from_titles(titles)
+
+    @serve.batch(max_batch_size=BATCH, batch_wait_timeout_s=BATCH_WAIT_S)
+    async def recognise(self, items: list[tuple[np.ndarray, str | None]]) -> list[list[tuple[str, float]]]:
+        import torch
+        imgs = [Image.fromarray(a) for a, _ in items]
+        with torch.no_grad():
+            return self.pipeline.attributes.generate(self.pipeline._attribute_input(imgs), beam=self.pipeline.beam,
+                                                     categories=[c for _, c in items])
+
+
+@serve.deployment
+class RoiReplica:
+    def __init__(self):
+        self.pipeline = _pipeline()
+
+    @serve.batch(max_batch_size=BATCH, batch_wait_timeout_s=BATCH_WAIT_S)
+    async def locate(self, items: list[tuple[np.ndarray, str | None]]) -> list[tuple | None]:
+        det = self.pipeline.detector
+        if det is None:
+            return [None] * len(items)
+        return [det.best_box(Image.fromarray(a), self.pipeline.detector_classes(c)) for a, c in items]
+
+
+@serve.deployment
+class FeatureReplica:
+    def __init__(self):
+        self.pipeline = _pipeline()
+
+    @serve.batch(max_batch_size=BATCH, batch_wait_timeout_s=BATCH_WAIT_S)
+    async def describe(self, crops: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+        from models.colour import hsv_histogram
+        imgs = [Image.fromarray(c) for c in crops]
+        codes = self.pipeline.codebook.encode(self.pipeline._features(imgs))
+        return [(codes[i], hsv_histogram(imgs[i], self.pipeline.hist_bins)) for i in range(len(imgs))]

@@ -1,0 +1,359 @@
+"""The REST daemon: a Ray Serve deployment with a FastAPI ingress (uvicorn on uvloop).
+
+    POST /search           multipart: image; optional category, box "x,y,w,h", k, filters
+    POST /search/batch     several images (image=...), optional categories / boxes lists
+    POST /items            image + title (+ id, attributes)          API key
+    GET/DELETE /items/{id}, GET /items/{id}/image                    (DELETE: API key)
+    GET /stats, GET /health, POST /admin/rebalance                   (rebalance: API key)
+    GET /                  the web page; /openapi.json and /docs from FastAPI
+
+Queries go from this replica straight to the shard actors (a Router); writes go
+through the coordinator actor. Every error is JSON with a status that says whose
+fault it is: 4xx for the request, 503 with Retry-After when a shard is away.
+"""
+from __future__ import annotations
+
+import hmac
+import io
+import json
+import os
+import time
+import uuid
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import ray
+from fastapi import FastAPI, File, Form, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from ray import serve
+
+from coordinator.router import Router
+from shards.errors import FashionSearchError, InvalidInput, NotFound, ShardUnavailable
+from shards.query import Query
+
+from .settings import Settings
+from .shard_actor import NAMESPACE, RayShardClient, actor_name
+
+WEB = Path(__file__).resolve().parent / "web"
+MAX_K = 200
+
+app = FastAPI(title="fashion-search", version="0.1.0",
+              description="Visual search over a fashion catalog: recognised attributes filter an inverted "
+                          "index, binary appearance codes and colour rank the results.")
+
+
+class HttpError(Exception):
+    def __init__(self, status: int, message: str, headers: dict | None = None):
+        self.status, self.message, self.headers = status, message, headers or {}
+
+
+@app.exception_handler(HttpError)
+async def _http_error(request, exc: HttpError):
+    return JSONResponse({"error": exc.message}, status_code=exc.status, headers=exc.headers)
+
+
+@app.exception_handler(RequestValidationError)
+async def _validation_error(request, exc: RequestValidationError):
+    msgs = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+    return JSONResponse({"error": msgs}, status_code=422)
+
+
+@app.exception_handler(FashionSearchError)
+async def _ours(request, exc: FashionSearchError):
+    if isinstance(exc, InvalidInput):
+        return JSONResponse({"error": str(exc)}, status_code=400)
+    if isinstance(exc, NotFound):
+        return JSONResponse({"error": str(exc)}, status_code=404)
+    return JSONResponse({"error": str(exc)}, status_code=503, headers={"Retry-After": "1"})
+
+
+def parse_id(raw: str):
+    """Path ids: digits are integer ids, anything else a string id."""
+    return int(raw) if raw.isdigit() and len(raw) < 19 else raw
+
+
+def parse_box(raw: str | None):
+    if raw is None or raw == "":
+        return None
+    parts = raw.split(",")
+    if len(parts) != 4:
+        raise InvalidInput(f"box is 'x,y,w,h', got {raw!r}")
+    try:
+        return tuple(float(p) for p in parts)
+    except ValueError as exc:
+        raise InvalidInput(f"box is four numbers 'x,y,w,h', got {raw!r}") from exc
+
+
+def parse_k(raw) -> int:
+    try:
+        k = int(str(raw))
+    except ValueError as exc:
+        raise InvalidInput(f"k must be an integer in [1, {MAX_K}], got {raw!r}") from exc
+    if not 1 <= k <= MAX_K:
+        raise InvalidInput(f"k must be an integer in [1, {MAX_K}], got {raw!r}")
+    return k
+
+
+def parse_tokens(raw: str | None) -> tuple[str, ...]:
+    from shards.codes import check_token
+    if not raw:
+        return ()
+    return tuple(check_token(t.strip()) for t in raw.split(",") if t.strip())
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=64)
+@serve.ingress(app)
+class Frontend:
+    def __init__(self, attributes, roi, features, settings: dict):
+        self.attributes, self.roi, self.features = attributes, roi, features
+        self.settings = Settings(**settings)
+        self.coordinator = ray.get_actor("fashion-coordinator", namespace=NAMESPACE)
+        info = ray.get(self.coordinator.ready.remote())
+        self.config = info["config"]
+        self.router = Router({}, 0, bits=self.config["bits"], hist_bins=self.config["hist_bins"],
+                             timeout_s=self.settings.shard_timeout_s, refresh=self._refresh)
+        self.buckets: dict[str, list[float]] = defaultdict(lambda: [0.0, time.monotonic()])
+        self.uploads = Path(self.settings.storage) / "uploads"
+        self.uploads.mkdir(parents=True, exist_ok=True)
+        self._categories = None
+
+    async def _refresh(self):
+        placement = await self.coordinator.placement.remote()
+        clients = {}
+        for name in placement["shards"]:
+            old = self.router.clients.get(name)
+            clients[name] = old or RayShardClient(name, ray.get_actor(actor_name(name), namespace=NAMESPACE))
+        self.router.clients, self.router.version = clients, placement["version"]
+
+    # ------------------------------------------------------------ guards
+    def _limit(self, request: Request) -> None:
+        """A token bucket per client address: `rate_limit` requests/s, bursts of twice that."""
+        rate = self.settings.rate_limit
+        if rate <= 0:
+            return
+        b = self.buckets[request.client.host if request.client else "?"]
+        now = time.monotonic()
+        b[0] = min(2 * rate, b[0] + (now - b[1]) * rate)
+        b[1] = now
+        if b[0] < 1:
+            raise HttpError(429, "too many requests", {"Retry-After": "1"})
+        b[0] -= 1
+
+    def _auth(self, request: Request) -> None:
+        key = self.settings.api_key
+        if not key:
+            raise HttpError(403, "writes and admin calls are off: no API key is configured")
+        given = request.headers.get("x-api-key")
+        if given is None:
+            raise HttpError(401, "this call needs the X-API-Key header")
+        if not hmac.compare_digest(given.encode(), key.encode()):
+            raise HttpError(403, "wrong API key")
+
+    async def _image(self, upload: UploadFile) -> tuple[np.ndarray, bytes]:
+        from models.data import decode_image
+        if upload is None:
+            raise InvalidInput("an image is required")
+        ctype = (upload.content_type or "").lower()
+        if ctype and not (ctype.startswith("image/") or ctype == "application/octet-stream"):
+            raise HttpError(415, f"the image part must be an image, got content type {ctype!r}")
+        data = await upload.read(self.settings.max_upload_bytes + 1)
+        if len(data) > self.settings.max_upload_bytes:
+            raise HttpError(413, f"image over the upload limit of {self.settings.max_upload_bytes} bytes")
+        if not data:
+            raise InvalidInput("the image is empty (zero bytes)")
+        img = decode_image(data, self.settings.max_pixels)
+        return np.asarray(img), data
+
+    async def _category(self, raw: str | None) -> str | None:
+        if raw is None or raw.strip() == "" or raw.strip().lower() == "auto":
+            return None
+        if self._categories is None:
+            self._categories = set(await self.attributes.categories.remote())
+        value = raw.split("=", 1)[-1].strip()
+        if value not in self._categories:
+            raise InvalidInput(f"unknown category {raw!r}; GET /categories lists them")
+        return value
+
+    # ------------------------------------------------------------ the analysis of one image
+    async def _analyse(self, arr: np.ndarray, category: str | None, box) -> dict:
+        from models.colour import check_box
+        t0 = time.perf_counter()
+        crop_box = check_box(box, (arr.shape[1], arr.shape[0])) if box is not None else None
+        attrs = await self.attributes.recognise.remote((arr, category))
+        t1 = time.perf_counter()
+        auto_cat = next((t.split("=", 1)[1] for t, _ in attrs if t.startswith("articleType=")), None)
+        if crop_box is not None:
+            roi, roi_src = crop_box, "user"
+        else:
+            found = await self.roi.locate.remote((arr, category or auto_cat))
+            roi, roi_src = (found, "detector") if found else ((0, 0, arr.shape[1], arr.shape[0]), "whole image")
+        t2 = time.perf_counter()
+        x0, y0, x1, y1 = (int(v) for v in roi)
+        code, hist = await self.features.describe.remote(np.ascontiguousarray(arr[y0:y1, x0:x1]))
+        t3 = time.perf_counter()
+        return {"attributes": attrs, "category": category or auto_cat, "category_source": "user" if category else "auto",
+                "roi": [x0, y0, x1 - x0, y1 - y0], "roi_source": roi_src, "code": code, "hist": hist,
+                "ms": {"attributes": (t1 - t0) * 1e3, "roi": (t2 - t1) * 1e3, "features": (t3 - t2) * 1e3}}
+
+    def _query(self, a: dict, k: int, filters: tuple[str, ...]) -> Query:
+        from models.pipeline import REQUIRED_P
+        cat_tok = f"articleType={a['category']}" if a["category"] else None
+        ranked = sorted(((p, t) for t, p in a["attributes"] if t != cat_tok), reverse=True)
+        required = ([cat_tok] if cat_tok else []) + [t for p, t in ranked if p >= REQUIRED_P]
+        optional = [t for p, t in ranked if p < REQUIRED_P]
+        return Query(code=a["code"], hist=a["hist"], k=k, required=tuple(required), filters=filters,
+                     optional=tuple(optional))
+
+    def _result(self, a: dict, r, t_search: float) -> dict:
+        return {
+            "category": a["category"], "category_source": a["category_source"],
+            "attributes": [{"token": t, "probability": p} for t, p in a["attributes"]],
+            "roi": a["roi"], "roi_source": a["roi_source"],
+            "results": [{**h.to_dict(), "image_url": f"/items/{h.id}/image"} for h in r.hits],
+            "relaxed": list(r.relaxed), "partial": r.partial, "missing_shards": r.missing,
+            "candidates": r.candidates, "timings_ms": {**a["ms"], "search": t_search},
+        }
+
+    # ------------------------------------------------------------ endpoints
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def page(self):
+        return HTMLResponse((WEB / "index.html").read_text())
+
+    @app.get("/static/{name}", include_in_schema=False)
+    def static(self, name: str):
+        path = (WEB / name).resolve()
+        if path.parent != WEB.resolve() or not path.is_file():
+            raise HttpError(404, "no such file")
+        return FileResponse(path)
+
+    @app.get("/samples", summary="Sample street photos for the web page")
+    def samples(self):
+        folder = Path(self.settings.samples)
+        return sorted(p.name for p in folder.glob("*.jpg")) if folder.is_dir() else []
+
+    @app.get("/samples/{name}", include_in_schema=False)
+    def sample(self, name: str):
+        folder = Path(self.settings.samples).resolve()
+        path = (folder / name).resolve()
+        if path.parent != folder or not path.is_file():
+            raise HttpError(404, "no such sample")
+        return FileResponse(path, media_type="image/jpeg")
+
+    @app.get("/categories", summary="The fashion-categories a query may name")
+    async def categories(self):
+        return sorted(await self.attributes.categories.remote())
+
+    @app.get("/health")
+    async def health(self):
+        return {"status": "ok"}
+
+    @app.post("/search", summary="Search by photo (option 1: nothing else; 2: a category; 3: a box)")
+    async def search(self, request: Request, image: UploadFile = File(...), category: str | None = Form(None),
+                     box: str | None = Form(None), k: str = Form("20"), filters: str | None = Form(None)):
+        self._limit(request)
+        k_val, filt, box_val = parse_k(k), parse_tokens(filters), parse_box(box)
+        cat = await self._category(category)
+        arr, _ = await self._image(image)
+        a = await self._analyse(arr, cat, box_val)
+        t = time.perf_counter()
+        r = (await self.router.search_batch([self._query(a, k_val, filt)]))[0]
+        return self._result(a, r, (time.perf_counter() - t) * 1e3)
+
+    @app.post("/search/batch", summary="Several photos in one request")
+    async def search_batch(self, request: Request, image: list[UploadFile] = File(...),
+                           category: list[str] | None = Form(None), k: str = Form("20")):
+        self._limit(request)
+        k_val = parse_k(k)
+        if len(image) > self.settings.max_batch:
+            raise InvalidInput(f"at most {self.settings.max_batch} images per batch, got {len(image)}")
+        cats = list(category or []) + [None] * (len(image) - len(category or []))
+        if len(cats) != len(image):
+            raise InvalidInput("give one category per image, or none")
+        cats = [await self._category(c) for c in cats]
+        arrs = [(await self._image(u))[0] for u in image]
+        import asyncio
+        analyses = await asyncio.gather(*(self._analyse(a, c, None) for a, c in zip(arrs, cats)))
+        t = time.perf_counter()
+        rs = await self.router.search_batch([self._query(a, k_val, ()) for a in analyses])
+        took = (time.perf_counter() - t) * 1e3
+        return {"queries": [self._result(a, r, took) for a, r in zip(analyses, rs)]}
+
+    @app.post("/items", status_code=201, summary="Add (or replace) a catalog item; searchable on return")
+    async def add_item(self, request: Request, image: UploadFile = File(...), title: str = Form(...),
+                       id: str | None = Form(None), attributes: str | None = Form(None)):
+        self._auth(request)
+        self._limit(request)
+        if not title.strip() or len(title) > 1000:
+            raise InvalidInput("title must be 1..1000 characters")
+        item_id = parse_id(id) if id else uuid.uuid4().hex
+        from shards.codes import id_key
+        id_key(item_id)
+        given = parse_tokens(attributes)
+        arr, data = await self._image(image)
+        cats = await self.attributes.from_titles.remote([title])
+        a = await self._analyse(arr, cats[0], None)
+        tokens = list(given) if given else [t for t, _ in a["attributes"]]
+        path = self.uploads / f"{uuid.uuid4().hex}.img"
+        path.write_bytes(data)
+        meta = {"title": title, "image": str(path)}
+        await self.coordinator.upsert.remote([item_id], a["code"][None], a["hist"][None], [tokens], [meta])
+        return {"id": item_id, "attributes": tokens, "category": a["category"], "roi": a["roi"],
+                "roi_source": a["roi_source"]}
+
+    @app.get("/items/{item_id}")
+    async def get_item(self, item_id: str):
+        got = await self.coordinator.get.remote(parse_id(item_id))
+        return {"id": got["id"], "attributes": got["attributes"], "meta": got["meta"],
+                "image_url": f"/items/{got['id']}/image"}
+
+    @app.get("/items/{item_id}/image")
+    async def item_image(self, item_id: str):
+        got = await self.coordinator.get.remote(parse_id(item_id))
+        path = Path(got["meta"].get("image", ""))
+        if not path.is_file():
+            raise HttpError(404, "this item has no stored image")
+        return Response(path.read_bytes(), media_type="image/jpeg")
+
+    @app.delete("/items/{item_id}")
+    async def delete_item(self, request: Request, item_id: str):
+        self._auth(request)
+        n = await self.coordinator.delete.remote([parse_id(item_id)])
+        if not n:
+            raise HttpError(404, f"no item with id {item_id!r}")
+        return {"deleted": item_id}
+
+    @app.get("/stats")
+    async def stats(self):
+        st = await self.coordinator.stats.remote()
+        st["replicas"] = {name: dep.num_replicas for name, dep in
+                          serve.status().applications.get("fashion-search", None).deployments.items()} \
+            if serve.status().applications.get("fashion-search") else {}
+        return st
+
+    @app.post("/admin/rebalance")
+    async def rebalance(self, request: Request):
+        self._auth(request)
+        try:
+            body = json.loads(await request.body() or b"{}")
+        except ValueError as exc:
+            raise InvalidInput(f"malformed JSON: {exc}") from exc
+        shards = body.get("shards") if isinstance(body, dict) else None
+        if not isinstance(shards, int) or isinstance(shards, bool) or not 1 <= shards <= 256:
+            raise InvalidInput(f"body must be {{\"shards\": N}} with N in [1, 256], got {body!r}")
+        report = await self.coordinator.rebalance.remote(shards)
+        await self._refresh()
+        return report
+
+
+def build_app(settings: Settings):
+    """The Serve application: three model deployments and the front."""
+    from .model_replicas import AttributeReplica, FeatureReplica, RoiReplica, replica_options
+    opts = replica_options()
+    n = settings.replicas
+    attributes = AttributeReplica.options(num_replicas=n, ray_actor_options=opts).bind()
+    roi = RoiReplica.options(num_replicas=1, ray_actor_options=opts).bind()
+    features = FeatureReplica.options(num_replicas=n, ray_actor_options=opts).bind()
+    from dataclasses import asdict
+    return Frontend.bind(attributes, roi, features, asdict(settings))

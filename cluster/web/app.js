@@ -1,0 +1,84 @@
+// The page: pick or drop a photo, choose how to look, draw a box, see hashtags and results.
+const $ = (id) => document.getElementById(id);
+let blob = null, img = null, box = null, roi = null, dragging = null;
+
+function mode() { return document.querySelector('input[name=mode]:checked').value; }
+
+async function load(b) {
+  blob = b; box = null; roi = null;
+  img = new Image();
+  img.onload = () => { draw(); $('canvas').style.display = 'block'; $('go').disabled = false; };
+  img.src = URL.createObjectURL(b);
+}
+
+function scale() { return img.naturalWidth / $('canvas').width; }
+
+function draw() {
+  const c = $('canvas'), ctx = c.getContext('2d');
+  const w = Math.min(360, img.naturalWidth);
+  c.width = w; c.height = Math.round(img.naturalHeight * w / img.naturalWidth);
+  ctx.drawImage(img, 0, 0, c.width, c.height);
+  const s = scale();
+  if (roi) { ctx.strokeStyle = '#0a0'; ctx.lineWidth = 3; ctx.strokeRect(roi[0] / s, roi[1] / s, roi[2] / s, roi[3] / s); }
+  if (box) { ctx.strokeStyle = '#e04'; ctx.lineWidth = 2; ctx.setLineDash([6, 3]);
+             ctx.strokeRect(box[0] / s, box[1] / s, box[2] / s, box[3] / s); ctx.setLineDash([]); }
+}
+
+$('canvas').addEventListener('mousedown', (e) => {
+  if (mode() !== 'box') document.querySelector('input[value=box]').checked = true;
+  dragging = [e.offsetX, e.offsetY];
+});
+$('canvas').addEventListener('mousemove', (e) => {
+  if (!dragging) return;
+  const s = scale(), x = Math.min(dragging[0], e.offsetX), y = Math.min(dragging[1], e.offsetY);
+  box = [x * s, y * s, Math.abs(e.offsetX - dragging[0]) * s, Math.abs(e.offsetY - dragging[1]) * s];
+  roi = null; draw();
+});
+window.addEventListener('mouseup', () => { dragging = null; });
+
+$('file').addEventListener('change', (e) => e.target.files[0] && load(e.target.files[0]));
+$('drop').addEventListener('dragover', (e) => { e.preventDefault(); $('drop').classList.add('over'); });
+$('drop').addEventListener('dragleave', () => $('drop').classList.remove('over'));
+$('drop').addEventListener('drop', (e) => {
+  e.preventDefault(); $('drop').classList.remove('over');
+  if (e.dataTransfer.files[0]) load(e.dataTransfer.files[0]);
+});
+
+async function init() {
+  const cats = await (await fetch('/categories')).json();
+  $('category').innerHTML = cats.map((c) => `<option>${c}</option>`).join('');
+  $('category').addEventListener('change', () => { document.querySelector('input[value=category]').checked = true; });
+  const samples = await (await fetch('/samples')).json();
+  $('samples').innerHTML = samples.map((s) => `<img src="/samples/${s}" title="${s}" data-name="${s}">`).join('');
+  for (const el of $('samples').querySelectorAll('img')) {
+    el.addEventListener('click', async () => load(await (await fetch(el.src)).blob()));
+  }
+}
+
+function esc(s) { return String(s).replace(/[&<>"]/g, (c) => ({'&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;'}[c])); }
+
+$('go').addEventListener('click', async () => {
+  const form = new FormData();
+  form.append('image', blob, 'query.jpg');
+  form.append('k', '24');
+  if (mode() === 'category') form.append('category', $('category').value);
+  if (mode() === 'box') {
+    if (!box || box[2] < 2 || box[3] < 2) { $('status').textContent = 'Draw a rectangle on the photo first.'; return; }
+    form.append('box', box.map((v) => Math.round(v)).join(','));
+  }
+  $('status').textContent = 'Searching...';
+  const r = await fetch('/search', { method: 'POST', body: form });
+  const d = await r.json();
+  if (!r.ok) { $('status').textContent = 'Error: ' + d.error; return; }
+  roi = d.roi; draw();
+  const t = d.timings_ms, total = Object.values(t).reduce((a, b) => a + b, 0);
+  $('status').textContent = `${d.results.length} results in ${total.toFixed(0)} ms; category ${d.category} (${d.category_source}); ` +
+    `ROI from ${d.roi_source}` + (d.relaxed.length ? `; relaxed ${d.relaxed.join(', ')}` : '') + (d.partial ? '; PARTIAL' : '');
+  $('tags').innerHTML = d.attributes.map((a) =>
+    `<span class="${a.probability < 0.5 ? 'weak' : ''}" title="p=${a.probability.toFixed(2)}">#${esc(a.token.split('=')[1])}</span>`).join('');
+  $('grid').innerHTML = d.results.map((h) => `<div class="hit"><img src="${h.image_url}" loading="lazy">
+      <div>${esc(h.title || h.id)}</div><div>score ${h.score.toFixed(3)} &middot; ham ${h.hamming}</div>
+      <div class="m">${h.matched.map((m) => '#' + esc(m.split('=')[1])).join(' ')}</div></div>`).join('');
+});
+
+init();

@@ -1,0 +1,162 @@
+"""The offline path of one catalog item and the online path of one query image (no Ray).
+
+    item  = image + title -> category (title model) -> guided attributes -> ROI -> code + histogram
+    query = image (+ category from the user, + box from the user) -> the same
+
+Options of a query (paper section 4): (1) no category: the attribute model picks
+it; (2) the user names the category: generation is guided by it; (3) the user
+draws the box: the detector is skipped. Without a box and without a detector the
+ROI is the whole image, and the answer says so.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from shards.errors import InvalidInput
+
+from .attributes import AttributeModel, normalise
+from .colour import DEFAULT_BINS, check_box, hsv_histogram
+from .data import ASSETS
+from .features import CodeBook, FeatureExtractor, load_features
+from .text import TitleClassifier
+
+REQUIRED_P = 0.5      # attributes at least this probable are required (relaxable); the rest optional
+
+
+@dataclass
+class Analysis:
+    category: str | None                       # articleType value
+    category_source: str                       # "user", "title", "auto"
+    attributes: list[tuple[str, float]]        # (token, probability) in field order
+    roi: tuple[int, int, int, int]             # x, y, w, h
+    roi_source: str                            # "user", "detector", "whole image"
+    code: np.ndarray                           # (B/64,) uint64
+    hist: np.ndarray                           # (bins,) float, sums to 1
+    timings_ms: dict = field(default_factory=dict)
+
+    def required(self) -> tuple[str, ...]:
+        """Relaxable constraints, most confident first (the category leads when it was given)."""
+        forced = [t for t, p in self.attributes if self.category and t.endswith("=" + self.category)
+                  and t.startswith("articleType=")]
+        rest = sorted(((p, t) for t, p in self.attributes if p >= REQUIRED_P and t not in forced), reverse=True)
+        return tuple(forced + [t for _, t in rest])
+
+    def optional(self) -> tuple[str, ...]:
+        req = set(self.required())
+        return tuple(t for t, _ in self.attributes if t not in req)
+
+
+class Pipeline:
+    """Holds the models; `item()` and `query()` run one image each, `*_batch` many."""
+
+    def __init__(self, attributes: AttributeModel, features: FeatureExtractor, codebook: CodeBook,
+                 text: TitleClassifier | None = None, detector=None, hist_bins=DEFAULT_BINS, beam: int = 3):
+        self.attributes, self.features, self.codebook = attributes, features, codebook
+        self.text, self.detector, self.hist_bins, self.beam = text, detector, hist_bins, beam
+        self.taxonomy = attributes.taxonomy
+        self.bits = codebook.projection.shape[1]
+
+    @classmethod
+    def load(cls, assets: Path = ASSETS) -> "Pipeline":
+        from .evaluation_cli import load_attributes
+        from .text_pipeline import load_text
+        feats, book = load_features(assets / "features.pt")
+        detector = None
+        if (assets / "detector.pt").exists():
+            from .detector import load_detector
+            detector = load_detector(assets / "detector.pt")
+        return cls(load_attributes(assets / "attributes.pt"), feats, book, load_text(assets / "text.pt"), detector)
+
+    # ------------------------------------------------------------ pieces
+    def categories_from_titles(self, titles: list[str]) -> list[str | None]:
+        known = {t.split("=", 1)[1] for t in self.taxonomy.category_tokens()}
+        out = []
+        for r in self.text.predict(titles):
+            out.append(r["category"] if r["category"] in known else None)
+        return out
+
+    def _attribute_input(self, images: list[Image.Image]) -> torch.Tensor:
+        s = self.attributes.cfg.encoder.image_size
+        arr = np.stack([np.asarray(im.resize((s, s), Image.BILINEAR)) for im in images])
+        return normalise(torch.from_numpy(arr), self.attributes.cfg.encoder.kind)
+
+    def _features(self, crops: list[Image.Image]) -> np.ndarray:
+        s = self.features.cfg.image_size
+        arr = np.stack([np.asarray(c.resize((s, s), Image.BILINEAR)) for c in crops])
+        return self.features(torch.from_numpy(arr)).numpy()
+
+    # ------------------------------------------------------------ paths
+    def analyse_batch(self, images: list[Image.Image], categories: list[str | None] | None = None,
+                      boxes: list | None = None, sources: list[str] | None = None) -> list[Analysis]:
+        n = len(images)
+        categories = categories or [None] * n
+        boxes = boxes or [None] * n
+        for c in categories:
+            if c is not None:
+                self.taxonomy.check_category(c)
+        crops_box = [check_box(b, im.size) if b is not None else None for b, im in zip(boxes, images)]
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            attrs = self.attributes.generate(self._attribute_input(images), beam=self.beam,
+                                             categories=[c.split("=", 1)[-1] if c else None for c in categories])
+        t1 = time.perf_counter()
+        rois, roi_src = [], []
+        for im, cb, seq, cat in zip(images, crops_box, attrs, categories):
+            if cb is not None:
+                rois.append(cb)
+                roi_src.append("user")
+                continue
+            found = None
+            if self.detector is not None:
+                allowed = self.detector_classes(cat or _category_of(seq))
+                found = self.detector.best_box(im, allowed)
+            if found is not None:
+                rois.append(found)
+                roi_src.append("detector")
+            else:
+                rois.append((0, 0, im.width, im.height))
+                roi_src.append("whole image")
+        t2 = time.perf_counter()
+        crops = [im.crop(r) for im, r in zip(images, rois)]
+        codes = self.codebook.encode(self._features(crops))
+        hists = [hsv_histogram(c, self.hist_bins) for c in crops]
+        t3 = time.perf_counter()
+        out = []
+        for i in range(n):
+            cat = categories[i].split("=", 1)[-1] if categories[i] else _category_of(attrs[i])
+            x0, y0, x1, y1 = rois[i]
+            out.append(Analysis(
+                category=cat, category_source=(sources[i] if sources else "user") if categories[i] else "auto",
+                attributes=attrs[i], roi=(x0, y0, x1 - x0, y1 - y0), roi_source=roi_src[i], code=codes[i],
+                hist=hists[i], timings_ms={"attributes": (t1 - t0) * 1e3 / n, "roi": (t2 - t1) * 1e3 / n,
+                                           "features": (t3 - t2) * 1e3 / n}))
+        return out
+
+    def query(self, image: Image.Image, category: str | None = None, box=None) -> Analysis:
+        return self.analyse_batch([image], [category], [box])[0]
+
+    def item(self, image: Image.Image, title: str) -> Analysis:
+        return self.items([image], [title])[0]
+
+    def items(self, images: list[Image.Image], titles: list[str]) -> list[Analysis]:
+        cats = self.categories_from_titles(titles)
+        return self.analyse_batch(images, cats, sources=["title"] * len(images))
+
+    def detector_classes(self, category: str | None) -> set[str] | None:
+        if not category:
+            return None
+        mapping = self.taxonomy.detector_classes
+        return set(mapping[category]) if category in mapping else None
+
+
+def _category_of(seq: list[tuple[str, float]]) -> str | None:
+    return next((t.split("=", 1)[1] for t, _ in seq if t.startswith("articleType=")), None)
+
+
+__all__ = ["Analysis", "Pipeline", "InvalidInput"]

@@ -1,6 +1,7 @@
 """`fashion-search demo` and `fashion-search serve`: a cluster, the models, the REST daemon."""
 from __future__ import annotations
 
+import os
 import secrets
 import time
 from pathlib import Path
@@ -18,6 +19,15 @@ SAMPLE_CATALOG = PROJECT / "demo" / "catalog"
 SAMPLE_QUERIES = PROJECT / "demo" / "samples"
 APP = "fashion-search"
 
+# A 2-core machine under load can take longer than Serve's 5 s to start its HTTP proxy;
+# these must be in the environment before the local Ray starts.
+SLOW_MACHINE_ENV = {"RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "120", "RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S": "60"}
+
+
+def patient_environment() -> None:
+    for k, v in SLOW_MACHINE_ENV.items():
+        os.environ.setdefault(k, v)
+
 
 def start_server(settings: Settings):
     from .rest import build_app
@@ -27,6 +37,7 @@ def start_server(settings: Settings):
 
 def run_demo(settings: Settings, shards: int = 2, log=print, block: bool = True) -> dict:
     t0 = time.perf_counter()
+    patient_environment()
     ray.init(namespace="fashion-search", include_dashboard=False, log_to_driver=False,
              configure_logging=False)
     cluster = open_cluster(settings.storage, shards=shards, config=ShardConfig(bits=256, hist_bins=64))

@@ -21,8 +21,9 @@ from PIL import Image, UnidentifiedImageError
 from shards.errors import InvalidInput
 
 PROJECT = Path(__file__).resolve().parents[1]
-ASSETS = Path(__file__).resolve().parent / "assets"
-SPLITS_FILE = ASSETS / "splits.json"
+SHIPPED = Path(__file__).resolve().parent / "assets"
+ASSETS = Path(os.environ.get("FASHION_ASSETS", SHIPPED))       # the model files the pipeline loads
+SPLITS_FILE = SHIPPED / "splits.json"
 CATALOG_COLUMNS = ("id", "gender", "masterCategory", "subCategory", "articleType", "baseColour",
                    "season", "usage", "productDisplayName")
 MAX_PIXELS = 40_000_000          # decompression-bomb guard for anything we decode

@@ -63,7 +63,9 @@ class Pipeline:
         self.bits = codebook.projection.shape[1]
 
     @classmethod
-    def load(cls, assets: Path = ASSETS) -> "Pipeline":
+    def load(cls, assets: Path | None = None) -> "Pipeline":
+        """The shipped models (models/assets, or FASHION_ASSETS)."""
+        assets = Path(assets or ASSETS)
         from .evaluation_cli import load_attributes
         from .text_pipeline import load_text
         feats, book = load_features(assets / "features.pt")

@@ -1,0 +1,213 @@
+"""The REST daemon on a real Ray Serve app (tiny untrained models), an HTTP client,
+the CLI against it, and the web page in headless Chromium."""
+import csv
+import io
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import ray
+from PIL import Image
+from ray import serve
+
+from .tiny_assets import make_tiny_assets
+
+PROJECT = Path(__file__).resolve().parents[2]
+KEY = "test-key-123"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def small_catalog(folder: Path, n: int = 24) -> Path:
+    src = PROJECT / "demo" / "catalog"
+    rows = list(csv.DictReader(open(src / "styles.csv")))[:n]
+    (folder / "images").mkdir(parents=True)
+    with open(folder / "styles.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    for r in rows:
+        shutil.copy(src / "images" / f"{r['id']}.jpg", folder / "images" / f"{r['id']}.jpg")
+    (folder / "images" / f"{rows[0]['id']}.jpg").write_bytes(b"broken")   # one broken photo
+    return folder
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("rest")
+    assets = make_tiny_assets(tmp / "assets")
+    os.environ["FASHION_ASSETS"] = str(assets)
+    from cluster.demo import patient_environment
+    patient_environment()
+    ray.init(namespace="fashion-search", include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"FASHION_ASSETS": str(assets)}})
+    from cluster.demo import start_server
+    from cluster.indexing import index_catalog
+    from cluster.runtime import open_cluster, shutdown_cluster
+    from cluster.settings import Settings
+    from shards.shard import ShardConfig
+    storage = tmp / "storage"
+    cluster = open_cluster(storage, shards=2, config=ShardConfig(bits=256, hist_bins=64))
+    report = index_catalog(cluster, str(small_catalog(tmp / "catalog")), errors_path=str(tmp / "errors.jsonl"),
+                           log=lambda s: None)
+    port = free_port()
+    start_server(Settings(storage=str(storage), samples=str(PROJECT / "demo" / "samples"), port=port,
+                          api_key=KEY, rate_limit=1000))
+    yield {"url": f"http://127.0.0.1:{port}", "index": report, "tmp": tmp, "cluster": cluster}
+    serve.shutdown()
+    shutdown_cluster()
+    ray.shutdown()
+
+
+def jpeg(color=(200, 30, 30), size=(120, 160)) -> bytes:
+    buf = io.BytesIO()
+    arr = np.zeros((size[1], size[0], 3), np.uint8)
+    arr[:] = color
+    arr[40:120, 30:90] = (20, 20, 200)
+    Image.fromarray(arr).save(buf, format="JPEG")
+    return buf.getvalue()
+
+
+def search(url, data=None, image=None, ctype="image/jpeg"):
+    files = {"image": ("q.jpg", image if image is not None else jpeg(), ctype)}
+    return httpx.post(url + "/search", files=files, data=data or {}, timeout=60)
+
+
+def test_indexing_skips_broken_rows_and_resumes(server):
+    rep = server["index"]
+    assert rep["indexed"] == 23 and rep["errors"] == 1
+    from cluster.indexing import index_catalog
+    again = index_catalog(server["cluster"], str(server["tmp"] / "catalog"),
+                          errors_path=str(server["tmp"] / "errors2.jsonl"), log=lambda s: None)
+    assert again["skipped_existing"] == 23 and again["indexed"] == 0
+
+
+def test_three_query_options(server):
+    url = server["url"]
+    r1 = search(url)
+    assert r1.status_code == 200, r1.text
+    b1 = r1.json()
+    assert b1["category_source"] == "auto" and b1["roi_source"] in ("whole image", "detector")
+    assert b1["results"] and {"id", "score", "hamming", "colour_distance", "matched", "title", "image_url"} <= set(
+        b1["results"][0])
+    assert all(a["token"].count("=") == 1 and 0 <= a["probability"] <= 1 for a in b1["attributes"])
+    cats = httpx.get(url + "/categories").json()
+    r2 = search(url, {"category": cats[0]}).json()
+    assert r2["category"] == cats[0] and r2["category_source"] == "user"
+    assert any(a["token"] == f"articleType={cats[0]}" for a in r2["attributes"])
+    r3 = search(url, {"box": "10,20,60,80"}).json()
+    assert r3["roi"] == [10, 20, 60, 80] and r3["roi_source"] == "user"
+    scores = [h["score"] for h in r1["results"]] if False else [h["score"] for h in b1["results"]]
+    assert scores == sorted(scores)
+
+
+def test_add_then_find_then_delete(server):
+    url = server["url"]
+    img = jpeg((10, 200, 40))
+    r = httpx.post(url + "/items", files={"image": ("x.jpg", img, "image/jpeg")},
+                   data={"title": "Test Men Green Tshirts", "id": "sku-new-1"}, headers={"X-API-Key": KEY}, timeout=60)
+    assert r.status_code == 201, r.text
+    found = search(url, {"k": "5"}, image=img).json()
+    assert found["results"][0]["id"] == "sku-new-1" and found["results"][0]["hamming"] == 0
+    got = httpx.get(url + "/items/sku-new-1").json()
+    assert got["meta"]["title"] == "Test Men Green Tshirts"
+    assert httpx.get(url + "/items/sku-new-1/image").content == img
+    assert httpx.delete(url + "/items/sku-new-1", headers={"X-API-Key": KEY}).status_code == 200
+    assert httpx.get(url + "/items/sku-new-1").status_code == 404
+    again = search(url, {"k": "5"}, image=img).json()
+    assert all(h["id"] != "sku-new-1" for h in again["results"])
+
+
+def test_access_control(server):
+    url = server["url"]
+    files = {"image": ("x.jpg", jpeg(), "image/jpeg")}
+    assert httpx.post(url + "/items", files=files, data={"title": "t"}).status_code == 401
+    assert httpx.post(url + "/items", files=files, data={"title": "t"},
+                      headers={"X-API-Key": "wrong"}).status_code == 403
+    assert httpx.post(url + "/admin/rebalance", json={"shards": 3}).status_code == 401
+    assert httpx.delete(url + "/items/1").status_code == 401
+
+
+@pytest.mark.parametrize("data,image,ctype,status", [
+    ({"k": "0"}, None, "image/jpeg", 400),
+    ({"k": "-1"}, None, "image/jpeg", 400),
+    ({"k": "1000000000"}, None, "image/jpeg", 400),
+    ({"k": "ten"}, None, "image/jpeg", 400),
+    ({"box": "-5,0,10,10"}, None, "image/jpeg", 400),
+    ({"box": "0,0,0,10"}, None, "image/jpeg", 400),
+    ({"box": "100,100,500,500"}, None, "image/jpeg", 400),
+    ({"box": "a,b"}, None, "image/jpeg", 400),
+    ({"category": "Spaceships"}, None, "image/jpeg", 400),
+    ({"filters": "not a token"}, None, "image/jpeg", 400),
+    ({}, b"", "image/jpeg", 400),
+    ({}, b"not an image at all", "image/jpeg", 400),
+    ({}, jpeg()[:300], "image/jpeg", 400),
+    ({}, jpeg(), "text/plain", 415),
+])
+def test_bad_input_is_a_clear_4xx(server, data, image, ctype, status):
+    r = search(server["url"], data, image, ctype)
+    assert r.status_code == status, r.text
+    assert "error" in r.json()
+    assert httpx.get(server["url"] + "/health").json() == {"status": "ok"}
+
+
+def test_batch_stats_and_docs(server):
+    url = server["url"]
+    files = [("image", ("a.jpg", jpeg(), "image/jpeg")), ("image", ("b.jpg", jpeg((0, 0, 250)), "image/jpeg"))]
+    r = httpx.post(url + "/search/batch", files=files, data={"k": "3"}, timeout=60)
+    assert r.status_code == 200 and len(r.json()["queries"]) == 2
+    st = httpx.get(url + "/stats").json()
+    assert st["items"] >= 23 and len(st["shards"]) == 2
+    assert httpx.get(url + "/openapi.json").json()["paths"]["/search"]
+    assert httpx.get(url + "/docs").status_code == 200
+
+
+def test_cli_query_against_the_server(server, tmp_path):
+    img = tmp_path / "q.jpg"
+    img.write_bytes(jpeg())
+    out = subprocess.run([sys.executable, "-m", "cluster.cli", "query", str(img), "--url", server["url"], "--json",
+                          "--k", "3"], capture_output=True, text=True, cwd=PROJECT, timeout=120)
+    assert out.returncode == 0, out.stderr
+    import json
+    assert len(json.loads(out.stdout)["results"]) == 3
+
+
+def test_web_page_in_chromium(server, tmp_path):
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.fail("Chromium is not installed (.ci/run installs Debian's chromium)")
+    from playwright.sync_api import sync_playwright
+    img = tmp_path / "q.jpg"
+    img.write_bytes(jpeg())
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--no-first-run", "--disable-sync"])
+        page = browser.new_page()
+        page.goto(server["url"] + "/")
+        page.wait_for_selector("#samples img")
+        page.set_input_files("#file", str(img))
+        page.wait_for_selector("#canvas", state="visible")
+        box = page.locator("#canvas").bounding_box()
+        page.mouse.move(box["x"] + 10, box["y"] + 10)
+        page.mouse.down()
+        page.mouse.move(box["x"] + 80, box["y"] + 100)
+        page.mouse.up()
+        assert page.locator("input[value=box]").is_checked()
+        page.click("#go")
+        page.wait_for_selector(".hit", timeout=60_000)
+        assert page.locator(".hit").count() > 0
+        assert page.locator("#tags span").count() > 0
+        assert "ROI from user" in page.locator("#status").inner_text()
+        page.screenshot(path=str(tmp_path / "page.png"))
+        browser.close()

@@ -63,6 +63,15 @@ def cmd_train(args) -> dict:
     if args.what == "text":
         from models.text_pipeline import train_and_save_text
         return train_and_save_text(Path(args.out) if args.out else None, epochs=args.epochs or 15)
+    if args.what == "detector":
+        from models.data import SHIPPED
+        from models.train_detector import train_detector
+        rep = train_detector(Path(args.out or SHIPPED / "detector.pt"), epochs=args.epochs or 8, lr=args.lr,
+                             log=lambda s: print(s, file=sys.stderr, flush=True))
+        return {"weights": rep["weights"], "classes": rep["classes"], "final_loss": rep["history"][-1]["loss"]}
+    if args.what == "features":
+        from models.train_features import fit_codebook
+        return fit_codebook(bits=args.bits, image_size=args.image_size)
     from models.attributes import AttributeConfig, EncoderConfig
     from models.train_attributes import train_attributes
     enc = EncoderConfig(kind=args.encoder, image_size=args.image_size, width=args.width,
@@ -79,6 +88,16 @@ def cmd_eval(args) -> dict:
     from models.evaluation_cli import eval_attributes, eval_text
     if args.what == "text":
         return eval_text(args.data, args.split, args.weights)
+    if args.what == "roi":
+        from pathlib import Path
+        from models.data import SHIPPED
+        from models.detector import load_detector
+        from models.train_detector import evaluate_detector
+        det = load_detector(Path(args.weights) if args.weights else SHIPPED / "detector.pt")
+        return evaluate_detector(det, Path(args.data) if args.data else None, args.split)
+    if args.what == "retrieval":
+        from models.train_features import eval_retrieval
+        return eval_retrieval(args.data, args.limit)
     return eval_attributes(args.data, args.split, args.weights, beam=args.beam, limit=args.limit)
 
 
@@ -189,7 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train the title classifier or the attribute model",
                        description="Train on the shared product data (models/assets/splits.json). Checkpoints "
                                    "carry their config; a run resumes from OUT/last.pt.")
-    t.add_argument("what", choices=["text", "attributes"])
+    t.add_argument("what", choices=["text", "attributes", "detector", "features"],
+                   help="features: fit the binary code book on the catalog and report retrieval figures")
+    t.add_argument("--bits", type=int, default=256, help="features: code length")
     t.add_argument("--out", default=None, help="output folder (attributes) or weights file (text)")
     t.add_argument("--encoder", default="efficientnet_lite0", choices=["efficientnet_lite0", "resception", "inception"])
     t.add_argument("--image-size", type=int, default=128)
@@ -206,7 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="measure recognition: attributes (precision/recall) or text (accuracy)",
                        description="Evaluate on every item of a catalog folder (styles.csv + images/), or "
                                    "with --split test on the held-out split of the shared data.")
-    e.add_argument("what", choices=["text", "attributes"])
+    e.add_argument("what", choices=["text", "attributes", "roi", "retrieval"],
+                   help="roi: the detector's mAP, non-guided and guided (COCO folder); retrieval: mAP of codes")
     e.add_argument("--data", default=None, help="catalog folder (default: the shared fashion-products)")
     e.add_argument("--split", default=None, choices=["train", "val", "test"])
     e.add_argument("--weights", default=None, help="weights file (default: the shipped ones)")

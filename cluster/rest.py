@@ -118,6 +118,9 @@ class Frontend:
         self.uploads = Path(self.settings.storage) / "uploads"
         self.uploads.mkdir(parents=True, exist_ok=True)
         self._categories = None
+        from models.data import ASSETS
+        from models.features import colour_weight
+        self.w_colour = colour_weight(ASSETS / "features.pt")
 
     async def _refresh(self):
         placement = await self.coordinator.placement.remote()
@@ -204,7 +207,7 @@ class Frontend:
         required = ([cat_tok] if cat_tok else []) + [t for p, t in ranked if p >= REQUIRED_P]
         optional = [t for p, t in ranked if p < REQUIRED_P]
         return Query(code=a["code"], hist=a["hist"], k=k, required=tuple(required), filters=filters,
-                     optional=tuple(optional))
+                     optional=tuple(optional), w_colour=self.w_colour)
 
     def _result(self, a: dict, r, t_search: float) -> dict:
         return {
@@ -327,9 +330,14 @@ class Frontend:
     @app.get("/stats")
     async def stats(self):
         st = await self.coordinator.stats.remote()
-        st["replicas"] = {name: dep.num_replicas for name, dep in
-                          serve.status().applications.get("fashion-search", None).deployments.items()} \
-            if serve.status().applications.get("fashion-search") else {}
+        try:
+            app_status = serve.status().applications.get("fashion-search")
+            st["replicas"] = {name: len(getattr(d, "replica_states", {}) or {}) or d.status
+                              for name, d in app_status.deployments.items()} if app_status else {}
+        except Exception as exc:  # status is a nicety; the counts above are what matters
+            st["replicas"] = {"error": str(exc)}
+        import psutil
+        st["memory"] = {"frontend_rss_bytes": psutil.Process().memory_info().rss}
         return st
 
     @app.post("/admin/rebalance")

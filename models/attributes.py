@@ -221,7 +221,9 @@ class AttributeModel(nn.Module):
         if cfg_enc.kind == "efficientnet_lite0" and cfg_enc.pretrained:
             cfg = AttributeConfig(**{**asdict(cfg), "encoder": EncoderConfig(**{**asdict(cfg_enc),
                                                                                  "pretrained": False})})
-        tax = Taxonomy(**{k: (tuple(v) if k == "fields" else v) for k, v in ck["taxonomy"].items()})
+        d = ck["taxonomy"]
+        tax = Taxonomy(fields=tuple(d["fields"]), values=d["values"], tree=d["tree"], min_count=d["min_count"],
+                       great_field=d["great_field"], category_field=d["category_field"])
         m = cls(cfg, tax)
         m.load_state_dict({k: v.float() for k, v in ck["state"].items()})
         return m.eval()

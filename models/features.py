@@ -11,10 +11,11 @@ the last one — the same recipe:
   the paper; ImageNet weights only where a user has them (none offline here).
 
 Binarisation: "> 0" on post-ReLU activations is almost all ones, so the pooled
-vector is centred, projected on its top-B principal directions (fitted on the
-catalog), and each projected dimension is thresholded at its catalog median, so
-every bit splits the catalog in half. Mean, projection and medians are stored
-with the model (`CodeBook`).
+vector is centred, projected on its top-B principal directions, rotated by ITQ
+(iterative quantisation) so the points sit near the hypercube's corners, and each
+dimension is thresholded at its catalog median, so every bit splits the catalog in
+half. Mean, projection (PCA x rotation) and medians are stored with the model
+(`CodeBook`); all are fitted on the catalog's training split.
 """
 from __future__ import annotations
 
@@ -87,17 +88,26 @@ class CodeBook:
     median: np.ndarray        # B
 
     @classmethod
-    def fit(cls, feats: np.ndarray, bits: int) -> "CodeBook":
+    def fit(cls, feats: np.ndarray, bits: int, itq_iterations: int = 50, seed: int = 0) -> "CodeBook":
+        """PCA to `bits` dimensions, then ITQ (Gong & Lazebnik): a rotation that makes the
+        projected points lie near the corners of the hypercube, so thresholding loses less."""
         check_bits(bits)
         mean = feats.mean(axis=0)
         x = feats - mean
         _, _, vt = np.linalg.svd(x, full_matrices=False)
         k = min(bits, vt.shape[0])
         proj = vt[:k].T
-        if k < bits:  # fewer samples than bits: random directions fill the rest
-            rng = np.random.default_rng(0)
+        rng = np.random.default_rng(seed)
+        if k < bits:  # fewer dimensions than bits: random directions fill the rest
             proj = np.concatenate([proj, rng.standard_normal((feats.shape[1], bits - k)) / np.sqrt(feats.shape[1])],
                                   axis=1)
+        v = x @ proj
+        r, _ = np.linalg.qr(rng.standard_normal((bits, bits)))
+        for _ in range(itq_iterations):
+            b = np.sign(v @ r)
+            u, _, wt = np.linalg.svd(v.T @ b)
+            r = u @ wt
+        proj = proj @ r
         median = np.median(x @ proj, axis=0)
         return cls(mean=mean.astype(np.float32), projection=proj.astype(np.float32), median=median.astype(np.float32))
 
@@ -111,8 +121,16 @@ class CodeBook:
         return {"mean": self.mean, "projection": self.projection, "median": self.median}
 
 
-def save_features(path, cfg: FeatureConfig, book: CodeBook) -> None:
-    torch.save({"config": asdict(cfg), **{k: torch.from_numpy(v) for k, v in book.to_dict().items()}}, path)
+def save_features(path, cfg: FeatureConfig, book: CodeBook, w_colour: float = 0.3) -> None:
+    """The extractor's config, the code book, and the colour weight tuned on validation."""
+    torch.save({"config": asdict(cfg), "w_colour": torch.tensor(w_colour),
+                **{k: torch.from_numpy(v) for k, v in book.to_dict().items()}}, path)
+
+
+def colour_weight(path) -> float:
+    """The Hamming/colour weight tuned on validation when the code book was fitted."""
+    ck = torch.load(path, map_location="cpu", weights_only=True)
+    return float(ck["w_colour"]) if "w_colour" in ck else 0.3
 
 
 def load_features(path) -> tuple[FeatureExtractor, CodeBook]:

@@ -61,6 +61,7 @@ class Pipeline:
         self.text, self.detector, self.hist_bins, self.beam = text, detector, hist_bins, beam
         self.taxonomy = attributes.taxonomy
         self.bits = codebook.projection.shape[1]
+        self.w_colour = 0.3
 
     @classmethod
     def load(cls, assets: Path | None = None) -> "Pipeline":
@@ -73,7 +74,10 @@ class Pipeline:
         if (assets / "detector.pt").exists():
             from .detector import load_detector
             detector = load_detector(assets / "detector.pt")
-        return cls(load_attributes(assets / "attributes.pt"), feats, book, load_text(assets / "text.pt"), detector)
+        from .features import colour_weight
+        p = cls(load_attributes(assets / "attributes.pt"), feats, book, load_text(assets / "text.pt"), detector)
+        p.w_colour = colour_weight(assets / "features.pt")
+        return p
 
     # ------------------------------------------------------------ pieces
     def categories_from_titles(self, titles: list[str]) -> list[str | None]:
@@ -151,10 +155,8 @@ class Pipeline:
         return self.analyse_batch(images, cats, sources=["title"] * len(images))
 
     def detector_classes(self, category: str | None) -> set[str] | None:
-        if not category:
-            return None
-        mapping = self.taxonomy.detector_classes
-        return set(mapping[category]) if category in mapping else None
+        from .detector import guidance
+        return guidance(self.detector.mapping, category) if self.detector is not None else None
 
 
 def _category_of(seq: list[tuple[str, float]]) -> str | None:

@@ -5,13 +5,14 @@ taxonomy's field order: great-category (masterCategory) first, then the
 fashion-category (articleType), then the rest, so guided generation can force the
 category at its position. Values seen fewer than `min_count` times in the training
 split become `field=other`; empty fields are absent. A user with another catalog
-builds another file (`Taxonomy.build`) and the models follow it.
+builds another file (`Taxonomy.build`) and the models follow it. Which detector
+classes a category may appear as is a second data file, detector_classes.json.
 """
 from __future__ import annotations
 
 import json
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from shards.errors import InvalidInput
@@ -32,7 +33,6 @@ class Taxonomy:
     min_count: int = 5
     great_field: str = "masterCategory"
     category_field: str = "articleType"
-    detector_classes: dict[str, list[str]] = field(default_factory=dict)
 
     def __post_init__(self):
         self.tokens = list(SPECIALS) + [f"{f}={v}" for f in self.fields for v in self.values[f]]
@@ -88,8 +88,7 @@ class Taxonomy:
     # ------------------------------------------------------------ file
     def to_json(self) -> dict:
         return {"fields": list(self.fields), "values": self.values, "tree": self.tree, "min_count": self.min_count,
-                "great_field": self.great_field, "category_field": self.category_field,
-                "detector_classes": self.detector_classes}
+                "great_field": self.great_field, "category_field": self.category_field}
 
     def save(self, path: Path = FILE) -> None:
         path.write_text(json.dumps(self.to_json(), indent=1, sort_keys=True))
@@ -98,5 +97,4 @@ class Taxonomy:
     def load(cls, path: Path = FILE) -> "Taxonomy":
         d = json.loads(Path(path).read_text())
         return cls(fields=tuple(d["fields"]), values=d["values"], tree=d["tree"], min_count=d["min_count"],
-                   great_field=d["great_field"], category_field=d["category_field"],
-                   detector_classes=d.get("detector_classes", {}))
+                   great_field=d["great_field"], category_field=d["category_field"])

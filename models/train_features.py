@@ -18,10 +18,10 @@ from .features import CodeBook, FeatureConfig, FeatureExtractor, save_features
 from .train_attributes import CACHE
 
 
-def catalog_features(products: list[Product], cfg: FeatureConfig, name: str, batch: int = 64):
+def catalog_features(products: list[Product], cfg: FeatureConfig, name: str | None, batch: int = 64):
     from .data import image_array
     from PIL import Image
-    imgs = image_array(products, cfg.image_size, CACHE / f"{name}-{cfg.image_size}.npy")
+    imgs = image_array(products, cfg.image_size, CACHE / f"{name}-{cfg.image_size}.npy" if name else None)
     ext = FeatureExtractor(cfg)
     torch.set_grad_enabled(False)
     feats = np.concatenate([ext(torch.from_numpy(imgs[i: i + batch])).numpy() for i in range(0, len(imgs), batch)])
@@ -77,7 +77,13 @@ def fit_codebook(bits: int = 256, image_size: int = 160) -> dict:
     cfg = FeatureConfig(image_size=image_size, bits=bits)
     products = load_catalog()
     splits = load_splits()
-    feats, hists = catalog_features(products, cfg, "catalog")
+    cache = CACHE / f"catalog-feats-{cfg.backbone}-{image_size}.npz"
+    if cache.exists():
+        z = np.load(cache)
+        feats, hists = z["feats"], z["hists"]
+    else:
+        feats, hists = catalog_features(products, cfg, "catalog")
+        np.savez(cache, feats=feats, hists=hists)
     train_idx = np.array([i for i, p in enumerate(products) if p.id in splits["train"]])
     book = CodeBook.fit(feats[train_idx], bits)
     codes = book.encode(feats)
@@ -85,9 +91,30 @@ def fit_codebook(bits: int = 256, image_size: int = 160) -> dict:
     # the colour weight: tuned on the validation split against the colour-aware relevance
     best = max((retrieval_report(feats, codes, hists, products, val_idx[:300], w)["map_binary_colour"], w)
                for w in (0.0, 0.1, 0.2, 0.3, 0.5, 0.8))
-    save_features(ASSETS / "features.pt", cfg, book)
+    save_features(ASSETS / "features.pt", cfg, book, w_colour=best[1])
     test_idx = np.array([i for i, p in enumerate(products) if p.id in splits["test"]])
     report = retrieval_report(feats, codes, hists, products, test_idx, best[1])
     report["w_colour_tuned_on_val"] = best[1]
     np.save(CACHE / f"catalog-codes-{bits}.npy", codes)
     return report
+
+
+def eval_retrieval(data=None, limit: int | None = None) -> dict:
+    """`fashion-search eval retrieval`: a catalog folder's own split gives the queries, the rest the gallery."""
+    from .features import load_features
+    from .data import products_dir
+    folder = data or products_dir()
+    products = load_catalog(folder)
+    if limit:
+        products = products[:limit]
+    ext, book = load_features(ASSETS / "features.pt")
+    feats, hists = catalog_features(products, ext.cfg, None)
+    codes = book.encode(feats)
+    if data is None:
+        ids = load_splits()["test"]
+        queries = np.array([i for i, p in enumerate(products) if p.id in ids])
+    else:  # another catalog: its own deterministic 10 % as queries
+        rng = np.random.default_rng(0)
+        queries = np.sort(rng.choice(len(products), max(1, len(products) // 10), replace=False))
+    w = float(torch.load(ASSETS / "features.pt", weights_only=True).get("w_colour", torch.tensor(0.3)))
+    return {"data": str(folder), **retrieval_report(feats, codes, hists, products, queries, w)}

@@ -1,0 +1,118 @@
+"""The guided ROI detector (paper section 3.4): Faster R-CNN composed from torchvision parts.
+
+One detector over all garment classes of the street-photo data (ccp-boxes), on an
+EfficientNet-Lite0 trunk (ImageNet weights, the only ones offline here; its
+stride-16 stage, 112 channels, feeds one RPN level). Guidance: a fashion-category
+maps to the detector classes it may appear as (models/assets/detector_classes.json);
+post-processing keeps only detections of those classes, which cuts the false
+positives of everything else in a street photo.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+from torchvision.models.detection import FasterRCNN
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.ops import MultiScaleRoIAlign
+
+from .data import SHIPPED
+
+MAPPING_FILE = SHIPPED / "detector_classes.json"
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    classes: tuple[str, ...]
+    min_size: int = 320
+    max_size: int = 400
+    trunk_blocks: int = 11          # EfficientNet-Lite0 blocks kept (stride 16 after block 10)
+    frozen_blocks: int = 3
+    score_threshold: float = 0.3
+
+
+class LiteTrunk(nn.Module):
+    """EfficientNet-Lite0 stem + its first blocks -> one feature map (stride 16)."""
+
+    def __init__(self, cfg: DetectorConfig, pretrained: bool = True):
+        super().__init__()
+        from .attributes import EfficientNetLite0Encoder, EncoderConfig
+        enc = EfficientNetLite0Encoder(EncoderConfig(pretrained=pretrained, frozen_blocks=cfg.frozen_blocks))
+        net = enc.net
+        self.stem = nn.Sequential(net._conv_stem, net._bn0, nn.ReLU6(inplace=True))
+        self.blocks = nn.ModuleList(net._blocks[: cfg.trunk_blocks])
+        self.out_channels = net._blocks[cfg.trunk_blocks - 1]._bn2.num_features
+        for m in [net._conv_stem, net._bn0, *net._blocks[: cfg.frozen_blocks]]:
+            for p in m.parameters():
+                p.requires_grad_(False)
+
+    def forward(self, x):
+        x = self.stem(x)
+        for b in self.blocks:
+            x = b(x)
+        return x                                          # N x 112 x H/16 x W/16
+
+
+def build_detector(cfg: DetectorConfig, pretrained: bool = True) -> FasterRCNN:
+    trunk = LiteTrunk(cfg, pretrained)
+    anchors = AnchorGenerator(sizes=((32, 64, 128, 256),), aspect_ratios=((0.5, 1.0, 2.0),))
+    return FasterRCNN(trunk, num_classes=len(cfg.classes) + 1, rpn_anchor_generator=anchors,
+                      box_roi_pool=MultiScaleRoIAlign(featmap_names=["0"], output_size=7, sampling_ratio=2),
+                      min_size=cfg.min_size, max_size=cfg.max_size, image_mean=[0.5] * 3, image_std=[0.5] * 3,
+                      rpn_pre_nms_top_n_train=600, rpn_post_nms_top_n_train=300, rpn_pre_nms_top_n_test=300,
+                      rpn_post_nms_top_n_test=100, box_detections_per_img=50, box_score_thresh=0.05)
+
+
+def guidance(mapping: dict[str, list[str]], category: str | None) -> set[str] | None:
+    """Detector classes a fashion-category may appear as; None = no guidance (all classes)."""
+    if category is None or category not in mapping:
+        return None
+    return set(mapping[category])
+
+
+def filter_guided(detections: dict, classes: tuple[str, ...], allowed: set[str] | None) -> dict:
+    """Keep only the detections whose class is allowed (labels are 1-based into classes)."""
+    if allowed is None:
+        return detections
+    keep = torch.tensor([classes[int(lab) - 1] in allowed for lab in detections["labels"]], dtype=torch.bool)
+    return {k: v[keep] for k, v in detections.items()}
+
+
+class Detector:
+    """A trained detector with its classes; `best_box` is the pipeline's ROI step."""
+
+    def __init__(self, model: FasterRCNN, cfg: DetectorConfig, mapping: dict[str, list[str]]):
+        self.model, self.cfg, self.mapping = model.eval(), cfg, mapping
+
+    @torch.no_grad()
+    def detect(self, images: list[Image.Image]) -> list[dict]:
+        xs = [torch.from_numpy(np.asarray(im)).permute(2, 0, 1).float() / 255.0 for im in images]
+        return self.model(xs)
+
+    def best_box(self, image: Image.Image, allowed: set[str] | None):
+        """The most confident allowed detection as (x0, y0, x1, y1), or None."""
+        det = filter_guided(self.detect([image])[0], self.cfg.classes, allowed)
+        if len(det["scores"]) == 0 or float(det["scores"][0]) < self.cfg.score_threshold:
+            return None
+        x0, y0, x1, y1 = (int(round(v)) for v in det["boxes"][0].tolist())
+        if x1 - x0 < 2 or y1 - y0 < 2:
+            return None
+        return x0, y0, x1, y1
+
+
+def save_detector(path: Path, model: FasterRCNN, cfg: DetectorConfig, history: list) -> None:
+    torch.save({"config": asdict(cfg), "history": history,
+                "state": {k: (v.half() if v.is_floating_point() else v) for k, v in model.state_dict().items()}}, path)
+
+
+def load_detector(path: Path, mapping_file: Path = MAPPING_FILE) -> Detector:
+    ck = torch.load(path, map_location="cpu", weights_only=True)
+    cfg = DetectorConfig(**{**ck["config"], "classes": tuple(ck["config"]["classes"])})
+    model = build_detector(cfg, pretrained=False)
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ck["state"].items()})
+    return Detector(model, cfg, json.loads(Path(mapping_file).read_text()))

@@ -1,0 +1,182 @@
+"""Training and measuring the guided ROI detector on COCO-format street photos (ccp-boxes).
+
+mAP (the paper's Table 3) at IoU 0.5..0.9, VOC-style all-point AP per class,
+averaged over the classes that have ground truth in the evaluated images.
+Non-guided: every detection. Guided: in each image, only detections of classes
+that the guidance of a category present in the image allows.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from .data import SHIPPED, data_root, decode_image, load_coco
+from .detector import MAPPING_FILE, DetectorConfig, Detector, build_detector, save_detector
+
+SPLIT_FILE = SHIPPED / "detector_splits.json"
+IOUS = (0.5, 0.6, 0.7, 0.8, 0.9)
+
+
+def boxes_dir() -> Path:
+    return data_root() / "ccp-boxes"
+
+
+def coco_split(coco: dict, seed: int = 0) -> dict:
+    if SPLIT_FILE.exists():
+        return json.loads(SPLIT_FILE.read_text())
+    ids = sorted(im["id"] for im in coco["images"])
+    random.Random(seed).shuffle(ids)
+    n = len(ids)
+    out = {"test": sorted(ids[: n // 10]), "val": sorted(ids[n // 10: n // 5]), "train": sorted(ids[n // 5:])}
+    SPLIT_FILE.write_text(json.dumps(out))
+    return out
+
+
+def targets(im: dict, label_of: dict) -> dict:
+    boxes, labels = [], []
+    for a in im["boxes"]:
+        x, y, w, h = a["bbox"]
+        if w >= 2 and h >= 2 and a["category_id"] in label_of:
+            boxes.append([x, y, x + w, y + h])
+            labels.append(label_of[a["category_id"]])
+    return {"boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+            "labels": torch.tensor(labels, dtype=torch.int64)}
+
+
+def train_detector(out: Path, epochs: int = 8, batch: int = 4, lr: float = 0.01, seed: int = 0, log=print) -> dict:
+    torch.manual_seed(seed)
+    coco = load_coco(boxes_dir())
+    split = coco_split(coco)
+    used = sorted({a["category_id"] for im in coco["images"] for a in im["boxes"]})
+    names = {c["id"]: c["name"] for c in coco["categories"]}
+    classes = tuple(names[c] for c in used)
+    label_of = {c: i + 1 for i, c in enumerate(used)}
+    cfg = DetectorConfig(classes=classes)
+    model = build_detector(cfg)
+    train = [im for im in coco["images"] if im["id"] in set(split["train"])]
+    data = [(torch.from_numpy(np.asarray(decode_image(im["path"]))).permute(2, 0, 1).float() / 255.0,
+             targets(im, label_of)) for im in train]
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=1e-4)
+    steps = epochs * math.ceil(len(data) / batch)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
+    history = []
+    for epoch in range(epochs):
+        model.train()
+        order = list(range(len(data)))
+        random.Random(seed + epoch).shuffle(order)
+        total, t0 = 0.0, time.time()
+        for i in tqdm(range(0, len(order), batch), desc=f"detector {epoch + 1}/{epochs}", leave=False,
+                      disable=not os.isatty(2)):
+            xs, ts = [], []
+            for j in order[i: i + batch]:
+                x, t = data[j]
+                if random.random() < 0.5:   # horizontal flip
+                    x = x.flip(-1)
+                    b = t["boxes"].clone()
+                    b[:, [0, 2]] = x.shape[-1] - t["boxes"][:, [2, 0]]
+                    t = {"boxes": b, "labels": t["labels"]}
+                xs.append(x)
+                ts.append(t)
+            losses = model(xs, ts)
+            loss = sum(losses.values())
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 10.0)
+            opt.step()
+            sched.step()
+            total += float(loss.detach()) * len(xs)
+        history.append({"epoch": epoch + 1, "loss": total / len(data), "seconds": time.time() - t0})
+        log(json.dumps(history[-1]))
+        save_detector(out, model, cfg, history)
+    return {"weights": str(out), "classes": len(classes), "history": history}
+
+
+def average_precision(scores, matched, n_gt) -> float:
+    if n_gt == 0:
+        return float("nan")
+    if not scores:
+        return 0.0
+    order = np.argsort(-np.asarray(scores), kind="stable")
+    tp = np.asarray(matched, dtype=float)[order]
+    ctp, cfp = np.cumsum(tp), np.cumsum(1 - tp)
+    recall, precision = ctp / n_gt, ctp / np.maximum(ctp + cfp, 1e-9)
+    mrec = np.concatenate([[0], recall, [1]])
+    mpre = np.concatenate([[0], precision, [0]])
+    for i in range(len(mpre) - 2, -1, -1):
+        mpre[i] = max(mpre[i], mpre[i + 1])
+    idx = np.flatnonzero(mrec[1:] != mrec[:-1])
+    return float(np.sum((mrec[idx + 1] - mrec[idx]) * mpre[idx + 1]))
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    x0 = np.maximum(a[:, None, 0], b[None, :, 0])
+    y0 = np.maximum(a[:, None, 1], b[None, :, 1])
+    x1 = np.minimum(a[:, None, 2], b[None, :, 2])
+    y1 = np.minimum(a[:, None, 3], b[None, :, 3])
+    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
+    area = lambda z: (z[:, 2] - z[:, 0]) * (z[:, 3] - z[:, 1])  # noqa: E731
+    return inter / np.maximum(area(a)[:, None] + area(b)[None, :] - inter, 1e-9)
+
+
+def mean_ap(dets: list[dict], gts: list[dict], n_classes: int, thr: float) -> float:
+    aps = []
+    for c in range(1, n_classes + 1):
+        scores, matched, n_gt = [], [], 0
+        for d, g in zip(dets, gts):
+            gb = g["boxes"][g["labels"] == c]
+            n_gt += len(gb)
+            db, ds = d["boxes"][d["labels"] == c], d["scores"][d["labels"] == c]
+            used = np.zeros(len(gb), bool)
+            for k in np.argsort(-ds, kind="stable"):
+                scores.append(float(ds[k]))
+                if len(gb):
+                    ov = iou(db[k: k + 1], gb)[0]
+                    ov[used] = -1
+                    j = int(np.argmax(ov))
+                    if ov[j] >= thr:
+                        used[j] = True
+                        matched.append(1)
+                        continue
+                matched.append(0)
+        ap = average_precision(scores, matched, n_gt)
+        if not math.isnan(ap):
+            aps.append(ap)
+    return float(np.mean(aps)) if aps else 0.0
+
+
+def evaluate_detector(detector: Detector, folder: Path | None = None, split: str | None = None) -> dict:
+    coco = load_coco(folder or boxes_dir())
+    images = coco["images"]
+    if split:
+        ids = set(coco_split(coco)[split])
+        images = [im for im in images if im["id"] in ids]
+    names = {c["id"]: c["name"] for c in coco["categories"]}
+    classes = detector.cfg.classes
+    label_of = {cid: classes.index(n) + 1 for cid, n in names.items() if n in classes}
+    mapping = detector.mapping
+    reach = {c: set().union(*[set(v) for v in mapping.values() if c in v]) | {c} for c in classes}
+    dets, guided, gts = [], [], []
+    for im in images:
+        img = decode_image(im["path"])
+        d = {k: v.numpy() for k, v in detector.detect([img])[0].items()}
+        t = targets(im, label_of)
+        g = {"boxes": t["boxes"].numpy(), "labels": t["labels"].numpy()}
+        present = {classes[int(lab) - 1] for lab in g["labels"]}
+        allowed = set().union(*[reach[c] for c in present]) if present else set()
+        keep = np.array([classes[int(lab) - 1] in allowed for lab in d["labels"]], bool)
+        dets.append(d)
+        guided.append({k: v[keep] if len(keep) else v for k, v in d.items()})
+        gts.append(g)
+    return {"images": len(images), "map": {str(t): mean_ap(dets, gts, len(classes), t) for t in IOUS},
+            "guided_map": {str(t): mean_ap(guided, gts, len(classes), t) for t in IOUS},
+            "classes": len(classes), "split": split}

@@ -1,0 +1,67 @@
+"""Detector, guidance, colour and binary codes at tiny sizes."""
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from models.colour import check_box, colour_distance, hsv_histogram
+from models.detector import DetectorConfig, build_detector, filter_guided, guidance
+from models.features import CodeBook
+from shards.codes import unpack_bits
+from shards.errors import InvalidInput
+
+CLASSES = ("bag", "dress", "shoes")
+
+
+def test_detector_forward_backward_on_one_box():
+    torch.manual_seed(0)
+    model = build_detector(DetectorConfig(classes=CLASSES, min_size=128, max_size=160), pretrained=False)
+    model.train()
+    x = torch.rand(3, 128, 128)
+    target = {"boxes": torch.tensor([[20.0, 30.0, 90.0, 110.0]]), "labels": torch.tensor([2])}
+    losses = model([x], [target])
+    assert set(losses) >= {"loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg"}
+    sum(losses.values()).backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.backbone.parameters() if p.requires_grad)
+    model.eval()
+    with torch.no_grad():
+        out = model([x])[0]
+    assert set(out) == {"boxes", "labels", "scores"}
+
+
+def test_guided_filtering_drops_exactly_the_disallowed_classes():
+    det = {"boxes": torch.rand(5, 4), "labels": torch.tensor([1, 2, 3, 2, 1]), "scores": torch.rand(5)}
+    kept = filter_guided(det, CLASSES, {"dress"})
+    assert kept["labels"].tolist() == [2, 2]
+    assert torch.equal(kept["boxes"], det["boxes"][[1, 3]])
+    assert filter_guided(det, CLASSES, None) is det
+    mapping = {"Dresses": ["dress"], "Handbags": ["bag", "purse"]}
+    assert guidance(mapping, "Handbags") == {"bag", "purse"}
+    assert guidance(mapping, "Spaceships") is None and guidance(mapping, None) is None
+
+
+def test_hsv_histogram_of_a_solid_colour_lands_in_its_bin():
+    red = Image.new("RGB", (40, 30), (255, 0, 0))
+    h = hsv_histogram(red, (8, 4, 2))
+    assert h.sum() == pytest.approx(1.0)
+    assert h.argmax() == 0 * 8 + 3 * 2 + 1          # hue bin 0, top saturation, top value
+    blue = hsv_histogram(Image.new("RGB", (40, 30), (0, 0, 255)), (8, 4, 2))
+    assert colour_distance(h, h) == pytest.approx(0.0, abs=1e-9)
+    assert colour_distance(h, blue) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("box", [(-1, 0, 10, 10), (0, 0, 0, 10), (5, 5, 100, 10), ("a", 1, 2, 3), (1, 2, 3),
+                                 (0, 0, float("nan"), 10)])
+def test_bad_boxes_are_clear_errors(box):
+    with pytest.raises(InvalidInput):
+        check_box(box, (50, 40))
+
+
+def test_codes_pack_and_unpack_identically_and_split_the_catalog_in_half():
+    rng = np.random.default_rng(0)
+    feats = np.abs(rng.standard_normal((500, 64))) @ rng.standard_normal((64, 128))   # post-ReLU-like
+    book = CodeBook.fit(feats, 128, itq_iterations=10)
+    codes = book.encode(feats)
+    bits = unpack_bits(codes)
+    assert (bits == (book.project(feats) > 0)).all()          # packing loses nothing
+    assert np.abs(bits.mean(axis=0) - 0.5).max() < 0.02        # each bit halves the catalog

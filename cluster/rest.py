@@ -10,8 +10,8 @@
 Queries go from this replica straight to the shard actors (a Router); writes go
 through the coordinator actor. Every error is JSON with a status that says whose
 fault it is: 4xx for the request, 503 with Retry-After when a shard is away.
+(No `from __future__ import annotations` here: FastAPI must see the real types.)
 """
-from __future__ import annotations
 
 import hmac
 import io
@@ -114,7 +114,8 @@ class Frontend:
         self.config = info["config"]
         self.router = Router({}, 0, bits=self.config["bits"], hist_bins=self.config["hist_bins"],
                              timeout_s=self.settings.shard_timeout_s, refresh=self._refresh)
-        self.buckets: dict[str, list[float]] = defaultdict(lambda: [0.0, time.monotonic()])
+        burst = 2 * self.settings.rate_limit   # a new client starts with a full bucket
+        self.buckets: dict[str, list[float]] = defaultdict(lambda: [burst, time.monotonic()])
         self.uploads = Path(self.settings.storage) / "uploads"
         self.uploads.mkdir(parents=True, exist_ok=True)
         self._categories = None

@@ -92,6 +92,8 @@ class Router:
         qs = [q if isinstance(q, PreparedQuery) else self.prepare(q) for q in queries]
         if not qs:
             return []
+        if not self.clients and self.refresh is not None:
+            await self.refresh()      # a router that has never seen the map asks for it first
         for attempt in range(MAX_ATTEMPTS):
             out = await self._attempt(qs)
             if out is not None:

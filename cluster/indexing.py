@@ -24,7 +24,7 @@ class ItemAnalyzer:
     def __init__(self):
         import torch
         from models.pipeline import Pipeline
-        torch.set_num_threads(1)
+        torch.set_num_threads(2)
         self.pipeline = Pipeline.load()
 
     def __call__(self, batch: dict) -> dict:
@@ -73,10 +73,11 @@ def index_catalog(cluster, catalog: str, images: str | None = None, errors_path:
     log(f"{len(products)} rows, {len(done)} already indexed, {len(todo)} to index")
     written, failed = 0, 0
     if todo:
-        ds = ray.data.from_items([{"id": p.id, "title": p.title, "image": str(p.image)} for p in todo])
+        ds = ray.data.from_items([{"id": p.id, "title": p.title, "image": str(p.image)} for p in todo],
+                                 override_num_blocks=max(1, len(todo) // batch))
         ds = ds.map_batches(ItemAnalyzer, batch_size=batch, concurrency=concurrency, num_cpus=1)
         with open(errors_path, "a") as errors:
-            for b in ds.iter_batches(batch_size=256, batch_format="numpy"):
+            for b in ds.iter_batches(batch_size=batch, batch_format="numpy"):
                 ok = [i for i, e in enumerate(b["error"]) if not e]
                 for i, e in enumerate(b["error"]):
                     if e:

@@ -215,7 +215,8 @@ class Frontend:
             "category": a["category"], "category_source": a["category_source"],
             "attributes": [{"token": t, "probability": p} for t, p in a["attributes"]],
             "roi": a["roi"], "roi_source": a["roi_source"],
-            "results": [{**h.to_dict(), "image_url": f"/items/{h.id}/image"} for h in r.hits],
+            "results": [{**{k: v for k, v in h.to_dict().items() if k != "image"},   # no server paths out
+                         "image_url": f"/items/{h.id}/image"} for h in r.hits],
             "relaxed": list(r.relaxed), "partial": r.partial, "missing_shards": r.missing,
             "candidates": r.candidates, "timings_ms": {**a["ms"], "search": t_search},
         }

@@ -91,7 +91,7 @@ class Detector:
 
     @torch.no_grad()
     def detect(self, images: list[Image.Image]) -> list[dict]:
-        xs = [torch.from_numpy(np.asarray(im)).permute(2, 0, 1).float() / 255.0 for im in images]
+        xs = [torch.from_numpy(np.array(im)).permute(2, 0, 1).float() / 255.0 for im in images]
         return self.model(xs)
 
     def best_box(self, image: Image.Image, allowed: set[str] | None):

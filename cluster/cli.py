@@ -38,6 +38,9 @@ def cmd_bench(args) -> dict:
         return shard_bench.bench_memory(args.rows, args.bits)
     if args.what == "ingest":
         return shard_bench.bench_ingest(args.rows, args.bits)
+    if args.what in ("serve", "inference"):
+        from benchmarks import serve_bench
+        return serve_bench.bench_serve() if args.what == "serve" else serve_bench.bench_inference()
     from benchmarks import cluster_bench
     if args.what == "cluster":
         return cluster_bench.bench_cluster(args.rows, args.shards, args.bits)
@@ -180,11 +183,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="benchmarks of the shard and the cluster; print JSON with --json",
                        description="Benchmarks. Results and the commands that made them: benchmarks/RESULTS.md")
-    b.add_argument("what", choices=["scan", "filtered", "memory", "ingest", "cluster", "rebalance"],
+    b.add_argument("what", choices=["scan", "filtered", "memory", "ingest", "cluster", "rebalance", "serve",
+                                    "inference"],
                    help="scan: unfiltered Hamming top-10 vs faiss; filtered: category-filtered query vs faiss "
                         "with an ID selector; memory: resident bytes per item; ingest: upserts/s with the "
                         "log fsync'd, and reopen time; cluster: Ray cluster vs in-process latency and batch "
-                        "throughput; rebalance: move buckets while a client queries")
+                        "throughput; rebalance: move buckets while a client queries; serve: POST /search against the "
+                        "demo with 1 and 4 clients; inference: the query path's models on this CPU")
     b.add_argument("--rows", type=int, default=1_000_000, help="catalog items (default 1,000,000)")
     b.add_argument("--bits", type=int, default=256, help="code length in bits (default 256)")
     b.add_argument("--selectivity", type=float, default=0.01, help="filtered: fraction of the catalog "

@@ -53,7 +53,7 @@ class ItemAnalyzer:
 
 
 def _as_id(raw: str):
-    return int(raw) if raw.isdigit() and len(raw) < 19 else raw
+    return int(raw) if raw.isascii() and raw.isdigit() and len(raw) < 19 else raw
 
 
 def index_catalog(cluster, catalog: str, images: str | None = None, errors_path: str = "index-errors.jsonl",

@@ -27,6 +27,7 @@ import ray
 from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from pydantic import BaseModel
 from ray import serve
 
 from coordinator.router import Router
@@ -38,6 +39,18 @@ from .shard_actor import NAMESPACE, RayShardClient, actor_name
 
 WEB = Path(__file__).resolve().parent / "web"
 MAX_K = 200
+
+
+class ErrorBody(BaseModel):
+    error: str
+
+
+def _errors(*codes: int) -> dict:
+    return {c: {"model": ErrorBody} for c in codes}
+
+
+READ_ERRORS = _errors(400, 404, 413, 415, 422, 429, 503)
+WRITE_ERRORS = _errors(400, 401, 403, 404, 413, 415, 422, 429, 503)
 
 app = FastAPI(title="fashion-search", version="0.1.0",
               description="Visual search over a fashion catalog: recognised attributes filter an inverted "
@@ -71,7 +84,7 @@ async def _ours(request, exc: FashionSearchError):
 
 def parse_id(raw: str):
     """Path ids: digits are integer ids, anything else a string id."""
-    return int(raw) if raw.isdigit() and len(raw) < 19 else raw
+    return int(raw) if raw.isascii() and raw.isdigit() and len(raw) < 19 else raw
 
 
 def parse_box(raw: str | None):
@@ -233,7 +246,7 @@ class Frontend:
             raise HttpError(404, "no such file")
         return FileResponse(path)
 
-    @app.get("/samples", summary="Sample street photos for the web page")
+    @app.get("/samples", summary="Sample street photos for the web page", responses=READ_ERRORS)
     def samples(self):
         folder = Path(self.settings.samples)
         return sorted(p.name for p in folder.glob("*.jpg")) if folder.is_dir() else []
@@ -246,15 +259,16 @@ class Frontend:
             raise HttpError(404, "no such sample")
         return FileResponse(path, media_type="image/jpeg")
 
-    @app.get("/categories", summary="The fashion-categories a query may name")
+    @app.get("/categories", summary="The fashion-categories a query may name", responses=READ_ERRORS)
     async def categories(self):
         return sorted(await self.attributes.categories.remote())
 
-    @app.get("/health")
+    @app.get("/health", responses=READ_ERRORS)
     async def health(self):
         return {"status": "ok"}
 
-    @app.post("/search", summary="Search by photo (option 1: nothing else; 2: a category; 3: a box)")
+    @app.post("/search", summary="Search by photo (option 1: nothing else; 2: a category; 3: a box)",
+              responses=READ_ERRORS)
     async def search(self, request: Request, image: UploadFile = File(...), category: str | None = Form(None),
                      box: str | None = Form(None), k: str = Form("20"), filters: str | None = Form(None)):
         self._limit(request)
@@ -266,7 +280,7 @@ class Frontend:
         r = (await self.router.search_batch([self._query(a, k_val, filt)]))[0]
         return self._result(a, r, (time.perf_counter() - t) * 1e3)
 
-    @app.post("/search/batch", summary="Several photos in one request")
+    @app.post("/search/batch", summary="Several photos in one request", responses=READ_ERRORS)
     async def search_batch(self, request: Request, image: list[UploadFile] = File(...),
                            category: list[str] | None = Form(None), k: str = Form("20")):
         self._limit(request)
@@ -285,7 +299,8 @@ class Frontend:
         took = (time.perf_counter() - t) * 1e3
         return {"queries": [self._result(a, r, took) for a, r in zip(analyses, rs)]}
 
-    @app.post("/items", status_code=201, summary="Add (or replace) a catalog item; searchable on return")
+    @app.post("/items", status_code=201, summary="Add (or replace) a catalog item; searchable on return",
+              responses=WRITE_ERRORS)
     async def add_item(self, request: Request, image: UploadFile = File(...), title: str = Form(...),
                        id: str | None = Form(None), attributes: str | None = Form(None)):
         self._auth(request)
@@ -307,13 +322,13 @@ class Frontend:
         return {"id": item_id, "attributes": tokens, "category": a["category"], "roi": a["roi"],
                 "roi_source": a["roi_source"]}
 
-    @app.get("/items/{item_id}")
+    @app.get("/items/{item_id}", responses=READ_ERRORS)
     async def get_item(self, item_id: str):
         got = await self.coordinator.get.remote(parse_id(item_id))
         return {"id": got["id"], "attributes": got["attributes"], "meta": got["meta"],
                 "image_url": f"/items/{got['id']}/image"}
 
-    @app.get("/items/{item_id}/image")
+    @app.get("/items/{item_id}/image", responses=READ_ERRORS)
     async def item_image(self, item_id: str):
         got = await self.coordinator.get.remote(parse_id(item_id))
         path = Path(got["meta"].get("image", ""))
@@ -321,7 +336,7 @@ class Frontend:
             raise HttpError(404, "this item has no stored image")
         return Response(path.read_bytes(), media_type="image/jpeg")
 
-    @app.delete("/items/{item_id}")
+    @app.delete("/items/{item_id}", responses=WRITE_ERRORS)
     async def delete_item(self, request: Request, item_id: str):
         self._auth(request)
         n = await self.coordinator.delete.remote([parse_id(item_id)])
@@ -329,7 +344,7 @@ class Frontend:
             raise HttpError(404, f"no item with id {item_id!r}")
         return {"deleted": item_id}
 
-    @app.get("/stats")
+    @app.get("/stats", responses=READ_ERRORS)
     async def stats(self):
         st = await self.coordinator.stats.remote()
         try:
@@ -342,7 +357,7 @@ class Frontend:
         st["memory"] = {"frontend_rss_bytes": psutil.Process().memory_info().rss}
         return st
 
-    @app.post("/admin/rebalance")
+    @app.post("/admin/rebalance", responses=WRITE_ERRORS)
     async def rebalance(self, request: Request):
         self._auth(request)
         try:

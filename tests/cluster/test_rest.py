@@ -211,3 +211,15 @@ def test_web_page_in_chromium(server, tmp_path):
         assert "ROI from user" in page.locator("#status").inner_text()
         page.screenshot(path=str(tmp_path / "page.png"))
         browser.close()
+
+
+def test_openapi_fuzzing_finds_no_server_errors_or_schema_violations(server):
+    """schemathesis against /openapi.json: no 5xx, every status and body as documented."""
+    st = Path(sys.executable).parent / "schemathesis"
+    out = subprocess.run([str(st), "run", server["url"] + "/openapi.json", "--checks",
+                          "not_a_server_error,status_code_conformance,content_type_conformance,"
+                          "response_schema_conformance", "--max-examples", "15", "--phases", "examples,fuzzing",
+                          "--generation-deterministic",
+                          "--request-timeout", "60"],
+                         capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]

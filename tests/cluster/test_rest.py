@@ -62,7 +62,7 @@ def server(tmp_path_factory):
                            log=lambda s: None)
     port = free_port()
     start_server(Settings(storage=str(storage), samples=str(PROJECT / "demo" / "samples"), port=port,
-                          api_key=KEY, rate_limit=1000))
+                          api_key=KEY, rate_limit=1000, max_upload_bytes=2_000_000))
     yield {"url": f"http://127.0.0.1:{port}", "index": report, "tmp": tmp, "cluster": cluster}
     serve.shutdown()
     shutdown_cluster()
@@ -159,6 +159,24 @@ def test_bad_input_is_a_clear_4xx(server, data, image, ctype, status):
     assert r.status_code == status, r.text
     assert "error" in r.json()
     assert httpx.get(server["url"] + "/health").json() == {"status": "ok"}
+
+
+def test_limits_titles_and_admin_json(server):
+    url = server["url"]
+    big = os.urandom(2_500_000)
+    r = search(url, {}, big)
+    assert r.status_code == 413 and "limit" in r.json()["error"]
+    files = {"image": ("x.jpg", jpeg(), "image/jpeg")}
+    h = {"X-API-Key": KEY}
+    assert httpx.post(url + "/items", files=files, data={"title": "x" * 5000}, headers=h).status_code == 400
+    r = httpx.post(url + "/items", files=files, data={"title": "Ünïcødé 靴 Men Shoes 👟", "id": "uni-1"},
+                   headers=h, timeout=60)
+    assert r.status_code == 201
+    assert httpx.get(url + "/items/uni-1").json()["meta"]["title"] == "Ünïcødé 靴 Men Shoes 👟"
+    for body in (b"{not json", b'{"shards": "three"}', b'{"shards": 0}', b"[]"):
+        r = httpx.post(url + "/admin/rebalance", content=body, headers=h)
+        assert r.status_code == 400, body
+    assert httpx.get(url + "/health").status_code == 200
 
 
 def test_batch_stats_and_docs(server):

@@ -281,9 +281,21 @@ class Shard:
                 break
         return acc
 
+    def _block_ids_for(self, tokens) -> list[int]:
+        """Blocks that can hold a match: the category's own block when a category is required."""
+        pfield = self.config.partition_field
+        parts = {t for t in tokens if token_field(t) == pfield}
+        if not parts:
+            return list(range(len(self.blocks)))
+        if len(parts) > 1:
+            return []
+        bid = self.block_ids.get(parts.pop())
+        return [] if bid is None else [bid]
+
     def _count(self, tokens, hidden) -> int:
         total = 0
-        for bid, block in enumerate(self.blocks):
+        for bid in self._block_ids_for(tokens):
+            block = self.blocks[bid]
             c = self._candidates(block, tokens, hidden[bid])
             total += block.n_alive if c is None else len(c)
         return total
@@ -358,7 +370,8 @@ class Shard:
         w_o = np.array([q.w_optional for q in qs])
         use_bonus = any(q.optional for q in qs) and (w_o > 0).any()
         scanned = 0
-        for bid, block in enumerate(self.blocks):
+        for bid in self._block_ids_for(tokens):
+            block = self.blocks[bid]
             if block.n_alive == 0:
                 continue
             cand = self._candidates(block, tokens, hidden[bid])

@@ -81,6 +81,7 @@ class Shard:
         self.seq = 0
         self.wal: WalWriter | None = None
         self.view: tuple[int, int, tuple[int, ...]] = (0, 1, ())  # see set_view
+        self._token_fields: dict[str, str] = {}  # tokens already checked -> their field
         self.config = self._load_or_create_config(config, create)
         self.words = self.config.bits // 64
         self.inv_bits = 1.0 / self.config.bits
@@ -142,14 +143,22 @@ class Shard:
         attributes = list(attributes)
         if len(attributes) != n:
             raise InvalidInput(f"expected {n} attribute lists, got {len(attributes)}")
-        pfield = self.config.partition_field
         attrs = []
+        fields = self._token_fields
         for toks in attributes:
             if isinstance(toks, str):
                 raise InvalidInput(f"attributes of an item are a list of tokens, got the string {toks!r}")
-            toks = sorted({check_token(t) for t in toks})
-            if sum(token_field(t) == pfield for t in toks) > 1:
-                raise InvalidInput(f"an item has at most one {pfield}= token, got {toks!r}")
+            toks = sorted(set(toks))
+            parts = 0
+            for t in toks:
+                f = fields.get(t) if isinstance(t, str) else None
+                if f is None:   # a token not seen before: check its syntax once
+                    f = token_field(check_token(t))
+                    if len(fields) < 1_000_000:
+                        fields[t] = f
+                parts += f == self.config.partition_field
+            if parts > 1:
+                raise InvalidInput(f"an item has at most one {self.config.partition_field}= token, got {toks!r}")
             attrs.append(toks)
         metas = [{}] * n if metas is None else [_check_meta(m) for m in metas]
         if len(metas) != n:
@@ -169,8 +178,9 @@ class Shard:
             self.blocks[loc >> 32].delete(loc & 0xFFFFFFFF)
         pfield = self.config.partition_field
         groups: dict[str, list[int]] = {}
+        fields = self._token_fields
         for i, toks in enumerate(b["attrs"]):
-            part = next((t for t in toks if token_field(t) == pfield), "")
+            part = next((t for t in toks if (fields.get(t) or token_field(t)) == pfield), "")
             groups.setdefault(part, []).append(i)
         locs = np.empty(len(keys), np.int64)
         for part, members in groups.items():

@@ -195,24 +195,27 @@ class Frontend:
 
     # ------------------------------------------------------------ the analysis of one image
     async def _analyse(self, arr: np.ndarray, category: str | None, box) -> dict:
+        """ROI (the user's box, the guided detector, or the whole photo), then the attributes
+        and the code + histogram inside it (the same order as models/pipeline.py)."""
         from models.colour import check_box
         t0 = time.perf_counter()
         crop_box = check_box(box, (arr.shape[1], arr.shape[0])) if box is not None else None
-        attrs = await self.attributes.recognise.remote((arr, category))
-        t1 = time.perf_counter()
-        auto_cat = next((t.split("=", 1)[1] for t, _ in attrs if t.startswith("articleType=")), None)
         if crop_box is not None:
             roi, roi_src = crop_box, "user"
         else:
-            found = await self.roi.locate.remote((arr, category or auto_cat))
+            found = await self.roi.locate.remote((arr, category))
             roi, roi_src = (found, "detector") if found else ((0, 0, arr.shape[1], arr.shape[0]), "whole image")
-        t2 = time.perf_counter()
         x0, y0, x1, y1 = (int(v) for v in roi)
-        code, hist = await self.features.describe.remote(np.ascontiguousarray(arr[y0:y1, x0:x1]))
+        crop = np.ascontiguousarray(arr[y0:y1, x0:x1])
+        t1 = time.perf_counter()
+        attrs = await self.attributes.recognise.remote((crop, category))
+        t2 = time.perf_counter()
+        code, hist = await self.features.describe.remote(crop)
         t3 = time.perf_counter()
+        auto_cat = next((t.split("=", 1)[1] for t, _ in attrs if t.startswith("articleType=")), None)
         return {"attributes": attrs, "category": category or auto_cat, "category_source": "user" if category else "auto",
                 "roi": [x0, y0, x1 - x0, y1 - y0], "roi_source": roi_src, "code": code, "hist": hist,
-                "ms": {"attributes": (t1 - t0) * 1e3, "roi": (t2 - t1) * 1e3, "features": (t3 - t2) * 1e3}}
+                "ms": {"roi": (t1 - t0) * 1e3, "attributes": (t2 - t1) * 1e3, "features": (t3 - t2) * 1e3}}
 
     def _query(self, a: dict, k: int, filters: tuple[str, ...]) -> Query:
         from models.pipeline import REQUIRED_P

@@ -38,7 +38,7 @@ MOVE_GROUP = 256  # buckets copied per step of a rebalance
 
 class Coordinator:
     def __init__(self, root: str | Path, placement: Placement, clients: dict[str, ShardClient], *,
-                 bits: int, hist_bins: int, timeout_s: float = 5.0,
+                 bits: int, hist_bins: int, timeout_s: float = 5.0, write_timeout_s: float = 120.0,
                  make_client: Callable[[str], ShardClient] | None = None,
                  retire_client: Callable[[str], object] | None = None):
         self.root = Path(root)
@@ -46,6 +46,7 @@ class Coordinator:
         self.clients = clients
         self.bits, self.hist_bins = bits, hist_bins
         self.timeout_s = timeout_s
+        self.write_timeout_s = write_timeout_s   # a shard may be folding its log into a snapshot
         self.make_client = make_client
         self.retire_client = retire_client
         self.bucket_locks: dict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
@@ -61,8 +62,8 @@ class Coordinator:
     async def _call(self, name: str, coro, timeout: float | None = None):
         return await call(name, coro, timeout or self.timeout_s)
 
-    async def _fan_out(self, calls: dict):
-        return await fan_out(calls, self.timeout_s)
+    async def _fan_out(self, calls: dict, timeout_s: float | None = None):
+        return await fan_out(calls, timeout_s or self.timeout_s)
 
     # ------------------------------------------------------------ queries
     def prepare(self, query: Query) -> PreparedQuery:
@@ -125,7 +126,7 @@ class Coordinator:
                 for s in placement.write_targets(b):
                     per_shard[s].append(i)
             calls = {s: self.clients[s].upsert(_take(batch, idx)) for s, idx in per_shard.items()}
-            _, failed = await self._fan_out(calls)
+            _, failed = await self._fan_out(calls, self.write_timeout_s)
         if failed:
             raise next(iter(failed.values()))
         return len(batch["ids"])
@@ -144,7 +145,8 @@ class Coordinator:
                 for s in placement.write_targets(b):
                     per_shard[s].append(item_id)
                 owners[placement.owner[b]] += 0
-            answers, failed = await self._fan_out({s: self.clients[s].delete(v) for s, v in per_shard.items()})
+            answers, failed = await self._fan_out({s: self.clients[s].delete(v) for s, v in per_shard.items()},
+                                                  self.write_timeout_s)
         if failed:
             raise next(iter(failed.values()))
         return sum(n for s, n in answers.items() if s in owners)

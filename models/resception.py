@@ -96,27 +96,10 @@ def _residual(block_cls, streams):
 # The multi-convolution streams of each torchvision block (torchvision/models/inception.py).
 ResInceptionA = _residual(InceptionA, [("branch5x5_2", 64, 1), ("branch3x3dbl_3", 96, 1)])
 ResInceptionB = _residual(InceptionB, [("branch3x3dbl_3", 96, 2)])
+ResInceptionC = _residual(InceptionC, [("branch7x7_3", 192, 1), ("branch7x7dbl_5", 192, 1)])  # 192 whatever c7
 ResInceptionD = _residual(InceptionD, [("branch3x3_2", 320, 2), ("branch7x7x3_4", 192, 2)])
 ResInceptionE = _residual(InceptionE, [("branch3x3_2a", 384, 1), ("branch3x3_2b", 384, 1),
                                        ("branch3x3dbl_3a", 384, 1), ("branch3x3dbl_3b", 384, 1)])
-
-
-class ResInceptionC(InceptionC):
-    """InceptionC's 7x7 streams end in 192 channels whatever channels_7x7 is."""
-
-    def __init__(self, in_channels, channels_7x7, conv_block=None, width=1.0):
-        super().__init__(in_channels, channels_7x7, conv_block=conv_block)
-        self.tap = _Tap()
-        cin = int(in_channels * width)
-        self.branch7x7_3 = Shortcut(self.branch7x7_3, cin, int(192 * width), self.tap)
-        self.branch7x7dbl_5 = Shortcut(self.branch7x7dbl_5, cin, int(192 * width), self.tap)
-
-    def forward(self, x):
-        self.tap.x = x
-        try:
-            return super().forward(x)
-        finally:
-            self.tap.x = None
 
 
 class InceptionEncoder(nn.Module):

@@ -82,6 +82,16 @@ async def _ours(request, exc: FashionSearchError):
     return JSONResponse({"error": str(exc)}, status_code=503, headers={"Retry-After": "1"})
 
 
+@app.exception_handler(ray.exceptions.RayError)
+async def _ray_error(request, exc):
+    """A model replica or actor that died mid-request: the request may be retried."""
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, FashionSearchError):
+        return await _ours(request, cause)
+    return JSONResponse({"error": f"a part of the cluster is restarting ({type(exc).__name__}); retry shortly"},
+                        status_code=503, headers={"Retry-After": "1"})
+
+
 def parse_id(raw: str):
     """Path ids: digits are integer ids, anything else a string id."""
     return int(raw) if raw.isascii() and raw.isdigit() and len(raw) < 19 else raw

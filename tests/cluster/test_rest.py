@@ -179,6 +179,24 @@ def test_limits_titles_and_admin_json(server):
     assert httpx.get(url + "/health").status_code == 200
 
 
+def test_a_killed_model_replica_gives_503_then_recovers(server):
+    import time
+    url = server["url"]
+    replicas = [a for a in ray.util.list_named_actors(all_namespaces=True)
+                if "FeatureReplica" in a["name"] and a["namespace"] == "serve"]
+    assert replicas
+    ray.kill(ray.get_actor(replicas[0]["name"], namespace="serve"), no_restart=False)
+    statuses, deadline = [], time.monotonic() + 90
+    while time.monotonic() < deadline:
+        r = search(url, {"k": "3"})
+        statuses.append(r.status_code)
+        if r.status_code == 200:
+            break
+        assert r.status_code == 503 and r.headers.get("retry-after"), r.text
+        time.sleep(0.5)
+    assert statuses[-1] == 200, statuses
+
+
 def test_batch_stats_and_docs(server):
     url = server["url"]
     files = [("image", ("a.jpg", jpeg(), "image/jpeg")), ("image", ("b.jpg", jpeg((0, 0, 250)), "image/jpeg"))]

@@ -140,11 +140,11 @@ class Coordinator:
         async with self._locks(buckets):
             placement = self.placement
             per_shard: dict[str, list] = defaultdict(list)
-            owners: dict[str, int] = defaultdict(int)
+            owners: set[str] = set()   # count deletions where the owner answers, not the copies
             for item_id, b in zip(ids, buckets.tolist()):
                 for s in placement.write_targets(b):
                     per_shard[s].append(item_id)
-                owners[placement.owner[b]] += 0
+                owners.add(placement.owner[b])
             answers, failed = await self._fan_out({s: self.clients[s].delete(v) for s, v in per_shard.items()},
                                                   self.write_timeout_s)
         if failed:

@@ -50,7 +50,7 @@ def bench_cluster(rows: int, n_shards: int, bits: int = 256, n_queries: int = 30
     batch_queries = _queries(rng, batch, bits)
 
     local = Shard(None, ShardConfig(bits=bits), fsync=False)
-    _fill(lambda *a: local.upsert(*a), rows, bits)
+    _fill(local.upsert, rows, bits)
     local.compact()
     local_lat = _latencies(local.search, queries)
     t = time.perf_counter()
@@ -86,7 +86,6 @@ def bench_cluster(rows: int, n_shards: int, bits: int = 256, n_queries: int = 30
 
 def bench_rebalance(rows: int, n_from: int, n_to: int, bits: int = 256) -> dict:
     """Resize n_from -> n_to shards while a client queries continuously and checks every answer."""
-    rng = np.random.default_rng(2)
     with tempfile.TemporaryDirectory() as storage:
         ray.init(include_dashboard=False, log_to_driver=False, namespace="fashion-search")
         try:

@@ -60,7 +60,7 @@ def run_batch(cluster, queries_path: str, out_path: str, k: int = 20, batch: int
             try:
                 analyses = pipeline.analyse_batch(images, [r.get("category") or None for r in good],
                                                   [parse_box(r.get("box")) for r in good])
-            except InvalidInput as exc:  # one bad category or box: fall back to one at a time
+            except InvalidInput:  # one bad category or box: fall back to one at a time
                 analyses = []
                 for r, im in zip(good, images):
                     try:

@@ -14,9 +14,7 @@ fault it is: 4xx for the request, 503 with Retry-After when a shard is away.
 """
 
 import hmac
-import io
 import json
-import os
 import time
 import uuid
 from collections import defaultdict
@@ -31,7 +29,7 @@ from pydantic import BaseModel
 from ray import serve
 
 from coordinator.router import Router
-from shards.errors import FashionSearchError, InvalidInput, NotFound, ShardUnavailable
+from shards.errors import FashionSearchError, InvalidInput, NotFound
 from shards.query import Query
 
 from .settings import Settings

@@ -16,11 +16,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from tqdm import tqdm
 
 from .data import SHIPPED, data_root, decode_image, load_coco
-from .detector import MAPPING_FILE, DetectorConfig, Detector, build_detector, save_detector
+from .detector import DetectorConfig, Detector, build_detector, save_detector
 
 SPLIT_FILE = SHIPPED / "detector_splits.json"
 IOUS = (0.5, 0.6, 0.7, 0.8, 0.9)

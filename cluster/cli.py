@@ -6,6 +6,7 @@
     fashion-search bench scan|filtered|memory|ingest|cluster|rebalance ...   benchmarks (JSON)
     fashion-search rebalance --storage DIR --shards N                        move buckets online
     fashion-search stats --storage DIR                                       what the storage root holds
+    fashion-search chaos                                                      faults under load, nothing lost
 
 Every subcommand has --help. Errors of ours become one line on stderr and exit 2.
 """
@@ -38,6 +39,9 @@ def cmd_bench(args) -> dict:
         return shard_bench.bench_memory(args.rows, args.bits)
     if args.what == "ingest":
         return shard_bench.bench_ingest(args.rows, args.bits)
+    if args.what == "soak":
+        from benchmarks import soak_bench
+        return soak_bench.bench_soak(args.minutes, args.rate, log=lambda s: print(s, file=sys.stderr, flush=True))
     if args.what in ("serve", "inference"):
         from benchmarks import serve_bench
         return serve_bench.bench_serve() if args.what == "serve" else serve_bench.bench_inference()
@@ -102,6 +106,16 @@ def cmd_eval(args) -> dict:
         from models.train_features import eval_retrieval
         return eval_retrieval(args.data, args.limit)
     return eval_attributes(args.data, args.split, args.weights, beam=args.beam, limit=args.limit)
+
+
+def cmd_chaos(args) -> dict:
+    import tempfile
+    from cluster.chaos import run_chaos
+    import contextlib
+    storage = args.storage or tempfile.mkdtemp(prefix="fashion-chaos-")
+    with contextlib.redirect_stdout(sys.stderr):     # Ray's own messages; stdout is for the report
+        return run_chaos(storage, settle_s=args.settle, warmup_s=args.warmup,
+                         log=lambda s: print(s, file=sys.stderr, flush=True))
 
 
 def cmd_demo(args) -> dict:
@@ -184,12 +198,13 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="benchmarks of the shard and the cluster; print JSON with --json",
                        description="Benchmarks. Results and the commands that made them: benchmarks/RESULTS.md")
     b.add_argument("what", choices=["scan", "filtered", "memory", "ingest", "cluster", "rebalance", "serve",
-                                    "inference"],
+                                    "inference", "soak"],
                    help="scan: unfiltered Hamming top-10 vs faiss; filtered: category-filtered query vs faiss "
                         "with an ID selector; memory: resident bytes per item; ingest: upserts/s with the "
                         "log fsync'd, and reopen time; cluster: Ray cluster vs in-process latency and batch "
                         "throughput; rebalance: move buckets while a client queries; serve: POST /search against the "
-                        "demo with 1 and 4 clients; inference: the query path's models on this CPU")
+                        "demo with 1 and 4 clients; inference: the query path's models on this CPU; soak: the demo "
+                        "under a steady rate of mixed reads and writes for --minutes (errors, p99, RSS drift)")
     b.add_argument("--rows", type=int, default=1_000_000, help="catalog items (default 1,000,000)")
     b.add_argument("--bits", type=int, default=256, help="code length in bits (default 256)")
     b.add_argument("--selectivity", type=float, default=0.01, help="filtered: fraction of the catalog "
@@ -197,6 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--shards", type=int, default=4, help="cluster: number of shard actors (default 4)")
     b.add_argument("--from", dest="from_shards", type=int, default=2, help="rebalance: shards before")
     b.add_argument("--to", dest="to_shards", type=int, default=4, help="rebalance: shards after")
+    b.add_argument("--minutes", type=float, default=10.0, help="soak: how long (default 10)")
+    b.add_argument("--rate", type=float, default=3.0, help="soak: requests per second (default 3)")
     b.add_argument("--json", action="store_true", help="print one JSON object")
     b.set_defaults(func=cmd_bench)
 
@@ -303,6 +320,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--address", default=None)
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_stats)
+
+    c = sub.add_parser("chaos", help="inject faults into a live 3-node cluster under a client's load; check nothing "
+                       "acknowledged is lost",
+                       description="Starts a head and two worker nodes (ray.cluster_utils.Cluster), the REST daemon "
+                       "and a client that adds, deletes and searches; kills a shard actor, a model replica, a node, "
+                       "the coordinator and the REST front, rebalances, then restarts everything from the storage "
+                       "root. After each fault every acknowledged item must be found once. Exits 1 if not. "
+                       "RELIABILITY.md records a run.")
+    c.add_argument("--storage", default=None, help="a new, empty storage root (default: a temporary folder)")
+    c.add_argument("--settle", type=float, default=5.0, help="seconds of load after each recovery (default 5)")
+    c.add_argument("--warmup", type=float, default=10.0, help="seconds of load before the first fault")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_chaos)
     return p
 
 
@@ -314,7 +344,7 @@ def main(argv=None) -> int:
         print(f"fashion-search: {exc}", file=sys.stderr)
         return 2
     _print(result, getattr(args, "json", False))
-    return 0
+    return 1 if result.get("ok") is False else 0
 
 
 if __name__ == "__main__":

@@ -112,3 +112,62 @@ def test_killing_a_shard_actor_loses_no_acknowledged_write(cluster, model):
     assert set(acked) <= found                          # every acknowledged item is there
     assert len(found) == len(final.hits)                # and once
     assert cluster.stats()["items"] == len(found)
+
+
+def test_racing_writes_during_rebalances_end_as_a_sequential_replay(cluster, model):
+    """Four clients upsert and delete the same few ids while buckets move 3 -> 4 -> 3.
+
+    Whatever order the cluster applied them in, the final state of each id must be what
+    replaying the acknowledged operations one by one gives, in an order that keeps every
+    operation after those that had finished before it began: so the final value of an id
+    comes from one of its last operations (none began after it finished), never an older one.
+    """
+    from shards.errors import NotFound
+    hot = [f"hot-{i}" for i in range(10)]
+    done, log, lock = threading.Event(), [], threading.Lock()
+    hist = np.ones((1, 8))
+
+    def client(w):
+        rng = np.random.default_rng(100 + w)
+        n = 0
+        while not done.is_set() or n < 30:
+            item, tag = hot[rng.integers(len(hot))], (w << 20) | n
+            t0 = time.monotonic()
+            if rng.random() < 0.3:
+                cluster.delete([item])
+                kind = "delete"
+            else:   # the payload says which operation wrote it: code, attribute and meta
+                cluster.upsert([item], np.array([[tag, tag]], np.uint64), hist, [[f"articleType=w{w}"]],
+                               [{"tag": tag}])
+                kind = "upsert"
+            with lock:
+                log.append((t0, time.monotonic(), kind, item, tag))
+            n += 1
+
+    threads = [threading.Thread(target=client, args=(w,)) for w in range(4)]
+    for t in threads:
+        t.start()
+    time.sleep(0.3)
+    moved = cluster.rebalance(4)["moved_items"] + cluster.rebalance(3)["moved_items"]
+    done.set()
+    for t in threads:
+        t.join()
+    assert moved > 0 and len(log) >= 120
+
+    everything = cluster.search(EVERYTHING)
+    listed = [h.id for h in everything.hits if str(h.id).startswith("hot-")]
+    assert not everything.partial and len(listed) == len(set(listed))
+    for item in hot:
+        ops = [op for op in log if op[3] == item]
+        last = [op for op in ops if not any(o[0] > op[1] for o in ops)]   # nothing began after it ended
+        try:
+            got = cluster.get(item)
+        except NotFound:
+            assert any(op[2] == "delete" for op in last), f"{item} gone, but its last operations were {last}"
+            assert item not in listed
+            continue
+        tag = got["meta"]["tag"]
+        writer = [op for op in last if op[2] == "upsert" and op[4] == tag]
+        assert writer, f"{item} holds write {tag}, not one of its last operations {last}"
+        assert got["code"].tolist() == [tag, tag] and got["attributes"] == [f"articleType=w{tag >> 20}"]
+        assert item in listed

@@ -102,6 +102,10 @@ def cmd_eval(args) -> dict:
         from models.train_detector import evaluate_detector
         det = load_detector(Path(args.weights) if args.weights else SHIPPED / "detector.pt")
         return evaluate_detector(det, Path(args.data) if args.data else None, args.split)
+    if args.what == "instances":
+        from models.instance_eval import instance_recall
+        return instance_recall(args.data, n_queries=args.limit or 200,
+                               log=lambda s: print(s, file=sys.stderr, flush=True))
     if args.what == "retrieval":
         from models.train_features import eval_retrieval
         return eval_retrieval(args.data, args.limit)
@@ -249,8 +253,10 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="measure recognition: attributes (precision/recall) or text (accuracy)",
                        description="Evaluate on every item of a catalog folder (styles.csv + images/), or "
                                    "with --split test on the held-out split of the shared data.")
-    e.add_argument("what", choices=["text", "attributes", "roi", "retrieval"],
-                   help="roi: the detector's mAP, non-guided and guided (COCO folder); retrieval: mAP of codes")
+    e.add_argument("what", choices=["text", "attributes", "roi", "retrieval", "instances"],
+                   help="roi: the detector's mAP, non-guided and guided (COCO folder); retrieval: mAP of codes; "
+                        "instances: recall@1/@10 of the source product for catalog photos made hard and pasted "
+                        "on street photos, through the whole query path and a real shard (--limit queries)")
     e.add_argument("--data", default=None, help="catalog folder (default: the shared fashion-products)")
     e.add_argument("--split", default=None, choices=["train", "val", "test"])
     e.add_argument("--weights", default=None, help="weights file (default: the shipped ones)")

@@ -134,7 +134,11 @@ def bench_filtered(rows: int, selectivity: float, bits: int = 256, reps: int = 2
 
 
 def bench_memory(rows: int, bits: int = 256) -> dict:
-    """Resident bytes per item: 1M int ids, 256-bit codes, 64-bin histograms, 8 attributes."""
+    """Resident bytes per item: 1M int ids, 256-bit codes, 64-bin histograms, 8 attributes.
+
+    Two states: the process that built the shard (after compaction), and a fresh process
+    that opened it from its directory, as a restarted shard actor does.
+    """
     warm = Shard(None, ShardConfig(bits=bits))
     ids, codes, hists, attrs = synthetic_batch(np.random.default_rng(9), 0, 100, bits // 64)
     warm.upsert(ids, codes, hists, attrs)
@@ -142,13 +146,38 @@ def bench_memory(rows: int, bits: int = 256) -> dict:
     del warm, ids, codes, hists, attrs
     _trim()
     before = _rss()
-    shard = build_shard(rows, bits, fsync=False)
-    shard.compact()
-    _trim()
-    after = _rss()
+    with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_DIR")) as d:
+        shard = build_shard(rows, bits, path=os.path.join(d, "s"), fsync=False)
+        shard.compact()
+        _trim()
+        after = _rss()
+        accounted = shard.stats()["bytes"] / rows
+        shard.close()
+        reopened = _reopened_rss(os.path.join(d, "s"))
     return {"rows": rows, "bits": bits, "hist_bins": 64, "attributes_per_item": 8,
-            "bytes_per_item": (after - before) / rows,
-            "accounted_bytes_per_item": shard.stats()["bytes"] / rows}
+            "bytes_per_item": (after - before) / rows, "reopened_bytes_per_item": reopened / rows,
+            "accounted_bytes_per_item": accounted}
+
+
+_REOPEN = """
+import sys
+from benchmarks.shard_bench import _rss, _trim
+from shards.shard import Shard
+_trim()
+before = _rss()
+shard = Shard(sys.argv[1])
+_trim()
+print(_rss() - before)
+"""
+
+
+def _reopened_rss(path: str) -> int:
+    """RSS growth of a fresh interpreter when it opens the shard at `path`."""
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, "-c", _REOPEN, path], capture_output=True, text=True, check=True, cwd=root)
+    return int(out.stdout.strip().splitlines()[-1])
 
 
 def bench_ingest(rows: int, bits: int = 256, batch: int = 10_000) -> dict:

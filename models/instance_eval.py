@@ -1,0 +1,121 @@
+"""Instance-level retrieval through the whole pipeline: find the very product in a street-like photo.
+
+Each query is a catalog photo made hard: a random crop (75-100% of each side), a small
+rotation (+-10 degrees), colour jitter (brightness, contrast, saturation +-20%), scaled to
+40-70% of the height of a street photo from ccp-tags and pasted at a random place, then
+JPEG-recompressed at quality 50-85. The query path runs on it as a user's photo would
+(guided detector, attributes read in the ROI, code and colour) -- and once more with the
+pasted rectangle as the user's box (option 3), which separates finding the product from
+describing it -- and a real in-memory
+`Shard` holding the catalog ranks it: required attributes intersected (relaxed in order
+when too few), optional ones as a bonus, Hamming plus colour. Relevant = the source
+product; recall@1 and @10. The catalog is indexed by the item path (`Pipeline.items`:
+title -> category -> guided attributes, whole-photo ROI), as `fashion-search index` does.
+"""
+from __future__ import annotations
+
+import io
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageEnhance
+
+from .data import data_root, load_catalog, load_splits, products_dir
+from .train_attributes import CACHE
+
+
+def make_hard(item: Image.Image, background: Image.Image, rng: np.random.Generator):
+    """The hard photo, and the box (x, y, w, h) where the product was pasted."""
+    w, h = item.size
+    cw, ch = int(w * rng.uniform(0.75, 1.0)), int(h * rng.uniform(0.75, 1.0))
+    x, y = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+    out = item.crop((x, y, x + cw, y + ch)).rotate(float(rng.uniform(-10, 10)), resample=Image.BILINEAR,
+                                                   expand=True, fillcolor=(255, 255, 255))
+    for enhance in (ImageEnhance.Brightness, ImageEnhance.Contrast, ImageEnhance.Color):
+        out = enhance(out).enhance(float(rng.uniform(0.8, 1.2)))
+    bg = background.convert("RGB")
+    bg = bg.resize((max(1, round(bg.width * 640 / bg.height)), 640), Image.BILINEAR)
+    scale = rng.uniform(0.4, 0.7) * bg.height / out.height
+    out = out.resize((max(1, min(bg.width, round(out.width * scale))), max(1, round(out.height * scale))),
+                     Image.BILINEAR)
+    px, py = int(rng.integers(0, bg.width - out.width + 1)), int(rng.integers(0, bg.height - out.height + 1))
+    bg.paste(out, (px, py))
+    buf = io.BytesIO()
+    bg.save(buf, format="JPEG", quality=int(rng.integers(50, 86)))
+    return Image.open(io.BytesIO(buf.getvalue())).convert("RGB"), (px, py, out.width, out.height)
+
+
+def index_catalog_items(pipeline, products, batch: int = 32, cache: Path | None = None, log=print):
+    """The item path over the catalog: codes, histograms and recognised attributes (cached)."""
+    if cache is not None and cache.exists():
+        z = np.load(cache, allow_pickle=False)
+        return z["codes"], z["hists"], [list(t) if t[0] else [] for t in z["tokens"].tolist()]
+    codes, hists, tokens = [], [], []
+    t0 = time.perf_counter()
+    for i in range(0, len(products), batch):
+        part = products[i: i + batch]
+        imgs = [Image.open(p.image).convert("RGB") for p in part]
+        for a in pipeline.items(imgs, [p.title for p in part]):
+            codes.append(a.code)
+            hists.append(a.hist)
+            tokens.append([t for t, _ in a.attributes])
+        if (i // batch) % 20 == 0:
+            log(f"  indexed {i + len(part)}/{len(products)} ({(i + len(part)) / (time.perf_counter() - t0):.1f}/s)")
+    codes, hists = np.stack(codes), np.stack(hists)
+    if cache is not None:
+        width = max(len(t) for t in tokens)
+        table = np.array([t + [""] * (width - len(t)) for t in tokens])
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(cache, codes=codes, hists=hists, tokens=table)
+    return codes, hists, [[x for x in t if x] for t in tokens]
+
+
+def instance_recall(data=None, n_queries: int = 200, seed: int = 0, assets=None, log=print) -> dict:
+    """`fashion-search eval instances`: recall@1/@10 of the source product, filtered and not."""
+    from shards.query import Query
+    from shards.shard import Shard, ShardConfig
+    from .pipeline import Pipeline
+    folder = Path(data) if data else products_dir()
+    products = load_catalog(folder)
+    pipeline = Pipeline.load(assets)
+    cache = CACHE / f"instance-index-{folder.name}-{len(products)}-{pipeline.bits}.npz" if data is None else None
+    codes, hists, tokens = index_catalog_items(pipeline, products, cache=cache, log=log)
+    shard = Shard(None, ShardConfig(bits=pipeline.bits, hist_bins=hists.shape[1]), fsync=False)
+    shard.upsert(list(range(len(products))), codes, hists, tokens)
+
+    rng = np.random.default_rng(seed)
+    test = load_splits()["test"] if data is None else {p.id for p in products}
+    pool = [i for i, p in enumerate(products) if p.id in test]
+    picks = sorted(rng.choice(len(pool), min(n_queries, len(pool)), replace=False).tolist())
+    backgrounds = sorted((data_root() / "ccp-tags" / "images").glob("*.jpg"))
+    ranks = {"filtered": [], "unfiltered": [], "user_box": []}
+    scanned, roi_found, lat = [], 0, []
+    for j in picks:
+        src = pool[j]
+        bg = Image.open(backgrounds[int(rng.integers(len(backgrounds)))]) if backgrounds else Image.new(
+            "RGB", (427, 640), (128, 128, 128))
+        img, box = make_hard(Image.open(products[src].image).convert("RGB"), bg, rng)
+        t = time.perf_counter()
+        a = pipeline.query(img)
+        lat.append((time.perf_counter() - t) * 1e3)
+        roi_found += a.roi_source == "detector"
+        boxed = pipeline.query(img, box=box)     # option 3: the user draws the product's box
+        for name, req, opt, a in (("filtered", a.required(), a.optional(), a), ("unfiltered", (), (), a),
+                                  ("user_box", boxed.required(), boxed.optional(), boxed)):
+            r = shard.search(Query(code=a.code, hist=a.hist, k=10, required=req, optional=opt,
+                                   w_colour=pipeline.w_colour))
+            ids = [h.id for h in r.hits]
+            ranks[name].append(ids.index(src) + 1 if src in ids else 11)
+            if name == "filtered":
+                scanned.append(r.scanned / len(products))
+    out = {"queries": len(picks), "catalog": len(products),
+           "instance_recall_at_1": float(np.mean(np.array(ranks["filtered"]) <= 1)),
+           "instance_recall_at_10": float(np.mean(np.array(ranks["filtered"]) <= 10)),
+           "unfiltered_recall_at_1": float(np.mean(np.array(ranks["unfiltered"]) <= 1)),
+           "unfiltered_recall_at_10": float(np.mean(np.array(ranks["unfiltered"]) <= 10)),
+           "user_box_recall_at_1": float(np.mean(np.array(ranks["user_box"]) <= 1)),
+           "user_box_recall_at_10": float(np.mean(np.array(ranks["user_box"]) <= 10)),
+           "scanned_fraction": float(np.mean(scanned)), "detector_roi_fraction": roi_found / len(picks),
+           "query_p50_ms": float(np.median(lat))}
+    return out

@@ -1,0 +1,37 @@
+"""Instance-level retrieval: the hard query maker, and the whole evaluation at tiny sizes."""
+import numpy as np
+from PIL import Image
+
+from models.instance_eval import instance_recall, make_hard
+
+from ..cluster.tiny_assets import make_tiny_assets
+from ..cluster.test_rest import small_catalog
+
+
+def test_make_hard_pastes_the_product_inside_the_street_photo():
+    rng = np.random.default_rng(0)
+    product = Image.new("RGB", (60, 80), (200, 20, 20))
+    street = Image.new("RGB", (300, 400), (20, 200, 20))
+    for _ in range(20):
+        img, (x, y, w, h) = make_hard(product, street, rng)
+        assert img.height == 640 and 0 <= x and 0 <= y and x + w <= img.width and y + h <= img.height
+        a = np.asarray(img).astype(int)
+        centre = a[y + h // 2, x + w // 2]
+        assert centre[0] > 120 and centre[1] < 110          # the product's red, through jitter and JPEG
+        assert 0.4 * 640 <= h <= 0.7 * 640 + 2
+        outside = a[:, : max(1, x)] if x > 5 else a[:, x + w:]
+        if outside.size:
+            assert np.median(outside[..., 1]) > 150          # the street photo's green around it
+
+
+def test_instance_recall_runs_end_to_end_at_tiny_sizes(tmp_path):
+    assets = make_tiny_assets(tmp_path / "assets")
+    catalog = small_catalog(tmp_path / "catalog", n=12)
+    rows = (catalog / "styles.csv").read_text().splitlines()
+    (catalog / "images" / f"{rows[1].split(',')[0]}.jpg").unlink()   # small_catalog breaks the first photo
+    (catalog / "styles.csv").write_text("\n".join([rows[0]] + rows[2:]) + "\n")
+    out = instance_recall(catalog, n_queries=4, assets=assets, log=lambda s: None)
+    assert out["queries"] == 4 and out["catalog"] == 11
+    for key in ("instance_recall_at_1", "instance_recall_at_10", "user_box_recall_at_1", "scanned_fraction"):
+        assert 0.0 <= out[key] <= 1.0
+    assert out["instance_recall_at_1"] <= out["instance_recall_at_10"]

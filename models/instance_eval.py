@@ -97,11 +97,12 @@ def instance_recall(data=None, n_queries: int = 200, seed: int = 0, assets=None,
             "RGB", (427, 640), (128, 128, 128))
         img, box = make_hard(Image.open(products[src].image).convert("RGB"), bg, rng)
         t = time.perf_counter()
-        a = pipeline.query(img)
+        auto = pipeline.query(img)
         lat.append((time.perf_counter() - t) * 1e3)
-        roi_found += a.roi_source == "detector"
+        roi_found += auto.roi_source == "detector"
         boxed = pipeline.query(img, box=box)     # option 3: the user draws the product's box
-        for name, req, opt, a in (("filtered", a.required(), a.optional(), a), ("unfiltered", (), (), a),
+        for name, req, opt, a in (("filtered", auto.required(), auto.optional(), auto),
+                                  ("unfiltered", (), (), auto),
                                   ("user_box", boxed.required(), boxed.optional(), boxed)):
             r = shard.search(Query(code=a.code, hist=a.hist, k=10, required=req, optional=opt,
                                    w_colour=pipeline.w_colour))

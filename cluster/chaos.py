@@ -36,7 +36,7 @@ import ray
 from shards.errors import InvalidInput
 from shards.query import Query
 
-from .demo import SAMPLE_CATALOG, SAMPLE_QUERIES, patient_environment, start_server
+from .demo import SAMPLE_CATALOG, SAMPLE_QUERIES, serve_environment, start_server
 from .runtime import COORDINATOR, open_cluster, shutdown_cluster
 from .settings import Settings
 from .shard_actor import NAMESPACE, actor_name
@@ -225,7 +225,7 @@ class Chaos:
     # ------------------------------------------------------------ the cluster
     def start(self, carry_on: tuple | None = None) -> None:
         from ray.cluster_utils import Cluster as RayTestCluster
-        patient_environment()
+        serve_environment()
         self.nodes = RayTestCluster(initialize_head=True, head_node_args={
             "num_cpus": 2, "_system_config": FAST_FAILURE_DETECTION})
         self.workers = [self.nodes.add_node(num_cpus=1) for _ in range(2)]

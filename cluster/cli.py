@@ -132,10 +132,10 @@ def cmd_serve(args) -> dict:
 
     import ray
     from cluster.demo import SAMPLE_QUERIES, start_server
-    from cluster.demo import patient_environment
+    from cluster.demo import serve_environment
     from cluster.runtime import open_cluster
     from cluster.settings import Settings
-    patient_environment()
+    serve_environment()
     settings = Settings(storage=args.storage, samples=str(SAMPLE_QUERIES), host=args.host, port=args.port,
                         api_key=args.api_key)
     open_cluster(args.storage, address=args.address, shards=args.shards)

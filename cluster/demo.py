@@ -11,6 +11,7 @@ from ray import serve
 
 from shards.shard import ShardConfig
 
+from .proxy_guard import IMPORT_PATH as PROXY_GUARD
 from .runtime import open_cluster
 from .settings import Settings
 
@@ -20,12 +21,14 @@ SAMPLE_QUERIES = PROJECT / "demo" / "samples"
 APP = "fashion-search"
 
 # A 2-core machine under load can take longer than Serve's 5 s to start its HTTP proxy;
-# these must be in the environment before the local Ray starts.
-SLOW_MACHINE_ENV = {"RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "120", "RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S": "60"}
+# and the proxy should answer 503, not a bare 500, when a replica dies mid-request
+# (cluster/proxy_guard.py). These must be in the environment before the local Ray starts.
+SERVE_ENV = {"RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "120", "RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S": "60",
+             "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH": PROXY_GUARD}
 
 
-def patient_environment() -> None:
-    for k, v in SLOW_MACHINE_ENV.items():
+def serve_environment() -> None:
+    for k, v in SERVE_ENV.items():
         os.environ.setdefault(k, v)
 
 
@@ -37,7 +40,7 @@ def start_server(settings: Settings):
 
 def run_demo(settings: Settings, shards: int = 2, log=print, block: bool = True) -> dict:
     t0 = time.perf_counter()
-    patient_environment()
+    serve_environment()
     ray.init(namespace="fashion-search", include_dashboard=False, log_to_driver=False,
              configure_logging=False)
     cluster = open_cluster(settings.storage, shards=shards, config=ShardConfig(bits=256, hist_bins=64))

@@ -47,8 +47,8 @@ def server(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("rest")
     assets = make_tiny_assets(tmp / "assets")
     os.environ["FASHION_ASSETS"] = str(assets)
-    from cluster.demo import patient_environment
-    patient_environment()
+    from cluster.demo import serve_environment
+    serve_environment()
     ray.init(namespace="fashion-search", include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"FASHION_ASSETS": str(assets)}})
     from cluster.demo import start_server

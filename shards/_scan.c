@@ -289,6 +289,53 @@ done:
     return ret;
 }
 
+/* lookup(base, order, keys, out): out[i] = the position p in `base` with
+ * base[p] == keys[i], found by binary search over `order` (uint32 positions of
+ * base, sorted by key), or -1. The id index keeps 4 bytes an item this way
+ * instead of a sorted copy of the keys (numpy's searchsorted(sorter=) would
+ * copy a uint32 sorter to intp on every call). */
+static PyObject *py_lookup(PyObject *self, PyObject *args) {
+    PyObject *base_o, *order_o, *keys_o, *out_o;
+    if (!PyArg_ParseTuple(args, "OOOO", &base_o, &order_o, &keys_o, &out_o)) return NULL;
+    Buf base = {0}, order = {0}, keys = {0}, out = {0};
+    PyObject *ret = NULL;
+    if (get_buf(base_o, &base, 0, 8, "base") < 0 || get_buf(order_o, &order, 0, 4, "order") < 0
+        || get_buf(keys_o, &keys, 0, 8, "keys") < 0 || get_buf(out_o, &out, 1, 8, "out") < 0)
+        goto done;
+    const uint64_t *bk = (const uint64_t *)base.view.buf;
+    const uint32_t *ord = (const uint32_t *)order.view.buf;
+    const uint64_t *qk = (const uint64_t *)keys.view.buf;
+    int64_t *o = (int64_t *)out.view.buf;
+    Py_ssize_t nb = base.view.len / 8, n = order.view.len / 4, m = keys.view.len / 8;
+    if (out.view.len / 8 != m) {
+        PyErr_SetString(PyExc_ValueError, "lookup: out must have one slot per key");
+        goto done;
+    }
+    int bad = 0;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < m && !bad; i++) {
+        uint64_t key = qk[i];
+        Py_ssize_t lo = 0, hi = n;
+        while (lo < hi) {
+            Py_ssize_t mid = lo + (hi - lo) / 2;
+            if (ord[mid] >= (uint64_t)nb) { bad = 1; break; }
+            if (bk[ord[mid]] < key) lo = mid + 1; else hi = mid;
+        }
+        if (!bad && lo < n && ord[lo] >= (uint64_t)nb) bad = 1;
+        o[i] = (!bad && lo < n && bk[ord[lo]] == key) ? (int64_t)ord[lo] : -1;
+    }
+    Py_END_ALLOW_THREADS
+    if (bad) {
+        PyErr_SetString(PyExc_ValueError, "lookup: order holds a position outside base");
+        goto done;
+    }
+    ret = Py_None;
+    Py_INCREF(ret);
+done:
+    release(&base); release(&order); release(&keys); release(&out);
+    return ret;
+}
+
 static PyObject *py_simd(PyObject *self, PyObject *noargs) {
     __builtin_cpu_init();
     int ok = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl")
@@ -298,6 +345,7 @@ static PyObject *py_simd(PyObject *self, PyObject *noargs) {
 
 static PyMethodDef methods[] = {
     {"scan", py_scan, METH_VARARGS, "Fused Hamming + colour top-k scan (see shards/kernels.py)."},
+    {"lookup", py_lookup, METH_VARARGS, "Binary search of keys through a uint32 sort order (see shards/idindex.py)."},
     {"simd", py_simd, METH_NOARGS, "Which instruction set the scan uses on this CPU."},
     {NULL, NULL, 0, NULL},
 };

@@ -4,13 +4,17 @@ The paper's search first restricts to the query's category, so a shard keeps one
 block per value of its partition field (e.g. articleType). A category-filtered
 scan then reads one dense run of codes, and the other attributes' postings are
 bitmaps over that block's local rows. Rows are append-only; a delete clears the
-row's alive flag and removes it from the postings; compaction (in shard.py)
-rewrites blocks densely.
+row's alive flag and removes it from the postings; compaction (`compacted`)
+rewrites a block densely, its rows grouped so that postings compress into runs.
 """
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 from pyroaring import BitMap
+
+from .codes import token_field
 
 GROWTH = 1.5
 
@@ -48,6 +52,46 @@ class Block:
         for name in ("codes", "hists", "keys", "alive"):
             setattr(self, name, np.ascontiguousarray(getattr(self, name)[: self.n]))
 
+    def compacted(self) -> "Block":
+        """A dense copy without dead rows, rows grouped by their low-cardinality tokens.
+
+        Rows are sorted by field, the fields with fewest values in this block first
+        (say gender, then season), so those fields' postings become a few long runs
+        and `run_optimize` keeps each posting in its smallest container form. Row order
+        is invisible to searches: ties break by id, never by row.
+        """
+        rows = self.alive_rows()
+        rows = rows[self._grouping_order(rows)]
+        nb = Block(self.name, self.codes.shape[1], self.hists.shape[1])
+        nb.codes, nb.hists, nb.keys = self.codes[rows], self.hists[rows], self.keys[rows]
+        nb.alive = np.ones(len(rows), np.uint8)
+        nb.n = nb.n_alive = len(rows)
+        new_row = np.full(self.n, -1, np.int64)
+        new_row[rows] = np.arange(len(rows))
+        for t, bm in self.postings.items():
+            moved = BitMap(np.sort(new_row[np.frombuffer(bm.to_array(), np.uint32)]).astype(np.uint32))
+            moved.run_optimize()
+            moved.shrink_to_fit()
+            nb.postings[t] = moved
+        nb.str_ids = {int(new_row[r]): s for r, s in self.str_ids.items()}
+        nb.meta = {int(new_row[r]): m for r, m in self.meta.items()}
+        return nb
+
+    def _grouping_order(self, rows: np.ndarray) -> np.ndarray:
+        """A stable order of `rows`: by the value of each field, fewest-valued fields first."""
+        fields: dict[str, list[BitMap]] = {}
+        for t, bm in self.postings.items():
+            fields.setdefault(token_field(t), []).append(bm)
+        columns = []
+        for _, bms in sorted(fields.items(), key=lambda kv: (len(kv[1]), kv[0])):
+            col = np.full(self.n, len(bms), np.int32)  # len(bms): the row has no value here
+            for i, bm in enumerate(sorted(bms, key=len, reverse=True)):
+                col[np.frombuffer(bm.to_array(), np.uint32)] = i
+            columns.append(col[rows])
+        if not columns:
+            return np.arange(len(rows))
+        return np.lexsort(columns[::-1])  # lexsort's last key is the primary one
+
     def append(self, codes, hists, keys, tokens, str_ids, metas) -> np.ndarray:
         """Append m rows; tokens[i] is the i-th row's non-partition tokens. Returns local rows."""
         m = len(keys)
@@ -67,7 +111,9 @@ class Block:
         for t, rs in by_token.items():
             bm = self.postings.get(t)
             if bm is None:
-                self.postings[t] = BitMap(rs)
+                # one string object per token for all blocks: a caller's string kept as a
+                # key for good would pin the small-object arena it was allocated in
+                self.postings[sys.intern(t)] = BitMap(rs)
             else:
                 bm.update(rs)
         for i, sid in enumerate(str_ids):

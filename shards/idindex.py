@@ -1,82 +1,109 @@
-"""External id key -> location (block << 32 | row), in dense arrays.
+"""External id key -> location (block << 32 | row), at 4 bytes an item.
 
-A Python dict per item would cost ~100 bytes; here the bulk lives in two sorted
-numpy arrays (16 bytes an item) and recent changes in a small dict that is merged
-in when it grows (an LSM of two levels). A location of -1 in the dict marks a
-key deleted since the last merge.
+The base level shares the blocks' own key arrays: it concatenates them once and
+points every block's `keys` at its slice, then keeps only `order`, the uint32
+positions of the alive rows sorted by key (binary search in `_scan.lookup`).
+A sorted copy of the keys plus their locations would cost 16 bytes an item.
+
+Changes since the base was built sit in a few sorted numpy runs (an LSM whose
+runs merge like a binary counter), newest last; a location of -1 in a run marks
+a key deleted since. No Python object per item: small objects that outlive a
+write batch would pin the allocator's arenas and keep freed memory resident.
+When the runs grow past a quarter of the base, `wants_rebuild()` tells the
+shard to build a new index from its blocks.
 """
 from __future__ import annotations
 
 import numpy as np
 
+from ._scan import lookup as _lookup
+
 MISSING = -1
+MIN_REBUILD = 65536
+
+_NO_KEYS = np.zeros(0, np.uint64)
+_NO_LOCS = np.zeros(0, np.int64)
+
+
+def _newest_per_key(keys: np.ndarray, locs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sort by key; where a key repeats, keep its last (newest) entry."""
+    order = np.argsort(keys, kind="stable")
+    keys, locs = keys[order], locs[order]
+    last = np.ones(len(keys), bool)
+    last[:-1] = keys[1:] != keys[:-1]
+    return keys[last], locs[last]
 
 
 class IdIndex:
-    def __init__(self, keys: np.ndarray | None = None, locs: np.ndarray | None = None):
-        keys = np.zeros(0, np.uint64) if keys is None else np.asarray(keys, np.uint64)
-        locs = np.zeros(0, np.int64) if locs is None else np.asarray(locs, np.int64)
-        order = np.argsort(keys, kind="stable")
-        self.skeys, self.slocs = keys[order], locs[order]
-        if len(self.skeys) > 1 and (self.skeys[1:] == self.skeys[:-1]).any():
+    def __init__(self, blocks=()):
+        """Index the alive rows of `blocks`; each block's `keys` becomes a view of the base."""
+        caps = [len(b.keys) for b in blocks]
+        self.starts = np.zeros(len(caps) + 1, np.int64)
+        np.cumsum(caps, out=self.starts[1:])
+        self.base = np.concatenate([b.keys for b in blocks]) if blocks else _NO_KEYS
+        if len(self.base) >= 2**32:
+            raise ValueError("IdIndex: a shard holds at most 2**32 rows")
+        alive = []
+        for b, lo, cap in zip(blocks, self.starts.tolist(), caps):
+            b.keys = self.base[lo: lo + cap]
+            alive.append(lo + b.alive_rows())
+        pos = np.concatenate(alive) if alive else _NO_LOCS
+        pos = pos[np.argsort(self.base[pos], kind="stable")]
+        sorted_keys = self.base[pos]
+        if len(pos) > 1 and (sorted_keys[1:] == sorted_keys[:-1]).any():
             raise ValueError("IdIndex: duplicate keys")
-        self.delta: dict[int, int] = {}
-        self.n = len(self.skeys)
+        self.order = pos.astype(np.uint32)
+        self.runs: list[tuple[np.ndarray, np.ndarray]] = []
+        self.n = len(self.order)
 
     def __len__(self) -> int:
         return self.n
 
-    def _base_get(self, keys: np.ndarray) -> np.ndarray:
-        pos = np.searchsorted(self.skeys, keys)
-        pos_c = np.minimum(pos, max(len(self.skeys) - 1, 0))
-        if len(self.skeys) == 0:
-            return np.full(len(keys), MISSING, np.int64)
-        hit = self.skeys[pos_c] == keys
-        return np.where(hit, self.slocs[pos_c], MISSING)
-
-    def get_many(self, keys: np.ndarray) -> np.ndarray:
-        keys = np.asarray(keys, np.uint64)
-        locs = self._base_get(keys)
-        if self.delta:
-            d = self.delta
-            for i, key in enumerate(keys.tolist()):
-                v = d.get(key)
-                if v is not None:
-                    locs[i] = v
+    def get_many(self, keys) -> np.ndarray:
+        keys = np.ascontiguousarray(keys, np.uint64)
+        pos = np.empty(len(keys), np.int64)
+        _lookup(self.base, self.order, keys, pos)
+        hit = pos != MISSING
+        bid = np.searchsorted(self.starts, pos[hit], side="right") - 1
+        locs = np.full(len(keys), MISSING, np.int64)
+        locs[hit] = (bid << 32) | (pos[hit] - self.starts[bid])
+        for rkeys, rlocs in self.runs:  # oldest first, so newer runs overwrite
+            p = np.minimum(np.searchsorted(rkeys, keys), len(rkeys) - 1)
+            found = rkeys[p] == keys
+            locs[found] = rlocs[p[found]]
         return locs
 
     def get(self, key: int) -> int:
         return int(self.get_many(np.array([key], np.uint64))[0])
 
-    def set_many(self, keys: np.ndarray, locs: np.ndarray, old: np.ndarray) -> None:
+    def set_many(self, keys, locs, old) -> None:
         """Point keys at locs; `old` is what get_many returned for them just before."""
-        self.delta.update(zip(np.asarray(keys, np.uint64).tolist(), np.asarray(locs, np.int64).tolist()))
+        self._push(np.asarray(keys, np.uint64), np.asarray(locs, np.int64))
         self.n += int((np.asarray(old) == MISSING).sum())
-        self._maybe_merge()
 
-    def remove_many(self, keys: np.ndarray, old: np.ndarray) -> None:
+    def remove_many(self, keys, old) -> None:
         present = np.asarray(old) != MISSING
-        self.delta.update((k, MISSING) for k in np.asarray(keys, np.uint64)[present].tolist())
+        gone = np.asarray(keys, np.uint64)[present]
+        self._push(gone, np.full(len(gone), MISSING, np.int64))
         self.n -= int(present.sum())
-        self._maybe_merge()
 
-    def _maybe_merge(self) -> None:
-        if len(self.delta) > max(65536, len(self.skeys) // 4):
-            self.merge()
-
-    def merge(self) -> None:
-        if not self.delta:
+    def _push(self, keys: np.ndarray, locs: np.ndarray) -> None:
+        if len(keys) == 0:
             return
-        dk = np.fromiter(self.delta.keys(), np.uint64, len(self.delta))
-        dl = np.fromiter(self.delta.values(), np.int64, len(self.delta))
-        keep = ~np.isin(self.skeys, dk)
-        live = dl != MISSING
-        keys = np.concatenate([self.skeys[keep], dk[live]])
-        locs = np.concatenate([self.slocs[keep], dl[live]])
-        order = np.argsort(keys, kind="stable")
-        self.skeys, self.slocs = keys[order], locs[order]
-        self.delta = {}
-        self.n = len(self.skeys)
+        self.runs.append(_newest_per_key(keys, locs))
+        # merge while the older neighbour is not much bigger: O(log n) runs
+        while len(self.runs) >= 2 and len(self.runs[-2][0]) <= 2 * len(self.runs[-1][0]):
+            (k1, l1), (k2, l2) = self.runs[-2:]
+            self.runs[-2:] = [_newest_per_key(np.concatenate([k1, k2]), np.concatenate([l1, l2]))]
 
-    def nbytes(self) -> int:
-        return self.skeys.nbytes + self.slocs.nbytes + 100 * len(self.delta)
+    def pending(self) -> int:
+        return sum(len(k) for k, _ in self.runs)
+
+    def wants_rebuild(self) -> bool:
+        return self.pending() > max(MIN_REBUILD, len(self.order) // 4)
+
+    def nbytes(self, blocks=()) -> int:
+        """Bytes held beyond the blocks' own arrays (the base counts where no block shares it)."""
+        shared = sum(b.keys.nbytes for b in blocks if b.keys.base is self.base)
+        return (self.base.nbytes - shared + self.order.nbytes + self.starts.nbytes
+                + sum(k.nbytes + v.nbytes for k, v in self.runs))

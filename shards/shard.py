@@ -193,13 +193,19 @@ class Shard:
                 [b["meta"][i] for i in members])
             locs[idx] = (np.int64(bid) << 32) | rows
         self.index.set_many(keys, locs, old)
+        self._maybe_rebuild_index()
 
     def _apply_delete(self, keys: np.ndarray) -> int:
         old = self.index.get_many(keys)
         for loc in old[old != MISSING].tolist():
             self.blocks[loc >> 32].delete(loc & 0xFFFFFFFF)
         self.index.remove_many(keys, old)
+        self._maybe_rebuild_index()
         return int((old != MISSING).sum())
+
+    def _maybe_rebuild_index(self) -> None:
+        if self.index.wants_rebuild():
+            self.index = IdIndex(self.blocks)
 
     # ---------------------------------------------------------------- reads
     def _locate(self, item_id) -> tuple[Block, int]:
@@ -239,7 +245,7 @@ class Shard:
             postings = sum(len(b.postings) for b in self.blocks)
             return {"items": len(self), "blocks": len(self.blocks), "postings": postings,
                     "rows": sum(b.n for b in self.blocks), "seq": self.seq,
-                    "bytes": sum(b.nbytes() for b in self.blocks) + self.index.nbytes(),
+                    "bytes": sum(b.nbytes() for b in self.blocks) + self.index.nbytes(self.blocks),
                     "wal_bytes": self.wal.size if self.wal else 0,
                     "config": asdict(self.config), "warnings": list(self.warnings)}
 
@@ -577,25 +583,22 @@ class Shard:
             if doc["config"] != asdict(self.config):
                 raise CorruptData(f"snapshot config {doc['config']} differs from shard.json")
             self._reset()
-            keys_all, locs_all = [], []
             for bid, d in enumerate(doc["blocks"]):
                 b = Block(d["name"], self.words, self.config.hist_bins)
                 n = d["n"]
                 b.codes = np.frombuffer(d["codes"], np.uint64).reshape(n, self.words).copy()
                 b.hists = np.frombuffer(d["hists"], np.uint8).reshape(n, self.config.hist_bins).copy()
-                b.keys = np.frombuffer(d["keys"], np.uint64).copy()
+                b.keys = np.frombuffer(d["keys"], np.uint64)  # IdIndex copies it into its base
                 b.alive = np.frombuffer(d["alive"], np.uint8).copy()
+                if len(b.keys) != n or len(b.alive) != n:
+                    raise ValueError(f"block {d['name']!r}: {len(b.keys)} keys, {len(b.alive)} flags, {n} rows")
                 b.n, b.n_alive = n, int(b.alive.sum())
                 b.postings = {t: BitMap.deserialize(s) for t, s in d["postings"].items()}
                 b.str_ids = {int(r): s for r, s in d["str_ids"].items()}
                 b.meta = {int(r): m for r, m in d["meta"].items()}
                 self.blocks.append(b)
                 self.block_ids[b.name] = bid
-                rows = b.alive_rows()
-                keys_all.append(b.keys[rows])
-                locs_all.append((np.int64(bid) << 32) | rows)
-            self.index = IdIndex(np.concatenate(keys_all) if keys_all else None,
-                                 np.concatenate(locs_all) if locs_all else None)
+            self.index = IdIndex(self.blocks)
         except CorruptData:
             raise
         except (KeyError, ValueError, TypeError) as exc:
@@ -624,30 +627,10 @@ class Shard:
             fsync_dir(self.path)
 
     def _densify(self) -> None:
-        new_blocks, keys_all, locs_all = [], [], []
-        for b in self.blocks:
-            rows = b.alive_rows()
-            if len(rows) == 0:
-                continue
-            nb = Block(b.name, self.words, self.config.hist_bins)
-            nb.codes, nb.hists = b.codes[rows].copy(), b.hists[rows].copy()
-            nb.keys, nb.alive = b.keys[rows].copy(), np.ones(len(rows), np.uint8)
-            nb.n = nb.n_alive = len(rows)
-            for t, bm in b.postings.items():
-                old = np.frombuffer(bm.to_array(), np.uint32)
-                nb.postings[t] = BitMap(np.searchsorted(rows, old).astype(np.uint32))
-            remap = {int(r): i for i, r in enumerate(rows.tolist())}
-            nb.str_ids = {remap[r]: s for r, s in b.str_ids.items()}
-            nb.meta = {remap[r]: m for r, m in b.meta.items()}
-            bid = len(new_blocks)
-            new_blocks.append(nb)
-            keys_all.append(nb.keys)
-            locs_all.append((np.int64(bid) << 32) | np.arange(nb.n, dtype=np.int64))
-        self.blocks = new_blocks
-        self.block_ids = {b.name: i for i, b in enumerate(new_blocks)}
+        self.blocks = [b.compacted() for b in self.blocks if b.n_alive]
+        self.block_ids = {b.name: i for i, b in enumerate(self.blocks)}
         self._bucket_cache = {}
-        self.index = IdIndex(np.concatenate(keys_all) if keys_all else None,
-                             np.concatenate(locs_all) if locs_all else None)
+        self.index = IdIndex(self.blocks)
 
     def close(self) -> None:
         with self.lock:

@@ -78,7 +78,9 @@ def cmd_train(args) -> dict:
         return {"weights": rep["weights"], "classes": rep["classes"], "final_loss": rep["history"][-1]["loss"]}
     if args.what == "features":
         from models.train_features import fit_codebook
-        return fit_codebook(bits=args.bits, image_size=args.image_size)
+        return fit_codebook(bits=args.bits, image_size=args.image_size, instance_views=args.instance_views,
+                            category_weight=args.category_weight, epochs=args.epochs or 20,
+                            log=lambda s: print(s, file=sys.stderr, flush=True))
     from models.attributes import AttributeConfig, EncoderConfig
     from models.train_attributes import train_attributes
     enc = EncoderConfig(kind=args.encoder, image_size=args.image_size, width=args.width,
@@ -104,7 +106,7 @@ def cmd_eval(args) -> dict:
         return evaluate_detector(det, Path(args.data) if args.data else None, args.split)
     if args.what == "instances":
         from models.instance_eval import instance_recall
-        return instance_recall(args.data, n_queries=args.limit or 200,
+        return instance_recall(args.data, n_queries=args.limit or 200, split=args.split or "test",
                                log=lambda s: print(s, file=sys.stderr, flush=True))
     if args.what == "retrieval":
         from models.train_features import eval_retrieval
@@ -237,6 +239,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("what", choices=["text", "attributes", "detector", "features"],
                    help="features: fit the binary code book on the catalog and report retrieval figures")
     t.add_argument("--bits", type=int, default=256, help="features: code length")
+    t.add_argument("--instance-views", type=int, default=2,
+                   help="features: hard views per training photo for the learnt projection (0: plain PCA + ITQ)")
+    t.add_argument("--category-weight", type=float, default=0.03,
+                   help="features: weight of the same-category term beside the instance term")
     t.add_argument("--out", default=None, help="output folder (attributes) or weights file (text)")
     t.add_argument("--encoder", default="efficientnet_lite0", choices=["efficientnet_lite0", "resception", "inception"])
     t.add_argument("--image-size", type=int, default=128)

@@ -25,6 +25,11 @@ from .data import data_root, load_catalog, load_splits, products_dir
 from .train_attributes import CACHE
 
 
+def required_p() -> float:
+    from . import pipeline
+    return pipeline.REQUIRED_P
+
+
 def make_hard(item: Image.Image, background: Image.Image, rng: np.random.Generator):
     """The hard photo, and the box (x, y, w, h) where the product was pasted."""
     w, h = item.size
@@ -44,6 +49,17 @@ def make_hard(item: Image.Image, background: Image.Image, rng: np.random.Generat
     buf = io.BytesIO()
     bg.save(buf, format="JPEG", quality=int(rng.integers(50, 86)))
     return Image.open(io.BytesIO(buf.getvalue())).convert("RGB"), (px, py, out.width, out.height)
+
+
+def assets_digest(assets=None) -> str:
+    """A short hash of the models that index the catalog, so a cached index follows them."""
+    import hashlib
+    from .data import ASSETS
+    folder = Path(assets) if assets else ASSETS
+    h = hashlib.sha1()
+    for name in ("text.pt", "attributes.pt", "features.pt"):
+        h.update((folder / name).read_bytes())
+    return h.hexdigest()[:12]
 
 
 def index_catalog_items(pipeline, products, batch: int = 32, cache: Path | None = None, log=print):
@@ -71,7 +87,8 @@ def index_catalog_items(pipeline, products, batch: int = 32, cache: Path | None 
     return codes, hists, [[x for x in t if x] for t in tokens]
 
 
-def instance_recall(data=None, n_queries: int = 200, seed: int = 0, assets=None, log=print) -> dict:
+def instance_recall(data=None, n_queries: int = 200, seed: int = 0, assets=None, split: str = "test",
+                    log=print) -> dict:
     """`fashion-search eval instances`: recall@1/@10 of the source product, filtered and not."""
     from shards.query import Query
     from shards.shard import Shard, ShardConfig
@@ -79,18 +96,19 @@ def instance_recall(data=None, n_queries: int = 200, seed: int = 0, assets=None,
     folder = Path(data) if data else products_dir()
     products = load_catalog(folder)
     pipeline = Pipeline.load(assets)
-    cache = CACHE / f"instance-index-{folder.name}-{len(products)}-{pipeline.bits}.npz" if data is None else None
+    cache = (CACHE / f"instance-index-{folder.name}-{len(products)}-{pipeline.bits}-{assets_digest(assets)}.npz"
+             if data is None else None)
     codes, hists, tokens = index_catalog_items(pipeline, products, cache=cache, log=log)
     shard = Shard(None, ShardConfig(bits=pipeline.bits, hist_bins=hists.shape[1]), fsync=False)
     shard.upsert(list(range(len(products))), codes, hists, tokens)
 
     rng = np.random.default_rng(seed)
-    test = load_splits()["test"] if data is None else {p.id for p in products}
-    pool = [i for i, p in enumerate(products) if p.id in test]
+    chosen = load_splits()[split] if data is None else {p.id for p in products}
+    pool = [i for i, p in enumerate(products) if p.id in chosen]
     picks = sorted(rng.choice(len(pool), min(n_queries, len(pool)), replace=False).tolist())
     backgrounds = sorted((data_root() / "ccp-tags" / "images").glob("*.jpg"))
-    ranks = {"filtered": [], "unfiltered": [], "user_box": []}
-    scanned, roi_found, lat = [], 0, []
+    ranks = {"filtered": [], "unfiltered": [], "user_box": [], "user_box_unfiltered": []}
+    scanned, roi_found, lat = {"filtered": [], "user_box": []}, 0, []
     for j in picks:
         src = pool[j]
         bg = Image.open(backgrounds[int(rng.integers(len(backgrounds)))]) if backgrounds else Image.new(
@@ -103,20 +121,25 @@ def instance_recall(data=None, n_queries: int = 200, seed: int = 0, assets=None,
         boxed = pipeline.query(img, box=box)     # option 3: the user draws the product's box
         for name, req, opt, a in (("filtered", auto.required(), auto.optional(), auto),
                                   ("unfiltered", (), (), auto),
-                                  ("user_box", boxed.required(), boxed.optional(), boxed)):
+                                  ("user_box", boxed.required(), boxed.optional(), boxed),
+                                  ("user_box_unfiltered", (), (), boxed)):
             r = shard.search(Query(code=a.code, hist=a.hist, k=10, required=req, optional=opt,
                                    w_colour=pipeline.w_colour))
             ids = [h.id for h in r.hits]
             ranks[name].append(ids.index(src) + 1 if src in ids else 11)
-            if name == "filtered":
-                scanned.append(r.scanned / len(products))
-    out = {"queries": len(picks), "catalog": len(products),
+            if name in ("filtered", "user_box"):
+                scanned[name].append(r.scanned / len(products))
+    out = {"queries": len(picks), "catalog": len(products), "split": split,
            "instance_recall_at_1": float(np.mean(np.array(ranks["filtered"]) <= 1)),
            "instance_recall_at_10": float(np.mean(np.array(ranks["filtered"]) <= 10)),
            "unfiltered_recall_at_1": float(np.mean(np.array(ranks["unfiltered"]) <= 1)),
            "unfiltered_recall_at_10": float(np.mean(np.array(ranks["unfiltered"]) <= 10)),
            "user_box_recall_at_1": float(np.mean(np.array(ranks["user_box"]) <= 1)),
            "user_box_recall_at_10": float(np.mean(np.array(ranks["user_box"]) <= 10)),
-           "scanned_fraction": float(np.mean(scanned)), "detector_roi_fraction": roi_found / len(picks),
+           "user_box_unfiltered_recall_at_1": float(np.mean(np.array(ranks["user_box_unfiltered"]) <= 1)),
+           "user_box_unfiltered_recall_at_10": float(np.mean(np.array(ranks["user_box_unfiltered"]) <= 10)),
+           "required_p": required_p(),
+           "scanned_fraction": float(np.mean(scanned["filtered"])),
+           "user_box_scanned_fraction": float(np.mean(scanned["user_box"])), "detector_roi_fraction": roi_found / len(picks),
            "query_p50_ms": float(np.median(lat))}
     return out

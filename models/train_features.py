@@ -73,7 +73,11 @@ def retrieval_report(feats, codes, hists, products, queries: np.ndarray, w_colou
     return out
 
 
-def fit_codebook(bits: int = 256, image_size: int = 160) -> dict:
+def fit_codebook(bits: int = 256, image_size: int = 160, instance_views: int = 2, category_weight: float = 0.03,
+                 epochs: int = 20, log=print) -> dict:
+    """Fit (and ship) the code book; with instance_views > 0 through a learnt projection."""
+    from .data import data_root
+    from .instance_projection import folded_codebook, hard_view_features, train_projection
     cfg = FeatureConfig(image_size=image_size, bits=bits)
     products = load_catalog()
     splits = load_splits()
@@ -84,17 +88,28 @@ def fit_codebook(bits: int = 256, image_size: int = 160) -> dict:
     else:
         feats, hists = catalog_features(products, cfg, "catalog")
         np.savez(cache, feats=feats, hists=hists)
-    train_idx = np.array([i for i, p in enumerate(products) if p.id in splits["train"]])
-    book = CodeBook.fit(feats[train_idx], bits)
+    idx = {s: np.array([i for i, p in enumerate(products) if p.id in splits[s]]) for s in ("train", "val", "test")}
+    float_feats = feats
+    if instance_views:
+        # even-numbered street photos only: the instance evaluation draws its backgrounds from all
+        backgrounds = sorted((data_root() / "ccp-tags" / "images").glob("*.jpg"))[::2]
+        views, src = hard_view_features(products, idx["train"], FeatureExtractor(cfg), backgrounds,
+                                        instance_views, seed=7, log=log)
+        labels = np.array([f"{p.fields.get('articleType')}|{p.fields.get('gender')}" for p in products])
+        w = train_projection(feats, idx["train"], views, src, labels, epochs=epochs,
+                             category_weight=category_weight, log=log)
+        book = folded_codebook(feats, idx["train"], w, bits)
+        float_feats = feats @ w
+    else:
+        book = CodeBook.fit(feats[idx["train"]], bits)
     codes = book.encode(feats)
-    val_idx = np.array([i for i, p in enumerate(products) if p.id in splits["val"]])
     # the colour weight: tuned on the validation split against the colour-aware relevance
-    best = max((retrieval_report(feats, codes, hists, products, val_idx[:300], w)["map_binary_colour"], w)
-               for w in (0.0, 0.1, 0.2, 0.3, 0.5, 0.8))
+    best = max((retrieval_report(float_feats, codes, hists, products, idx["val"][:300], wc)["map_binary_colour"], wc)
+               for wc in (0.0, 0.1, 0.2, 0.3, 0.5, 0.8))
     save_features(ASSETS / "features.pt", cfg, book, w_colour=best[1])
-    test_idx = np.array([i for i, p in enumerate(products) if p.id in splits["test"]])
-    report = retrieval_report(feats, codes, hists, products, test_idx, best[1])
-    report["w_colour_tuned_on_val"] = best[1]
+    report = retrieval_report(float_feats, codes, hists, products, idx["test"], best[1])
+    report.update({"w_colour_tuned_on_val": best[1], "instance_views": instance_views,
+                   "category_weight": category_weight if instance_views else None})
     np.save(CACHE / f"catalog-codes-{bits}.npy", codes)
     return report
 

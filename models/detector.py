@@ -104,6 +104,18 @@ class Detector:
             return None
         return x0, y0, x1, y1
 
+    def boxes(self, image: Image.Image, allowed: set[str] | None, top: int, min_side: int = 8) -> list[tuple]:
+        """Up to `top` allowed detections, most confident first, however low their score."""
+        det = filter_guided(self.detect([image])[0], self.cfg.classes, allowed)
+        out = []
+        for b in det["boxes"].tolist():
+            x0, y0, x1, y1 = (int(round(v)) for v in b)
+            if x1 - x0 >= min_side and y1 - y0 >= min_side:
+                out.append((x0, y0, x1, y1))
+            if len(out) == top:
+                break
+        return out
+
 
 def save_detector(path: Path, model: FasterRCNN, cfg: DetectorConfig, history: list) -> None:
     torch.save({"config": asdict(cfg), "history": history,

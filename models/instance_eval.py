@@ -4,9 +4,10 @@ Each query is a catalog photo made hard: a random crop (75-100% of each side), a
 rotation (+-10 degrees), colour jitter (brightness, contrast, saturation +-20%), scaled to
 40-70% of the height of a street photo from ccp-tags and pasted at a random place, then
 JPEG-recompressed at quality 50-85. The query path runs on it as a user's photo would
-(guided detector, attributes read in the ROI, code and colour) -- and once more with the
+(guided detector, attributes read in the ROI, code and colour); once more with the
 pasted rectangle as the user's box (option 3), which separates finding the product from
-describing it -- and a real in-memory
+describing it; and once with the catalog picking the ROI among the detector's top regions
+(`Pipeline.query(match=...)`, the best hit's score per region). A real in-memory
 `Shard` holding the catalog ranks it: required attributes intersected (relaxed in order
 when too few), optional ones as a bonus, Hamming plus colour. Relevant = the source
 product; recall@1 and @10. The catalog is indexed by the item path (`Pipeline.items`:
@@ -107,8 +108,15 @@ def instance_recall(data=None, n_queries: int = 200, seed: int = 0, assets=None,
     pool = [i for i, p in enumerate(products) if p.id in chosen]
     picks = sorted(rng.choice(len(pool), min(n_queries, len(pool)), replace=False).tolist())
     backgrounds = sorted((data_root() / "ccp-tags" / "images").glob("*.jpg"))
-    ranks = {"filtered": [], "unfiltered": [], "user_box": [], "user_box_unfiltered": []}
-    scanned, roi_found, lat = {"filtered": [], "user_box": []}, 0, []
+    ranks = {name: [] for name in ("filtered", "unfiltered", "user_box", "user_box_unfiltered", "region_match",
+                                   "region_match_unfiltered")}
+
+    def best_scores(codes, hists):
+        """The score of the best unfiltered hit for each candidate region (one batch through the shard)."""
+        rs = shard.search_batch([Query(code=c, hist=h, k=1, w_colour=pipeline.w_colour) for c, h in zip(codes, hists)])
+        return [r.hits[0].score if r.hits else float("inf") for r in rs]
+
+    scanned, roi_found, lat, lat_match = {"filtered": [], "user_box": []}, 0, [], []
     for j in picks:
         src = pool[j]
         bg = Image.open(backgrounds[int(rng.integers(len(backgrounds)))]) if backgrounds else Image.new(
@@ -119,10 +127,15 @@ def instance_recall(data=None, n_queries: int = 200, seed: int = 0, assets=None,
         lat.append((time.perf_counter() - t) * 1e3)
         roi_found += auto.roi_source == "detector"
         boxed = pipeline.query(img, box=box)     # option 3: the user draws the product's box
+        t = time.perf_counter()
+        matched = pipeline.query(img, match=best_scores)   # option 1, the catalog picking the region
+        lat_match.append((time.perf_counter() - t) * 1e3)
         for name, req, opt, a in (("filtered", auto.required(), auto.optional(), auto),
                                   ("unfiltered", (), (), auto),
                                   ("user_box", boxed.required(), boxed.optional(), boxed),
-                                  ("user_box_unfiltered", (), (), boxed)):
+                                  ("user_box_unfiltered", (), (), boxed),
+                                  ("region_match", matched.required(), matched.optional(), matched),
+                                  ("region_match_unfiltered", (), (), matched)):
             r = shard.search(Query(code=a.code, hist=a.hist, k=10, required=req, optional=opt,
                                    w_colour=pipeline.w_colour))
             ids = [h.id for h in r.hits]
@@ -138,8 +151,12 @@ def instance_recall(data=None, n_queries: int = 200, seed: int = 0, assets=None,
            "user_box_recall_at_10": float(np.mean(np.array(ranks["user_box"]) <= 10)),
            "user_box_unfiltered_recall_at_1": float(np.mean(np.array(ranks["user_box_unfiltered"]) <= 1)),
            "user_box_unfiltered_recall_at_10": float(np.mean(np.array(ranks["user_box_unfiltered"]) <= 10)),
+           "region_match_recall_at_1": float(np.mean(np.array(ranks["region_match"]) <= 1)),
+           "region_match_recall_at_10": float(np.mean(np.array(ranks["region_match"]) <= 10)),
+           "region_match_unfiltered_recall_at_1": float(np.mean(np.array(ranks["region_match_unfiltered"]) <= 1)),
+           "region_match_unfiltered_recall_at_10": float(np.mean(np.array(ranks["region_match_unfiltered"]) <= 10)),
            "required_p": required_p(),
            "scanned_fraction": float(np.mean(scanned["filtered"])),
            "user_box_scanned_fraction": float(np.mean(scanned["user_box"])), "detector_roi_fraction": roi_found / len(picks),
-           "query_p50_ms": float(np.median(lat))}
+           "query_p50_ms": float(np.median(lat)), "region_match_query_p50_ms": float(np.median(lat_match))}
     return out

@@ -34,6 +34,7 @@ from .text import TitleClassifier
 # 0.9 / 0.95 found the product first 0.655 / 0.725 / 0.74 / 0.74 of the time, scanning
 # 1.2 / 2.5 / 3.6 / 4.5 % of the catalog: a wrongly read attribute excludes the product.
 REQUIRED_P = 0.9
+REGIONS = 10          # detections tried as the ROI when the catalog picks it (Pipeline.regions)
 
 
 @dataclass
@@ -146,8 +147,37 @@ class Pipeline:
                                            "features": (t3 - t2) * 1e3 / n}))
         return out
 
-    def query(self, image: Image.Image, category: str | None = None, box=None) -> Analysis:
+    def query(self, image: Image.Image, category: str | None = None, box=None, match=None) -> Analysis:
+        """One query photo. With `match` and no box, the ROI is the region that best matches the catalog.
+
+        match(codes, hists) -> one score per region, lower is better (the best hit's score
+        from the index); the caller owns the index, so the pipeline stays free of it.
+        """
+        if box is None and match is not None and self.detector is not None:
+            if category is not None:
+                self.taxonomy.check_category(category)
+            rois, codes, hists = self.regions(image, category)
+            scores = np.asarray(match(codes, hists), np.float64)
+            if len(scores) != len(rois):
+                raise ValueError(f"match returned {len(scores)} scores for {len(rois)} regions")
+            x0, y0, x1, y1 = rois[int(np.argmin(scores))]
+            a = self.analyse_batch([image], [category], [(x0, y0, x1 - x0, y1 - y0)])[0]
+            a.roi_source = "best match" if (x0, y0, x1, y1) != (0, 0, image.width, image.height) else "whole image"
+            return a
         return self.analyse_batch([image], [category], [box])[0]
+
+    def regions(self, image: Image.Image, category: str | None = None, top: int = REGIONS):
+        """Candidate ROIs (the top guided detections, and the whole photo) with their codes and histograms.
+
+        The detector's most confident box is often another garment in a street photo (a
+        shoe, a bag, a passer-by's coat); among its top few there is usually one around
+        the product, and the catalog tells which: the region whose best match is closest.
+        """
+        cat = category.split("=", 1)[-1] if category else None
+        rois = self.detector.boxes(image, self.detector_classes(cat), top) if self.detector is not None else []
+        rois.append((0, 0, image.width, image.height))
+        crops = [image.crop(r) for r in rois]
+        return rois, self.codebook.encode(self._features(crops)), [hsv_histogram(c, self.hist_bins) for c in crops]
 
     def item(self, image: Image.Image, title: str) -> Analysis:
         return self.items([image], [title])[0]

@@ -1,0 +1,68 @@
+"""Option 1 with the catalog picking the ROI among the detector's top regions (Pipeline.query(match=...))."""
+import numpy as np
+import pytest
+from PIL import Image
+
+from models.pipeline import Pipeline
+
+from ..cluster.tiny_assets import make_tiny_assets
+
+
+class StubDetector:
+    """Three fixed regions, as a real detector's top detections would be (a logic test only)."""
+    mapping: dict = {}
+    regions = [(0, 0, 40, 40), (50, 60, 150, 200), (10, 100, 60, 190)]
+
+    def boxes(self, image, allowed, top):
+        return list(self.regions[:top])
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    p = Pipeline.load(make_tiny_assets(tmp_path_factory.mktemp("assets")))
+    p.detector = StubDetector()
+    return p
+
+
+def _photo():
+    rng = np.random.default_rng(0)
+    return Image.fromarray(rng.integers(0, 255, (240, 200, 3), dtype=np.uint8))
+
+
+@pytest.mark.parametrize("best", [0, 1, 2])
+def test_the_region_with_the_lowest_match_score_becomes_the_roi(pipeline, best):
+    img = _photo()
+    seen = {}
+
+    def match(codes, hists):
+        seen["n"] = len(codes)
+        scores = np.ones(len(codes))
+        scores[best] = 0.1
+        return scores
+
+    a = pipeline.query(img, match=match)
+    x0, y0, x1, y1 = StubDetector.regions[best]
+    assert seen["n"] == 4                     # three detections and the whole photo
+    assert a.roi == (x0, y0, x1 - x0, y1 - y0) and a.roi_source == "best match"
+    direct = pipeline.query(img, box=(x0, y0, x1 - x0, y1 - y0))
+    assert np.array_equal(a.code, direct.code) and np.allclose(a.hist, direct.hist)
+
+
+def test_the_whole_photo_can_win(pipeline):
+    img = _photo()
+    a = pipeline.query(img, match=lambda codes, hists: [1.0, 1.0, 1.0, 0.0])
+    assert a.roi == (0, 0, img.width, img.height) and a.roi_source == "whole image"
+
+
+def test_a_match_that_miscounts_is_an_error(pipeline):
+    with pytest.raises(ValueError, match="4 regions"):
+        pipeline.query(_photo(), match=lambda codes, hists: [0.0])
+
+
+def test_region_codes_are_the_codes_of_their_crops(pipeline):
+    img = _photo()
+    rois, codes, hists = pipeline.regions(img)
+    assert rois[-1] == (0, 0, img.width, img.height) and len(codes) == len(hists) == 4
+    for r, c in zip(rois, codes):
+        x0, y0, x1, y1 = r
+        assert np.array_equal(c, pipeline.query(img, box=(x0, y0, x1 - x0, y1 - y0)).code)

@@ -63,6 +63,15 @@ class RoiReplica:
             return [None] * len(items)
         return [det.best_box(Image.fromarray(a), self.pipeline.detector_classes(c)) for a, c in items]
 
+    @serve.batch(max_batch_size=BATCH, batch_wait_timeout_s=BATCH_WAIT_S)
+    async def regions(self, items: list[tuple[np.ndarray, str | None]]) -> list[list[tuple]]:
+        """The top guided detections of each photo (none without a detector), for region matching."""
+        from models.pipeline import REGIONS
+        det = self.pipeline.detector
+        if det is None:
+            return [[] for _ in items]
+        return [det.boxes(Image.fromarray(a), self.pipeline.detector_classes(c), REGIONS) for a, c in items]
+
 
 @serve.deployment
 class FeatureReplica:

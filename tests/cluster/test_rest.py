@@ -107,6 +107,10 @@ def test_three_query_options(server):
     assert any(a["token"] == f"articleType={cats[0]}" for a in r2["attributes"])
     r3 = search(url, {"box": "10,20,60,80"}).json()
     assert r3["roi"] == [10, 20, 60, 80] and r3["roi_source"] == "user"
+    # the catalog picks the region; the tiny models have no detector, so the whole photo is the one region
+    r4 = search(url, {"roi": "match"}).json()
+    assert r4["roi_source"] == "whole image" and r4["roi"][:2] == [0, 0]
+    assert [h["id"] for h in r4["results"]] == [h["id"] for h in b1["results"]]
     scores = [h["score"] for h in b1["results"]]
     assert scores == sorted(scores)
 
@@ -149,6 +153,7 @@ def test_access_control(server):
     ({"box": "a,b"}, None, "image/jpeg", 400),
     ({"category": "Spaceships"}, None, "image/jpeg", 400),
     ({"filters": "not a token"}, None, "image/jpeg", 400),
+    ({"roi": "telepathy"}, None, "image/jpeg", 400),
     ({}, b"", "image/jpeg", 400),
     ({}, b"not an image at all", "image/jpeg", 400),
     ({}, jpeg()[:300], "image/jpeg", 400),

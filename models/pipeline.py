@@ -108,7 +108,8 @@ class Pipeline:
     # ------------------------------------------------------------ paths
     def analyse_batch(self, images: list[Image.Image], categories: list[str | None] | None = None,
                       boxes: list | None = None, sources: list[str] | None = None, detect: bool = True,
-                      beam: int | None = None) -> list[Analysis]:
+                      beam: int | None = None, described: tuple | None = None) -> list[Analysis]:
+        """`described` = (codes, hists) already computed for the boxes' crops (skips the features step)."""
         n = len(images)
         categories = categories or [None] * n
         boxes = boxes or [None] * n
@@ -133,8 +134,11 @@ class Pipeline:
         with torch.no_grad():
             attrs = self.attributes.generate(self._attribute_input(crops), beam=beam or self.beam, categories=cats)
         t2 = time.perf_counter()
-        codes = self.codebook.encode(self._features(crops))
-        hists = [hsv_histogram(c, self.hist_bins) for c in crops]
+        if described is not None:
+            codes, hists = described
+        else:
+            codes = self.codebook.encode(self._features(crops))
+            hists = [hsv_histogram(c, self.hist_bins) for c in crops]
         t3 = time.perf_counter()
         out = []
         for i in range(n):
@@ -160,8 +164,10 @@ class Pipeline:
             scores = np.asarray(match(codes, hists), np.float64)
             if len(scores) != len(rois):
                 raise ValueError(f"match returned {len(scores)} scores for {len(rois)} regions")
-            x0, y0, x1, y1 = rois[int(np.argmin(scores))]
-            a = self.analyse_batch([image], [category], [(x0, y0, x1 - x0, y1 - y0)])[0]
+            best = int(np.argmin(scores))
+            x0, y0, x1, y1 = rois[best]
+            a = self.analyse_batch([image], [category], [(x0, y0, x1 - x0, y1 - y0)],
+                                   described=(codes[best: best + 1], hists[best: best + 1]))[0]
             a.roi_source = "best match" if (x0, y0, x1, y1) != (0, 0, image.width, image.height) else "whole image"
             return a
         return self.analyse_batch([image], [category], [box])[0]

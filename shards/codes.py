@@ -115,6 +115,12 @@ def colour_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.maximum(1.0 - dot / HIST_NORM, 0.0)
 
 
+def colour_distance_pairs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """colour_distance of row i of a with row i of b, for every i (same integer dot, same result)."""
+    dot = np.einsum("ij,ij->i", a.astype(np.int64), b.astype(np.int64))
+    return np.maximum(1.0 - dot / HIST_NORM, 0.0)
+
+
 def pack_bits(bits01) -> np.ndarray:
     """0/1 array (n, B) -> packed uint64 codes (n, B/64); bit j of word w is bit 64*w+j."""
     arr = np.asarray(bits01)
@@ -134,6 +140,11 @@ def unpack_bits(codes: np.ndarray) -> np.ndarray:
 def hamming(codes: np.ndarray, q: np.ndarray) -> np.ndarray:
     """Plain numpy Hamming distances (the slow twin of the fused kernel)."""
     return np.bitwise_count(np.bitwise_xor(codes, q[None, :])).sum(axis=1, dtype=np.int64)
+
+
+def hamming_pairs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Hamming distance of row i of a with row i of b, for every i."""
+    return np.bitwise_count(np.bitwise_xor(a, b)).sum(axis=1, dtype=np.int64)
 
 
 def bucket_of_keys(keys, n_buckets: int) -> np.ndarray:

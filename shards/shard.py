@@ -22,7 +22,7 @@ from pyroaring import BitMap
 
 from . import kernels
 from .block import Block
-from .codes import (as_codes, bucket_of_keys, check_bits, check_token, colour_distance, hamming,
+from .codes import (as_codes, bucket_of_keys, check_bits, check_token, colour_distance_pairs, hamming_pairs,
                     id_key, id_keys, quantize_hists, token_field)
 from .errors import CorruptData, InvalidInput, NotFound, StorageError
 from .idindex import MISSING, IdIndex
@@ -253,11 +253,21 @@ class Shard:
     def prepare(self, query: Query) -> PreparedQuery:
         return prepare(query, self.config.bits, self.config.hist_bins, self.config.max_k)
 
-    def _candidates(self, block: Block, tokens: tuple[str, ...], hidden: BitMap | None = None):
-        """None = every alive row of the block; else a BitMap of rows. `hidden` rows never count."""
+    def _candidates(self, block: Block, tokens: tuple[str, ...], hidden: BitMap | None = None, cache=None):
+        """None = every alive row of the block; else a BitMap of rows. `hidden` rows never count.
+
+        `cache` (a dict, one per search call) keeps each (block, constraint set)'s
+        candidates, so counting the levels and then scanning intersect postings once.
+        """
+        if cache is not None:
+            ck = (id(block), frozenset(tokens))
+            if ck in cache:
+                return cache[ck]
         cand = self._token_candidates(block, tokens)
         if hidden:
             cand = (BitMap(block.alive_rows().astype(np.uint32)) if cand is None else cand) - hidden
+        if cache is not None:
+            cache[ck] = cand
         return cand
 
     def _hidden_rows(self, bid: int, exclude) -> BitMap | None:
@@ -308,20 +318,20 @@ class Shard:
         bid = self.block_ids.get(parts.pop())
         return [] if bid is None else [bid]
 
-    def _count(self, tokens, hidden) -> int:
+    def _count(self, tokens, hidden, cache=None) -> int:
         total = 0
         for bid in self._block_ids_for(tokens):
             block = self.blocks[bid]
-            c = self._candidates(block, tokens, hidden[bid])
+            c = self._candidates(block, tokens, hidden[bid], cache)
             total += block.n_alive if c is None else len(c)
         return total
 
-    def level_counts(self, q: PreparedQuery, stop_at: int | None = None, hidden=None) -> list[int]:
+    def level_counts(self, q: PreparedQuery, stop_at: int | None = None, hidden=None, cache=None) -> list[int]:
         """Candidates at each relaxation level, stopping at the first with >= stop_at."""
         hidden = hidden or [None] * len(self.blocks)
         counts = []
         for level in range(len(q.required) + 1):
-            counts.append(self._count(q.constraints(level), hidden))
+            counts.append(self._count(q.constraints(level), hidden, cache))
             if stop_at is not None and counts[-1] >= stop_at:
                 break
         return counts
@@ -351,13 +361,16 @@ class Shard:
         levels = [None] * len(qs) if levels is None else list(levels)
         if len(levels) != len(qs):
             raise InvalidInput("one level per query")
+        if not qs:
+            return []
         with self.lock:
             version, n_buckets, buckets = self.view
             exclude = exclude if exclude is not None else (n_buckets, buckets)
             hidden = [self._hidden_rows(bid, exclude) for bid in range(len(self.blocks))]
+            cache: dict = {}
             counts, chosen = [], []
             for q, lv in zip(qs, levels):
-                c = self.level_counts(q, stop_at=q.k, hidden=hidden)
+                c = self.level_counts(q, stop_at=q.k, hidden=hidden, cache=cache)
                 if lv is None:
                     lv = next((j for j, n in enumerate(c) if n >= q.k), len(q.required))
                 elif not isinstance(lv, int) or not 0 <= lv <= len(q.required):
@@ -367,30 +380,33 @@ class Shard:
             groups: dict[tuple, list[int]] = {}
             for i, (q, lv) in enumerate(zip(qs, chosen)):
                 groups.setdefault(tuple(sorted(q.constraints(lv))), []).append(i)
-            results: list[ShardResult | None] = [None] * len(qs)
+            batch = _QueryArrays(qs)
+            top: list = [None] * len(qs)
+            scanned = [0] * len(qs)
             for tokens, members in groups.items():
-                for i, (hits, scanned) in zip(members, self._scan_group(tokens, [qs[i] for i in members], hidden)):
-                    q, lv = qs[i], chosen[i]
-                    results[i] = ShardResult(hits=hits, level=lv, relaxed=q.relaxed(lv),
-                                             counts=tuple(counts[i]), scanned=scanned, view=version)
-            return results
+                n = self._scan_group(tokens, members, batch, hidden, cache, top)
+                for i in members:
+                    scanned[i] = n
+            hits = self._hits(qs, chosen, top, batch)
+            return [ShardResult(hits=hits[i], level=lv, relaxed=q.relaxed(lv), counts=tuple(counts[i]),
+                                scanned=scanned[i], view=version)
+                    for i, (q, lv) in enumerate(zip(qs, chosen))]
 
-    def _scan_group(self, tokens, qs: list[PreparedQuery], hidden):
-        nq = len(qs)
+    def _scan_group(self, tokens, members: list[int], batch: "_QueryArrays", hidden, cache, top) -> int:
+        """Scan the candidates of one constraint set for the queries `members`; fills top[i]."""
+        qs = [batch.qs[i] for i in members]
+        idx = np.asarray(members, np.int64)
         kmax = max(q.k for q in qs)
-        hs, hk, hr, hn = kernels.new_heaps(nq, kmax)
-        qcodes = np.stack([q.code for q in qs])
-        qh = np.stack([q.qhist for q in qs])
-        w_h = np.array([q.w_hamming for q in qs])
-        w_c = np.array([q.w_colour for q in qs])
-        w_o = np.array([q.w_optional for q in qs])
+        hs, hk, hr, hn = kernels.new_heaps(len(qs), kmax)
+        qcodes, qh = batch.codes[idx], batch.hists[idx]
+        w_h, w_c, w_o = batch.w_h[idx], batch.w_c[idx], batch.w_o[idx]
         use_bonus = any(q.optional for q in qs) and (w_o > 0).any()
         scanned = 0
         for bid in self._block_ids_for(tokens):
             block = self.blocks[bid]
             if block.n_alive == 0:
                 continue
-            cand = self._candidates(block, tokens, hidden[bid])
+            cand = self._candidates(block, tokens, hidden[bid], cache)
             if cand is not None and not cand:
                 continue
             bonus = self._bonus(block, qs) if use_bonus else kernels.NO_BONUS
@@ -405,12 +421,10 @@ class Shard:
                 scanned += len(rows)
                 kernels.scan(codes, keys, alive, False, rows, True, 0, 0, bid, qcodes, qh, hists,
                              bonus, use_bonus, w_h, w_c, w_o, self.inv_bits, hs, hk, hr, hn)
-        out = []
-        for j, q in enumerate(qs):
-            scores, _, locs = kernels.sorted_heap(hs[j], hk[j], hr[j], int(hn[j]))
-            # the group's heaps hold its largest k
-            out.append((self._hits(q, scores[: q.k], locs[: q.k]), scanned))
-        return out
+        for j, (i, q) in enumerate(zip(members, qs)):
+            scores, keys, locs = kernels.sorted_heap(hs[j], hk[j], hr[j], int(hn[j]))
+            top[i] = (scores[: q.k], keys[: q.k], locs[: q.k])  # the group's heaps hold its largest k
+        return scanned
 
     def _bonus(self, block: Block, qs: list[PreparedQuery]) -> np.ndarray:
         bonus = np.zeros((len(qs), block.n), np.float64)
@@ -424,25 +438,35 @@ class Shard:
                         bonus[j, np.frombuffer(bm.to_array(), np.uint32)] += 1.0
         return bonus
 
-    def _hits(self, q: PreparedQuery, scores, locs) -> tuple[Hit, ...]:
-        """Hits with their distances, computed once for the k winners (vectorised per block)."""
+    def _hits(self, qs, levels, top, batch: "_QueryArrays") -> list[tuple[Hit, ...]]:
+        """Every query's hits with their distances, computed once for the winners of the whole batch."""
+        locs = np.concatenate([t[2] for t in top]) if top else np.zeros(0, np.int64)
+        qidx = np.repeat(np.arange(len(qs)), [len(t[2]) for t in top])
         bids, rows = locs >> 32, locs & 0xFFFFFFFF
         ham = np.zeros(len(locs), np.int64)
         cd = np.zeros(len(locs))
         for bid in np.unique(bids).tolist():
-            sel = bids == bid
+            sel = np.flatnonzero(bids == bid)
             block = self.blocks[bid]
-            ham[sel] = hamming(block.codes[rows[sel]], q.code)
-            cd[sel] = colour_distance(block.hists[rows[sel]], q.qhist)
-        tokens = tuple(dict.fromkeys(q.filters + q.required + q.optional))
-        hits = []
-        for bid, row, s, h, c in zip(bids.tolist(), rows.tolist(), scores.tolist(), ham.tolist(), cd.tolist()):
-            block = self.blocks[bid]
-            matched = tuple(t for t in tokens if t == block.name or row in block.postings.get(t, ()))
-            key = int(block.keys[row])
-            sid = block.str_ids.get(row) if block.str_ids else None
-            hits.append(Hit(sid if sid is not None else key, key, s, h, c, matched, block.meta.get(row, {})))
-        return tuple(hits)
+            ham[sel] = hamming_pairs(block.codes[rows[sel]], batch.codes[qidx[sel]])
+            cd[sel] = colour_distance_pairs(block.hists[rows[sel]], batch.hists[qidx[sel]])
+        bids, rows, ham, cd = bids.tolist(), rows.tolist(), ham.tolist(), cd.tolist()
+        out, p = [], 0
+        for q, lv, (scores, keys, _) in zip(qs, levels, top):
+            tokens = tuple(dict.fromkeys(q.filters + q.required + q.optional))
+            sure = set(q.constraints(lv))  # every candidate at level lv carries these
+            unsure = [t for t in tokens if t not in sure]
+            hits = []
+            for s, key in zip(scores.tolist(), keys.tolist()):
+                block, row = self.blocks[bids[p]], rows[p]
+                matched = tokens if not unsure else tuple(
+                    t for t in tokens if t in sure or t == block.name or row in block.postings.get(t, ()))
+                sid = block.str_ids.get(row) if block.str_ids else None
+                hits.append(Hit(sid if sid is not None else key, key, s, ham[p], cd[p], matched,
+                                block.meta.get(row, {})))
+                p += 1
+            out.append(tuple(hits))
+        return out
 
     # ---------------------------------------------------------------- buckets (rebalancing)
     def export_buckets(self, buckets, n_buckets: int) -> dict:
@@ -637,3 +661,15 @@ class Shard:
             if self.wal is not None:
                 self.wal.close()
                 self.wal = None
+
+
+class _QueryArrays:
+    """A batch's query codes, histograms and weights stacked once, for every group's scan."""
+
+    def __init__(self, qs: list[PreparedQuery]):
+        self.qs = qs
+        self.codes = np.stack([q.code for q in qs])
+        self.hists = np.stack([q.qhist for q in qs])
+        self.w_h = np.array([q.w_hamming for q in qs])
+        self.w_c = np.array([q.w_colour for q in qs])
+        self.w_o = np.array([q.w_optional for q in qs])

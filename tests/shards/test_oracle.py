@@ -1,4 +1,6 @@
 """The shard's fused scan against the brute-force oracle, on random catalogs."""
+import dataclasses
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -7,7 +9,7 @@ from hypothesis import strategies as st
 from shards.oracle import brute_force_search
 from shards.shard import Shard, ShardConfig
 
-from .helpers import as_tuples, model_add, random_items, random_query
+from .helpers import GENDERS, as_tuples, model_add, random_items, random_query
 
 
 def check_equal(shard, model, rng, n_queries, words, bins):
@@ -58,6 +60,33 @@ def test_batch_equals_single_queries():
     batch = shard.search_batch(queries)
     for q, r in zip(queries, batch):
         assert as_tuples(shard.search(q)) == as_tuples(r)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**32 - 1))
+def test_batch_with_filters_and_fixed_levels_equals_oracle(seed):
+    """One batch mixing constraint sets, hard filters, optional tokens and the coordinator's fixed levels."""
+    rng = np.random.default_rng(seed)
+    shard = Shard(None, ShardConfig(bits=128, hist_bins=8))
+    model = {}
+    ids, codes, hists, attrs = random_items(rng, int(rng.integers(1, 400)), 2, 8, str_ids=bool(rng.random() < 0.5))
+    shard.upsert(ids, codes, hists, attrs)
+    model_add(model, ids, codes, hists, attrs, 8)
+    if rng.random() < 0.5:
+        shard.compact()
+    qs, levels = [], []
+    for _ in range(int(rng.integers(1, 30))):
+        q = shard.prepare(random_query(rng, 2, 8))
+        if rng.random() < 0.3:  # a hard filter, never relaxed
+            q = dataclasses.replace(q, filters=tuple(t for t in (GENDERS[int(rng.integers(2))],)
+                                                     if t not in q.required + q.optional))
+        qs.append(q)
+        levels.append(None if rng.random() < 0.5 else int(rng.integers(0, len(q.required) + 1)))
+    for q, lv, got in zip(qs, levels, shard.search_batch(qs, levels)):
+        want, level, counts = brute_force_search(model, q, lv)
+        assert as_tuples(got) == want
+        assert got.level == level
+        assert list(got.counts) == counts[: len(got.counts)]
 
 
 @pytest.mark.parametrize("bits", [256, 1024])

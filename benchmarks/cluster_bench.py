@@ -1,6 +1,7 @@
 """Benchmarks of the cluster on Ray: query overhead over in-process, batch throughput, rebalance."""
 from __future__ import annotations
 
+import asyncio
 import statistics
 import tempfile
 import threading
@@ -10,6 +11,8 @@ import numpy as np
 import ray
 
 from cluster.runtime import open_cluster, shutdown_cluster
+from coordinator.protocol import LocalShardClient
+from coordinator.router import Router
 from shards.query import Query
 from shards.shard import Shard, ShardConfig
 
@@ -44,6 +47,43 @@ def _latencies(fn, queries):
     return out
 
 
+def _median_seconds(fn, reps: int = 5) -> float:
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def _in_process_sharded(rows, n_shards, bits, queries, batch_queries):
+    """The cluster's query path without Ray: the same Router over n in-process shards, one after another.
+
+    The gap between this and one big shard is the cost of sharding (each shard pays
+    every query's fixed work); the gap between this and the cluster is Ray's.
+    """
+    shards = [Shard(None, ShardConfig(bits=bits), fsync=False) for _ in range(n_shards)]
+
+    def upsert(ids, codes, hists, attrs):
+        owner = np.asarray(ids) % n_shards
+        for j, s in enumerate(shards):
+            rows_j = np.flatnonzero(owner == j)
+            s.upsert([ids[r] for r in rows_j], codes[rows_j], hists[rows_j], [attrs[r] for r in rows_j])
+
+    _fill(upsert, rows, bits)
+    for s in shards:
+        s.compact()
+    router = Router({f"s{j}": LocalShardClient(f"s{j}", s) for j, s in enumerate(shards)}, 0, bits=bits,
+                    hist_bins=shards[0].config.hist_bins)
+    loop = asyncio.new_event_loop()
+    try:
+        lat = _latencies(lambda q: loop.run_until_complete(router.search_batch([q])), queries)
+        batch_s = _median_seconds(lambda: loop.run_until_complete(router.search_batch(batch_queries)))
+    finally:
+        loop.close()
+    return lat, batch_s
+
+
 def bench_cluster(rows: int, n_shards: int, bits: int = 256, n_queries: int = 300, batch: int = 256) -> dict:
     rng = np.random.default_rng(1)
     queries = _queries(rng, n_queries, bits)
@@ -53,10 +93,10 @@ def bench_cluster(rows: int, n_shards: int, bits: int = 256, n_queries: int = 30
     _fill(local.upsert, rows, bits)
     local.compact()
     local_lat = _latencies(local.search, queries)
-    t = time.perf_counter()
     local.search_batch(batch_queries)
-    local_batch_s = time.perf_counter() - t
-    del local
+    local_batch_s = _median_seconds(lambda: local.search_batch(batch_queries))
+    local = None  # free its memory before the sharded copy is built
+    sharded_lat, sharded_batch_s = _in_process_sharded(rows, n_shards, bits, queries, batch_queries)
 
     with tempfile.TemporaryDirectory() as storage:
         ray.init(include_dashboard=False, log_to_driver=False, namespace="fashion-search")
@@ -69,9 +109,7 @@ def bench_cluster(rows: int, n_shards: int, bits: int = 256, n_queries: int = 30
                 c.search(q)  # warm up the actors' code paths
             lat = _latencies(c.search, queries)
             c.search_batch(batch_queries)
-            t = time.perf_counter()
-            c.search_batch(batch_queries)
-            batch_s = time.perf_counter() - t
+            batch_s = _median_seconds(lambda: c.search_batch(batch_queries))
         finally:
             shutdown_cluster()
             ray.shutdown()
@@ -81,7 +119,9 @@ def bench_cluster(rows: int, n_shards: int, bits: int = 256, n_queries: int = 30
             "p50_ms": p50, "p99_ms": p99, "single_process_p50_ms": lp50,
             "single_process_p99_ms": float(np.percentile(local_lat, 99)), "overhead_ms": p50 - lp50,
             "batch": batch, "batch_qps": batch / batch_s, "single_process_batch_qps": batch / local_batch_s,
-            "batch_ratio": local_batch_s / batch_s, "cluster_ingest_items_per_s": rows / ingest_s}
+            "batch_ratio": local_batch_s / batch_s, "cluster_ingest_items_per_s": rows / ingest_s,
+            "in_process_sharded_p50_ms": statistics.median(sharded_lat),
+            "in_process_sharded_batch_qps": batch / sharded_batch_s}
 
 
 def bench_rebalance(rows: int, n_from: int, n_to: int, bits: int = 256) -> dict:

@@ -74,6 +74,7 @@ def cmd_train(args) -> dict:
         from models.data import SHIPPED
         from models.train_detector import train_detector
         rep = train_detector(Path(args.out or SHIPPED / "detector.pt"), epochs=args.epochs or 8, lr=args.lr,
+                             paste=args.paste, init=Path(args.init) if args.init else None,
                              log=lambda s: print(s, file=sys.stderr, flush=True))
         return {"weights": rep["weights"], "classes": rep["classes"], "final_loss": rep["history"][-1]["loss"]}
     if args.what == "features":
@@ -243,6 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="features: hard views per training photo for the learnt projection (0: plain PCA + ITQ)")
     t.add_argument("--category-weight", type=float, default=0.03,
                    help="features: weight of the same-category term beside the instance term")
+    t.add_argument("--paste", type=float, default=0.0,
+                   help="detector: fraction of street photos that get a training-split catalog photo pasted on")
+    t.add_argument("--init", default=None, help="detector: start from these trained weights")
     t.add_argument("--out", default=None, help="output folder (attributes) or weights file (text)")
     t.add_argument("--encoder", default="efficientnet_lite0", choices=["efficientnet_lite0", "resception", "inception"])
     t.add_argument("--image-size", type=int, default=128)

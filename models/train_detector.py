@@ -16,10 +16,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from tqdm import tqdm
 
 from .data import SHIPPED, data_root, decode_image, load_coco
-from .detector import DetectorConfig, Detector, build_detector, save_detector
+from .detector import MAPPING_FILE, DetectorConfig, Detector, build_detector, save_detector
 
 SPLIT_FILE = SHIPPED / "detector_splits.json"
 IOUS = (0.5, 0.6, 0.7, 0.8, 0.9)
@@ -51,7 +52,46 @@ def targets(im: dict, label_of: dict) -> dict:
             "labels": torch.tensor(labels, dtype=torch.int64)}
 
 
-def train_detector(out: Path, epochs: int = 8, batch: int = 4, lr: float = 0.01, seed: int = 0, log=print) -> dict:
+def pasted_products(classes: tuple[str, ...], mapping: dict[str, list[str]]) -> list[tuple]:
+    """(image path, label) of the training split's catalog photos whose category maps to a detector class."""
+    from .data import load_catalog, load_splits
+    train_ids = load_splits()["train"]
+    out = []
+    for p in load_catalog():
+        allowed = [c for c in mapping.get(p.fields.get("articleType"), []) if c in classes]
+        if p.id in train_ids and allowed:
+            out.append((p.image, classes.index(allowed[0]) + 1))
+    return out
+
+
+def copy_paste(street: Image.Image, street_target: dict, product: Path, label: int, rng) -> tuple:
+    """A street photo with a catalog photo pasted on it (Simple Copy-Paste, Ghiasi et al. 2021).
+
+    The street photo keeps its own boxes, scaled with it, except those the pasted
+    product hides for the most part; the pasted rectangle is one more box, labelled
+    with the first detector class its category maps to.
+    """
+    from .instance_eval import make_hard
+    img, (px, py, pw, ph) = make_hard(Image.open(product).convert("RGB"), street, rng)
+    boxes = street_target["boxes"] * (img.height / street.height)
+    pasted = torch.tensor([[px, py, px + pw, py + ph]], dtype=torch.float32)
+    if len(boxes):
+        ix = (torch.minimum(boxes[:, 2], pasted[0, 2]) - torch.maximum(boxes[:, 0], pasted[0, 0])).clamp(min=0)
+        iy = (torch.minimum(boxes[:, 3], pasted[0, 3]) - torch.maximum(boxes[:, 1], pasted[0, 1])).clamp(min=0)
+        area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+        keep = ix * iy < 0.5 * area
+        boxes, labels = boxes[keep], street_target["labels"][keep]
+    else:
+        labels = street_target["labels"]
+    x = torch.from_numpy(np.array(img)).permute(2, 0, 1).float() / 255.0
+    return x, {"boxes": torch.cat([boxes, pasted]), "labels": torch.cat([labels, torch.tensor([label])])}
+
+
+def train_detector(out: Path, epochs: int = 8, batch: int = 4, lr: float = 0.01, seed: int = 0,
+                   paste: float = 0.0, init: Path | None = None, log=print) -> dict:
+    """Train on the street photos; with paste > 0, that fraction of each batch also gets a catalog
+    photo pasted on it (so the detector learns to find a product shown in a scene); `init`
+    starts from a trained detector's weights instead of ImageNet's."""
     torch.manual_seed(seed)
     coco = load_coco(boxes_dir())
     split = coco_split(coco)
@@ -61,9 +101,18 @@ def train_detector(out: Path, epochs: int = 8, batch: int = 4, lr: float = 0.01,
     label_of = {c: i + 1 for i, c in enumerate(used)}
     cfg = DetectorConfig(classes=classes)
     model = build_detector(cfg)
+    if init is not None:
+        from .detector import load_detector
+        start = load_detector(Path(init))
+        if start.cfg.classes != classes:
+            raise ValueError(f"{init} was trained on other classes")
+        model.load_state_dict(start.model.state_dict())
+    products = pasted_products(classes, json.loads(MAPPING_FILE.read_text())) if paste else []
+    rng = np.random.default_rng(seed)
     train = [im for im in coco["images"] if im["id"] in set(split["train"])]
-    data = [(torch.from_numpy(np.asarray(decode_image(im["path"]))).permute(2, 0, 1).float() / 255.0,
-             targets(im, label_of)) for im in train]
+    streets = [decode_image(im["path"]) for im in train]
+    data = [(torch.from_numpy(np.asarray(img)).permute(2, 0, 1).float() / 255.0, targets(im, label_of))
+            for img, im in zip(streets, train)]
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=1e-4)
     steps = epochs * math.ceil(len(data) / batch)
@@ -79,6 +128,9 @@ def train_detector(out: Path, epochs: int = 8, batch: int = 4, lr: float = 0.01,
             xs, ts = [], []
             for j in order[i: i + batch]:
                 x, t = data[j]
+                if products and rng.random() < paste:
+                    path, lab = products[int(rng.integers(len(products)))]
+                    x, t = copy_paste(streets[j], t, path, lab, rng)
                 if random.random() < 0.5:   # horizontal flip
                     x = x.flip(-1)
                     b = t["boxes"].clone()

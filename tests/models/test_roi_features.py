@@ -65,3 +65,28 @@ def test_codes_pack_and_unpack_identically_and_split_the_catalog_in_half():
     bits = unpack_bits(codes)
     assert (bits == (book.project(feats) > 0)).all()          # packing loses nothing
     assert np.abs(bits.mean(axis=0) - 0.5).max() < 0.02        # each bit halves the catalog
+
+
+def test_copy_paste_adds_the_pasted_box_and_drops_the_boxes_it_hides(tmp_path):
+    from models.train_detector import copy_paste
+    product = tmp_path / "p.jpg"
+    Image.new("RGB", (60, 80), (200, 30, 30)).save(product)
+    street = Image.new("RGB", (320, 320), (40, 120, 40))
+    # one box covering the whole photo (the paste can hide at most ~half of it) and one tiny one
+    target = {"boxes": torch.tensor([[0.0, 0.0, 320.0, 320.0], [150.0, 150.0, 170.0, 170.0]]),
+              "labels": torch.tensor([1, 3])}
+    for seed in range(20):
+        x, t = copy_paste(street, target, product, 2, np.random.default_rng(seed))
+        assert x.shape == (3, 640, 640) and x.dtype == torch.float32 and 0 <= x.min() and x.max() <= 1
+        x0, y0, x1, y1 = t["boxes"][-1].tolist()
+        assert t["labels"][-1] == 2
+        assert 0 <= x0 < x1 <= 640 and 0 <= y0 < y1 <= 640
+        assert 0.39 * 640 <= y1 - y0 <= 0.71 * 640 + 2      # 40-70 % of the photo's height, rotation aside
+        red = x[0, int(y0) + 2: int(y1) - 2, int(x0) + 2: int(x1) - 2].mean()
+        assert red > 0.5                                    # the product is inside its box
+        assert torch.equal(t["boxes"][0], target["boxes"][0] * 2)  # the big box is scaled, kept
+        tiny = target["boxes"][1] * 2
+        ix = max(0.0, min(x1, tiny[2]) - max(x0, tiny[0]))
+        iy = max(0.0, min(y1, tiny[3]) - max(y0, tiny[1]))
+        hidden = ix * iy >= 0.5 * 40 * 40
+        assert (len(t["boxes"]) == 2) == bool(hidden)       # the tiny box goes exactly when mostly hidden

@@ -34,6 +34,7 @@ class DetectorConfig:
     trunk_blocks: int = 11          # EfficientNet-Lite0 blocks kept (stride 16 after block 10)
     frozen_blocks: int = 3
     score_threshold: float = 0.3
+    area_weight: float = 0.5        # best_box ranks by score * (box area / photo area) ** area_weight
 
 
 class LiteTrunk(nn.Module):
@@ -83,6 +84,20 @@ def filter_guided(detections: dict, classes: tuple[str, ...], allowed: set[str] 
     return {k: v[keep] for k, v in detections.items()}
 
 
+def pick_box(det: dict, size: tuple[int, int], threshold: float, area_weight: float):
+    """The box of best score * (area / photo area) ** area_weight among detections >= threshold."""
+    scores, boxes = det["scores"], det["boxes"]
+    keep = scores >= threshold
+    if not bool(keep.any()):
+        return None
+    scores, boxes = scores[keep], boxes[keep]
+    area = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).clamp(min=0) / float(size[0] * size[1])
+    x0, y0, x1, y1 = (int(round(v)) for v in boxes[int(torch.argmax(scores * area ** area_weight))].tolist())
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        return None
+    return x0, y0, x1, y1
+
+
 class Detector:
     """A trained detector with its classes; `best_box` is the pipeline's ROI step."""
 
@@ -95,14 +110,15 @@ class Detector:
         return self.model(xs)
 
     def best_box(self, image: Image.Image, allowed: set[str] | None):
-        """The most confident allowed detection as (x0, y0, x1, y1), or None."""
-        det = filter_guided(self.detect([image])[0], self.cfg.classes, allowed)
-        if len(det["scores"]) == 0 or float(det["scores"][0]) < self.cfg.score_threshold:
-            return None
-        x0, y0, x1, y1 = (int(round(v)) for v in det["boxes"][0].tolist())
-        if x1 - x0 < 2 or y1 - y0 < 2:
-            return None
-        return x0, y0, x1, y1
+        """The allowed detection (x0, y0, x1, y1) of best score * relative area ** area_weight, or None.
+
+        Only detections above score_threshold count. The area term prefers the main
+        garment to a shoe or a bag: on validation photos with a product pasted in, the
+        chosen box found the product 88 % of the time against 46 % by score alone, and
+        on the street photos it hit a labelled garment as often (models/RESULTS.md).
+        """
+        return pick_box(filter_guided(self.detect([image])[0], self.cfg.classes, allowed), image.size,
+                        self.cfg.score_threshold, self.cfg.area_weight)
 
     def boxes(self, image: Image.Image, allowed: set[str] | None, top: int, min_side: int = 8) -> list[tuple]:
         """Up to `top` allowed detections, most confident first, however low their score."""

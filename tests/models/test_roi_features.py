@@ -90,3 +90,16 @@ def test_copy_paste_adds_the_pasted_box_and_drops_the_boxes_it_hides(tmp_path):
         iy = max(0.0, min(y1, tiny[3]) - max(y0, tiny[1]))
         hidden = ix * iy >= 0.5 * 40 * 40
         assert (len(t["boxes"]) == 2) == bool(hidden)       # the tiny box goes exactly when mostly hidden
+
+
+def test_pick_box_weighs_confidence_by_area():
+    from models.detector import pick_box
+    det = {"scores": torch.tensor([0.9, 0.6, 0.2]),
+           "boxes": torch.tensor([[10.0, 10.0, 30.0, 30.0],      # small, confident (a shoe)
+                                  [0.0, 0.0, 100.0, 160.0],      # big, less so (the coat)
+                                  [0.0, 0.0, 200.0, 200.0]])}    # the biggest, under the threshold
+    assert pick_box(det, (200, 200), 0.3, 0.0) == (10, 10, 30, 30)     # score alone
+    assert pick_box(det, (200, 200), 0.3, 0.5) == (0, 0, 100, 160)     # 0.6*0.63 > 0.9*0.1
+    assert pick_box(det, (200, 200), 0.95, 0.5) is None                # nothing confident enough
+    empty = {"scores": torch.zeros(0), "boxes": torch.zeros(0, 4)}
+    assert pick_box(empty, (200, 200), 0.3, 0.5) is None

@@ -110,6 +110,7 @@ def bench_cluster(rows: int, n_shards: int, bits: int = 256, n_queries: int = 30
             lat = _latencies(c.search, queries)
             c.search_batch(batch_queries)
             batch_s = _median_seconds(lambda: c.search_batch(batch_queries))
+            shards = c.stats()["shards"].values()
         finally:
             shutdown_cluster()
             ray.shutdown()
@@ -121,7 +122,11 @@ def bench_cluster(rows: int, n_shards: int, bits: int = 256, n_queries: int = 30
             "batch": batch, "batch_qps": batch / batch_s, "single_process_batch_qps": batch / local_batch_s,
             "batch_ratio": local_batch_s / batch_s, "cluster_ingest_items_per_s": rows / ingest_s,
             "in_process_sharded_p50_ms": statistics.median(sharded_lat),
-            "in_process_sharded_batch_qps": batch / sharded_batch_s}
+            "in_process_sharded_batch_qps": batch / sharded_batch_s,
+            # the shard actors' resident memory (Python and Ray's runtime included) and the
+            # shard arrays' own bytes, per item
+            "shard_rss_bytes_per_item": sum(st["rss_bytes"] for st in shards) / rows,
+            "shard_accounted_bytes_per_item": sum(st["bytes"] for st in shards) / rows}
 
 
 def bench_rebalance(rows: int, n_from: int, n_to: int, bits: int = 256) -> dict:

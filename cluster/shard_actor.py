@@ -67,8 +67,10 @@ class ShardActor:
         return self.shard.delete_buckets(buckets, n_buckets)
 
     def stats(self) -> dict:
+        import psutil
         st = self.shard.stats()
         st["node"] = ray.get_runtime_context().get_node_id()
+        st["rss_bytes"] = psutil.Process().memory_info().rss   # the whole actor process, runtime included
         return st
 
     def contains_many(self, ids) -> list[bool]:

@@ -271,7 +271,8 @@ class Coordinator:
         return {"version": self.placement.version, "n_buckets": self.placement.n_buckets,
                 "buckets_per_shard": self.placement.counts(),
                 "items": sum(a["items"] for a in answers.values()),
-                "shards": {n: {"items": a["items"], "bytes": a["bytes"], "warnings": a["warnings"]}
+                "shards": {n: {"items": a["items"], "bytes": a["bytes"], "rss_bytes": a.get("rss_bytes"),
+                                "warnings": a["warnings"]}
                            for n, a in answers.items()},
                 "unavailable": sorted(failed), "moving": len(self.placement.moving)}
 

@@ -7,6 +7,7 @@ can read and write (a shared filesystem; see deploy/README.md).
 """
 from __future__ import annotations
 
+import ctypes
 import os
 from pathlib import Path
 
@@ -83,6 +84,15 @@ class ShardActor:
         # keep replay short: fold the log into a snapshot once it holds ~compact_every items' worth
         if self.shard.wal is not None and self.shard.wal.size > self.compact_every * 200:
             self.shard.compact()
+            release_free_memory()
+
+
+def release_free_memory() -> None:
+    """Hand the heap's free pages back to the OS (glibc keeps them after big write batches)."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:   # not glibc: nothing to do
+        pass
 
 
 def actor_name(shard: str) -> str:

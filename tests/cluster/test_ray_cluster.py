@@ -58,6 +58,8 @@ def test_results_equal_brute_force_before_and_after_rebalance(cluster, model):
     check_oracle(cluster, model, 2)
     stats = cluster.stats()
     assert stats["items"] == len(model) and len(stats["shards"]) == 5
+    # each shard reports its actor's resident memory, more than its arrays' own bytes
+    assert all(sh["rss_bytes"] > sh["bytes"] > 0 for sh in stats["shards"].values())
     cluster.rebalance(3)
     check_oracle(cluster, model, 3)
 

@@ -16,7 +16,7 @@ from coordinator.router import Router
 from shards.query import Query
 from shards.shard import Shard, ShardConfig
 
-from .shard_bench import synthetic_batch
+from .shard_bench import _timed, synthetic_batch
 
 N_CAT = 100
 
@@ -48,12 +48,7 @@ def _latencies(fn, queries):
 
 
 def _median_seconds(fn, reps: int = 5) -> float:
-    times = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+    return _timed(fn, reps)[1]
 
 
 def _in_process_sharded(rows, n_shards, bits, queries, batch_queries):

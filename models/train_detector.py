@@ -19,8 +19,8 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from .data import SHIPPED, data_root, decode_image, load_coco
-from .detector import MAPPING_FILE, DetectorConfig, Detector, build_detector, save_detector
+from .data import SHIPPED, data_root, decode_image, load_catalog, load_coco, load_splits
+from .detector import MAPPING_FILE, DetectorConfig, Detector, build_detector, load_detector, save_detector
 
 SPLIT_FILE = SHIPPED / "detector_splits.json"
 IOUS = (0.5, 0.6, 0.7, 0.8, 0.9)
@@ -54,7 +54,6 @@ def targets(im: dict, label_of: dict) -> dict:
 
 def pasted_products(classes: tuple[str, ...], mapping: dict[str, list[str]]) -> list[tuple]:
     """(image path, label) of the training split's catalog photos whose category maps to a detector class."""
-    from .data import load_catalog, load_splits
     train_ids = load_splits()["train"]
     out = []
     for p in load_catalog():
@@ -102,7 +101,6 @@ def train_detector(out: Path, epochs: int = 8, batch: int = 4, lr: float = 0.01,
     cfg = DetectorConfig(classes=classes)
     model = build_detector(cfg)
     if init is not None:
-        from .detector import load_detector
         start = load_detector(Path(init))
         if start.cfg.classes != classes:
             raise ValueError(f"{init} was trained on other classes")

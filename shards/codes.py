@@ -139,11 +139,11 @@ def unpack_bits(codes: np.ndarray) -> np.ndarray:
 
 def hamming(codes: np.ndarray, q: np.ndarray) -> np.ndarray:
     """Plain numpy Hamming distances (the slow twin of the fused kernel)."""
-    return np.bitwise_count(np.bitwise_xor(codes, q[None, :])).sum(axis=1, dtype=np.int64)
+    return hamming_pairs(codes, q[None, :])
 
 
 def hamming_pairs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Hamming distance of row i of a with row i of b, for every i."""
+    """Hamming distance of row i of a with row i of b, for every i (b may be one row)."""
     return np.bitwise_count(np.bitwise_xor(a, b)).sum(axis=1, dtype=np.int64)
 
 

@@ -440,7 +440,7 @@ class Shard:
 
     def _hits(self, qs, levels, top, batch: "_QueryArrays") -> list[tuple[Hit, ...]]:
         """Every query's hits with their distances, computed once for the winners of the whole batch."""
-        locs = np.concatenate([t[2] for t in top]) if top else np.zeros(0, np.int64)
+        locs = np.concatenate([t[2] for t in top])
         qidx = np.repeat(np.arange(len(qs)), [len(t[2]) for t in top])
         bids, rows = locs >> 32, locs & 0xFFFFFFFF
         ham = np.zeros(len(locs), np.int64)

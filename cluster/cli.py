@@ -88,7 +88,8 @@ def cmd_train(args) -> dict:
                         frozen_blocks=args.frozen_blocks)
     out = Path(args.out or f"runs/attributes-{args.encoder}")
     report = train_attributes(AttributeConfig(encoder=enc), out, epochs=args.epochs or 6, batch=args.batch,
-                              lr=args.lr, seed=args.seed, limit=args.limit,
+                              lr=args.lr, seed=args.seed, limit=args.limit, hard=args.hard,
+                              init=Path(args.init) if args.init else None,
                               log=lambda s: print(s, file=sys.stderr, flush=True))
     return {"checkpoint": report["checkpoint"], "epochs": len(report["history"]),
             "val_nll": report["history"][-1]["val_nll"], "curves": str(out / "curves.png")}
@@ -246,7 +247,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="features: weight of the same-category term beside the instance term")
     t.add_argument("--paste", type=float, default=0.0,
                    help="detector: fraction of street photos that get a training-split catalog photo pasted on")
-    t.add_argument("--init", default=None, help="detector: start from these trained weights")
+    t.add_argument("--init", default=None,
+                   help="detector, attributes: fine-tune these trained weights (attributes: their config too)")
+    t.add_argument("--hard", type=float, default=0.0,
+                   help="attributes: fraction of each batch replaced by hard views (pasted on street photos, "
+                        "cropped at a jittered box)")
     t.add_argument("--out", default=None, help="output folder (attributes) or weights file (text)")
     t.add_argument("--encoder", default="efficientnet_lite0", choices=["efficientnet_lite0", "resception", "inception"])
     t.add_argument("--image-size", type=int, default=128)

@@ -1,5 +1,13 @@
 """Training the attribute model: fixed seed, progress bar, checkpoints that carry their
-config, resume, and a PNG of the training and validation curves."""
+config, resume, and a PNG of the training and validation curves.
+
+`hard` > 0 replaces that fraction of each batch by hard views of the same products:
+the instance evaluation's corruption (crop, rotation, colour jitter, paste on a street
+photo, JPEG) cropped at the pasted box with each side moved by up to 10 %, as the
+detector's ROI would be. A query is read in such a crop, and a model that saw only
+clean studio photos reads its category wrongly and confidently, which then excludes
+the product (models/RESULTS.md). The backgrounds are ccp-boxes street photos, never
+the ccp-tags ones the evaluation pastes on. `init` fine-tunes trained weights."""
 from __future__ import annotations
 
 import json
@@ -14,7 +22,7 @@ import torch
 from tqdm import tqdm
 
 from .attributes import AttributeConfig, AttributeModel, normalise
-from .data import PROJECT, Product, image_array, load_catalog, load_splits
+from .data import PROJECT, Product, data_root, image_array, load_catalog, load_splits
 from .taxonomy import FILE as TAXONOMY_FILE
 from .taxonomy import PAD, Taxonomy
 
@@ -45,6 +53,38 @@ def load_images(products: list[Product], size: int, name: str) -> torch.Tensor:
     return torch.from_numpy(arr)
 
 
+def hard_views(products: list[Product], size: int, reps: int, name: str, seed: int = 11,
+               log=print) -> np.ndarray:
+    """(reps, n, size, size, 3) uint8: `reps` hard views of each product, cropped at a jittered paste box (cached)."""
+    from PIL import Image
+
+    from .instance_eval import make_hard
+    cache = CACHE / f"{name}-hard{reps}-{size}-{seed}.npy"
+    if cache.exists():
+        arr = np.load(cache)
+        if arr.shape[:2] == (reps, len(products)):
+            return arr
+    backgrounds = sorted((data_root() / "ccp-boxes" / "images").glob("*.jpg"))
+    if not backgrounds:
+        raise FileNotFoundError(f"no street photos for backgrounds under {data_root() / 'ccp-boxes' / 'images'}")
+    rng = np.random.default_rng(seed)
+    arr = np.zeros((reps, len(products), size, size, 3), np.uint8)
+    t0 = time.time()
+    for r in range(reps):
+        for i, p in enumerate(products):
+            bg = Image.open(backgrounds[int(rng.integers(len(backgrounds)))])
+            img, (x, y, w, h) = make_hard(Image.open(p.image).convert("RGB"), bg, rng)
+            dx0, dy0, dx1, dy1 = rng.uniform(-0.1, 0.1, 4) * (w, h, w, h)
+            box = (max(0, round(x + dx0)), max(0, round(y + dy0)),
+                   min(img.width, round(x + w + dx1)), min(img.height, round(y + h + dy1)))
+            arr[r, i] = np.asarray(img.crop(box).resize((size, size), Image.BILINEAR))
+            if i % 2000 == 0:
+                log(f"  hard views of {name}: pass {r + 1}/{reps}, {i}/{len(products)} ({time.time() - t0:.0f} s)")
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    np.save(cache, arr)
+    return arr
+
+
 def plot_curves(history: list[dict], path: Path, title: str) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -53,6 +93,8 @@ def plot_curves(history: list[dict], path: Path, title: str) -> None:
     steps = [h["epoch"] for h in history]
     ax.plot(steps, [h["train_nll"] for h in history], label="train NLL")
     ax.plot(steps, [h["val_nll"] for h in history], label="validation NLL")
+    if all("val_hard_nll" in h for h in history):
+        ax.plot(steps, [h["val_hard_nll"] for h in history], label="validation NLL, hard views")
     ax.set_xlabel("epoch")
     ax.set_ylabel("NLL per token")
     ax.set_title(title)
@@ -63,21 +105,32 @@ def plot_curves(history: list[dict], path: Path, title: str) -> None:
 
 
 def train_attributes(cfg: AttributeConfig, out_dir: Path, epochs: int = 6, batch: int = 64, lr: float = 2e-3,
-                     seed: int = 0, limit: int | None = None, log=print) -> dict:
+                     seed: int = 0, limit: int | None = None, hard: float = 0.0, hard_reps: int = 2,
+                     init: Path | None = None, log=print) -> dict:
+    if not 0.0 <= hard <= 1.0:
+        raise ValueError(f"hard must be a fraction in [0, 1], got {hard}")
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     np.random.seed(seed)
     train_p, val_p = split_products("train"), split_products("val")
     if limit:
         train_p, val_p = train_p[:limit], val_p[: max(limit // 8, 16)]
-    tax = Taxonomy.load(TAXONOMY_FILE) if TAXONOMY_FILE.exists() else Taxonomy.build(train_p)
+    if init is not None:      # fine-tune: the weights' own config and taxonomy
+        model = AttributeModel.from_checkpoint(torch.load(init, map_location="cpu", weights_only=False)).train()
+        cfg, tax = model.cfg, model.taxonomy
+    else:
+        tax = Taxonomy.load(TAXONOMY_FILE) if TAXONOMY_FILE.exists() else Taxonomy.build(train_p)
+        model = AttributeModel(cfg, tax)
     size, kind = cfg.encoder.image_size, cfg.encoder.kind
     train_x = load_images(train_p, size, f"train{limit or ''}")
     val_x = normalise(load_images(val_p, size, f"val{limit or ''}"), kind)
     train_seq, train_br, _ = encode_products(train_p, tax)
     val_seq, val_br, _ = encode_products(val_p, tax)
+    if hard:
+        train_views = torch.from_numpy(hard_views(train_p, size, hard_reps, f"train{limit or ''}", log=log))
+        val_hard = normalise(torch.from_numpy(hard_views(val_p, size, 1, f"val{limit or ''}", seed=12, log=log)[0]),
+                             kind)
 
-    model = AttributeModel(cfg, tax)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
     steps_per_epoch = math.ceil(len(train_p) / batch)
@@ -102,7 +155,11 @@ def train_attributes(cfg: AttributeConfig, out_dir: Path, epochs: int = 6, batch
                    disable=not os.isatty(2))
         for i in bar:
             idx = perm[i: i + batch]
-            x = train_x[idx]
+            x = train_x[idx]                                       # a copy: changing it is safe
+            if hard:
+                use = (torch.rand(len(idx), generator=gen) < hard).nonzero().flatten()
+                rep = torch.randint(train_views.shape[0], (len(use),), generator=gen)
+                x[use] = train_views[rep, idx[use]]
             flip = torch.rand(len(idx), generator=gen) < 0.5
             x[flip] = x[flip].flip(2)                              # horizontal flip (N x S x S x 3)
             _, losses = model(normalise(x, kind), train_seq[idx], train_br[idx])
@@ -115,16 +172,21 @@ def train_attributes(cfg: AttributeConfig, out_dir: Path, epochs: int = 6, batch
             count += len(idx)
             bar.set_postfix(nll=f"{total / count:.3f}")
         model.eval()
-        with torch.no_grad():
-            val_nll = float(np.mean([float(model(val_x[j: j + 128], val_seq[j: j + 128], val_br[j: j + 128])[1]["nll"])
-                                     for j in range(0, len(val_x), 128)]))
-        history.append({"epoch": epoch + 1, "train_nll": total / count, "val_nll": val_nll,
+        history.append({"epoch": epoch + 1, "train_nll": total / count, "val_nll": _nll(model, val_x, val_seq, val_br),
                         "seconds": time.time() - t0})
+        if hard:
+            history[-1]["val_hard_nll"] = _nll(model, val_hard, val_seq, val_br)
         log(json.dumps(history[-1]))
         torch.save({**model.checkpoint(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                     "history": history, "epoch": epoch + 1}, ck_path)
         plot_curves(history, out_dir / "curves.png", f"{kind} attributes")
     return {"history": history, "checkpoint": str(ck_path)}
+
+
+@torch.no_grad()
+def _nll(model: AttributeModel, x, seqs, br) -> float:
+    return float(np.mean([float(model(x[j: j + 128], seqs[j: j + 128], br[j: j + 128])[1]["nll"])
+                          for j in range(0, len(x), 128)]))
 
 
 def export_weights(ck_path: Path, out: Path) -> None:

@@ -89,3 +89,33 @@ def test_wrong_image_shape_is_an_error():
     model = AttributeModel(TINY, tax).eval()
     with pytest.raises(RuntimeError):
         model.generate(torch.randn(1, 1, 80, 80))
+
+
+def test_hard_views_show_their_own_product_and_are_cached(tmp_path, monkeypatch):
+    import numpy as np
+    from PIL import Image
+
+    from models import train_attributes
+    streets = tmp_path / "data" / "ccp-boxes" / "images"
+    streets.mkdir(parents=True)
+    Image.new("RGB", (300, 400), (20, 200, 20)).save(streets / "0001.jpg")
+    prods = []
+    for i, colour in enumerate([(220, 20, 20), (20, 20, 220)]):
+        Image.new("RGB", (60, 80), colour).save(tmp_path / f"{i}.jpg")
+        prods.append(Product(id=str(i), title="", image=tmp_path / f"{i}.jpg", fields={}))
+    monkeypatch.setenv("FASHION_DATA", str(tmp_path / "data"))
+    monkeypatch.setattr(train_attributes, "CACHE", tmp_path / "cache")
+    views = train_attributes.hard_views(prods, 32, reps=3, name="t", log=lambda s: None)
+    assert views.shape == (3, 2, 32, 32, 3) and views.dtype == np.uint8
+    centre = views[:, :, 12:20, 12:20].reshape(3, 2, -1, 3).mean(axis=2)
+    assert (centre[:, 0, 0] > 120).all() and (centre[:, 1, 2] > 120).all()   # each view is of its product
+    assert not np.array_equal(views[0], views[1])                            # each pass corrupts anew
+    assert list((tmp_path / "cache").glob("t-hard3-32-*.npy"))
+    assert np.array_equal(train_attributes.hard_views(prods, 32, reps=3, name="t", log=lambda s: None), views)
+
+
+def test_hard_fraction_outside_zero_one_is_an_error(tmp_path):
+    from models.train_attributes import train_attributes
+    with pytest.raises(ValueError, match="hard"):
+        train_attributes(TINY, tmp_path / "run", hard=1.5)
+    assert not (tmp_path / "run").exists()

@@ -67,7 +67,7 @@ def index_catalog_items(pipeline, products, batch: int = 32, cache: Path | None 
     """The item path over the catalog: codes, histograms and recognised attributes (cached)."""
     if cache is not None and cache.exists():
         z = np.load(cache, allow_pickle=False)
-        return z["codes"], z["hists"], [list(t) if t[0] else [] for t in z["tokens"].tolist()]
+        return z["codes"], z["hists"], [[x for x in t if x] for t in z["tokens"].tolist()]
     codes, hists, tokens = [], [], []
     t0 = time.perf_counter()
     for i in range(0, len(products), batch):

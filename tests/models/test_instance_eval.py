@@ -35,3 +35,24 @@ def test_instance_recall_runs_end_to_end_at_tiny_sizes(tmp_path):
     for key in ("instance_recall_at_1", "instance_recall_at_10", "user_box_recall_at_1", "scanned_fraction"):
         assert 0.0 <= out[key] <= 1.0
     assert out["instance_recall_at_1"] <= out["instance_recall_at_10"]
+
+
+def test_cached_catalog_index_reads_back_what_was_indexed(tmp_path):
+    """Items with fewer attributes than others come back without padding from the cache."""
+    from types import SimpleNamespace
+
+    from models.data import Product
+    from models.instance_eval import index_catalog_items
+
+    class Items:
+        def items(self, imgs, titles):
+            return [SimpleNamespace(code=np.full(4, i, np.uint64), hist=np.full(8, i / 8),
+                                    attributes=[(f"f{j}=v{i}", 0.9) for j in range(i % 3)])
+                    for i, _ in enumerate(imgs)]
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "p.jpg")
+    products = [Product(id=str(i), title="t", image=tmp_path / "p.jpg", fields={}) for i in range(5)]
+    first = index_catalog_items(Items(), products, cache=tmp_path / "index.npz", log=lambda s: None)
+    again = index_catalog_items(None, products, cache=tmp_path / "index.npz", log=lambda s: None)
+    assert [[], ["f0=v1"], ["f0=v2", "f1=v2"], [], ["f0=v4"]] == first[2] == again[2]
+    assert np.array_equal(first[0], again[0]) and np.array_equal(first[1], again[1])

@@ -253,13 +253,11 @@ class Frontend:
         return rois[best], ("whole image" if rois[best] == whole else "best match"), described[best]
 
     def _query(self, a: dict, k: int, filters: tuple[str, ...]) -> Query:
-        from models.pipeline import REQUIRED_P
-        cat_tok = f"articleType={a['category']}" if a["category"] else None
-        ranked = sorted(((p, t) for t, p in a["attributes"] if t != cat_tok), reverse=True)
-        required = ([cat_tok] if cat_tok else []) + [t for p, t in ranked if p >= REQUIRED_P]
-        optional = [t for p, t in ranked if p < REQUIRED_P]
-        return Query(code=a["code"], hist=a["hist"], k=k, required=tuple(required), filters=filters,
-                     optional=tuple(optional), w_colour=self.w_colour)
+        from models.pipeline import split_constraints
+        given = a["category"] if a["category_source"] == "user" else None     # the model's own read must earn it
+        required, optional = split_constraints(a["attributes"], given)
+        return Query(code=a["code"], hist=a["hist"], k=k, required=required, filters=filters,
+                     optional=optional, w_colour=self.w_colour)
 
     def _result(self, a: dict, r, t_search: float) -> dict:
         return {

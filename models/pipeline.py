@@ -30,10 +30,10 @@ from .features import CodeBook, FeatureExtractor, load_features
 from .text import TitleClassifier
 
 # Attributes at least this probable are required (relaxable); the rest optional. Tuned on
-# the validation split's hard user-boxed queries (`eval instances --split val`): 0.5 / 0.8 /
-# 0.9 / 0.95 found the product first 0.655 / 0.725 / 0.74 / 0.74 of the time, scanning
-# 1.2 / 2.5 / 3.6 / 4.5 % of the catalog: a wrongly read attribute excludes the product.
-REQUIRED_P = 0.9
+# the validation split (`eval instances --split val`, 200 hard queries): 0.8 / 0.85 / 0.9 /
+# 0.95 found the product first 0.60 / 0.61 / 0.62 / 0.63 of the time (default ROI), scanning
+# 3.1 / 4.2 / 5.6 / 7.6 % of the catalog: the most found within the 5 % scan budget.
+REQUIRED_P = 0.85
 REGIONS = 10          # detections tried as the ROI when the catalog picks it (Pipeline.regions)
 
 
@@ -50,14 +50,25 @@ class Analysis:
 
     def required(self) -> tuple[str, ...]:
         """Relaxable constraints, most confident first (the category leads when it was given)."""
-        forced = [t for t, p in self.attributes if self.category and t.endswith("=" + self.category)
-                  and t.startswith("articleType=")]
-        rest = sorted(((p, t) for t, p in self.attributes if p >= REQUIRED_P and t not in forced), reverse=True)
-        return tuple(forced + [t for _, t in rest])
+        return split_constraints(self.attributes, None if self.category_source == "auto" else self.category)[0]
 
     def optional(self) -> tuple[str, ...]:
-        req = set(self.required())
-        return tuple(t for t, _ in self.attributes if t not in req)
+        return split_constraints(self.attributes, None if self.category_source == "auto" else self.category)[1]
+
+
+def split_constraints(attributes: list[tuple[str, float]], given_category: str | None = None):
+    """(required, optional) tokens of a query from its recognised attributes.
+
+    A category given by the user or by the seller's title leads the required ones
+    whatever its probability. Every other token, the category the model read itself
+    included, is required only when read with p >= REQUIRED_P (most confident first);
+    the rest only add to a hit's score. A category the model read on a street crop with
+    p 0.6 must not exclude the product when it is wrong.
+    """
+    forced = f"articleType={given_category}" if given_category else None
+    ranked = sorted(((p, t) for t, p in attributes if t != forced), reverse=True)
+    required = ([forced] if forced else []) + [t for p, t in ranked if p >= REQUIRED_P]
+    return tuple(required), tuple(t for p, t in ranked if p < REQUIRED_P)
 
 
 class Pipeline:

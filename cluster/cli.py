@@ -89,6 +89,7 @@ def cmd_train(args) -> dict:
     out = Path(args.out or f"runs/attributes-{args.encoder}")
     report = train_attributes(AttributeConfig(encoder=enc), out, epochs=args.epochs or 6, batch=args.batch,
                               lr=args.lr, seed=args.seed, limit=args.limit, hard=args.hard,
+                              hard_reps=args.hard_views,
                               init=Path(args.init) if args.init else None,
                               log=lambda s: print(s, file=sys.stderr, flush=True))
     return {"checkpoint": report["checkpoint"], "epochs": len(report["history"]),
@@ -110,6 +111,9 @@ def cmd_eval(args) -> dict:
         from models.instance_eval import instance_recall
         return instance_recall(args.data, n_queries=args.limit or 200, split=args.split or "test",
                                log=lambda s: print(s, file=sys.stderr, flush=True))
+    if args.what == "street":
+        from models.street_eval import street_recognition
+        return street_recognition(args.data, args.limit)
     if args.what == "retrieval":
         from models.train_features import eval_retrieval
         return eval_retrieval(args.data, args.limit)
@@ -252,6 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--hard", type=float, default=0.0,
                    help="attributes: fraction of each batch replaced by hard views (pasted on street photos, "
                         "cropped at a jittered box)")
+    t.add_argument("--hard-views", type=int, default=2,
+                   help="attributes: hard views made (and cached) per training photo")
     t.add_argument("--out", default=None, help="output folder (attributes) or weights file (text)")
     t.add_argument("--encoder", default="efficientnet_lite0", choices=["efficientnet_lite0", "resception", "inception"])
     t.add_argument("--image-size", type=int, default=128)
@@ -268,10 +274,11 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="measure recognition: attributes (precision/recall) or text (accuracy)",
                        description="Evaluate on every item of a catalog folder (styles.csv + images/), or "
                                    "with --split test on the held-out split of the shared data.")
-    e.add_argument("what", choices=["text", "attributes", "roi", "retrieval", "instances"],
+    e.add_argument("what", choices=["text", "attributes", "roi", "retrieval", "instances", "street"],
                    help="roi: the detector's mAP, non-guided and guided (COCO folder); retrieval: mAP of codes; "
                         "instances: recall@1/@10 of the source product for catalog photos made hard and pasted "
-                        "on street photos, through the whole query path and a real shard (--limit queries)")
+                        "on street photos, through the whole query path and a real shard (--limit queries); "
+                        "street: is the category read in a street photo among its tags (ccp-tags format folder)")
     e.add_argument("--data", default=None, help="catalog folder (default: the shared fashion-products)")
     e.add_argument("--split", default=None, choices=["train", "val", "test"])
     e.add_argument("--weights", default=None, help="weights file (default: the shipped ones)")

@@ -1,0 +1,58 @@
+"""Recognition on real street photos, with the ccp-tags photos' image-level tags as labels.
+
+The instance evaluation measures the query path on catalog photos pasted on street
+scenes; what people photograph are garments being worn. Each photo here goes through
+the query path as option 1 (no category, no box: the detector's box, the attributes
+read in it), and the category read counts as right when one of the detector classes
+it may appear as (the guidance map, `detector_classes.json`) is among the photo's tags.
+
+- `category_in_tags`: over the photos where a category was read at all;
+- `required_category_in_tags`: over those where it was sure enough to filter the
+  search (p >= REQUIRED_P), which is what excludes catalog items when it is wrong.
+"""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+from shards.errors import InvalidInput
+
+from .data import ASSETS, SHIPPED, data_root, decode_image
+from .detector import guidance
+
+
+def street_recognition(folder: Path | None = None, limit: int | None = None, assets: Path | None = None) -> dict:
+    """`fashion-search eval street`: a folder with tags.csv (file_name, tags joined by '|') and the photos."""
+    from . import pipeline as pl
+    folder = Path(folder) if folder else data_root() / "ccp-tags"
+    rows = list(csv.DictReader(open(folder / "tags.csv", newline="")))
+    if limit:
+        rows = rows[:limit]
+    assets = Path(assets or ASSETS)
+    mapping_file = assets / "detector_classes.json"
+    mapping = json.loads((mapping_file if mapping_file.exists() else SHIPPED / "detector_classes.json").read_text())
+    pipe = pl.Pipeline.load(assets)
+    read = right = sure = sure_right = unreadable = 0
+    for r in rows:
+        tags = set(filter(None, r["tags"].split("|")))
+        try:
+            image = decode_image(folder / r["file_name"])
+        except InvalidInput:
+            unreadable += 1
+            continue
+        a = pipe.query(image)
+        allowed = guidance(mapping, a.category)
+        if allowed is None:          # no category, or "other": nothing claimed
+            continue
+        hit = bool(allowed & tags)
+        read += 1
+        right += hit
+        if f"articleType={a.category}" in a.required():
+            sure += 1
+            sure_right += hit
+    n = len(rows) - unreadable
+    return {"photos": len(rows), "unreadable": unreadable, "data": str(folder), "category_read": read / max(n, 1),
+            "category_in_tags": right / max(read, 1), "category_required": sure / max(n, 1),
+            "required_category_in_tags": sure_right / max(sure, 1), "required_p": pl.REQUIRED_P}
+

@@ -79,7 +79,7 @@ class CoordinatorActor:
     async def ready(self) -> dict:
         await self._ready()
         names = list(self.coordinator.clients)
-        infos = await asyncio.gather(*(self.coordinator.clients[n].handle.ready.remote() for n in names))
+        infos = await asyncio.gather(*(self.coordinator.clients[n].ready() for n in names))
         return {"shards": dict(zip(names, infos)), "version": self.coordinator.placement.version,
                 "config": self.config}
 

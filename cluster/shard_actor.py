@@ -113,35 +113,60 @@ def start_shard(root: str, shard: str, config: dict, cpus: float | None = None):
 
 
 class RayShardClient:
-    """The coordinator's view of a shard actor: the ShardClient protocol over Ray calls."""
+    """The coordinator's view of a shard actor: the ShardClient protocol over Ray calls.
+
+    Every call but search waits out a restart: while Ray restarts the actor (its node
+    died, or it crashed) a call fails with ActorUnavailableError, "may or may not have
+    been executed". Each such call here is idempotent (an upsert writes the same values
+    again, a delete deletes what is gone), so it is sent again for up to `restart_s`.
+    Searches are not retried: the router answers `partial` at once and asks again later.
+    """
+
+    restart_s = 30.0
 
     def __init__(self, name: str, handle):
         self.name = name
         self.handle = handle
 
+    async def _call(self, method: str, *args):
+        import asyncio
+        import time
+        deadline, pause = time.monotonic() + self.restart_s, 0.1
+        while True:
+            try:
+                return await getattr(self.handle, method).remote(*args)
+            except ray.exceptions.ActorUnavailableError:
+                if time.monotonic() + pause > deadline:
+                    raise
+                await asyncio.sleep(pause)
+                pause = min(1.0, pause * 2)
+
     async def search_batch(self, queries, levels):
         return decode_results(await self.handle.search_wire.remote(encode_queries(queries, levels)))
 
+    async def ready(self):
+        return await self._call("ready")
+
     async def set_view(self, version, n_buckets, hidden):
-        return await self.handle.set_view.remote(version, n_buckets, hidden)
+        return await self._call("set_view", version, n_buckets, hidden)
 
     async def upsert(self, batch):
-        return await self.handle.upsert.remote(batch)
+        return await self._call("upsert", batch)
 
     async def delete(self, ids):
-        return await self.handle.delete.remote(ids)
+        return await self._call("delete", ids)
 
     async def get(self, item_id):
-        return await self.handle.get.remote(item_id)
+        return await self._call("get", item_id)
 
     async def export_buckets(self, buckets, n_buckets):
-        return await self.handle.export_buckets.remote(buckets, n_buckets)
+        return await self._call("export_buckets", buckets, n_buckets)
 
     async def delete_buckets(self, buckets, n_buckets):
-        return await self.handle.delete_buckets.remote(buckets, n_buckets)
+        return await self._call("delete_buckets", buckets, n_buckets)
 
     async def stats(self):
-        return await self.handle.stats.remote()
+        return await self._call("stats")
 
     async def contains_many(self, ids):
-        return await self.handle.contains_many.remote(ids)
+        return await self._call("contains_many", ids)

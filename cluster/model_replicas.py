@@ -58,19 +58,22 @@ class RoiReplica:
 
     @serve.batch(max_batch_size=BATCH, batch_wait_timeout_s=BATCH_WAIT_S)
     async def locate(self, items: list[tuple[np.ndarray, str | None]]) -> list[tuple | None]:
+        """(ROI, where its appearance is read) per photo, or None (models/detector.py appearance_box)."""
         det = self.pipeline.detector
         if det is None:
             return [None] * len(items)
-        return [det.best_box(Image.fromarray(a), self.pipeline.detector_classes(c)) for a, c in items]
+        boxes = [det.best_box(Image.fromarray(a), self.pipeline.detector_classes(c)) for a, c in items]
+        return [None if b is None else (b, det.appearance_box(b)) for b in boxes]
 
     @serve.batch(max_batch_size=BATCH, batch_wait_timeout_s=BATCH_WAIT_S)
     async def regions(self, items: list[tuple[np.ndarray, str | None]]) -> list[list[tuple]]:
-        """The top guided detections of each photo (none without a detector), for region matching."""
+        """The top guided detections of each photo, each with its appearance box (none without a detector)."""
         from models.pipeline import REGIONS
         det = self.pipeline.detector
         if det is None:
             return [[] for _ in items]
-        return [det.boxes(Image.fromarray(a), self.pipeline.detector_classes(c), REGIONS) for a, c in items]
+        return [[(b, det.appearance_box(b)) for b in det.boxes(Image.fromarray(a), self.pipeline.detector_classes(c),
+                                                                REGIONS)] for a, c in items]
 
 
 @serve.deployment

@@ -218,19 +218,23 @@ class Frontend:
         from models.colour import check_box
         t0 = time.perf_counter()
         crop_box = check_box(box, (arr.shape[1], arr.shape[0])) if box is not None else None
-        described = None
+        described, look = None, None
         if crop_box is not None:
             roi, roi_src = crop_box, "user"
         elif roi_mode == "match":
             roi, roi_src, described = await self._best_matching_region(arr, category)
         else:
             found = await self.roi.locate.remote((arr, category))
-            roi, roi_src = (found, "detector") if found else ((0, 0, arr.shape[1], arr.shape[0]), "whole image")
+            roi, roi_src = (found[0], "detector") if found else ((0, 0, arr.shape[1], arr.shape[0]), "whole image")
+            look = found[1] if found else None
         x0, y0, x1, y1 = (int(v) for v in roi)
         crop = np.ascontiguousarray(arr[y0:y1, x0:x1])
         t1 = time.perf_counter()
         attrs = await self.attributes.recognise.remote((crop, category))
         t2 = time.perf_counter()
+        if described is None and look is not None:      # a detection: its appearance is read inset
+            lx0, ly0, lx1, ly1 = look
+            described = await self.features.describe.remote(np.ascontiguousarray(arr[ly0:ly1, lx0:lx1]))
         code, hist = described or await self.features.describe.remote(crop)
         t3 = time.perf_counter()
         auto_cat = next((t.split("=", 1)[1] for t, _ in attrs if t.startswith("articleType=")), None)
@@ -244,8 +248,9 @@ class Frontend:
         (models/pipeline.py `Pipeline.query(match=...)` is the same rule)."""
         import asyncio
         whole = (0, 0, arr.shape[1], arr.shape[0])
-        rois = list(await self.roi.regions.remote((arr, category))) + [whole]
-        crops = [np.ascontiguousarray(arr[y0:y1, x0:x1]) for x0, y0, x1, y1 in rois]
+        regions = list(await self.roi.regions.remote((arr, category))) + [(whole, whole)]
+        rois = [r for r, _ in regions]
+        crops = [np.ascontiguousarray(arr[y0:y1, x0:x1]) for _, (x0, y0, x1, y1) in regions]
         described = await asyncio.gather(*(self.features.describe.remote(c) for c in crops))
         rs = await self.router.search_batch([Query(code=c, hist=h, k=1, w_colour=self.w_colour) for c, h in described])
         scores = [r.hits[0].score if r.hits else float("inf") for r in rs]

@@ -35,6 +35,7 @@ class DetectorConfig:
     frozen_blocks: int = 3
     score_threshold: float = 0.3
     area_weight: float = 0.5        # best_box ranks by score * (box area / photo area) ** area_weight
+    appearance_inset: float = 0.1   # the code and colour are read in a detection less this much a side
 
 
 class LiteTrunk(nn.Module):
@@ -98,6 +99,15 @@ def pick_box(det: dict, size: tuple[int, int], threshold: float, area_weight: fl
     return x0, y0, x1, y1
 
 
+def inset_box(box: tuple[int, int, int, int], frac: float) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1) shrunk by frac of its width and height on each side (never below 2 px)."""
+    x0, y0, x1, y1 = box
+    dx, dy = int(round(frac * (x1 - x0))), int(round(frac * (y1 - y0)))
+    if x1 - x0 - 2 * dx < 2 or y1 - y0 - 2 * dy < 2:
+        return box
+    return x0 + dx, y0 + dy, x1 - dx, y1 - dy
+
+
 class Detector:
     """A trained detector with its classes; `best_box` is the pipeline's ROI step."""
 
@@ -119,6 +129,17 @@ class Detector:
         """
         return pick_box(filter_guided(self.detect([image])[0], self.cfg.classes, allowed), image.size,
                         self.cfg.score_threshold, self.cfg.area_weight)
+
+    def appearance_box(self, box: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+        """Where the code and colour of a detected ROI are read: the box inset by `appearance_inset`.
+
+        A detection takes in background around the garment, and the appearance code is
+        sensitive to it: read in the inner 80 % it found the product first 0.80 of the
+        time on validation against 0.69 in the whole box. The attributes are still read
+        in the whole box; on real street photos the inner part cost them the garment's
+        outline (models/RESULTS.md).
+        """
+        return inset_box(box, self.cfg.appearance_inset)
 
     def boxes(self, image: Image.Image, allowed: set[str] | None, top: int, min_side: int = 8) -> list[tuple]:
         """Up to `top` allowed detections, most confident first, however low their score."""

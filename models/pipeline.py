@@ -148,8 +148,10 @@ class Pipeline:
         if described is not None:
             codes, hists = described
         else:
-            codes = self.codebook.encode(self._features(crops))
-            hists = [hsv_histogram(c, self.hist_bins) for c in crops]
+            looks = [im.crop(self.detector.appearance_box(r)) if src == "detector" else c
+                     for im, r, src, c in zip(images, rois, roi_src, crops)]
+            codes = self.codebook.encode(self._features(looks))
+            hists = [hsv_histogram(c, self.hist_bins) for c in looks]
         t3 = time.perf_counter()
         out = []
         for i in range(n):
@@ -192,8 +194,9 @@ class Pipeline:
         """
         cat = category.split("=", 1)[-1] if category else None
         rois = self.detector.boxes(image, self.detector_classes(cat), top) if self.detector is not None else []
+        crops = [image.crop(self.detector.appearance_box(r)) for r in rois]     # what each region looks like
         rois.append((0, 0, image.width, image.height))
-        crops = [image.crop(r) for r in rois]
+        crops.append(image)
         return rois, self.codebook.encode(self._features(crops)), [hsv_histogram(c, self.hist_bins) for c in crops]
 
     def item(self, image: Image.Image, title: str) -> Analysis:

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from models.detector import inset_box
 from models.pipeline import Pipeline
 
 from ..cluster.tiny_assets import make_tiny_assets
@@ -15,6 +16,12 @@ class StubDetector:
 
     def boxes(self, image, allowed, top):
         return list(self.regions[:top])
+
+    def appearance_box(self, box):
+        return inset_box(box, 0.1)
+
+    def best_box(self, image, allowed):
+        return self.regions[1]
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +51,11 @@ def test_the_region_with_the_lowest_match_score_becomes_the_roi(pipeline, best):
     x0, y0, x1, y1 = StubDetector.regions[best]
     assert seen["n"] == 4                     # three detections and the whole photo
     assert a.roi == (x0, y0, x1 - x0, y1 - y0) and a.roi_source == "best match"
-    direct = pipeline.query(img, box=(x0, y0, x1 - x0, y1 - y0))
-    assert np.array_equal(a.code, direct.code) and np.allclose(a.hist, direct.hist)
+    in_roi = pipeline.query(img, box=(x0, y0, x1 - x0, y1 - y0))
+    assert a.attributes == in_roi.attributes                # read in the region itself
+    lx0, ly0, lx1, ly1 = inset_box(StubDetector.regions[best], 0.1)
+    look = pipeline.query(img, box=(lx0, ly0, lx1 - lx0, ly1 - ly0))
+    assert np.array_equal(a.code, look.code) and np.allclose(a.hist, look.hist)    # described inset
 
 
 def test_the_whole_photo_can_win(pipeline):
@@ -59,10 +69,22 @@ def test_a_match_that_miscounts_is_an_error(pipeline):
         pipeline.query(_photo(), match=lambda codes, hists: [0.0])
 
 
-def test_region_codes_are_the_codes_of_their_crops(pipeline):
+def test_region_codes_are_the_codes_of_their_inset_crops(pipeline):
     img = _photo()
     rois, codes, hists = pipeline.regions(img)
     assert rois[-1] == (0, 0, img.width, img.height) and len(codes) == len(hists) == 4
-    for r, c in zip(rois, codes):
-        x0, y0, x1, y1 = r
+    looks = [inset_box(r, 0.1) for r in rois[:-1]] + [rois[-1]]        # the whole photo is not inset
+    for (x0, y0, x1, y1), c in zip(looks, codes):
         assert np.array_equal(c, pipeline.query(img, box=(x0, y0, x1 - x0, y1 - y0)).code)
+
+
+def test_a_detected_roi_is_read_whole_and_described_inset(pipeline):
+    img = _photo()
+    a = pipeline.query(img)
+    x0, y0, x1, y1 = StubDetector.regions[1]
+    assert a.roi == (x0, y0, x1 - x0, y1 - y0) and a.roi_source == "detector"
+    assert a.attributes == pipeline.query(img, box=a.roi).attributes
+    lx0, ly0, lx1, ly1 = inset_box(StubDetector.regions[1], 0.1)
+    look = pipeline.query(img, box=(lx0, ly0, lx1 - lx0, ly1 - ly0))
+    assert np.array_equal(a.code, look.code) and np.allclose(a.hist, look.hist)
+    assert not np.array_equal(a.code, pipeline.query(img, box=a.roi).code)   # the inset changed what was read

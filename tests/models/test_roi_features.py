@@ -103,3 +103,17 @@ def test_pick_box_weighs_confidence_by_area():
     assert pick_box(det, (200, 200), 0.95, 0.5) is None                # nothing confident enough
     empty = {"scores": torch.zeros(0), "boxes": torch.zeros(0, 4)}
     assert pick_box(empty, (200, 200), 0.3, 0.5) is None
+
+
+def test_inset_box_keeps_the_inner_part_around_the_same_centre():
+    from models.detector import inset_box
+    assert inset_box((0, 0, 100, 50), 0.1) == (10, 5, 90, 45)
+    assert inset_box((0, 0, 100, 50), 0.0) == (0, 0, 100, 50)
+    assert inset_box((5, 5, 8, 9), 0.4) == (5, 5, 8, 9)          # too small to shrink: unchanged
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        x0, y0 = (int(v) for v in rng.integers(0, 300, 2))
+        x1, y1 = x0 + int(rng.integers(2, 300)), y0 + int(rng.integers(2, 300))
+        a, b, c, d = inset_box((x0, y0, x1, y1), 0.1)
+        assert x0 <= a < c <= x1 and y0 <= b < d <= y1 and c - a >= 2 and d - b >= 2
+        assert abs((a + c) - (x0 + x1)) <= 1 and abs((b + d) - (y0 + y1)) <= 1

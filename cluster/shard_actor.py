@@ -7,8 +7,10 @@ can read and write (a shared filesystem; see deploy/README.md).
 """
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import os
+import time
 from pathlib import Path
 
 import ray
@@ -129,8 +131,6 @@ class RayShardClient:
         self.handle = handle
 
     async def _call(self, method: str, *args):
-        import asyncio
-        import time
         deadline, pause = time.monotonic() + self.restart_s, 0.1
         while True:
             try:

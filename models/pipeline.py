@@ -48,12 +48,16 @@ class Analysis:
     hist: np.ndarray                           # (bins,) float, sums to 1
     timings_ms: dict = field(default_factory=dict)
 
+    def constraints(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """(required, optional); a category counts as given unless the model read it itself."""
+        return split_constraints(self.attributes, None if self.category_source == "auto" else self.category)
+
     def required(self) -> tuple[str, ...]:
         """Relaxable constraints, most confident first (the category leads when it was given)."""
-        return split_constraints(self.attributes, None if self.category_source == "auto" else self.category)[0]
+        return self.constraints()[0]
 
     def optional(self) -> tuple[str, ...]:
-        return split_constraints(self.attributes, None if self.category_source == "auto" else self.category)[1]
+        return self.constraints()[1]
 
 
 def split_constraints(attributes: list[tuple[str, float]], given_category: str | None = None):

@@ -18,8 +18,8 @@ from pathlib import Path
 
 from shards.errors import InvalidInput
 
-from .data import ASSETS, SHIPPED, data_root, decode_image
-from .detector import guidance
+from .data import data_root, decode_image
+from .detector import MAPPING_FILE, guidance
 
 
 def street_recognition(folder: Path | None = None, limit: int | None = None, assets: Path | None = None) -> dict:
@@ -29,10 +29,9 @@ def street_recognition(folder: Path | None = None, limit: int | None = None, ass
     rows = list(csv.DictReader(open(folder / "tags.csv", newline="")))
     if limit:
         rows = rows[:limit]
-    assets = Path(assets or ASSETS)
-    mapping_file = assets / "detector_classes.json"
-    mapping = json.loads((mapping_file if mapping_file.exists() else SHIPPED / "detector_classes.json").read_text())
     pipe = pl.Pipeline.load(assets)
+    # the detector's own guidance map; without a detector, the shipped one
+    mapping = pipe.detector.mapping if pipe.detector is not None else json.loads(MAPPING_FILE.read_text())
     read = right = sure = sure_right = unreadable = 0
     for r in rows:
         tags = set(filter(None, r["tags"].split("|")))
@@ -55,4 +54,3 @@ def street_recognition(folder: Path | None = None, limit: int | None = None, ass
     return {"photos": len(rows), "unreadable": unreadable, "data": str(folder), "category_read": read / max(n, 1),
             "category_in_tags": right / max(read, 1), "category_required": sure / max(n, 1),
             "required_category_in_tags": sure_right / max(sure, 1), "required_p": pl.REQUIRED_P}
-

@@ -3,7 +3,7 @@ import json
 
 from PIL import Image
 
-from models.data import SHIPPED
+from models.detector import MAPPING_FILE
 from models.street_eval import street_recognition
 
 from ..cluster.tiny_assets import make_tiny_assets
@@ -20,7 +20,7 @@ def street_folder(path, tags: str):
 
 def test_a_category_counts_as_right_exactly_when_a_class_it_maps_to_is_tagged(tmp_path):
     assets = make_tiny_assets(tmp_path / "assets")
-    every_class = "|".join(sorted({c for cs in json.loads((SHIPPED / "detector_classes.json").read_text()).values()
+    every_class = "|".join(sorted({c for cs in json.loads(MAPPING_FILE.read_text()).values()
                                    for c in cs}))
     tagged = street_recognition(street_folder(tmp_path / "tagged", every_class), assets=assets)
     untagged = street_recognition(street_folder(tmp_path / "untagged", ""), assets=assets)

@@ -17,7 +17,7 @@ import ray
 
 from coordinator.placement import Placement
 from shards.shard import Shard, ShardConfig
-from shards.wire import decode_queries, decode_results, encode_queries, encode_results
+from shards.wire import decode_answer, decode_queries, encode_answer, encode_queries
 
 NAMESPACE = "fashion-search"
 
@@ -37,14 +37,11 @@ class ShardActor:
         return {"name": self.name, "node": ray.get_runtime_context().get_node_id(), "pid": os.getpid(),
                 "items": len(self.shard)}
 
-    def search_batch(self, queries, levels):
-        return self.shard.search_batch(queries, levels)
-
-    def search_wire(self, payload: bytes):
-        """search_batch with the queries as msgpack bytes (shards/wire.py): much cheaper than pickle."""
+    def search_wire(self, payload: bytes) -> bytes:
+        """Shard.search_columns with queries and answer as msgpack bytes (shards/wire.py), not pickles."""
         cfg = self.shard.config
         qs, levels = decode_queries(payload, cfg.bits, cfg.hist_bins, cfg.max_k)
-        return encode_results(self.shard.search_batch(qs, levels))
+        return encode_answer(self.shard.search_columns(qs, levels))
 
     def set_view(self, version, n_buckets, hidden) -> None:
         self.shard.set_view(version, n_buckets, hidden)
@@ -142,7 +139,7 @@ class RayShardClient:
                 pause = min(1.0, pause * 2)
 
     async def search_batch(self, queries, levels):
-        return decode_results(await self.handle.search_wire.remote(encode_queries(queries, levels)))
+        return decode_answer(await self.handle.search_wire.remote(encode_queries(queries, levels)))
 
     async def ready(self):
         return await self._call("ready")

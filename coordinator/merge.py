@@ -4,7 +4,10 @@ from __future__ import annotations
 import heapq
 import itertools
 
-from shards.query import Hit
+import numpy as np
+
+from shards.answer import Answer, make_hits
+from shards.query import Hit, PreparedQuery
 
 
 def merge_topk(lists: list[list[Hit]], k: int) -> list[Hit]:
@@ -15,6 +18,40 @@ def merge_topk(lists: list[list[Hit]], k: int) -> list[Hit]:
     twice would be a bug, and tests look for it rather than have it papered over.
     """
     return list(itertools.islice(heapq.merge(*lists, key=Hit.sort_key), k))
+
+
+def merge_answers(parts: list[tuple[Answer, np.ndarray, np.ndarray]], qs: list[PreparedQuery]) -> list[list[Hit]]:
+    """merge_topk for columnar shard answers: each query's k best hits over every part.
+
+    A part is (answer, rows, queries): the answer's row rows[j] is for query
+    queries[j] (a relaxation round answers only some queries). The winners are
+    chosen with one sort of all the queries' candidates (score, then id key);
+    only they become Hit objects.
+    """
+    nq = len(qs)
+    widths = [a.scores.shape[1] for a, _, _ in parts]
+    starts = np.concatenate([[0], np.cumsum(widths)]).astype(np.int64)
+    grid = {"scores": np.full((nq, starts[-1]), np.inf), "keys": np.zeros((nq, starts[-1]), np.uint64),
+            "hamming": np.zeros((nq, starts[-1]), np.int64), "colour": np.zeros((nq, starts[-1])),
+            "matched": np.zeros((nq, starts[-1]), np.uint64), "pos": np.zeros((nq, starts[-1]), np.int64)}
+    for (a, rows, queries), c0, w in zip(parts, starts, widths):
+        for name in ("scores", "keys", "hamming", "colour", "matched"):
+            grid[name][queries, c0: c0 + w] = getattr(a, name)[rows]
+        grid["pos"][queries, c0: c0 + w] = a.offsets[rows][:, None] + np.arange(w)  # index into ids, metas
+    kmax = max((q.k for q in qs), default=1)
+    order = np.lexsort((grid["keys"], grid["scores"]), axis=-1)[:, :kmax]  # padding (+inf) sorts last
+    won = {name: np.take_along_axis(g, order, 1) for name, g in grid.items()}
+    part_of = (np.searchsorted(starts, order, side="right") - 1).tolist()
+    n_won = np.minimum([q.k for q in qs], np.isfinite(won["scores"]).sum(1)).tolist()
+    cols = [won[name].tolist() for name in ("keys", "scores", "hamming", "colour", "matched")]
+    pos = won["pos"].tolist()
+    out = []
+    for i, (q, m) in enumerate(zip(qs, n_won)):
+        src = [parts[p][0] for p in part_of[i][:m]]
+        at = pos[i][:m]
+        out.append(make_hits(q.tokens, [a.ids[j] for a, j in zip(src, at)], *(c[i][:m] for c in cols),
+                             [a.metas[j] for a, j in zip(src, at)]))
+    return out
 
 
 def merge_by_full_sort(lists: list[list[Hit]], k: int) -> list[Hit]:

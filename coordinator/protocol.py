@@ -9,13 +9,14 @@ from __future__ import annotations
 import asyncio
 from typing import Protocol
 
+from shards.answer import Answer
 from shards.shard import Shard
 
 
 class ShardClient(Protocol):
     name: str
 
-    async def search_batch(self, queries, levels) -> list: ...
+    async def search_batch(self, queries, levels) -> Answer: ...  # one row per query
     async def set_view(self, version: int, n_buckets: int, hidden: list[int]) -> None: ...
     async def upsert(self, batch: dict) -> int: ...
     async def delete(self, ids: list) -> int: ...
@@ -33,8 +34,8 @@ class LocalShardClient:
         self.name = name
         self.shard = shard
 
-    async def search_batch(self, queries, levels):
-        return self.shard.search_batch(queries, levels)
+    async def search_batch(self, queries, levels) -> Answer:
+        return self.shard.search_columns(queries, levels)
 
     async def set_view(self, version, n_buckets, hidden):
         self.shard.set_view(version, n_buckets, hidden)

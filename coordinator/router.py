@@ -19,10 +19,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
-from shards.errors import FashionSearchError, ShardUnavailable
-from shards.query import MAX_K, Hit, PreparedQuery, Query, prepare
+import numpy as np
 
-from .merge import global_level, merge_topk
+from shards.errors import FashionSearchError, ShardUnavailable
+from shards.query import MAX_K, Hit, PreparedQuery, Query, prepare, prepare_many
+
+from .merge import global_level, merge_answers
 
 MAX_ATTEMPTS = 50
 
@@ -89,7 +91,7 @@ class Router:
 
     async def search_batch(self, queries) -> list[SearchResult]:
         t0 = time.perf_counter()
-        qs = [q if isinstance(q, PreparedQuery) else self.prepare(q) for q in queries]
+        qs = prepare_many(queries, self.bits, self.hist_bins, MAX_K)
         if not qs:
             return []
         if not self.clients and self.refresh is not None:
@@ -109,7 +111,7 @@ class Router:
     async def _round(self, clients, qs, levels):
         answers, failed = await fan_out({n: c.search_batch(qs, levels) for n, c in clients.items()},
                                         self.timeout_s)
-        views = {r.view for a in answers.values() for r in a}
+        views = {a.view for a in answers.values()}
         return answers, failed, views
 
     async def _attempt(self, qs):
@@ -117,27 +119,26 @@ class Router:
         answers, failed, views = await self._round(clients, qs, [0] * len(qs))
         if views - {version}:
             return None
-        levels = [global_level([a[i].counts for a in answers.values()], q.k, len(q.required)) if q.required else 0
+        levels = [global_level([a.counts[i] for a in answers.values()], q.k, len(q.required)) if q.required else 0
                   for i, q in enumerate(qs)]
-        again = [i for i, lv in enumerate(levels) if lv > 0]
-        if again:  # global relaxation: one more round for the queries that need it
+        again = np.asarray([i for i, lv in enumerate(levels) if lv > 0], np.int64)
+        first = np.setdiff1d(np.arange(len(qs)), again)
+        more: dict = {}
+        if len(again):  # global relaxation: one more round for the queries that need it
             live = {n: c for n, c in clients.items() if n in answers}
-            more, failed2, views2 = await self._round(live, [qs[i] for i in again], [levels[i] for i in again])
+            more, failed2, views2 = await self._round(live, [qs[i] for i in again.tolist()],
+                                                      [levels[i] for i in again.tolist()])
             if views2 - {version}:
                 return None
             failed.update(failed2)
-            for name, a in answers.items():
-                a = list(a)
-                for j, i in enumerate(again):
-                    a[i] = more[name][j] if name in more else None
-                answers[name] = a
+        parts = [(a, first, first) for n, a in answers.items() if n not in failed]
+        parts += [(a, np.arange(len(again)), again) for n, a in more.items() if n not in failed]
+        candidates = [0] * len(qs)
+        for a, rows, queries in parts:
+            for r, i in zip(rows.tolist(), queries.tolist()):
+                c = a.counts[r]
+                candidates[i] += c[min(levels[i], len(c) - 1)]
         missing = sorted(failed)
-        out = []
-        for i, q in enumerate(qs):
-            rs = [a[i] for n, a in answers.items() if n not in failed and a[i] is not None]
-            hits = merge_topk([list(r.hits) for r in rs], q.k)
-            lv = levels[i]
-            out.append(SearchResult(hits=hits, relaxed=q.relaxed(lv), level=lv,
-                                    candidates=sum(r.counts[min(lv, len(r.counts) - 1)] for r in rs),
-                                    partial=bool(missing), missing=missing))
-        return out
+        return [SearchResult(hits=hits, relaxed=q.relaxed(lv), level=lv, candidates=n, partial=bool(missing),
+                             missing=missing)
+                for q, lv, n, hits in zip(qs, levels, candidates, merge_answers(parts, qs))]

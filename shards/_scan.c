@@ -15,7 +15,7 @@
  * to the last bit, so no fused multiply-add may sneak in.
  *
  * scan(codes, keys, alive, check_alive, rows, use_rows, lo, hi, block_id,
- *      q, qh, hists, bonus, use_bonus, w_h, w_c, w_o, inv_bits, hs, hk, hr, hn)
+ *      q, qh, hists, bonus, use_bonus, w_h, w_c, w_o, inv_bits, hs, hk, hr, hh, hc, hn)
  * has the shapes documented in shards/kernels.py.
  */
 #define PY_SSIZE_T_CLEAN
@@ -54,15 +54,15 @@ static inline int worse(double s1, uint64_t k1, double s2, uint64_t k2) {
 }
 
 /* Insert into a max-heap of size n <= k (ordered by score, then key); returns new size. */
-static inline int64_t heap_push(double *hs, uint64_t *hk, int64_t *hr, int64_t n, int64_t k,
-                                double s, uint64_t key, int64_t loc) {
+static inline int64_t heap_push(double *hs, uint64_t *hk, int64_t *hr, int64_t *hh, double *hc, int64_t n,
+                                int64_t k, double s, uint64_t key, int64_t loc, int64_t ham, double cd) {
     int64_t i;
     if (n < k) {
         i = n++;
         while (i > 0) {
             int64_t p = (i - 1) / 2;
             if (!worse(s, key, hs[p], hk[p])) break;
-            hs[i] = hs[p]; hk[i] = hk[p]; hr[i] = hr[p];
+            hs[i] = hs[p]; hk[i] = hk[p]; hr[i] = hr[p]; hh[i] = hh[p]; hc[i] = hc[p];
             i = p;
         }
     } else {
@@ -72,11 +72,11 @@ static inline int64_t heap_push(double *hs, uint64_t *hk, int64_t *hr, int64_t n
             if (c >= k) break;
             if (c + 1 < k && worse(hs[c + 1], hk[c + 1], hs[c], hk[c])) c++;
             if (!worse(hs[c], hk[c], s, key)) break;
-            hs[i] = hs[c]; hk[i] = hk[c]; hr[i] = hr[c];
+            hs[i] = hs[c]; hk[i] = hk[c]; hr[i] = hr[c]; hh[i] = hh[c]; hc[i] = hc[c];
             i = c;
         }
     }
-    hs[i] = s; hk[i] = key; hr[i] = loc;
+    hs[i] = s; hk[i] = key; hr[i] = loc; hh[i] = ham; hc[i] = cd;
     return n;
 }
 
@@ -89,6 +89,7 @@ typedef struct {          /* everything one (query, block) scan needs */
     int check_alive;
     double w_h, w_c, w_o, inv_bits, bonus_max;
     double *hs; uint64_t *hk; int64_t *hr;
+    int64_t *hh; double *hc;  /* each entry's Hamming and colour distance, for the answer */
     int64_t n;            /* heap size */
     uint64_t thr;         /* codes with ham > thr cannot enter the heap */
 } Scan;
@@ -101,23 +102,29 @@ static inline void update_thr(Scan *S) {
     S->thr = lim < 0 ? 0 : (uint64_t)lim + 1;
 }
 
+static inline double colour_distance(const Scan *S, int64_t i) {
+    const uint8_t *a = S->hists + i * S->H;
+    int64_t dot = 0;
+    for (int64_t b = 0; b < S->H; b++) dot += (int64_t)a[b] * (int64_t)S->qh[b];
+    double cd = 1.0 - (double)dot / 65025.0;
+    return cd < 0.0 ? 0.0 : cd;
+}
+
 /* The one place a score is computed; the candidate's ham is already known. */
 static inline void consider(Scan *S, int64_t i, uint64_t ham) {
     if (S->check_alive && !S->alive[i]) return;
     double s = S->w_h * (double)ham * S->inv_bits;
     if (S->bonus) s = s - S->w_o * S->bonus[i];
     if (S->n == S->k && s > S->hs[0]) return;  /* colour distance >= 0 cannot help */
+    double cd = -1.0;  /* computed only when it counts or the entry is kept */
     if (S->w_c != 0.0) {
-        const uint8_t *a = S->hists + i * S->H;
-        int64_t dot = 0;
-        for (int64_t b = 0; b < S->H; b++) dot += (int64_t)a[b] * (int64_t)S->qh[b];
-        double cd = 1.0 - (double)dot / 65025.0;
-        if (cd < 0.0) cd = 0.0;
+        cd = colour_distance(S, i);
         s = s + S->w_c * cd;
     }
     uint64_t key = S->keys[i];
     if (S->n < S->k || worse(S->hs[0], S->hk[0], s, key)) {
-        S->n = heap_push(S->hs, S->hk, S->hr, S->n, S->k, s, key, S->base | i);
+        if (cd < 0.0) cd = colour_distance(S, i);
+        S->n = heap_push(S->hs, S->hk, S->hr, S->hh, S->hc, S->n, S->k, s, key, S->base | i, (int64_t)ham, cd);
         update_thr(S);
     }
 }
@@ -209,16 +216,17 @@ static void scan_range(Scan *S, int64_t lo, int64_t hi) {
 
 static PyObject *py_scan(PyObject *self, PyObject *args) {
     PyObject *o_codes, *o_keys, *o_alive, *o_rows, *o_q, *o_qh, *o_hists, *o_bonus;
-    PyObject *o_wh, *o_wc, *o_wo, *o_hs, *o_hk, *o_hr, *o_hn;
+    PyObject *o_wh, *o_wc, *o_wo, *o_hs, *o_hk, *o_hr, *o_hh, *o_hc, *o_hn;
     int check_alive, use_rows, use_bonus;
     long long lo, hi, block_id;
     double inv_bits;
-    if (!PyArg_ParseTuple(args, "OOOpOpLLLOOOOpOOOdOOOO", &o_codes, &o_keys, &o_alive, &check_alive,
+    if (!PyArg_ParseTuple(args, "OOOpOpLLLOOOOpOOOdOOOOOO", &o_codes, &o_keys, &o_alive, &check_alive,
                           &o_rows, &use_rows, &lo, &hi, &block_id, &o_q, &o_qh, &o_hists, &o_bonus,
-                          &use_bonus, &o_wh, &o_wc, &o_wo, &inv_bits, &o_hs, &o_hk, &o_hr, &o_hn))
+                          &use_bonus, &o_wh, &o_wc, &o_wo, &inv_bits, &o_hs, &o_hk, &o_hr, &o_hh, &o_hc,
+                          &o_hn))
         return NULL;
     Buf codes = {0}, keys = {0}, alive = {0}, rows = {0}, q = {0}, qh = {0}, hists = {0}, bonus = {0};
-    Buf wh = {0}, wc = {0}, wo = {0}, hs = {0}, hk = {0}, hr = {0}, hn = {0};
+    Buf wh = {0}, wc = {0}, wo = {0}, hs = {0}, hk = {0}, hr = {0}, hh = {0}, hc = {0}, hn = {0};
     PyObject *ret = NULL;
     if (get_buf(o_codes, &codes, 0, 8, "codes") || get_buf(o_keys, &keys, 0, 8, "keys")
         || get_buf(o_alive, &alive, 0, 1, "alive") || get_buf(o_rows, &rows, 0, 8, "rows")
@@ -226,7 +234,7 @@ static PyObject *py_scan(PyObject *self, PyObject *args) {
         || get_buf(o_hists, &hists, 0, 1, "hists") || get_buf(o_bonus, &bonus, 0, 8, "bonus")
         || get_buf(o_wh, &wh, 0, 8, "w_h") || get_buf(o_wc, &wc, 0, 8, "w_c") || get_buf(o_wo, &wo, 0, 8, "w_o")
         || get_buf(o_hs, &hs, 1, 8, "hs") || get_buf(o_hk, &hk, 1, 8, "hk") || get_buf(o_hr, &hr, 1, 8, "hr")
-        || get_buf(o_hn, &hn, 1, 8, "hn"))
+        || get_buf(o_hh, &hh, 1, 8, "hh") || get_buf(o_hc, &hc, 1, 8, "hc") || get_buf(o_hn, &hn, 1, 8, "hn"))
         goto done;
     if (codes.view.ndim != 2 || q.view.ndim != 2 || hists.view.ndim != 2 || qh.view.ndim != 2 || hs.view.ndim != 2) {
         PyErr_SetString(PyExc_ValueError, "codes, q, hists, qh and hs must be 2-D");
@@ -236,7 +244,8 @@ static PyObject *py_scan(PyObject *self, PyObject *args) {
     int64_t nq = q.view.shape[0], k = hs.view.shape[1];
     int64_t m = use_rows ? rows.view.shape[0] : hi - lo;
     if (q.view.shape[1] != W || qh.view.shape[0] != nq || qh.view.shape[1] != H || hs.view.shape[0] != nq
-        || hk.view.len != hs.view.len || hr.view.len != hs.view.len || hn.view.shape[0] != nq
+        || hk.view.len != hs.view.len || hr.view.len != hs.view.len || hh.view.len != hs.view.len
+        || hc.view.len != hs.view.len || hn.view.shape[0] != nq
         || wh.view.shape[0] != nq || wc.view.shape[0] != nq || wo.view.shape[0] != nq
         || keys.view.shape[0] < N || alive.view.shape[0] < N || hists.view.shape[0] < N || k < 1
         || (!use_rows && (lo < 0 || hi > N || lo > hi))
@@ -271,6 +280,7 @@ static PyObject *py_scan(PyObject *self, PyObject *args) {
             S.bonus_max = bmax[j];
             S.hs = (double *)hs.view.buf + j * k; S.hk = (uint64_t *)hk.view.buf + j * k;
             S.hr = (int64_t *)hr.view.buf + j * k;
+            S.hh = (int64_t *)hh.view.buf + j * k; S.hc = (double *)hc.view.buf + j * k;
             S.n = ((int64_t *)hn.view.buf)[j];
             update_thr(&S);
             if (use_rows) scan_rows_scalar(&S, rp + c0, c1 - c0);
@@ -285,7 +295,7 @@ static PyObject *py_scan(PyObject *self, PyObject *args) {
 done:
     release(&codes); release(&keys); release(&alive); release(&rows); release(&q); release(&qh);
     release(&hists); release(&bonus); release(&wh); release(&wc); release(&wo); release(&hs);
-    release(&hk); release(&hr); release(&hn);
+    release(&hk); release(&hr); release(&hh); release(&hc); release(&hn);
     return ret;
 }
 

@@ -16,6 +16,7 @@ of `required` were dropped.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import NamedTuple
 
 import numpy as np
@@ -24,6 +25,7 @@ from .codes import as_codes, check_token, quantize_hists
 from .errors import InvalidInput
 
 MAX_K = 1000
+MAX_TOKENS = 64  # distinct tokens per query: an answer marks the ones a hit carries in a 64-bit mask
 DEFAULT_W_HAMMING = 1.0
 DEFAULT_W_COLOUR = 0.3
 DEFAULT_W_OPTIONAL = 0.05
@@ -54,6 +56,15 @@ class PreparedQuery:
     w_hamming: float
     w_colour: float
     w_optional: float
+
+    def __post_init__(self):
+        if len(self.tokens) > MAX_TOKENS:
+            raise InvalidInput(f"a query has at most {MAX_TOKENS} distinct tokens, got {len(self.tokens)}")
+
+    @cached_property
+    def tokens(self) -> tuple[str, ...]:
+        """Every token of the query once (filters, required, optional): what a hit's `matched` is out of."""
+        return tuple(dict.fromkeys(self.filters + self.required + self.optional))
 
     def constraints(self, level: int) -> tuple[str, ...]:
         """Tokens every hit must carry at relaxation level `level`."""
@@ -87,13 +98,34 @@ def _tokens(name: str, toks) -> tuple[str, ...]:
     return out
 
 
+def prepare_many(queries, bits: int, bins: int, max_k: int = MAX_K) -> list[PreparedQuery]:
+    """prepare() for a batch: the colour histograms are quantised in one numpy pass, not one per query.
+
+    A batch with a bad histogram is prepared query by query, so the error is that
+    query's own.
+    """
+    qs = [q for q in queries if not isinstance(q, PreparedQuery)]
+    if not qs:
+        return list(queries)
+    try:
+        hists = np.stack([np.asarray(q.hist) for q in qs])
+        qhists = iter(quantize_hists(hists, bins, n=len(qs)))
+    except (InvalidInput, ValueError):
+        return [q if isinstance(q, PreparedQuery) else prepare(q, bits, bins, max_k) for q in queries]
+    return [q if isinstance(q, PreparedQuery) else _prepared(q, bits, next(qhists), max_k) for q in queries]
+
+
 def prepare(query: Query, bits: int, bins: int, max_k: int = MAX_K) -> PreparedQuery:
+    return _prepared(query, bits, quantize_hists(query.hist, bins, n=1)[0], max_k)
+
+
+def _prepared(query: Query, bits: int, qhist: np.ndarray, max_k: int) -> PreparedQuery:
     code = as_codes(query.code, bits)
     if code.shape[0] != 1:
         raise InvalidInput(f"a query has one code, got {code.shape[0]}")
     return PreparedQuery(
         code=code[0],
-        qhist=quantize_hists(query.hist, bins, n=1)[0],
+        qhist=qhist,
         k=check_k(query.k, max_k),
         required=_tokens("required", query.required),
         filters=_tokens("filters", query.filters),

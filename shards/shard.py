@@ -26,7 +26,8 @@ from .codes import (as_codes, bucket_of_keys, check_bits, check_token, colour_di
                     id_key, id_keys, quantize_hists, token_field)
 from .errors import CorruptData, InvalidInput, NotFound, StorageError
 from .idindex import MISSING, IdIndex
-from .query import MAX_K, Hit, PreparedQuery, Query, ShardResult, prepare
+from .answer import Answer, token_mask
+from .query import MAX_K, PreparedQuery, Query, ShardResult, prepare, prepare_many
 from .snapshot import list_snapshots, read_snapshot, write_snapshot
 from .wal import WalWriter, fsync_dir, list_segments, read_segment, segment_name
 
@@ -286,10 +287,10 @@ class Shard:
         return BitMap(rows.astype(np.uint32)) if len(rows) else None
 
     def _token_candidates(self, block: Block, tokens: tuple[str, ...]):
-        pfield = self.config.partition_field
+        prefix = self.config.partition_field + "="
         others = []
         for t in tokens:
-            if token_field(t) == pfield:
+            if t.startswith(prefix):
                 if t != block.name:
                     return BitMap()
             else:
@@ -307,20 +308,26 @@ class Shard:
                 break
         return acc
 
-    def _block_ids_for(self, tokens) -> list[int]:
+    def _block_ids_for(self, tokens, cache=None) -> list[int]:
         """Blocks that can hold a match: the category's own block when a category is required."""
-        pfield = self.config.partition_field
-        parts = {t for t in tokens if token_field(t) == pfield}
+        if cache is not None and ("blocks", tokens) in cache:
+            return cache["blocks", tokens]
+        prefix = self.config.partition_field + "="
+        parts = {t for t in tokens if t.startswith(prefix)}
         if not parts:
-            return list(range(len(self.blocks)))
-        if len(parts) > 1:
-            return []
-        bid = self.block_ids.get(parts.pop())
-        return [] if bid is None else [bid]
+            out = list(range(len(self.blocks)))
+        elif len(parts) > 1:
+            out = []
+        else:
+            bid = self.block_ids.get(parts.pop())
+            out = [] if bid is None else [bid]
+        if cache is not None:
+            cache["blocks", tokens] = out
+        return out
 
     def _count(self, tokens, hidden, cache=None) -> int:
         total = 0
-        for bid in self._block_ids_for(tokens):
+        for bid in self._block_ids_for(tokens, cache):
             block = self.blocks[bid]
             c = self._candidates(block, tokens, hidden[bid], cache)
             total += block.n_alive if c is None else len(c)
@@ -351,18 +358,23 @@ class Shard:
             self.view = (int(version), int(n_buckets), tuple(sorted(int(b) for b in hidden_buckets)))
 
     def search_batch(self, queries, levels=None, exclude=None) -> list[ShardResult]:
-        """Answer many queries; those with the same constraints share one pass over the codes.
+        """Answer many queries, one ShardResult each (see search_columns)."""
+        qs = prepare_many(queries, self.config.bits, self.config.hist_bins, self.config.max_k)
+        return self.search_columns(qs, levels, exclude).results(qs)
+
+    def search_columns(self, queries, levels=None, exclude=None) -> Answer:
+        """Answer many queries as one columnar Answer; queries with the same constraints share a scan.
 
         levels[i] = None relaxes locally (the least relaxation giving k candidates);
         an int fixes the level (the coordinator's global relaxation).
         exclude = (n_buckets, buckets) overrides the view's hidden buckets.
         """
-        qs = [q if isinstance(q, PreparedQuery) else self.prepare(q) for q in queries]
+        qs = prepare_many(queries, self.config.bits, self.config.hist_bins, self.config.max_k)
         levels = [None] * len(qs) if levels is None else list(levels)
         if len(levels) != len(qs):
             raise InvalidInput("one level per query")
         if not qs:
-            return []
+            return Answer.empty(self.view[0])
         with self.lock:
             version, n_buckets, buckets = self.view
             exclude = exclude if exclude is not None else (n_buckets, buckets)
@@ -375,34 +387,33 @@ class Shard:
                     lv = next((j for j, n in enumerate(c) if n >= q.k), len(q.required))
                 elif not isinstance(lv, int) or not 0 <= lv <= len(q.required):
                     raise InvalidInput(f"level must be in [0, {len(q.required)}], got {lv!r}")
-                counts.append(c)
+                counts.append(tuple(c))
                 chosen.append(lv)
             groups: dict[tuple, list[int]] = {}
             for i, (q, lv) in enumerate(zip(qs, chosen)):
                 groups.setdefault(tuple(sorted(q.constraints(lv))), []).append(i)
             batch = _QueryArrays(qs)
-            top: list = [None] * len(qs)
-            scanned = [0] * len(qs)
+            heaps = kernels.new_heaps(len(qs), max(q.k for q in qs))
+            scanned = np.zeros(len(qs), np.int64)
             for tokens, members in groups.items():
-                n = self._scan_group(tokens, members, batch, hidden, cache, top)
-                for i in members:
-                    scanned[i] = n
-            hits = self._hits(qs, chosen, top, batch)
-            return [ShardResult(hits=hits[i], level=lv, relaxed=q.relaxed(lv), counts=tuple(counts[i]),
-                                scanned=scanned[i], view=version)
-                    for i, (q, lv) in enumerate(zip(qs, chosen))]
+                scanned[members] = self._scan_group(tokens, members, batch, hidden, cache, heaps)
+            return self._answer(qs, chosen, counts, scanned, heaps, version)
 
-    def _scan_group(self, tokens, members: list[int], batch: "_QueryArrays", hidden, cache, top) -> int:
-        """Scan the candidates of one constraint set for the queries `members`; fills top[i]."""
-        qs = [batch.qs[i] for i in members]
-        idx = np.asarray(members, np.int64)
-        kmax = max(q.k for q in qs)
-        hs, hk, hr, hn = kernels.new_heaps(len(qs), kmax)
+    def _scan_group(self, tokens, members: list[int], batch: "_QueryArrays", hidden, cache, heaps) -> int:
+        """Scan the candidates of one constraint set for the queries `members`, into their heaps."""
+        lo = members[0]
+        if members[-1] - lo == len(members) - 1:  # consecutive queries (a lone one, most often): views
+            idx = slice(lo, lo + len(members))
+            group = tuple(h[idx] for h in heaps)
+        else:
+            idx = np.asarray(members, np.int64)
+            group = tuple(h[idx] for h in heaps)  # copies, written back below
+        qs = batch.qs[idx] if isinstance(idx, slice) else [batch.qs[i] for i in members]
         qcodes, qh = batch.codes[idx], batch.hists[idx]
         w_h, w_c, w_o = batch.w_h[idx], batch.w_c[idx], batch.w_o[idx]
         use_bonus = any(q.optional for q in qs) and (w_o > 0).any()
         scanned = 0
-        for bid in self._block_ids_for(tokens):
+        for bid in self._block_ids_for(tokens, cache):
             block = self.blocks[bid]
             if block.n_alive == 0:
                 continue
@@ -415,15 +426,15 @@ class Shard:
             if cand is None:
                 scanned += block.n_alive
                 kernels.scan(codes, keys, alive, block.n_alive < n, kernels.EMPTY_ROWS, False, 0, n, bid,
-                             qcodes, qh, hists, bonus, use_bonus, w_h, w_c, w_o, self.inv_bits, hs, hk, hr, hn)
+                             qcodes, qh, hists, bonus, use_bonus, w_h, w_c, w_o, self.inv_bits, group)
             else:
                 rows = np.frombuffer(cand.to_array(), np.uint32).astype(np.int64)
                 scanned += len(rows)
                 kernels.scan(codes, keys, alive, False, rows, True, 0, 0, bid, qcodes, qh, hists,
-                             bonus, use_bonus, w_h, w_c, w_o, self.inv_bits, hs, hk, hr, hn)
-        for j, (i, q) in enumerate(zip(members, qs)):
-            scores, keys, locs = kernels.sorted_heap(hs[j], hk[j], hr[j], int(hn[j]))
-            top[i] = (scores[: q.k], keys[: q.k], locs[: q.k])  # the group's heaps hold its largest k
+                             bonus, use_bonus, w_h, w_c, w_o, self.inv_bits, group)
+        if not isinstance(idx, slice):
+            for h, part in zip(heaps, group):
+                h[idx] = part
         return scanned
 
     def _bonus(self, block: Block, qs: list[PreparedQuery]) -> np.ndarray:
@@ -438,35 +449,48 @@ class Shard:
                         bonus[j, np.frombuffer(bm.to_array(), np.uint32)] += 1.0
         return bonus
 
-    def _hits(self, qs, levels, top, batch: "_QueryArrays") -> list[tuple[Hit, ...]]:
-        """Every query's hits with their distances, computed once for the winners of the whole batch."""
-        locs = np.concatenate([t[2] for t in top])
-        qidx = np.repeat(np.arange(len(qs)), [len(t[2]) for t in top])
-        bids, rows = locs >> 32, locs & 0xFFFFFFFF
-        ham = np.zeros(len(locs), np.int64)
-        cd = np.zeros(len(locs))
-        for bid in np.unique(bids).tolist():
-            sel = np.flatnonzero(bids == bid)
+    def _answer(self, qs, levels, counts, scanned, heaps, version: int) -> Answer:
+        """The heaps sorted best first, with every winner's tokens, id and metadata."""
+        hs, hk, hr, hh, hc, hn = heaps
+        order = np.lexsort((hk, hs), axis=-1)  # padding (score +inf) sorts last
+        scores, keys, locs, hamming, colour = (np.take_along_axis(a, order, 1) for a in (hs, hk, hr, hh, hc))
+        n = np.minimum(hn, [q.k for q in qs])  # a query shares its group's heap width
+        valid = np.arange(scores.shape[1]) < n[:, None]
+        scores[~valid] = np.inf
+        loc = locs[valid]                      # query by query, best first
+        bids, rows = loc >> 32, loc & 0xFFFFFFFF
+        matched = np.zeros(scores.shape, np.uint64)
+        ids, metas = [None] * len(loc), [{}] * len(loc)
+        for bid in np.unique(bids).tolist():  # only blocks with string ids or metadata cost a loop
             block = self.blocks[bid]
-            ham[sel] = hamming_pairs(block.codes[rows[sel]], batch.codes[qidx[sel]])
-            cd[sel] = colour_distance_pairs(block.hists[rows[sel]], batch.hists[qidx[sel]])
-        bids, rows, ham, cd = bids.tolist(), rows.tolist(), ham.tolist(), cd.tolist()
-        out, p = [], 0
-        for q, lv, (scores, keys, _) in zip(qs, levels, top):
-            tokens = tuple(dict.fromkeys(q.filters + q.required + q.optional))
+            if block.str_ids or block.meta:
+                for p in np.flatnonzero(bids == bid).tolist():
+                    row = int(rows[p])
+                    ids[p] = block.str_ids.get(row)
+                    metas[p] = block.meta.get(row, {})
+        p = 0
+        for i, (q, lv, ni) in enumerate(zip(qs, levels, n.tolist())):
+            if lv == 0 and not q.optional:  # every token is a constraint: the common case
+                matched[i, :ni] = (1 << len(q.tokens)) - 1
+                p += ni
+                continue
             sure = set(q.constraints(lv))  # every candidate at level lv carries these
-            unsure = [t for t in tokens if t not in sure]
-            hits = []
-            for s, key in zip(scores.tolist(), keys.tolist()):
-                block, row = self.blocks[bids[p]], rows[p]
-                matched = tokens if not unsure else tuple(
-                    t for t in tokens if t in sure or t == block.name or row in block.postings.get(t, ()))
-                sid = block.str_ids.get(row) if block.str_ids else None
-                hits.append(Hit(sid if sid is not None else key, key, s, ham[p], cd[p], matched,
-                                block.meta.get(row, {})))
-                p += 1
-            out.append(tuple(hits))
-        return out
+            unsure = [(1 << j, t) for j, t in enumerate(q.tokens) if t not in sure]
+            sure_mask = token_mask(q.tokens, sure)
+            if not unsure:
+                matched[i, :ni] = sure_mask
+            else:
+                for j in range(ni):
+                    block, row = self.blocks[int(bids[p + j])], int(rows[p + j])
+                    mask = sure_mask
+                    for bit, t in unsure:
+                        if t == block.name or row in block.postings.get(t, ()):
+                            mask |= bit
+                    matched[i, j] = mask
+            p += ni
+        return Answer(scores=scores, keys=keys, hamming=hamming, colour=colour, matched=matched, n=n,
+                      ids=ids, metas=metas, levels=np.asarray(levels, np.int64), counts=counts,
+                      scanned=scanned, view=version)
 
     # ---------------------------------------------------------------- buckets (rebalancing)
     def export_buckets(self, buckets, n_buckets: int) -> dict:

@@ -2,21 +2,37 @@
 
 A PreparedQuery pickled by Ray costs about a millisecond more per call than the
 same query as a few hundred msgpack bytes, and msgpack executes nothing it reads.
+An answer travels as its columns (shards/answer.py): a few raw buffers, not one
+object per hit.
 Decoding re-validates, so a damaged message is an InvalidInput, never a wrong scan.
 """
 from __future__ import annotations
 
 import gc
 from contextlib import contextmanager
+from functools import lru_cache
 
 import msgpack
 import numpy as np
 
+from .answer import Answer
 from .codes import check_token
 from .errors import InvalidInput
-from .query import Hit, PreparedQuery, ShardResult, check_k
+from .query import PreparedQuery, check_k
 
 LIMITS = dict(max_bin_len=1 << 20, max_str_len=1 << 16, max_array_len=1 << 20, max_map_len=64)
+
+
+@lru_cache(maxsize=1 << 14)
+def _valid_token(token: str) -> str:
+    return check_token(token)
+
+
+def _check_token(token) -> str:
+    """check_token, remembered: a batch repeats a small vocabulary's tokens thousands of times."""
+    if not isinstance(token, str):
+        raise InvalidInput(f"an attribute token is a string, got {token!r}")
+    return _valid_token(token)
 
 
 def encode_queries(queries: list[PreparedQuery], levels: list) -> bytes:
@@ -35,7 +51,7 @@ def decode_queries(payload: bytes, bits: int, bins: int, max_k: int) -> tuple[li
             if len(code) != bits // 64 or len(qhist) != bins:
                 raise InvalidInput("query code or histogram of the wrong length")
             for t in (*req, *flt, *opt):
-                check_token(t)
+                _check_token(t)
             qs.append(PreparedQuery(code=code, qhist=qhist, k=check_k(k, max_k), required=tuple(req),
                                     filters=tuple(flt), optional=tuple(opt), w_hamming=float(wh),
                                     w_colour=float(wc), w_optional=float(wo)))
@@ -47,18 +63,21 @@ def decode_queries(payload: bytes, bits: int, bins: int, max_k: int) -> tuple[li
         raise InvalidInput(f"malformed query message: {exc}") from exc
 
 
-def encode_results(results: list[ShardResult]) -> bytes:
-    return msgpack.packb([[[list(h) for h in r.hits], r.level, list(r.relaxed), list(r.counts), r.scanned, r.view]
-                          for r in results], use_bin_type=True)
+def encode_answer(a: Answer) -> bytes:
+    q, k = a.scores.shape
+    return msgpack.packb([q, k, a.scores.tobytes(), a.keys.tobytes(), a.hamming.astype(np.uint16).tobytes(),
+                          a.colour.tobytes(), a.matched.tobytes(), a.n.tobytes(), a.levels.tobytes(), a.scanned.tobytes(),
+                          [list(c) for c in a.counts], a.ids, a.metas, a.view], use_bin_type=True)
 
 
 @contextmanager
 def gc_paused():
     """No garbage collection while a big answer turns into objects (msgpack's own advice).
 
-    A batch answer is ~10k small objects; with the collector on, they set off its
-    full passes over every object of the process, which made decoding a 256-query
-    answer take 60 ms instead of 8 (median, in the cluster benchmark's driver).
+    An answer's metadata is one small dict per hit; with the collector on, thousands
+    of new objects set off its full passes over every object of the process (decoding
+    a 256-query answer of Hit lists took 60 ms instead of 8 in the cluster
+    benchmark's driver).
     """
     enabled = gc.isenabled()
     gc.disable()
@@ -69,11 +88,26 @@ def gc_paused():
             gc.enable()
 
 
-def decode_results(payload: bytes) -> list[ShardResult]:
-    out = []
-    with gc_paused():
-        for hits, level, relaxed, counts, scanned, view in msgpack.unpackb(payload, raw=False, **LIMITS):
-            out.append(ShardResult(hits=tuple(Hit(i, k, s, h, c, tuple(m), meta) for i, k, s, h, c, m, meta in hits),
-                                   level=level, relaxed=tuple(relaxed), counts=tuple(counts), scanned=scanned,
-                                   view=view))
-    return out
+def decode_answer(payload: bytes) -> Answer:
+    try:
+        with gc_paused():
+            q, k, scores, keys, ham, colour, matched, n, levels, scanned, counts, ids, metas, view = \
+                msgpack.unpackb(payload, raw=False, **LIMITS)
+
+        def grid(buf, dtype):
+            return np.frombuffer(buf, dtype).reshape(q, k)
+
+        n = np.frombuffer(n, np.int64)
+        a = Answer(scores=grid(scores, np.float64), keys=grid(keys, np.uint64),
+                   hamming=grid(ham, np.uint16).astype(np.int64),  # codes have at most 4096 bits
+                   colour=grid(colour, np.float64), matched=grid(matched, np.uint64), n=n,
+                   ids=ids, metas=metas, levels=np.frombuffer(levels, np.int64), counts=[tuple(c) for c in counts],
+                   scanned=np.frombuffer(scanned, np.int64), view=int(view))
+        if not (len(a.levels) == len(a.scanned) == len(n) == len(counts) == q) or len(ids) != len(metas) \
+                or len(ids) != int(n.sum()) or ((n < 0) | (n > k)).any():
+            raise InvalidInput("an answer's columns disagree in length")
+        return a
+    except InvalidInput:
+        raise
+    except (ValueError, TypeError, msgpack.ExtraData) as exc:
+        raise InvalidInput(f"malformed answer message: {exc}") from exc

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from coordinator.coordinator import Coordinator
-from coordinator.merge import global_level, merge_by_full_sort, merge_topk
+from coordinator.merge import global_level, merge_answers, merge_by_full_sort, merge_topk
 from coordinator.placement import Placement
 from coordinator.protocol import LocalShardClient
 from shards.errors import InvalidInput
@@ -42,6 +42,30 @@ def test_merge_equals_full_sort():
             lists.append(sorted(hits, key=Hit.sort_key))
         k = int(rng.integers(1, 30))
         assert merge_topk(lists, k) == merge_by_full_sort(lists, k)
+
+
+def test_columnar_merge_equals_full_sort_of_hits():
+    """merge_answers (the router's) against a full sort of the same answers as Hit objects."""
+    rng = np.random.default_rng(3)
+    shards = [Shard(None, CFG) for _ in range(3)]
+    for j, s in enumerate(shards):
+        ids, codes, hists, attrs = random_items(rng, 300, 2, 8, start=1000 * j, str_ids=True)
+        s.upsert(ids, codes, hists, attrs, [{"n": i} if i % 2 else None for i in range(len(ids))])
+    for _ in range(20):
+        qs = [shards[0].prepare(random_query(rng, 2, 8)) for _ in range(int(rng.integers(1, 12)))]
+        levels = [int(rng.integers(0, len(q.required) + 1)) for q in qs]
+        # the second shard answers some queries in a later round, as a global relaxation does
+        later = np.flatnonzero(rng.random(len(qs)) < 0.5)
+        first = np.setdiff1d(np.arange(len(qs)), later)
+        answers = [s.search_columns(qs, levels) for s in shards]
+        redo = shards[1].search_columns([qs[i] for i in later], [levels[i] for i in later])
+        parts = [(answers[0], np.arange(len(qs)), np.arange(len(qs))), (answers[1], first, first),
+                 (redo, np.arange(len(later)), later), (answers[2], np.arange(len(qs)), np.arange(len(qs)))]
+        got = merge_answers(parts, qs)
+        per_shard = [a.results(qs) for a in answers]
+        for i, q in enumerate(qs):
+            want = merge_by_full_sort([list(rs[i].hits) for rs in per_shard], q.k)
+            assert got[i] == want
 
 
 def test_global_level():

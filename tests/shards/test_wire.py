@@ -4,7 +4,7 @@ import pytest
 
 from shards.errors import InvalidInput
 from shards.shard import Shard, ShardConfig
-from shards.wire import decode_queries, decode_results, encode_queries, encode_results
+from shards.wire import decode_answer, decode_queries, encode_answer, encode_queries
 
 from .helpers import random_items, random_query
 
@@ -13,7 +13,8 @@ def test_round_trip_gives_identical_answers():
     rng = np.random.default_rng(0)
     shard = Shard(None, ShardConfig(bits=128, hist_bins=8))
     ids, codes, hists, attrs = random_items(rng, 500, 2, 8, str_ids=True)
-    shard.upsert(ids, codes, hists, attrs)
+    metas = [{"title": f"item {i}"} if i % 3 == 0 else None for i in range(len(ids))]
+    shard.upsert(ids, codes, hists, attrs, metas)
     qs = [shard.prepare(random_query(rng, 2, 8)) for _ in range(20)]
     levels = [None] * 10 + [0] * 10
     qs2, levels2 = decode_queries(encode_queries(qs, levels), 128, 8, 1000)
@@ -23,7 +24,18 @@ def test_round_trip_gives_identical_answers():
                (b.k, b.required, b.filters, b.optional, b.w_hamming, b.w_colour, b.w_optional)
     assert levels2 == levels
     direct = shard.search_batch(qs, levels)
-    assert decode_results(encode_results(shard.search_batch(qs2, levels2))) == direct
+    assert any(h.meta for r in direct for h in r.hits) and any(isinstance(h.id, str) for r in direct for h in r.hits)
+    assert decode_answer(encode_answer(shard.search_columns(qs2, levels2))).results(qs) == direct
+
+
+@pytest.mark.parametrize("cut", [0, 1, 10, -1])
+def test_damaged_answers_are_invalid_input(cut):
+    rng = np.random.default_rng(1)
+    shard = Shard(None, ShardConfig(bits=128, hist_bins=8))
+    shard.upsert(*random_items(rng, 50, 2, 8))
+    payload = encode_answer(shard.search_columns([shard.prepare(random_query(rng, 2, 8)) for _ in range(3)]))
+    with pytest.raises(InvalidInput):
+        decode_answer(payload[:cut] if cut >= 0 else payload[:-1])
 
 
 @pytest.mark.parametrize("payload", [b"", b"\x93\x01\x02", b"\xc1", b"\x91\x9a" + b"\xc0" * 10])

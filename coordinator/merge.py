@@ -40,7 +40,8 @@ def merge_answers(parts: list[tuple[Answer, np.ndarray, np.ndarray]], qs: list[P
         grid["pos"][queries, c0: c0 + w] = a.offsets[rows][:, None] + np.arange(w)  # index into ids, metas
     kmax = max((q.k for q in qs), default=1)
     order = np.lexsort((grid["keys"], grid["scores"]), axis=-1)[:, :kmax]  # padding (+inf) sorts last
-    won = {name: np.take_along_axis(g, order, 1) for name, g in grid.items()}
+    at = (np.arange(nq)[:, None], order)
+    won = {name: g[at] for name, g in grid.items()}
     part_of = (np.searchsorted(starts, order, side="right") - 1).tolist()
     n_won = np.minimum([q.k for q in qs], np.isfinite(won["scores"]).sum(1)).tolist()
     cols = [won[name].tolist() for name in ("keys", "scores", "hamming", "colour", "matched")]

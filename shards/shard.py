@@ -378,7 +378,8 @@ class Shard:
         with self.lock:
             version, n_buckets, buckets = self.view
             exclude = exclude if exclude is not None else (n_buckets, buckets)
-            hidden = [self._hidden_rows(bid, exclude) for bid in range(len(self.blocks))]
+            hidden = ([self._hidden_rows(bid, exclude) for bid in range(len(self.blocks))] if exclude[1]
+                      else [None] * len(self.blocks))
             cache: dict = {}
             counts, chosen = [], []
             for q, lv in zip(qs, levels):
@@ -453,7 +454,8 @@ class Shard:
         """The heaps sorted best first, with every winner's tokens, id and metadata."""
         hs, hk, hr, hh, hc, hn = heaps
         order = np.lexsort((hk, hs), axis=-1)  # padding (score +inf) sorts last
-        scores, keys, locs, hamming, colour = (np.take_along_axis(a, order, 1) for a in (hs, hk, hr, hh, hc))
+        at = (np.arange(len(qs))[:, None], order)
+        scores, keys, locs, hamming, colour = hs[at], hk[at], hr[at], hh[at], hc[at]
         n = np.minimum(hn, [q.k for q in qs])  # a query shares its group's heap width
         valid = np.arange(scores.shape[1]) < n[:, None]
         scores[~valid] = np.inf

@@ -16,8 +16,10 @@ from pathlib import Path
 import ray
 
 from coordinator.placement import Placement
+from coordinator.protocol import QueryBatch
+from shards.answer import Answer
 from shards.shard import Shard, ShardConfig
-from shards.wire import decode_answer, decode_queries, encode_answer, encode_queries
+from shards.wire import decode_answer, decode_queries, encode_answer
 
 NAMESPACE = "fashion-search"
 
@@ -138,8 +140,8 @@ class RayShardClient:
                 await asyncio.sleep(pause)
                 pause = min(1.0, pause * 2)
 
-    async def search_batch(self, queries, levels):
-        return decode_answer(await self.handle.search_wire.remote(encode_queries(queries, levels)))
+    async def search_batch(self, batch: QueryBatch) -> Answer:
+        return decode_answer(await self.handle.search_wire.remote(batch.payload))
 
     async def ready(self):
         return await self._call("ready")

@@ -7,16 +7,32 @@ this protocol only, so most of its logic is tested without Ray.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
+from functools import cached_property
 from typing import Protocol
 
 from shards.answer import Answer
+from shards.query import PreparedQuery
 from shards.shard import Shard
+from shards.wire import encode_queries
+
+
+@dataclass(frozen=True)
+class QueryBatch:
+    """One round's queries and relaxation levels, as every shard of the round gets them."""
+    queries: list[PreparedQuery]
+    levels: list
+
+    @cached_property
+    def payload(self) -> bytes:
+        """The msgpack form (shards/wire.py), encoded once however many shards it goes to."""
+        return encode_queries(self.queries, self.levels)
 
 
 class ShardClient(Protocol):
     name: str
 
-    async def search_batch(self, queries, levels) -> Answer: ...  # one row per query
+    async def search_batch(self, batch: QueryBatch) -> Answer: ...  # one row per query
     async def set_view(self, version: int, n_buckets: int, hidden: list[int]) -> None: ...
     async def upsert(self, batch: dict) -> int: ...
     async def delete(self, ids: list) -> int: ...
@@ -34,8 +50,8 @@ class LocalShardClient:
         self.name = name
         self.shard = shard
 
-    async def search_batch(self, queries, levels) -> Answer:
-        return self.shard.search_columns(queries, levels)
+    async def search_batch(self, batch: QueryBatch) -> Answer:
+        return self.shard.search_columns(batch.queries, batch.levels)
 
     async def set_view(self, version, n_buckets, hidden):
         self.shard.set_view(version, n_buckets, hidden)

@@ -25,6 +25,7 @@ from shards.errors import FashionSearchError, ShardUnavailable
 from shards.query import MAX_K, Hit, PreparedQuery, Query, prepare, prepare_many
 
 from .merge import global_level, merge_answers
+from .protocol import QueryBatch
 
 MAX_ATTEMPTS = 50
 
@@ -109,8 +110,8 @@ class Router:
         raise ShardUnavailable("placement", "shard views kept changing; try again")
 
     async def _round(self, clients, qs, levels):
-        answers, failed = await fan_out({n: c.search_batch(qs, levels) for n, c in clients.items()},
-                                        self.timeout_s)
+        batch = QueryBatch(qs, levels)
+        answers, failed = await fan_out({n: c.search_batch(batch) for n, c in clients.items()}, self.timeout_s)
         views = {a.view for a in answers.values()}
         return answers, failed, views
 

@@ -115,12 +115,6 @@ def colour_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.maximum(1.0 - dot / HIST_NORM, 0.0)
 
 
-def colour_distance_pairs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """colour_distance of row i of a with row i of b, for every i (same integer dot, same result)."""
-    dot = np.einsum("ij,ij->i", a.astype(np.int64), b.astype(np.int64))
-    return np.maximum(1.0 - dot / HIST_NORM, 0.0)
-
-
 def pack_bits(bits01) -> np.ndarray:
     """0/1 array (n, B) -> packed uint64 codes (n, B/64); bit j of word w is bit 64*w+j."""
     arr = np.asarray(bits01)

@@ -21,12 +21,11 @@ import numpy as np
 from pyroaring import BitMap
 
 from . import kernels
+from .answer import Answer, token_mask
 from .block import Block
-from .codes import (as_codes, bucket_of_keys, check_bits, check_token, colour_distance_pairs, hamming_pairs,
-                    id_key, id_keys, quantize_hists, token_field)
+from .codes import (as_codes, bucket_of_keys, check_bits, check_token, id_key, id_keys, quantize_hists, token_field)
 from .errors import CorruptData, InvalidInput, NotFound, StorageError
 from .idindex import MISSING, IdIndex
-from .answer import Answer, token_mask
 from .query import MAX_K, PreparedQuery, Query, ShardResult, prepare, prepare_many
 from .snapshot import list_snapshots, read_snapshot, write_snapshot
 from .wal import WalWriter, fsync_dir, list_segments, read_segment, segment_name

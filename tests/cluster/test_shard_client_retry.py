@@ -9,6 +9,7 @@ import pytest
 import ray
 
 from cluster.shard_actor import RayShardClient
+from coordinator.protocol import QueryBatch
 from shards.query import PreparedQuery
 
 
@@ -55,5 +56,5 @@ def test_a_dead_actor_and_a_search_are_not_retried():
     q = PreparedQuery(code=np.zeros(2, np.uint64), qhist=np.zeros(8, np.uint8), k=1, required=(), filters=(),
                       optional=(), w_hamming=1.0, w_colour=0.0, w_optional=0.0)
     with pytest.raises(ray.exceptions.ActorUnavailableError):
-        asyncio.run(client.search_batch([q], [None]))
+        asyncio.run(client.search_batch(QueryBatch([q], [None])))
     assert h.get.calls == 1 and h.search_wire.calls == 1

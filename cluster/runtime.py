@@ -17,6 +17,7 @@ import threading
 from pathlib import Path
 
 import ray
+import uvloop
 
 from coordinator.coordinator import Coordinator
 from coordinator.placement import Placement
@@ -117,10 +118,15 @@ class CoordinatorActor:
 
 
 class _LoopThread:
-    """A private asyncio loop on a daemon thread, so synchronous callers can run the router."""
+    """A private event loop on a daemon thread, so synchronous callers can run the router.
+
+    uvloop, as under the REST daemon: it resolves the shard calls' futures with less
+    overhead than asyncio's own loop (single queries through Ray measured p50 3.7-4.0 ms
+    against 4.0-5.2 ms, three runs each, on this VM).
+    """
 
     def __init__(self):
-        self.loop = asyncio.new_event_loop()
+        self.loop = uvloop.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="fashion-router", daemon=True)
         self.thread.start()
 

@@ -39,7 +39,8 @@ def merge_answers(parts: list[tuple[Answer, np.ndarray, np.ndarray]], qs: list[P
             grid[name][queries, c0: c0 + w] = getattr(a, name)[rows]
         grid["pos"][queries, c0: c0 + w] = a.offsets[rows][:, None] + np.arange(w)  # index into ids, metas
     kmax = max((q.k for q in qs), default=1)
-    order = np.lexsort((grid["keys"], grid["scores"]), axis=-1)[:, :kmax]  # padding (+inf) sorts last
+    # padding (+inf) sorts last; a hit's score is always finite (finite weights and distances)
+    order = np.lexsort((grid["keys"], grid["scores"]), axis=-1)[:, :kmax]
     at = (np.arange(nq)[:, None], order)
     won = {name: g[at] for name, g in grid.items()}
     part_of = (np.searchsorted(starts, order, side="right") - 1).tolist()
@@ -49,9 +50,9 @@ def merge_answers(parts: list[tuple[Answer, np.ndarray, np.ndarray]], qs: list[P
     out = []
     for i, (q, m) in enumerate(zip(qs, n_won)):
         src = [parts[p][0] for p in part_of[i][:m]]
-        at = pos[i][:m]
-        out.append(make_hits(q.tokens, [a.ids[j] for a, j in zip(src, at)], *(c[i][:m] for c in cols),
-                             [a.metas[j] for a, j in zip(src, at)]))
+        where = pos[i][:m]
+        out.append(make_hits(q.tokens, [a.ids[j] for a, j in zip(src, where)], *(c[i][:m] for c in cols),
+                             [a.metas[j] for a, j in zip(src, where)]))
     return out
 
 

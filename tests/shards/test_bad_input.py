@@ -56,6 +56,16 @@ def test_bad_query_fields(shard):
         shard.search(Query(code=GOOD_CODE[0], hist=GOOD_HIST[0], required=("bad token",)))
     with pytest.raises(InvalidInput, match="w_colour"):
         shard.search(Query(code=GOOD_CODE[0], hist=GOOD_HIST[0], w_colour=float("inf")))
+    # an answer marks a hit's tokens in a 64-bit mask, so a query has at most 64 distinct ones
+    many = tuple(f"colour=c{i}" for i in range(65))
+    with pytest.raises(InvalidInput, match="at most 64 distinct tokens"):
+        shard.search(Query(code=GOOD_CODE[0], hist=GOOD_HIST[0], optional=many))
+    last = shard.search(Query(code=GOOD_CODE[0], hist=GOOD_HIST[0], optional=many[:63] + ("articleType=Shirts",)))
+    assert last.hits[0].matched == ("articleType=Shirts",)  # the 64th token: the mask's top bit
+    # a bad histogram in a batch is that query's own error
+    with pytest.raises(InvalidInput, match="finite"):
+        shard.search_batch([Query(code=GOOD_CODE[0], hist=GOOD_HIST[0]),
+                            Query(code=GOOD_CODE[0], hist=np.full(8, np.nan))])
 
 
 def test_get_unknown_is_not_found(shard):

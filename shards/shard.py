@@ -462,7 +462,7 @@ class Shard:
         bids, rows = loc >> 32, loc & 0xFFFFFFFF
         matched = np.zeros(scores.shape, np.uint64)
         ids, metas = [None] * len(loc), [{}] * len(loc)
-        for bid in np.unique(bids).tolist():  # only blocks with string ids or metadata cost a loop
+        for bid in set(bids.tolist()):  # only blocks with string ids or metadata cost a loop
             block = self.blocks[bid]
             if block.str_ids or block.meta:
                 for p in np.flatnonzero(bids == bid).tolist():
@@ -693,8 +693,11 @@ class _QueryArrays:
 
     def __init__(self, qs: list[PreparedQuery]):
         self.qs = qs
-        self.codes = np.stack([q.code for q in qs])
-        self.hists = np.stack([q.qhist for q in qs])
+        if len(qs) == 1:  # a lone query (the latency path): views, no copies
+            self.codes, self.hists = qs[0].code[None, :], qs[0].qhist[None, :]
+        else:
+            self.codes = np.stack([q.code for q in qs])
+            self.hists = np.stack([q.qhist for q in qs])
         self.w_h = np.array([q.w_hamming for q in qs])
         self.w_c = np.array([q.w_colour for q in qs])
         self.w_o = np.array([q.w_optional for q in qs])

@@ -402,13 +402,12 @@ class Shard:
     def _scan_group(self, tokens, members: list[int], batch: "_QueryArrays", hidden, cache, heaps) -> int:
         """Scan the candidates of one constraint set for the queries `members`, into their heaps."""
         lo = members[0]
-        if members[-1] - lo == len(members) - 1:  # consecutive queries (a lone one, most often): views
-            idx = slice(lo, lo + len(members))
-            group = tuple(h[idx] for h in heaps)
-        else:
-            idx = np.asarray(members, np.int64)
-            group = tuple(h[idx] for h in heaps)  # copies, written back below
-        qs = batch.qs[idx] if isinstance(idx, slice) else [batch.qs[i] for i in members]
+        consecutive = members[-1] - lo == len(members) - 1
+        idx = slice(lo, lo + len(members)) if consecutive else np.asarray(members, np.int64)
+        qs = batch.qs[idx] if consecutive else [batch.qs[i] for i in members]
+        k = max(q.k for q in qs)  # a group's heaps are as wide as its own largest k, not the batch's
+        views = consecutive and k == heaps[0].shape[1]  # a lone query, most often: scan in place
+        group = tuple(h[idx] for h in heaps) if views else kernels.new_heaps(len(qs), k)
         qcodes, qh = batch.codes[idx], batch.hists[idx]
         w_h, w_c, w_o = batch.w_h[idx], batch.w_c[idx], batch.w_o[idx]
         use_bonus = any(q.optional for q in qs) and (w_o > 0).any()
@@ -432,9 +431,10 @@ class Shard:
                 scanned += len(rows)
                 kernels.scan(codes, keys, alive, False, rows, True, 0, 0, bid, qcodes, qh, hists,
                              bonus, use_bonus, w_h, w_c, w_o, self.inv_bits, group)
-        if not isinstance(idx, slice):
-            for h, part in zip(heaps, group):
-                h[idx] = part
+        if not views:
+            for h, part in zip(heaps[:-1], group[:-1]):
+                h[idx, :k] = part
+            heaps[-1][idx] = group[-1]
         return scanned
 
     def _bonus(self, block: Block, qs: list[PreparedQuery]) -> np.ndarray:

@@ -64,9 +64,12 @@ def decode_queries(payload: bytes, bits: int, bins: int, max_k: int) -> tuple[li
 
 
 def encode_answer(a: Answer) -> bytes:
+    """Only the hits travel, not the padding: a batch whose k differ stays small."""
     q, k = a.scores.shape
-    return msgpack.packb([q, k, a.scores.tobytes(), a.keys.tobytes(), a.hamming.astype(np.uint16).tobytes(),
-                          a.colour.tobytes(), a.matched.tobytes(), a.n.tobytes(), a.levels.tobytes(), a.scanned.tobytes(),
+    hit = np.arange(k) < a.n[:, None]
+    return msgpack.packb([q, k, a.scores[hit].tobytes(), a.keys[hit].tobytes(),
+                          a.hamming[hit].astype(np.uint16).tobytes(), a.colour[hit].tobytes(),
+                          a.matched[hit].tobytes(), a.n.tobytes(), a.levels.tobytes(), a.scanned.tobytes(),
                           [list(c) for c in a.counts], a.ids, a.metas, a.view], use_bin_type=True)
 
 
@@ -94,17 +97,23 @@ def decode_answer(payload: bytes) -> Answer:
             q, k, scores, keys, ham, colour, matched, n, levels, scanned, counts, ids, metas, view = \
                 msgpack.unpackb(payload, raw=False, **LIMITS)
 
-        def grid(buf, dtype):
-            return np.frombuffer(buf, dtype).reshape(q, k)
-
         n = np.frombuffer(n, np.int64)
-        a = Answer(scores=grid(scores, np.float64), keys=grid(keys, np.uint64),
-                   hamming=grid(ham, np.uint16).astype(np.int64),  # codes have at most 4096 bits
-                   colour=grid(colour, np.float64), matched=grid(matched, np.uint64), n=n,
+        if len(n) != q or ((n < 0) | (n > k)).any():
+            raise InvalidInput("an answer's hit counts disagree with its shape")
+        hit = np.arange(k) < n[:, None]
+
+        def grid(buf, dtype, pad):
+            out = np.full((q, k), pad, dtype)
+            out[hit] = np.frombuffer(buf, dtype)
+            return out
+
+        a = Answer(scores=grid(scores, np.float64, np.inf), keys=grid(keys, np.uint64, 0),
+                   hamming=grid(ham, np.uint16, 0).astype(np.int64),  # codes have at most 4096 bits
+                   colour=grid(colour, np.float64, 0), matched=grid(matched, np.uint64, 0), n=n,
                    ids=ids, metas=metas, levels=np.frombuffer(levels, np.int64), counts=[tuple(c) for c in counts],
                    scanned=np.frombuffer(scanned, np.int64), view=int(view))
-        if not (len(a.levels) == len(a.scanned) == len(n) == len(counts) == q) or len(ids) != len(metas) \
-                or len(ids) != int(n.sum()) or ((n < 0) | (n > k)).any():
+        if not (len(a.levels) == len(a.scanned) == len(counts) == q) or len(ids) != len(metas) \
+                or len(ids) != int(n.sum()):
             raise InvalidInput("an answer's columns disagree in length")
         return a
     except InvalidInput:

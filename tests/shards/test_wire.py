@@ -1,4 +1,6 @@
 """Queries and answers survive the msgpack wire unchanged; bad messages are InvalidInput."""
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -42,3 +44,17 @@ def test_damaged_answers_are_invalid_input(cut):
 def test_malformed_messages_are_invalid_input(payload):
     with pytest.raises(InvalidInput):
         decode_queries(payload, 128, 8, 1000)
+
+
+def test_only_hits_travel_when_k_differ():
+    """One k=1000 query among k=1 ones: the answer's padding stays home, and nothing is lost."""
+    rng = np.random.default_rng(2)
+    shard = Shard(None, ShardConfig(bits=128, hist_bins=8))
+    shard.upsert(*random_items(rng, 50, 2, 8))
+    qs = [shard.prepare(random_query(rng, 2, 8)) for _ in range(21)]
+    qs = [replace(q, k=1000 if i == 0 else 1) for i, q in enumerate(qs)]
+    answer = shard.search_columns(qs)
+    assert answer.scores.shape == (21, 1000)
+    payload = encode_answer(answer)
+    assert len(payload) < 10_000  # padded, it would be ~700 kB
+    assert decode_answer(payload).results(qs) == shard.search_batch(qs)

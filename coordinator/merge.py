@@ -1,32 +1,22 @@
 """Pure functions of the query path: merging shard answers and choosing a global relaxation."""
 from __future__ import annotations
 
-import heapq
-import itertools
-
 import numpy as np
 
 from shards.answer import Answer, make_hits
 from shards.query import Hit, PreparedQuery
 
 
-def merge_topk(lists: list[list[Hit]], k: int) -> list[Hit]:
-    """The k best hits of several (score, key)-sorted lists.
+def merge_answers(parts: list[tuple[Answer, np.ndarray, np.ndarray]], qs: list[PreparedQuery]) -> list[list[Hit]]:
+    """Each query's k best hits (score, then id key) over the shards' columnar answers.
+
+    A part is (answer, rows, queries): the answer's row rows[j] is for query
+    queries[j] (a relaxation round answers only some queries). The winners are
+    chosen with one sort of all the queries' candidates; only they become Hit objects.
 
     No de-duplication: an item is answered for only by the shard that owns its
     bucket (shards hide the copies they hold during a rebalance), so an id seen
     twice would be a bug, and tests look for it rather than have it papered over.
-    """
-    return list(itertools.islice(heapq.merge(*lists, key=Hit.sort_key), k))
-
-
-def merge_answers(parts: list[tuple[Answer, np.ndarray, np.ndarray]], qs: list[PreparedQuery]) -> list[list[Hit]]:
-    """merge_topk for columnar shard answers: each query's k best hits over every part.
-
-    A part is (answer, rows, queries): the answer's row rows[j] is for query
-    queries[j] (a relaxation round answers only some queries). The winners are
-    chosen with one sort of all the queries' candidates (score, then id key);
-    only they become Hit objects.
     """
     nq = len(qs)
     widths = [a.scores.shape[1] for a, _, _ in parts]
@@ -57,7 +47,7 @@ def merge_answers(parts: list[tuple[Answer, np.ndarray, np.ndarray]], qs: list[P
 
 
 def merge_by_full_sort(lists: list[list[Hit]], k: int) -> list[Hit]:
-    """The slow twin of merge_topk."""
+    """The slow twin of merge_answers, over each shard's Hit lists."""
     return sorted((h for hits in lists for h in hits), key=Hit.sort_key)[:k]
 
 

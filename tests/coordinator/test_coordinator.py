@@ -6,12 +6,11 @@ import numpy as np
 import pytest
 
 from coordinator.coordinator import Coordinator
-from coordinator.merge import global_level, merge_answers, merge_by_full_sort, merge_topk
+from coordinator.merge import global_level, merge_answers, merge_by_full_sort
 from coordinator.placement import Placement
 from coordinator.protocol import LocalShardClient
 from shards.errors import InvalidInput
 from shards.oracle import brute_force_search
-from shards.query import Hit
 from shards.shard import Shard, ShardConfig
 
 from ..shards.helpers import model_add, random_items, random_query
@@ -30,18 +29,6 @@ def make(tmp_path, n_shards=3):
 
 def tuples(result):
     return [(h.id, h.score, h.hamming, h.colour_distance, h.matched) for h in result.hits]
-
-
-def test_merge_equals_full_sort():
-    rng = np.random.default_rng(0)
-    for _ in range(200):
-        lists = []
-        for s in range(rng.integers(1, 5)):
-            hits = [Hit(int(i), int(i), float(rng.integers(0, 5)), 0, 0.0, ())
-                    for i in rng.choice(1000, rng.integers(0, 20), replace=False)]
-            lists.append(sorted(hits, key=Hit.sort_key))
-        k = int(rng.integers(1, 30))
-        assert merge_topk(lists, k) == merge_by_full_sort(lists, k)
 
 
 def test_columnar_merge_equals_full_sort_of_hits():

@@ -14,9 +14,10 @@
  * Build flags include -ffp-contract=off: scores must equal the numpy oracle's
  * to the last bit, so no fused multiply-add may sneak in.
  *
- * scan(codes, keys, alive, check_alive, rows, use_rows, lo, hi, block_id,
- *      q, qh, hists, bonus, use_bonus, w_h, w_c, w_o, inv_bits, hs, hk, hr, hh, hc, hn)
- * has the shapes documented in shards/kernels.py.
+ * One call scans a whole batch: a table of tasks, each one block's rows (a range,
+ * or a list of candidate rows) for some of the batch's queries, so a shard pays
+ * Python's call and buffer costs once per batch, not once per constraint set.
+ * scan_batch(...)'s arguments are documented in shards/kernels.py.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -105,7 +106,13 @@ static inline void update_thr(Scan *S) {
 static inline double colour_distance(const Scan *S, int64_t i) {
     const uint8_t *a = S->hists + i * S->H;
     int64_t dot = 0;
-    for (int64_t b = 0; b < S->H; b++) dot += (int64_t)a[b] * (int64_t)S->qh[b];
+    /* 32-bit partial sums (255 * 255 * 16384 < 2^32) let the compiler vectorise the loop */
+    for (int64_t b0 = 0; b0 < S->H; b0 += 16384) {
+        int64_t b1 = b0 + 16384 < S->H ? b0 + 16384 : S->H;
+        uint32_t part = 0;
+        for (int64_t b = b0; b < b1; b++) part += (uint32_t)a[b] * (uint32_t)S->qh[b];
+        dot += part;
+    }
     double cd = 1.0 - (double)dot / 65025.0;
     return cd < 0.0 ? 0.0 : cd;
 }
@@ -141,9 +148,9 @@ static inline uint64_t ham_scalar(const uint64_t *c, const uint64_t *q, int64_t 
 }
 
 __attribute__((target("popcnt")))
-static void scan_rows_scalar(Scan *S, const int64_t *rows, int64_t m) {
+static void scan_rows_scalar(Scan *S, const uint32_t *rows, int64_t m) {
     for (int64_t t = 0; t < m; t++) {
-        int64_t i = rows[t];
+        int64_t i = (int64_t)rows[t];
         uint64_t h = ham_scalar(S->codes + i * S->W, S->q, S->W);
         if (h <= S->thr) consider(S, i, h);
     }
@@ -214,88 +221,168 @@ static void scan_range(Scan *S, int64_t lo, int64_t hi) {
 
 #define CHUNK 2048  /* rows per chunk in a batch: 2048 x 32 B = 64 KiB stays in L2 */
 
-static PyObject *py_scan(PyObject *self, PyObject *args) {
-    PyObject *o_codes, *o_keys, *o_alive, *o_rows, *o_q, *o_qh, *o_hists, *o_bonus;
-    PyObject *o_wh, *o_wc, *o_wo, *o_hs, *o_hk, *o_hr, *o_hh, *o_hc, *o_hn;
-    int check_alive, use_rows, use_bonus;
-    long long lo, hi, block_id;
+/* A task row: which block, which of its rows, for which queries. */
+enum { T_BLOCK, T_N, T_LO, T_HI, T_USE_ROWS, T_CHECK_ALIVE, T_MLO, T_MHI, T_COLS };
+
+typedef struct { Buf codes, keys, alive, hists; int held; } BlockBufs;
+
+static int get_block(PyObject *blocks, int64_t bid, BlockBufs *bb) {
+    if (bb->held) return 0;
+    PyObject *t = PySequence_Fast_GET_ITEM(blocks, bid);  /* borrowed */
+    if (!PyTuple_Check(t) || PyTuple_GET_SIZE(t) != 4) {
+        PyErr_Format(PyExc_TypeError, "scan_batch: block %lld is not a (codes, keys, alive, hists) tuple",
+                     (long long)bid);
+        return -1;
+    }
+    bb->held = 1;
+    if (get_buf(PyTuple_GET_ITEM(t, 0), &bb->codes, 0, 8, "codes") || get_buf(PyTuple_GET_ITEM(t, 1), &bb->keys, 0, 8, "keys")
+        || get_buf(PyTuple_GET_ITEM(t, 2), &bb->alive, 0, 1, "alive")
+        || get_buf(PyTuple_GET_ITEM(t, 3), &bb->hists, 0, 1, "hists"))
+        return -1;
+    if (bb->codes.view.ndim != 2 || bb->hists.view.ndim != 2) {
+        PyErr_SetString(PyExc_ValueError, "scan_batch: a block's codes and hists must be 2-D");
+        return -1;
+    }
+    return 0;
+}
+
+static void release_block(BlockBufs *bb) {
+    release(&bb->codes); release(&bb->keys); release(&bb->alive); release(&bb->hists);
+    bb->held = 0;
+}
+
+/* scan_batch(blocks, tasks, rows, members, bonuses, q, qh, w_h, w_c, w_o, kq, inv_bits,
+ *            hs, hk, hr, hh, hc, hn): every task of a batch in one call (see shards/kernels.py). */
+static PyObject *py_scan_batch(PyObject *self, PyObject *args) {
+    PyObject *o_blocks, *o_tasks, *o_rows, *o_members, *o_bonuses, *o_q, *o_qh, *o_wh, *o_wc, *o_wo, *o_kq;
+    PyObject *o_hs, *o_hk, *o_hr, *o_hh, *o_hc, *o_hn;
     double inv_bits;
-    if (!PyArg_ParseTuple(args, "OOOpOpLLLOOOOpOOOdOOOOOO", &o_codes, &o_keys, &o_alive, &check_alive,
-                          &o_rows, &use_rows, &lo, &hi, &block_id, &o_q, &o_qh, &o_hists, &o_bonus,
-                          &use_bonus, &o_wh, &o_wc, &o_wo, &inv_bits, &o_hs, &o_hk, &o_hr, &o_hh, &o_hc,
-                          &o_hn))
+    if (!PyArg_ParseTuple(args, "OOOOOOOOOOOdOOOOOO", &o_blocks, &o_tasks, &o_rows, &o_members, &o_bonuses,
+                          &o_q, &o_qh, &o_wh, &o_wc, &o_wo, &o_kq, &inv_bits,
+                          &o_hs, &o_hk, &o_hr, &o_hh, &o_hc, &o_hn))
         return NULL;
-    Buf codes = {0}, keys = {0}, alive = {0}, rows = {0}, q = {0}, qh = {0}, hists = {0}, bonus = {0};
-    Buf wh = {0}, wc = {0}, wo = {0}, hs = {0}, hk = {0}, hr = {0}, hh = {0}, hc = {0}, hn = {0};
-    PyObject *ret = NULL;
-    if (get_buf(o_codes, &codes, 0, 8, "codes") || get_buf(o_keys, &keys, 0, 8, "keys")
-        || get_buf(o_alive, &alive, 0, 1, "alive") || get_buf(o_rows, &rows, 0, 8, "rows")
-        || get_buf(o_q, &q, 0, 8, "q") || get_buf(o_qh, &qh, 0, 1, "qh")
-        || get_buf(o_hists, &hists, 0, 1, "hists") || get_buf(o_bonus, &bonus, 0, 8, "bonus")
-        || get_buf(o_wh, &wh, 0, 8, "w_h") || get_buf(o_wc, &wc, 0, 8, "w_c") || get_buf(o_wo, &wo, 0, 8, "w_o")
+    Buf tasks = {0}, rows = {0}, members = {0}, q = {0}, qh = {0}, wh = {0}, wc = {0}, wo = {0}, kq = {0};
+    Buf hs = {0}, hk = {0}, hr = {0}, hh = {0}, hc = {0}, hn = {0};
+    PyObject *ret = NULL, *blocks = NULL, *bonuses = NULL;
+    BlockBufs *bbs = NULL;
+    Buf *bon = NULL;
+    double *bmax = NULL;
+    Py_ssize_t nblocks = 0, T = 0;
+    if (get_buf(o_tasks, &tasks, 0, 8, "tasks") || get_buf(o_rows, &rows, 0, 4, "rows")
+        || get_buf(o_members, &members, 0, 8, "members") || get_buf(o_q, &q, 0, 8, "q")
+        || get_buf(o_qh, &qh, 0, 1, "qh") || get_buf(o_wh, &wh, 0, 8, "w_h") || get_buf(o_wc, &wc, 0, 8, "w_c")
+        || get_buf(o_wo, &wo, 0, 8, "w_o") || get_buf(o_kq, &kq, 0, 8, "kq")
         || get_buf(o_hs, &hs, 1, 8, "hs") || get_buf(o_hk, &hk, 1, 8, "hk") || get_buf(o_hr, &hr, 1, 8, "hr")
         || get_buf(o_hh, &hh, 1, 8, "hh") || get_buf(o_hc, &hc, 1, 8, "hc") || get_buf(o_hn, &hn, 1, 8, "hn"))
         goto done;
-    if (codes.view.ndim != 2 || q.view.ndim != 2 || hists.view.ndim != 2 || qh.view.ndim != 2 || hs.view.ndim != 2) {
-        PyErr_SetString(PyExc_ValueError, "codes, q, hists, qh and hs must be 2-D");
+    if (tasks.view.ndim != 2 || tasks.view.shape[1] != T_COLS || q.view.ndim != 2 || qh.view.ndim != 2
+        || hs.view.ndim != 2) {
+        PyErr_SetString(PyExc_ValueError, "scan_batch: tasks must be (T, 8); q, qh and hs 2-D");
         goto done;
     }
-    int64_t N = codes.view.shape[0], W = codes.view.shape[1], H = hists.view.shape[1];
-    int64_t nq = q.view.shape[0], k = hs.view.shape[1];
-    int64_t m = use_rows ? rows.view.shape[0] : hi - lo;
-    if (q.view.shape[1] != W || qh.view.shape[0] != nq || qh.view.shape[1] != H || hs.view.shape[0] != nq
+    blocks = PySequence_Fast(o_blocks, "scan_batch: blocks must be a sequence");
+    bonuses = PySequence_Fast(o_bonuses, "scan_batch: bonuses must be a sequence");
+    if (!blocks || !bonuses) goto done;
+    nblocks = PySequence_Fast_GET_SIZE(blocks);
+    T = tasks.view.shape[0];
+    const int64_t nq = q.view.shape[0], W = q.view.shape[1], H = qh.view.shape[1], K = hs.view.shape[1];
+    const int64_t R = rows.view.len / 4, M = members.view.len / 8;
+    if (PySequence_Fast_GET_SIZE(bonuses) != T || qh.view.shape[0] != nq || hs.view.shape[0] != nq
         || hk.view.len != hs.view.len || hr.view.len != hs.view.len || hh.view.len != hs.view.len
-        || hc.view.len != hs.view.len || hn.view.shape[0] != nq
-        || wh.view.shape[0] != nq || wc.view.shape[0] != nq || wo.view.shape[0] != nq
-        || keys.view.shape[0] < N || alive.view.shape[0] < N || hists.view.shape[0] < N || k < 1
-        || (!use_rows && (lo < 0 || hi > N || lo > hi))
-        || (use_bonus && (bonus.view.ndim != 2 || bonus.view.shape[0] != nq || bonus.view.shape[1] < N))) {
-        PyErr_SetString(PyExc_ValueError, "scan: inconsistent shapes");
+        || hc.view.len != hs.view.len || hn.view.len / 8 != nq || wh.view.len / 8 != nq
+        || wc.view.len / 8 != nq || wo.view.len / 8 != nq || kq.view.len / 8 != nq) {
+        PyErr_SetString(PyExc_ValueError, "scan_batch: inconsistent shapes");
         goto done;
     }
-    const int64_t *rp = (const int64_t *)rows.view.buf;
-    if (use_rows)
-        for (int64_t t = 0; t < m; t++)
-            if (rp[t] < 0 || rp[t] >= N) { PyErr_SetString(PyExc_IndexError, "scan: row out of range"); goto done; }
-
-    double *bmax = PyMem_Calloc(nq ? nq : 1, sizeof(double));
-    if (!bmax) { PyErr_NoMemory(); goto done; }
-    if (use_bonus)  /* the most any row can gain from optional attributes, per query */
-        for (int64_t j = 0; j < nq; j++) {
-            const double *b = (const double *)bonus.view.buf + j * bonus.view.shape[1];
-            for (int64_t r = 0; r < N; r++) if (b[r] > bmax[j]) bmax[j] = b[r];
+    const int64_t *kp = (const int64_t *)kq.view.buf, *mp = (const int64_t *)members.view.buf;
+    const uint32_t *rp = (const uint32_t *)rows.view.buf;
+    for (int64_t j = 0; j < nq; j++)
+        if (kp[j] < 1 || kp[j] > K) { PyErr_SetString(PyExc_ValueError, "scan_batch: k outside [1, heap width]"); goto done; }
+    for (int64_t t = 0; t < M; t++)
+        if (mp[t] < 0 || mp[t] >= nq) { PyErr_SetString(PyExc_IndexError, "scan_batch: member out of range"); goto done; }
+    bbs = PyMem_Calloc(nblocks ? nblocks : 1, sizeof(BlockBufs));
+    bon = PyMem_Calloc(T ? T : 1, sizeof(Buf));
+    bmax = PyMem_Calloc(M ? M : 1, sizeof(double));
+    if (!bbs || !bon || !bmax) { PyErr_NoMemory(); goto done; }
+    const int64_t *tp = (const int64_t *)tasks.view.buf;
+    for (Py_ssize_t t = 0; t < T; t++) {  /* validate every task before any heap is touched */
+        const int64_t *r = tp + t * T_COLS;
+        int64_t bid = r[T_BLOCK], n = r[T_N];
+        if (bid < 0 || bid >= nblocks) { PyErr_SetString(PyExc_IndexError, "scan_batch: block out of range"); goto done; }
+        if (get_block(blocks, bid, &bbs[bid]) < 0) goto done;
+        BlockBufs *b = &bbs[bid];
+        if (b->codes.view.shape[1] != W || b->hists.view.shape[1] != H || n < 0 || n > b->codes.view.shape[0]
+            || b->keys.view.len / 8 < n || b->alive.view.len < n || b->hists.view.shape[0] < n
+            || r[T_MLO] < 0 || r[T_MLO] > r[T_MHI] || r[T_MHI] > M) {
+            PyErr_SetString(PyExc_ValueError, "scan_batch: a task does not fit its block or the queries");
+            goto done;
         }
+        if (r[T_USE_ROWS]) {
+            if (r[T_LO] < 0 || r[T_LO] > r[T_HI] || r[T_HI] > R) { PyErr_SetString(PyExc_ValueError, "scan_batch: task rows outside rows"); goto done; }
+            for (int64_t i = r[T_LO]; i < r[T_HI]; i++)
+                if (rp[i] >= (uint64_t)n) { PyErr_SetString(PyExc_IndexError, "scan_batch: row out of range"); goto done; }
+        } else if (r[T_LO] < 0 || r[T_HI] > n || r[T_LO] > r[T_HI]) {
+            PyErr_SetString(PyExc_ValueError, "scan_batch: task range outside the block");
+            goto done;
+        }
+        PyObject *bo = PySequence_Fast_GET_ITEM(bonuses, t);
+        if (bo != Py_None) {  /* (members, >= n) float64: each member's optional-token bonus per row */
+            if (get_buf(bo, &bon[t], 0, 8, "bonus")) goto done;
+            int64_t nm = r[T_MHI] - r[T_MLO];
+            if (bon[t].view.ndim != 2 || bon[t].view.shape[0] != nm || bon[t].view.shape[1] < n) {
+                PyErr_SetString(PyExc_ValueError, "scan_batch: a bonus must be (task members, block rows)");
+                goto done;
+            }
+        }
+    }
     Py_BEGIN_ALLOW_THREADS
     Scan S;
-    S.codes = codes.view.buf; S.keys = keys.view.buf; S.alive = alive.view.buf; S.hists = hists.view.buf;
-    S.W = W; S.H = H; S.k = k; S.base = (int64_t)block_id << 32; S.check_alive = check_alive;
-    S.inv_bits = inv_bits;
-    for (int64_t c0 = 0; c0 < m; c0 += CHUNK) {
-        int64_t c1 = c0 + CHUNK < m ? c0 + CHUNK : m;
-        for (int64_t j = 0; j < nq; j++) {
-            S.q = (const uint64_t *)q.view.buf + j * W;
-            S.qh = (const uint8_t *)qh.view.buf + j * H;
-            S.bonus = use_bonus ? (const double *)bonus.view.buf + j * bonus.view.shape[1] : NULL;
-            S.w_h = ((double *)wh.view.buf)[j]; S.w_c = ((double *)wc.view.buf)[j]; S.w_o = ((double *)wo.view.buf)[j];
-            S.bonus_max = bmax[j];
-            S.hs = (double *)hs.view.buf + j * k; S.hk = (uint64_t *)hk.view.buf + j * k;
-            S.hr = (int64_t *)hr.view.buf + j * k;
-            S.hh = (int64_t *)hh.view.buf + j * k; S.hc = (double *)hc.view.buf + j * k;
-            S.n = ((int64_t *)hn.view.buf)[j];
-            update_thr(&S);
-            if (use_rows) scan_rows_scalar(&S, rp + c0, c1 - c0);
-            else scan_range(&S, lo + c0, lo + c1);
-            ((int64_t *)hn.view.buf)[j] = S.n;
+    S.W = W; S.H = H; S.inv_bits = inv_bits;
+    for (Py_ssize_t t = 0; t < T; t++) {
+        const int64_t *r = tp + t * T_COLS;
+        const BlockBufs *b = &bbs[r[T_BLOCK]];
+        S.codes = b->codes.view.buf; S.keys = b->keys.view.buf; S.alive = b->alive.view.buf;
+        S.hists = b->hists.view.buf;
+        S.base = r[T_BLOCK] << 32; S.check_alive = (int)r[T_CHECK_ALIVE];
+        int64_t m = r[T_HI] - r[T_LO];
+        if (bon[t].held)  /* the most any of the block's rows can gain, per member */
+            for (int64_t mj = r[T_MLO]; mj < r[T_MHI]; mj++) {
+                const double *bj = (const double *)bon[t].view.buf + (mj - r[T_MLO]) * bon[t].view.shape[1];
+                double mx = 0.0;
+                for (int64_t i = 0; i < r[T_N]; i++) if (bj[i] > mx) mx = bj[i];
+                bmax[mj] = mx;
+            }
+        for (int64_t c0 = 0; c0 < m; c0 += CHUNK) {
+            int64_t c1 = c0 + CHUNK < m ? c0 + CHUNK : m;
+            for (int64_t mj = r[T_MLO]; mj < r[T_MHI]; mj++) {
+                int64_t j = mp[mj];
+                S.q = (const uint64_t *)q.view.buf + j * W;
+                S.qh = (const uint8_t *)qh.view.buf + j * H;
+                S.bonus = bon[t].held ? (const double *)bon[t].view.buf + (mj - r[T_MLO]) * bon[t].view.shape[1] : NULL;
+                S.bonus_max = bon[t].held ? bmax[mj] : 0.0;
+                S.w_h = ((double *)wh.view.buf)[j]; S.w_c = ((double *)wc.view.buf)[j]; S.w_o = ((double *)wo.view.buf)[j];
+                S.k = kp[j];
+                S.hs = (double *)hs.view.buf + j * K; S.hk = (uint64_t *)hk.view.buf + j * K;
+                S.hr = (int64_t *)hr.view.buf + j * K;
+                S.hh = (int64_t *)hh.view.buf + j * K; S.hc = (double *)hc.view.buf + j * K;
+                S.n = ((int64_t *)hn.view.buf)[j];
+                update_thr(&S);
+                if (r[T_USE_ROWS]) scan_rows_scalar(&S, rp + r[T_LO] + c0, c1 - c0);
+                else scan_range(&S, r[T_LO] + c0, r[T_LO] + c1);
+                ((int64_t *)hn.view.buf)[j] = S.n;
+            }
         }
     }
     Py_END_ALLOW_THREADS
-    PyMem_Free(bmax);
     ret = Py_None;
     Py_INCREF(ret);
 done:
-    release(&codes); release(&keys); release(&alive); release(&rows); release(&q); release(&qh);
-    release(&hists); release(&bonus); release(&wh); release(&wc); release(&wo); release(&hs);
-    release(&hk); release(&hr); release(&hh); release(&hc); release(&hn);
+    if (bbs) for (Py_ssize_t i = 0; i < nblocks; i++) release_block(&bbs[i]);
+    if (bon) for (Py_ssize_t t = 0; t < T; t++) release(&bon[t]);
+    PyMem_Free(bbs); PyMem_Free(bon); PyMem_Free(bmax);
+    Py_XDECREF(blocks); Py_XDECREF(bonuses);
+    release(&tasks); release(&rows); release(&members); release(&q); release(&qh); release(&wh); release(&wc);
+    release(&wo); release(&kq); release(&hs); release(&hk); release(&hr); release(&hh); release(&hc); release(&hn);
     return ret;
 }
 
@@ -354,7 +441,7 @@ static PyObject *py_simd(PyObject *self, PyObject *noargs) {
 }
 
 static PyMethodDef methods[] = {
-    {"scan", py_scan, METH_VARARGS, "Fused Hamming + colour top-k scan (see shards/kernels.py)."},
+    {"scan_batch", py_scan_batch, METH_VARARGS, "Fused Hamming + colour top-k scans of a batch (see shards/kernels.py)."},
     {"lookup", py_lookup, METH_VARARGS, "Binary search of keys through a uint32 sort order (see shards/idindex.py)."},
     {"simd", py_simd, METH_NOARGS, "Which instruction set the scan uses on this CPU."},
     {NULL, NULL, 0, NULL},

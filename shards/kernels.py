@@ -1,44 +1,49 @@
 """Python face of the fused scan kernel (`shards/_scan.c`).
 
-`scan(...)` accumulates the top-k of nq queries over the rows of one block into
-per-query heaps; heaps are (score, key) max-heaps, so ties break by id key and
-results are deterministic. Shapes:
+`scan_batch(...)` accumulates the top-k of a batch of queries into per-query
+heaps, over a table of tasks. A task is one block's rows (a range, or candidate
+rows) for some of the batch's queries (its members); one call runs them all, so
+a shard pays the call once per batch, not once per constraint set. Heaps are
+(score, key) max-heaps, so ties break by id key and results are deterministic.
 
-    codes (N, W) uint64     keys (N,) uint64     alive (N,) uint8
-    hists (N, H) uint8      rows (m,) int64 (used when use_rows, else [lo, hi))
-    q (nq, W) uint64        qh (nq, H) uint8     bonus (nq, N) float64 (use_bonus)
-    w_h, w_c, w_o (nq,) float64 weights          inv_bits = 1 / B
-    hs (nq, k) float64, hk (nq, k) uint64, hr (nq, k) int64, hh (nq, k) int64,
-    hc (nq, k) float64, hn (nq,) int64
+    blocks      sequence, by block id: (codes (N, W) uint64, keys (N,) uint64,
+                alive (N,) uint8, hists (N, H) uint8); unused blocks may be None
+    tasks       (T, 8) int64 rows [block, n, lo, hi, use_rows, check_alive, mlo, mhi]:
+                the block's first n rows are valid; use_rows scans rows[lo:hi],
+                else the row range [lo, hi); check_alive skips dead rows;
+                members[mlo:mhi] are the task's queries
+    rows        (R,) uint32 candidate rows of every use_rows task, concatenated
+    members     (M,) int64 query indices of every task, concatenated
+    bonuses     one per task: None, or (mhi - mlo, >= n) float64, each member's
+                optional-token count per row
+    q (Q, W) uint64, qh (Q, H) uint8, w_h, w_c, w_o (Q,) float64, kq (Q,) int64
+    heaps       hs (Q, K) float64, hk (Q, K) uint64, hr, hh (Q, K) int64,
+                hc (Q, K) float64, hn (Q,) int64; query j keeps kq[j] <= K entries
 
 score = (w_h * ham * inv_bits - w_o * bonus) + w_c * colour_distance, evaluated
 in exactly that order (the oracle in shards/oracle.py does the same in numpy).
 A heap entry is (score hs, id key hk, location hr = block_id << 32 | row,
-Hamming distance hh, colour distance hc).
+Hamming distance hh, colour distance hc). Every task is checked before any heap
+is touched, so a bad table raises and changes nothing.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from ._scan import scan as _scan_c
+from ._scan import scan_batch as _scan_batch_c
 from ._scan import simd
 
-__all__ = ["scan", "new_heaps", "simd", "EMPTY_ROWS", "NO_BONUS"]
+__all__ = ["scan_batch", "new_heaps", "simd", "TASK_COLUMNS", "NO_ROWS"]
 
-EMPTY_ROWS = np.zeros(0, np.int64)
-NO_BONUS = np.zeros((0, 0), np.float64)
+TASK_COLUMNS = 8
+NO_ROWS = np.zeros(0, np.uint32)
 
 
-def scan(codes, keys, alive, check_alive, rows, use_rows, lo, hi, block_id,
-         q, qh, hists, bonus, use_bonus, w_h, w_c, w_o, inv_bits, heaps) -> None:
-    hs, hk, hr, hh, hc, hn = heaps
-    _scan_c(codes, keys, alive, bool(check_alive), rows, bool(use_rows), int(lo), int(hi),
-            int(block_id), q, qh, hists, bonus, bool(use_bonus), w_h, w_c, w_o, float(inv_bits),
-            hs, hk, hr, hh, hc, hn)
+def scan_batch(blocks, tasks, rows, members, bonuses, q, qh, w_h, w_c, w_o, kq, inv_bits, heaps) -> None:
+    _scan_batch_c(blocks, tasks, rows, members, bonuses, q, qh, w_h, w_c, w_o, kq, float(inv_bits), *heaps)
 
 
 def new_heaps(nq: int, k: int):
     """(hs, hk, hr, hh, hc, hn): nq empty heaps of k entries."""
     return (np.full((nq, k), np.inf), np.zeros((nq, k), np.uint64), np.zeros((nq, k), np.int64),
             np.zeros((nq, k), np.int64), np.zeros((nq, k)), np.zeros(nq, np.int64))
-

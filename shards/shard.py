@@ -332,15 +332,29 @@ class Shard:
             total += block.n_alive if c is None else len(c)
         return total
 
-    def level_counts(self, q: PreparedQuery, stop_at: int | None = None, hidden=None, cache=None) -> list[int]:
-        """Candidates at each relaxation level, stopping at the first with >= stop_at."""
-        hidden = hidden or [None] * len(self.blocks)
-        counts = []
-        for level in range(len(q.required) + 1):
-            counts.append(self._count(q.constraints(level), hidden, cache))
-            if stop_at is not None and counts[-1] >= stop_at:
-                break
-        return counts
+    def _choose_levels(self, qs, levels, hidden, cache) -> tuple[list[tuple[int, ...]], list[int]]:
+        """Each query's candidates per level, up to the first level with k of them, and its level.
+
+        Queries with the same filters and required tokens share one list of counts,
+        extended level by level only as far as the largest k among them needs.
+        """
+        known: dict[tuple, list[int]] = {}
+        counts, chosen = [], []
+        for q, lv in zip(qs, levels):
+            c = known.setdefault((q.filters, q.required), [])
+            top = len(q.required)
+            enough = next((j for j, n in enumerate(c) if n >= q.k), None)
+            while enough is None and len(c) <= top:
+                c.append(self._count(q.constraints(len(c)), hidden, cache))
+                if c[-1] >= q.k:
+                    enough = len(c) - 1
+            if lv is None:
+                lv = top if enough is None else enough
+            elif not isinstance(lv, int) or not 0 <= lv <= top:
+                raise InvalidInput(f"level must be in [0, {top}], got {lv!r}")
+            counts.append(tuple(c[: top + 1 if enough is None else enough + 1]))
+            chosen.append(lv)
+        return counts, chosen
 
     def search(self, query: Query | PreparedQuery, level: int | None = None) -> ShardResult:
         return self.search_batch([query], [level])[0]
@@ -380,37 +394,23 @@ class Shard:
             hidden = ([self._hidden_rows(bid, exclude) for bid in range(len(self.blocks))] if exclude[1]
                       else [None] * len(self.blocks))
             cache: dict = {}
-            counts, chosen = [], []
-            for q, lv in zip(qs, levels):
-                c = self.level_counts(q, stop_at=q.k, hidden=hidden, cache=cache)
-                if lv is None:
-                    lv = next((j for j, n in enumerate(c) if n >= q.k), len(q.required))
-                elif not isinstance(lv, int) or not 0 <= lv <= len(q.required):
-                    raise InvalidInput(f"level must be in [0, {len(q.required)}], got {lv!r}")
-                counts.append(tuple(c))
-                chosen.append(lv)
+            counts, chosen = self._choose_levels(qs, levels, hidden, cache)
             groups: dict[tuple, list[int]] = {}
             for i, (q, lv) in enumerate(zip(qs, chosen)):
                 groups.setdefault(tuple(sorted(q.constraints(lv))), []).append(i)
             batch = _QueryArrays(qs)
-            heaps = kernels.new_heaps(len(qs), max(q.k for q in qs))
+            plan = _ScanPlan()
             scanned = np.zeros(len(qs), np.int64)
             for tokens, members in groups.items():
-                scanned[members] = self._scan_group(tokens, members, batch, hidden, cache, heaps)
+                scanned[members] = self._plan_group(tokens, members, qs, hidden, cache, plan)
+            heaps = kernels.new_heaps(len(qs), int(batch.k.max()))
+            plan.run(self.blocks, batch, self.inv_bits, heaps)
             return self._answer(qs, chosen, counts, scanned, heaps, version)
 
-    def _scan_group(self, tokens, members: list[int], batch: "_QueryArrays", hidden, cache, heaps) -> int:
-        """Scan the candidates of one constraint set for the queries `members`, into their heaps."""
-        lo = members[0]
-        consecutive = members[-1] - lo == len(members) - 1
-        idx = slice(lo, lo + len(members)) if consecutive else np.asarray(members, np.int64)
-        qs = batch.qs[idx] if consecutive else [batch.qs[i] for i in members]
-        k = max(q.k for q in qs)  # a group's heaps are as wide as its own largest k, not the batch's
-        views = consecutive and k == heaps[0].shape[1]  # a lone query, most often: scan in place
-        group = tuple(h[idx] for h in heaps) if views else kernels.new_heaps(len(qs), k)
-        qcodes, qh = batch.codes[idx], batch.hists[idx]
-        w_h, w_c, w_o = batch.w_h[idx], batch.w_c[idx], batch.w_o[idx]
-        use_bonus = any(q.optional for q in qs) and (w_o > 0).any()
+    def _plan_group(self, tokens, members: list[int], qs, hidden, cache, plan: "_ScanPlan") -> int:
+        """The scan tasks of one constraint set for the queries `members`; returns the rows they scan."""
+        mlo, mhi = plan.add_members(members)
+        use_bonus = any(qs[i].optional and qs[i].w_optional > 0 for i in members)
         scanned = 0
         for bid in self._block_ids_for(tokens, cache):
             block = self.blocks[bid]
@@ -419,22 +419,8 @@ class Shard:
             cand = self._candidates(block, tokens, hidden[bid], cache)
             if cand is not None and not cand:
                 continue
-            bonus = self._bonus(block, qs) if use_bonus else kernels.NO_BONUS
-            n = block.n
-            codes, keys, alive, hists = block.codes[:n], block.keys[:n], block.alive[:n], block.hists[:n]
-            if cand is None:
-                scanned += block.n_alive
-                kernels.scan(codes, keys, alive, block.n_alive < n, kernels.EMPTY_ROWS, False, 0, n, bid,
-                             qcodes, qh, hists, bonus, use_bonus, w_h, w_c, w_o, self.inv_bits, group)
-            else:
-                rows = np.frombuffer(cand.to_array(), np.uint32).astype(np.int64)
-                scanned += len(rows)
-                kernels.scan(codes, keys, alive, False, rows, True, 0, 0, bid, qcodes, qh, hists,
-                             bonus, use_bonus, w_h, w_c, w_o, self.inv_bits, group)
-        if not views:
-            for h, part in zip(heaps[:-1], group[:-1]):
-                h[idx, :k] = part
-            heaps[-1][idx] = group[-1]
+            bonus = self._bonus(block, [qs[i] for i in members]) if use_bonus else None
+            scanned += plan.add_task(bid, block, cand, mlo, mhi, bonus)
         return scanned
 
     def _bonus(self, block: Block, qs: list[PreparedQuery]) -> np.ndarray:
@@ -455,7 +441,7 @@ class Shard:
         order = np.lexsort((hk, hs), axis=-1)  # padding (score +inf) sorts last
         at = (np.arange(len(qs))[:, None], order)
         scores, keys, locs, hamming, colour = hs[at], hk[at], hr[at], hh[at], hc[at]
-        n = np.minimum(hn, [q.k for q in qs])  # a query shares its group's heap width
+        n = hn                                 # a query's heap holds at most its own k
         valid = np.arange(scores.shape[1]) < n[:, None]
         scores[~valid] = np.inf
         loc = locs[valid]                      # query by query, best first
@@ -689,7 +675,7 @@ class Shard:
 
 
 class _QueryArrays:
-    """A batch's query codes, histograms and weights stacked once, for every group's scan."""
+    """A batch's query codes, histograms, weights and k stacked once, for the batch's one scan."""
 
     def __init__(self, qs: list[PreparedQuery]):
         self.qs = qs
@@ -701,3 +687,47 @@ class _QueryArrays:
         self.w_h = np.array([q.w_hamming for q in qs])
         self.w_c = np.array([q.w_colour for q in qs])
         self.w_o = np.array([q.w_optional for q in qs])
+        self.k = np.array([q.k for q in qs], np.int64)
+
+
+class _ScanPlan:
+    """A batch's scan as one table of tasks (kernels.scan_batch), gathered constraint set by set."""
+
+    def __init__(self):
+        self.tasks: list[tuple] = []
+        self.rows: list[np.ndarray] = []
+        self.members: list[int] = []
+        self.bonuses: list = []
+        self.n_rows = 0
+
+    def add_members(self, members: list[int]) -> tuple[int, int]:
+        lo = len(self.members)
+        self.members.extend(members)
+        return lo, len(self.members)
+
+    def add_task(self, bid: int, block: Block, cand, mlo: int, mhi: int, bonus) -> int:
+        """Scan `cand` (a BitMap of rows, or None: every alive row) of block `bid`; returns its size."""
+        n = block.n
+        if cand is None:
+            self.tasks.append((bid, n, 0, n, 0, int(block.n_alive < n), mlo, mhi))
+            size = block.n_alive
+        else:
+            rows = np.frombuffer(cand.to_array(), np.uint32)
+            self.tasks.append((bid, n, self.n_rows, self.n_rows + len(rows), 1, 0, mlo, mhi))
+            self.rows.append(rows)
+            self.n_rows += len(rows)
+            size = len(rows)
+        self.bonuses.append(bonus)
+        return size
+
+    def run(self, blocks: list[Block], batch: _QueryArrays, inv_bits: float, heaps) -> None:
+        if not self.tasks:
+            return
+        arrays: list = [None] * len(blocks)
+        for t in self.tasks:
+            b = blocks[t[0]]
+            arrays[t[0]] = (b.codes, b.keys, b.alive, b.hists)
+        rows = np.concatenate(self.rows) if self.rows else kernels.NO_ROWS
+        kernels.scan_batch(arrays, np.asarray(self.tasks, np.int64), rows, np.asarray(self.members, np.int64),
+                           self.bonuses, batch.codes, batch.hists, batch.w_h, batch.w_c, batch.w_o, batch.k,
+                           inv_bits, heaps)

@@ -79,10 +79,13 @@ def _in_process_sharded(rows, n_shards, bits, queries, batch_queries):
     return lat, batch_s
 
 
-def bench_cluster(rows: int, n_shards: int, bits: int = 256, n_queries: int = 300, batch: int = 256) -> dict:
+def bench_cluster(rows: int, n_shards: int, bits: int = 256, n_queries: int = 300, batch: int = 256,
+                  job: int = 2048) -> dict:
+    """`batch` queries in one call; `job` queries in one call, which the router sends in chunks."""
     rng = np.random.default_rng(1)
     queries = _queries(rng, n_queries, bits)
     batch_queries = _queries(rng, batch, bits)
+    job_queries = _queries(rng, job, bits)
 
     local = Shard(None, ShardConfig(bits=bits), fsync=False)
     _fill(local.upsert, rows, bits)
@@ -90,6 +93,7 @@ def bench_cluster(rows: int, n_shards: int, bits: int = 256, n_queries: int = 30
     local_lat = _latencies(local.search, queries)
     local.search_batch(batch_queries)
     local_batch_s = _median_seconds(lambda: local.search_batch(batch_queries))
+    local_job_s = _median_seconds(lambda: local.search_batch(job_queries), reps=3)
     local = None  # free its memory before the sharded copy is built
     sharded_lat, sharded_batch_s = _in_process_sharded(rows, n_shards, bits, queries, batch_queries)
 
@@ -105,6 +109,7 @@ def bench_cluster(rows: int, n_shards: int, bits: int = 256, n_queries: int = 30
             lat = _latencies(c.search, queries)
             c.search_batch(batch_queries)
             batch_s = _median_seconds(lambda: c.search_batch(batch_queries))
+            job_s = _median_seconds(lambda: c.search_batch(job_queries), reps=3)
             shards = c.stats()["shards"].values()
         finally:
             shutdown_cluster()
@@ -116,6 +121,10 @@ def bench_cluster(rows: int, n_shards: int, bits: int = 256, n_queries: int = 30
             "single_process_p99_ms": float(np.percentile(local_lat, 99)), "overhead_ms": p50 - lp50,
             "batch": batch, "batch_qps": batch / batch_s, "single_process_batch_qps": batch / local_batch_s,
             "batch_ratio": local_batch_s / batch_s, "cluster_ingest_items_per_s": rows / ingest_s,
+            # a batch job: `job` queries in one call, in chunks of 256 with 3 in flight, against
+            # one process answering all of them in one search_batch
+            "job": job, "job_qps": job / job_s, "single_process_job_qps": job / local_job_s,
+            "job_ratio": local_job_s / job_s,
             "in_process_sharded_p50_ms": statistics.median(sharded_lat),
             "in_process_sharded_batch_qps": batch / sharded_batch_s,
             # the shard actors' resident memory (Python and Ray's runtime included) and the

@@ -1,7 +1,8 @@
 """The read path: fan a batch of queries out to every shard, check views, relax, merge.
 
 One round normally: the whole batch goes to every shard in one call each (all
-submitted, then awaited together, each under a timeout). If the shards together
+submitted, then awaited together, each under a timeout). A batch of more than
+`Router.chunk` queries goes as several such batches, `Router.window` in flight. If the shards together
 have fewer than k candidates for a query, one more round asks at the least
 relaxation level that gives k. A shard that fails or times out is named in
 `missing` and the answer says `partial: true`.
@@ -79,6 +80,9 @@ async def fan_out(calls: dict, timeout_s: float) -> tuple[dict, dict]:
 class Router:
     """Queries over a set of shard clients (the ShardClient protocol)."""
 
+    chunk = 256    # queries per shard call: a 256-query answer at k=10 stays under Ray's 100 KB inline limit
+    window = 3     # chunks in flight: the shards scan one while the router merges another
+
     def __init__(self, clients: dict, version: int, *, bits: int, hist_bins: int, timeout_s: float = 5.0,
                  refresh: Callable[[], Awaitable[None]] | None = None):
         self.clients = clients            # name -> client; the shards that answer queries
@@ -91,18 +95,36 @@ class Router:
         return prepare(query, self.bits, self.hist_bins, MAX_K)
 
     async def search_batch(self, queries) -> list[SearchResult]:
+        """Every query validated first, then searched in chunks of `chunk`, `window` chunks in flight.
+
+        A batch job's queries need not fit one message: each chunk is one call per
+        shard, and while the shards scan one chunk the router merges another.
+        """
         t0 = time.perf_counter()
-        qs = prepare_many(queries, self.bits, self.hist_bins, MAX_K)
+        qs = prepare_many(queries, self.bits, self.hist_bins, MAX_K)  # a bad query fails the batch up front
         if not qs:
             return []
         if not self.clients and self.refresh is not None:
             await self.refresh()      # a router that has never seen the map asks for it first
+        if len(qs) <= self.chunk:
+            out = await self._search(qs)
+        else:
+            gate = asyncio.Semaphore(self.window)
+
+            async def one(part):
+                async with gate:
+                    return await self._search(part)
+            parts = await asyncio.gather(*(one(qs[i: i + self.chunk]) for i in range(0, len(qs), self.chunk)))
+            out = [r for part in parts for r in part]
+        took = (time.perf_counter() - t0) * 1e3
+        for r in out:
+            r.took_ms = took
+        return out
+
+    async def _search(self, qs: list[PreparedQuery]) -> list[SearchResult]:
         for attempt in range(MAX_ATTEMPTS):
             out = await self._attempt(qs)
             if out is not None:
-                took = (time.perf_counter() - t0) * 1e3
-                for r in out:
-                    r.took_ms = took
                 return out
             if self.refresh is not None:
                 await self.refresh()

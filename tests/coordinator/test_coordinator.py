@@ -1,6 +1,7 @@
 """The coordinator's logic against in-process shards (no Ray): merge, relaxation,
 partial answers, routing and an online rebalance under a query load."""
 import asyncio
+import dataclasses
 
 import numpy as np
 import pytest
@@ -215,3 +216,29 @@ def test_plan_moves_the_fewest_buckets():
     assert {dst for _, _, dst in moves} == {"shard-002", "shard-003"}
     shards, moves = p.plan(2)
     assert moves == []
+
+
+def test_a_batch_larger_than_a_chunk_gives_the_same_answers(tmp_path):
+    """Chunks of 7, 2 in flight: same results, in order, as the oracle; a bad query anywhere fails it all first."""
+    rng = np.random.default_rng(5)
+    coord = make(tmp_path)
+    coord.router.chunk, coord.router.window = 7, 2
+    model = {}
+    ids, codes, hists, attrs = random_items(rng, 600, 2, 8)
+    asyncio.run(coord.upsert(ids, codes, hists, attrs))
+    model_add(model, ids, codes, hists, attrs, 8)
+    queries = [random_query(rng, 2, 8) for _ in range(40)]
+    got = asyncio.run(coord.search_batch(queries))
+    assert len(got) == len(queries)
+    for q, r in zip(queries, got):
+        want, level, _ = brute_force_search(model, coord.prepare(q))
+        assert tuples(r) == want and r.level == level
+    assert len({r.took_ms for r in got}) == 1  # the whole batch's time, not a chunk's
+
+    calls = []
+    for c in coord.router.clients.values():
+        c.search_batch = lambda batch, _f=c.search_batch: calls.append(batch) or _f(batch)
+    bad = queries[:30] + [dataclasses.replace(random_query(rng, 2, 8), k=0)]
+    with pytest.raises(InvalidInput, match="k must be"):
+        asyncio.run(coord.search_batch(bad))
+    assert calls == []

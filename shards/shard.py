@@ -26,6 +26,7 @@ from .block import Block
 from .codes import (as_codes, bucket_of_keys, check_bits, check_token, id_key, id_keys, quantize_hists, token_field)
 from .errors import CorruptData, InvalidInput, NotFound, StorageError
 from .idindex import MISSING, IdIndex
+from .plan import QueryArrays, ScanPlan
 from .query import MAX_K, PreparedQuery, Query, ShardResult, prepare, prepare_many
 from .snapshot import list_snapshots, read_snapshot, write_snapshot
 from .wal import WalWriter, fsync_dir, list_segments, read_segment, segment_name
@@ -398,8 +399,8 @@ class Shard:
             groups: dict[tuple, list[int]] = {}
             for i, (q, lv) in enumerate(zip(qs, chosen)):
                 groups.setdefault(tuple(sorted(q.constraints(lv))), []).append(i)
-            batch = _QueryArrays(qs)
-            plan = _ScanPlan()
+            batch = QueryArrays(qs)
+            plan = ScanPlan()
             scanned = np.zeros(len(qs), np.int64)
             for tokens, members in groups.items():
                 scanned[members] = self._plan_group(tokens, members, qs, hidden, cache, plan)
@@ -407,7 +408,7 @@ class Shard:
             plan.run(self.blocks, batch, self.inv_bits, heaps)
             return self._answer(qs, chosen, counts, scanned, heaps, version)
 
-    def _plan_group(self, tokens, members: list[int], qs, hidden, cache, plan: "_ScanPlan") -> int:
+    def _plan_group(self, tokens, members: list[int], qs, hidden, cache, plan: ScanPlan) -> int:
         """The scan tasks of one constraint set for the queries `members`; returns the rows they scan."""
         mlo, mhi = plan.add_members(members)
         use_bonus = any(qs[i].optional and qs[i].w_optional > 0 for i in members)
@@ -672,62 +673,3 @@ class Shard:
             if self.wal is not None:
                 self.wal.close()
                 self.wal = None
-
-
-class _QueryArrays:
-    """A batch's query codes, histograms, weights and k stacked once, for the batch's one scan."""
-
-    def __init__(self, qs: list[PreparedQuery]):
-        self.qs = qs
-        if len(qs) == 1:  # a lone query (the latency path): views, no copies
-            self.codes, self.hists = qs[0].code[None, :], qs[0].qhist[None, :]
-        else:
-            self.codes = np.stack([q.code for q in qs])
-            self.hists = np.stack([q.qhist for q in qs])
-        self.w_h = np.array([q.w_hamming for q in qs])
-        self.w_c = np.array([q.w_colour for q in qs])
-        self.w_o = np.array([q.w_optional for q in qs])
-        self.k = np.array([q.k for q in qs], np.int64)
-
-
-class _ScanPlan:
-    """A batch's scan as one table of tasks (kernels.scan_batch), gathered constraint set by set."""
-
-    def __init__(self):
-        self.tasks: list[tuple] = []
-        self.rows: list[np.ndarray] = []
-        self.members: list[int] = []
-        self.bonuses: list = []
-        self.n_rows = 0
-
-    def add_members(self, members: list[int]) -> tuple[int, int]:
-        lo = len(self.members)
-        self.members.extend(members)
-        return lo, len(self.members)
-
-    def add_task(self, bid: int, block: Block, cand, mlo: int, mhi: int, bonus) -> int:
-        """Scan `cand` (a BitMap of rows, or None: every alive row) of block `bid`; returns its size."""
-        n = block.n
-        if cand is None:
-            self.tasks.append((bid, n, 0, n, 0, int(block.n_alive < n), mlo, mhi))
-            size = block.n_alive
-        else:
-            rows = np.frombuffer(cand.to_array(), np.uint32)
-            self.tasks.append((bid, n, self.n_rows, self.n_rows + len(rows), 1, 0, mlo, mhi))
-            self.rows.append(rows)
-            self.n_rows += len(rows)
-            size = len(rows)
-        self.bonuses.append(bonus)
-        return size
-
-    def run(self, blocks: list[Block], batch: _QueryArrays, inv_bits: float, heaps) -> None:
-        if not self.tasks:
-            return
-        arrays: list = [None] * len(blocks)
-        for t in self.tasks:
-            b = blocks[t[0]]
-            arrays[t[0]] = (b.codes, b.keys, b.alive, b.hists)
-        rows = np.concatenate(self.rows) if self.rows else kernels.NO_ROWS
-        kernels.scan_batch(arrays, np.asarray(self.tasks, np.int64), rows, np.asarray(self.members, np.int64),
-                           self.bonuses, batch.codes, batch.hists, batch.w_h, batch.w_c, batch.w_o, batch.k,
-                           inv_bits, heaps)

@@ -84,7 +84,7 @@ static inline int64_t heap_push(double *hs, uint64_t *hk, int64_t *hr, int64_t *
 typedef struct {          /* everything one (query, block) scan needs */
     const uint64_t *codes, *keys;
     const uint8_t *alive, *hists, *qh;
-    const double *bonus;  /* this query's row of bonus, or NULL */
+    const uint8_t *bonus; /* this query's optional tokens matched, per row, or NULL */
     const uint64_t *q;
     int64_t W, H, k, base;
     int check_alive;
@@ -121,7 +121,7 @@ static inline double colour_distance(const Scan *S, int64_t i) {
 static inline void consider(Scan *S, int64_t i, uint64_t ham) {
     if (S->check_alive && !S->alive[i]) return;
     double s = S->w_h * (double)ham * S->inv_bits;
-    if (S->bonus) s = s - S->w_o * S->bonus[i];
+    if (S->bonus) s = s - S->w_o * (double)S->bonus[i];
     if (S->n == S->k && s > S->hs[0]) return;  /* colour distance >= 0 cannot help */
     double cd = -1.0;  /* computed only when it counts or the entry is kept */
     if (S->w_c != 0.0) {
@@ -326,8 +326,8 @@ static PyObject *py_scan_batch(PyObject *self, PyObject *args) {
             goto done;
         }
         PyObject *bo = PySequence_Fast_GET_ITEM(bonuses, t);
-        if (bo != Py_None) {  /* (members, >= n) float64: each member's optional-token bonus per row */
-            if (get_buf(bo, &bon[t], 0, 8, "bonus")) goto done;
+        if (bo != Py_None) {  /* (members, >= n) uint8: each member's optional tokens matched per row */
+            if (get_buf(bo, &bon[t], 0, 1, "bonus")) goto done;
             int64_t nm = r[T_MHI] - r[T_MLO];
             if (bon[t].view.ndim != 2 || bon[t].view.shape[0] != nm || bon[t].view.shape[1] < n) {
                 PyErr_SetString(PyExc_ValueError, "scan_batch: a bonus must be (task members, block rows)");
@@ -347,10 +347,10 @@ static PyObject *py_scan_batch(PyObject *self, PyObject *args) {
         int64_t m = r[T_HI] - r[T_LO];
         if (bon[t].held)  /* the most any of the block's rows can gain, per member */
             for (int64_t mj = r[T_MLO]; mj < r[T_MHI]; mj++) {
-                const double *bj = (const double *)bon[t].view.buf + (mj - r[T_MLO]) * bon[t].view.shape[1];
-                double mx = 0.0;
+                const uint8_t *bj = (const uint8_t *)bon[t].view.buf + (mj - r[T_MLO]) * bon[t].view.shape[1];
+                uint8_t mx = 0;
                 for (int64_t i = 0; i < r[T_N]; i++) if (bj[i] > mx) mx = bj[i];
-                bmax[mj] = mx;
+                bmax[mj] = (double)mx;
             }
         for (int64_t c0 = 0; c0 < m; c0 += CHUNK) {
             int64_t c1 = c0 + CHUNK < m ? c0 + CHUNK : m;
@@ -358,7 +358,7 @@ static PyObject *py_scan_batch(PyObject *self, PyObject *args) {
                 int64_t j = mp[mj];
                 S.q = (const uint64_t *)q.view.buf + j * W;
                 S.qh = (const uint8_t *)qh.view.buf + j * H;
-                S.bonus = bon[t].held ? (const double *)bon[t].view.buf + (mj - r[T_MLO]) * bon[t].view.shape[1] : NULL;
+                S.bonus = bon[t].held ? (const uint8_t *)bon[t].view.buf + (mj - r[T_MLO]) * bon[t].view.shape[1] : NULL;
                 S.bonus_max = bon[t].held ? bmax[mj] : 0.0;
                 S.w_h = ((double *)wh.view.buf)[j]; S.w_c = ((double *)wc.view.buf)[j]; S.w_o = ((double *)wo.view.buf)[j];
                 S.k = kp[j];

@@ -14,8 +14,8 @@ a shard pays the call once per batch, not once per constraint set. Heaps are
                 members[mlo:mhi] are the task's queries
     rows        (R,) uint32 candidate rows of every use_rows task, concatenated
     members     (M,) int64 query indices of every task, concatenated
-    bonuses     one per task: None, or (mhi - mlo, >= n) float64, each member's
-                optional-token count per row
+    bonuses     one per task: None, or (mhi - mlo, >= n) uint8, each member's
+                optional-token count per row (a query has at most 64 tokens)
     q (Q, W) uint64, qh (Q, H) uint8, w_h, w_c, w_o (Q,) float64, kq (Q,) int64
     heaps       hs (Q, K) float64, hk (Q, K) uint64, hr, hh (Q, K) int64,
                 hc (Q, K) float64, hn (Q,) int64; query j keeps kq[j] <= K entries

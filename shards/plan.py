@@ -30,14 +30,26 @@ class QueryArrays:
 
 
 class ScanPlan:
-    """A batch's scan as one table of tasks (kernels.scan_batch), gathered constraint set by set."""
+    """A batch's scan as one table of tasks (kernels.scan_batch), gathered constraint set by set.
 
-    def __init__(self):
+    Tasks accumulate until `run()`, which scans them into the batch's heaps. Tasks
+    with optional tokens carry a (members x block rows) bonus matrix; once those pass
+    `bonus_budget` bytes the pending tasks run early, so a batch of unfiltered
+    queries over a big shard never holds every block's matrix at once.
+    """
+
+    bonus_budget = 64 << 20
+
+    def __init__(self, blocks: list[Block], batch: QueryArrays, inv_bits: float, heaps):
+        self.blocks, self.batch, self.inv_bits, self.heaps = blocks, batch, inv_bits, heaps
+        self.members: list[int] = []   # kept across runs: tasks refer to slices of it
+        self._clear()
+
+    def _clear(self) -> None:
         self.tasks: list[tuple] = []
         self.rows: list[np.ndarray] = []
-        self.members: list[int] = []
         self.bonuses: list = []
-        self.n_rows = 0
+        self.n_rows = self.bonus_bytes = 0
 
     def add_members(self, members: list[int]) -> tuple[int, int]:
         lo = len(self.members)
@@ -57,16 +69,22 @@ class ScanPlan:
             self.n_rows += len(rows)
             size = len(rows)
         self.bonuses.append(bonus)
+        if bonus is not None:
+            self.bonus_bytes += bonus.nbytes
+            if self.bonus_bytes > self.bonus_budget:
+                self.run()
         return size
 
-    def run(self, blocks: list[Block], batch: QueryArrays, inv_bits: float, heaps) -> None:
+    def run(self) -> None:
+        """Scan the pending tasks into the heaps (a heap carries over from one run to the next)."""
         if not self.tasks:
             return
-        arrays: list = [None] * len(blocks)
+        arrays: list = [None] * len(self.blocks)
         for t in self.tasks:
-            b = blocks[t[0]]
+            b = self.blocks[t[0]]
             arrays[t[0]] = (b.codes, b.keys, b.alive, b.hists)
         rows = np.concatenate(self.rows) if self.rows else kernels.NO_ROWS
+        b = self.batch
         kernels.scan_batch(arrays, np.asarray(self.tasks, np.int64), rows, np.asarray(self.members, np.int64),
-                           self.bonuses, batch.codes, batch.hists, batch.w_h, batch.w_c, batch.w_o, batch.k,
-                           inv_bits, heaps)
+                           self.bonuses, b.codes, b.hists, b.w_h, b.w_c, b.w_o, b.k, self.inv_bits, self.heaps)
+        self._clear()

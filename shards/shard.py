@@ -400,12 +400,12 @@ class Shard:
             for i, (q, lv) in enumerate(zip(qs, chosen)):
                 groups.setdefault(tuple(sorted(q.constraints(lv))), []).append(i)
             batch = QueryArrays(qs)
-            plan = ScanPlan()
+            heaps = kernels.new_heaps(len(qs), int(batch.k.max()))
+            plan = ScanPlan(self.blocks, batch, self.inv_bits, heaps)
             scanned = np.zeros(len(qs), np.int64)
             for tokens, members in groups.items():
                 scanned[members] = self._plan_group(tokens, members, qs, hidden, cache, plan)
-            heaps = kernels.new_heaps(len(qs), int(batch.k.max()))
-            plan.run(self.blocks, batch, self.inv_bits, heaps)
+            plan.run()
             return self._answer(qs, chosen, counts, scanned, heaps, version)
 
     def _plan_group(self, tokens, members: list[int], qs, hidden, cache, plan: ScanPlan) -> int:
@@ -425,15 +425,15 @@ class Shard:
         return scanned
 
     def _bonus(self, block: Block, qs: list[PreparedQuery]) -> np.ndarray:
-        bonus = np.zeros((len(qs), block.n), np.float64)
+        bonus = np.zeros((len(qs), block.n), np.uint8)  # counts <= MAX_TOKENS; a byte a row keeps it small
         for j, q in enumerate(qs):
             for t in q.optional:
                 if t == block.name:
-                    bonus[j] += 1.0
+                    bonus[j] += 1
                 else:
                     bm = block.postings.get(t)
                     if bm is not None:
-                        bonus[j, np.frombuffer(bm.to_array(), np.uint32)] += 1.0
+                        bonus[j, np.frombuffer(bm.to_array(), np.uint32)] += 1
         return bonus
 
     def _answer(self, qs, levels, counts, scanned, heaps, version: int) -> Answer:

@@ -43,7 +43,7 @@ def random_setup(rng, words, bins):
             hi = int(rng.integers(lo, n + 1))
             tasks.append((bid, n, lo, hi, 0, 1, mlo, len(members)))
             seen = np.arange(lo, hi)[alive[lo:hi] == 1]
-        bonus = rng.integers(0, 3, (len(who), n + int(rng.integers(0, 3)))).astype(np.float64) \
+        bonus = rng.integers(0, 3, (len(who), n + int(rng.integers(0, 3)))).astype(np.uint8) \
             if rng.random() < 0.5 else None
         bonuses.append(bonus)
         truth.append((bid, seen, who, bonus))
@@ -58,7 +58,7 @@ def expected(blocks, q, qh, w_h, w_c, w_o, kq, truth, bits):
         for m, j in enumerate(who):
             ham = hamming(codes[seen], q[j])
             cd = colour_distance(hists[seen], qh[j])
-            b = bonus[m, seen] if bonus is not None else np.zeros(len(seen))
+            b = bonus[m, seen].astype(np.float64) if bonus is not None else np.zeros(len(seen))
             score = (w_h[j] * ham * (1.0 / bits) - w_o[j] * b) + w_c[j] * cd
             for r, s, h, c in zip(seen.tolist(), score.tolist(), ham.tolist(), cd.tolist()):
                 per_query[j].append((s, int(keys[r]), bid << 32 | r, h, c))
@@ -104,7 +104,8 @@ def one_task(**change):
     (dict(tasks=np.asarray([(0, 10, 0, 3, 1, 0, 0, 2)], np.int64)), ValueError),   # members beyond members
     (dict(members=np.asarray([3], np.int64)), IndexError),                       # no such query
     (dict(kq=np.asarray([6], np.int64)), ValueError),                            # k wider than the heap
-    (dict(bonuses=[np.zeros((1, 9))]), ValueError),                              # bonus narrower than n
+    (dict(bonuses=[np.zeros((1, 9), np.uint8)]), ValueError),                    # bonus narrower than n
+    (dict(bonuses=[np.zeros((1, 10))]), TypeError),                              # bonus counts are uint8
     (dict(bonuses=[]), ValueError),                                              # one bonus per task
     (dict(blocks=[None]), TypeError),                                            # a used block is missing
     (dict(rows=np.asarray([1, 2, 3], np.int64)), TypeError),                     # rows must be uint32

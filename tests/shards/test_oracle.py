@@ -118,3 +118,24 @@ def test_relaxation_drops_least_confident_first():
     assert r.counts == (3, 13)
     assert len(r.hits) == 5
     assert all("articleType=Shirts" in h.matched for h in r.hits)
+
+
+def test_a_batch_scanned_in_several_runs_equals_the_oracle(monkeypatch):
+    """Past its bonus budget a scan plan runs early; the heaps carry over, so nothing changes."""
+    from shards.plan import ScanPlan
+    rng = np.random.default_rng(11)
+    shard = Shard(None, ShardConfig(bits=128, hist_bins=8))
+    model = {}
+    ids, codes, hists, attrs = random_items(rng, 1500, 2, 8)
+    shard.upsert(ids, codes, hists, attrs)
+    model_add(model, ids, codes, hists, attrs, 8)
+    qs = [shard.prepare(random_query(rng, 2, 8)) for _ in range(60)]
+    assert sum(bool(q.optional) and q.w_optional > 0 for q in qs) > 10
+    runs = []
+    real_run = ScanPlan.run
+    monkeypatch.setattr(ScanPlan, "bonus_budget", 0)  # run after every task that has a bonus
+    monkeypatch.setattr(ScanPlan, "run", lambda self: runs.append(len(self.tasks)) or real_run(self))
+    for q, got in zip(qs, shard.search_batch(qs)):
+        want, level, _ = brute_force_search(model, q)
+        assert as_tuples(got) == want and got.level == level
+    assert sum(n > 0 for n in runs) > 5

@@ -80,7 +80,7 @@ def _in_process_sharded(rows, n_shards, bits, queries, batch_queries):
 
 
 def bench_cluster(rows: int, n_shards: int, bits: int = 256, n_queries: int = 300, batch: int = 256,
-                  job: int = 2048) -> dict:
+                  job: int = 8192) -> dict:
     """`batch` queries in one call; `job` queries in one call, which the router sends in chunks."""
     rng = np.random.default_rng(1)
     queries = _queries(rng, n_queries, bits)
@@ -121,8 +121,8 @@ def bench_cluster(rows: int, n_shards: int, bits: int = 256, n_queries: int = 30
             "single_process_p99_ms": float(np.percentile(local_lat, 99)), "overhead_ms": p50 - lp50,
             "batch": batch, "batch_qps": batch / batch_s, "single_process_batch_qps": batch / local_batch_s,
             "batch_ratio": local_batch_s / batch_s, "cluster_ingest_items_per_s": rows / ingest_s,
-            # a batch job: `job` queries in one call, in chunks of 256 with 3 in flight, against
-            # one process answering all of them in one search_batch
+            # a batch job: `job` queries in one call, which the router sends in chunks
+            # (Router.chunk, Router.window), against one process answering all of them at once
             "job": job, "job_qps": job / job_s, "single_process_job_qps": job / local_job_s,
             "job_ratio": local_job_s / job_s,
             "in_process_sharded_p50_ms": statistics.median(sharded_lat),

@@ -80,8 +80,11 @@ async def fan_out(calls: dict, timeout_s: float) -> tuple[dict, dict]:
 class Router:
     """Queries over a set of shard clients (the ShardClient protocol)."""
 
-    chunk = 256    # queries per shard call: a 256-query answer at k=10 stays under Ray's 100 KB inline limit
-    window = 3     # chunks in flight: the shards scan one while the router merges another
+    # queries per shard call: bigger calls share more of each constraint set's fixed work (4 shards,
+    # 2,048 queries: 8,110 q/s in one call, 7,112-7,268 in chunks of 1,024, 6,603-6,815 in chunks of
+    # 256), while a chunk bounds a job's messages
+    chunk = 2048
+    window = 2     # chunks in flight: the shards scan one while the router merges another
 
     def __init__(self, clients: dict, version: int, *, bits: int, hist_bins: int, timeout_s: float = 5.0,
                  refresh: Callable[[], Awaitable[None]] | None = None):

@@ -2,9 +2,9 @@
 
 One round normally: the whole batch goes to every shard in one call each (all
 submitted, then awaited together, each under a timeout). A batch of more than
-`Router.chunk` queries goes as several such batches, `Router.window` in flight. If the shards together
-have fewer than k candidates for a query, one more round asks at the least
-relaxation level that gives k. A shard that fails or times out is named in
+`Router.chunk` queries goes as several such batches, `Router.window` in flight.
+If the shards together have fewer than k candidates for a query, one more round
+asks at the least relaxation level that gives k. A shard that fails or times out is named in
 `missing` and the answer says `partial: true`.
 
 Every shard answer carries the placement version of the shard's view (which

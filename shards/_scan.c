@@ -221,6 +221,8 @@ static void scan_range(Scan *S, int64_t lo, int64_t hi) {
 
 #define CHUNK 2048  /* rows per chunk in a batch: 2048 x 32 B = 64 KiB stays in L2 */
 
+#define FAIL(exc, msg) do { PyErr_SetString(exc, msg); goto done; } while (0)
+
 /* A task row: which block, which of its rows, for which queries. */
 enum { T_BLOCK, T_N, T_LO, T_HI, T_USE_ROWS, T_CHECK_ALIVE, T_MLO, T_MHI, T_COLS };
 
@@ -235,7 +237,8 @@ static int get_block(PyObject *blocks, int64_t bid, BlockBufs *bb) {
         return -1;
     }
     bb->held = 1;
-    if (get_buf(PyTuple_GET_ITEM(t, 0), &bb->codes, 0, 8, "codes") || get_buf(PyTuple_GET_ITEM(t, 1), &bb->keys, 0, 8, "keys")
+    if (get_buf(PyTuple_GET_ITEM(t, 0), &bb->codes, 0, 8, "codes")
+        || get_buf(PyTuple_GET_ITEM(t, 1), &bb->keys, 0, 8, "keys")
         || get_buf(PyTuple_GET_ITEM(t, 2), &bb->alive, 0, 1, "alive")
         || get_buf(PyTuple_GET_ITEM(t, 3), &bb->hists, 0, 1, "hists"))
         return -1;
@@ -276,10 +279,8 @@ static PyObject *py_scan_batch(PyObject *self, PyObject *args) {
         || get_buf(o_hh, &hh, 1, 8, "hh") || get_buf(o_hc, &hc, 1, 8, "hc") || get_buf(o_hn, &hn, 1, 8, "hn"))
         goto done;
     if (tasks.view.ndim != 2 || tasks.view.shape[1] != T_COLS || q.view.ndim != 2 || qh.view.ndim != 2
-        || hs.view.ndim != 2) {
-        PyErr_SetString(PyExc_ValueError, "scan_batch: tasks must be (T, 8); q, qh and hs 2-D");
-        goto done;
-    }
+        || hs.view.ndim != 2)
+        FAIL(PyExc_ValueError, "scan_batch: tasks must be (T, 8); q, qh and hs 2-D");
     blocks = PySequence_Fast(o_blocks, "scan_batch: blocks must be a sequence");
     bonuses = PySequence_Fast(o_bonuses, "scan_batch: bonuses must be a sequence");
     if (!blocks || !bonuses) goto done;
@@ -290,16 +291,14 @@ static PyObject *py_scan_batch(PyObject *self, PyObject *args) {
     if (PySequence_Fast_GET_SIZE(bonuses) != T || qh.view.shape[0] != nq || hs.view.shape[0] != nq
         || hk.view.len != hs.view.len || hr.view.len != hs.view.len || hh.view.len != hs.view.len
         || hc.view.len != hs.view.len || hn.view.len / 8 != nq || wh.view.len / 8 != nq
-        || wc.view.len / 8 != nq || wo.view.len / 8 != nq || kq.view.len / 8 != nq) {
-        PyErr_SetString(PyExc_ValueError, "scan_batch: inconsistent shapes");
-        goto done;
-    }
+        || wc.view.len / 8 != nq || wo.view.len / 8 != nq || kq.view.len / 8 != nq)
+        FAIL(PyExc_ValueError, "scan_batch: inconsistent shapes");
     const int64_t *kp = (const int64_t *)kq.view.buf, *mp = (const int64_t *)members.view.buf;
     const uint32_t *rp = (const uint32_t *)rows.view.buf;
     for (int64_t j = 0; j < nq; j++)
-        if (kp[j] < 1 || kp[j] > K) { PyErr_SetString(PyExc_ValueError, "scan_batch: k outside [1, heap width]"); goto done; }
+        if (kp[j] < 1 || kp[j] > K) FAIL(PyExc_ValueError, "scan_batch: k outside [1, heap width]");
     for (int64_t t = 0; t < M; t++)
-        if (mp[t] < 0 || mp[t] >= nq) { PyErr_SetString(PyExc_IndexError, "scan_batch: member out of range"); goto done; }
+        if (mp[t] < 0 || mp[t] >= nq) FAIL(PyExc_IndexError, "scan_batch: member out of range");
     bbs = PyMem_Calloc(nblocks ? nblocks : 1, sizeof(BlockBufs));
     bon = PyMem_Calloc(T ? T : 1, sizeof(Buf));
     bmax = PyMem_Calloc(M ? M : 1, sizeof(double));
@@ -308,31 +307,26 @@ static PyObject *py_scan_batch(PyObject *self, PyObject *args) {
     for (Py_ssize_t t = 0; t < T; t++) {  /* validate every task before any heap is touched */
         const int64_t *r = tp + t * T_COLS;
         int64_t bid = r[T_BLOCK], n = r[T_N];
-        if (bid < 0 || bid >= nblocks) { PyErr_SetString(PyExc_IndexError, "scan_batch: block out of range"); goto done; }
+        if (bid < 0 || bid >= nblocks) FAIL(PyExc_IndexError, "scan_batch: block out of range");
         if (get_block(blocks, bid, &bbs[bid]) < 0) goto done;
         BlockBufs *b = &bbs[bid];
         if (b->codes.view.shape[1] != W || b->hists.view.shape[1] != H || n < 0 || n > b->codes.view.shape[0]
             || b->keys.view.len / 8 < n || b->alive.view.len < n || b->hists.view.shape[0] < n
-            || r[T_MLO] < 0 || r[T_MLO] > r[T_MHI] || r[T_MHI] > M) {
-            PyErr_SetString(PyExc_ValueError, "scan_batch: a task does not fit its block or the queries");
-            goto done;
-        }
+            || r[T_MLO] < 0 || r[T_MLO] > r[T_MHI] || r[T_MHI] > M)
+            FAIL(PyExc_ValueError, "scan_batch: a task does not fit its block or the queries");
         if (r[T_USE_ROWS]) {
-            if (r[T_LO] < 0 || r[T_LO] > r[T_HI] || r[T_HI] > R) { PyErr_SetString(PyExc_ValueError, "scan_batch: task rows outside rows"); goto done; }
+            if (r[T_LO] < 0 || r[T_LO] > r[T_HI] || r[T_HI] > R)
+                FAIL(PyExc_ValueError, "scan_batch: task rows outside rows");
             for (int64_t i = r[T_LO]; i < r[T_HI]; i++)
-                if (rp[i] >= (uint64_t)n) { PyErr_SetString(PyExc_IndexError, "scan_batch: row out of range"); goto done; }
-        } else if (r[T_LO] < 0 || r[T_HI] > n || r[T_LO] > r[T_HI]) {
-            PyErr_SetString(PyExc_ValueError, "scan_batch: task range outside the block");
-            goto done;
-        }
+                if (rp[i] >= (uint64_t)n) FAIL(PyExc_IndexError, "scan_batch: row out of range");
+        } else if (r[T_LO] < 0 || r[T_HI] > n || r[T_LO] > r[T_HI])
+            FAIL(PyExc_ValueError, "scan_batch: task range outside the block");
         PyObject *bo = PySequence_Fast_GET_ITEM(bonuses, t);
         if (bo != Py_None) {  /* (members, >= n) uint8: each member's optional tokens matched per row */
             if (get_buf(bo, &bon[t], 0, 1, "bonus")) goto done;
             int64_t nm = r[T_MHI] - r[T_MLO];
-            if (bon[t].view.ndim != 2 || bon[t].view.shape[0] != nm || bon[t].view.shape[1] < n) {
-                PyErr_SetString(PyExc_ValueError, "scan_batch: a bonus must be (task members, block rows)");
-                goto done;
-            }
+            if (bon[t].view.ndim != 2 || bon[t].view.shape[0] != nm || bon[t].view.shape[1] < n)
+                FAIL(PyExc_ValueError, "scan_batch: a bonus must be (task members, block rows)");
         }
     }
     Py_BEGIN_ALLOW_THREADS
@@ -358,9 +352,11 @@ static PyObject *py_scan_batch(PyObject *self, PyObject *args) {
                 int64_t j = mp[mj];
                 S.q = (const uint64_t *)q.view.buf + j * W;
                 S.qh = (const uint8_t *)qh.view.buf + j * H;
-                S.bonus = bon[t].held ? (const uint8_t *)bon[t].view.buf + (mj - r[T_MLO]) * bon[t].view.shape[1] : NULL;
+                S.bonus = bon[t].held
+                    ? (const uint8_t *)bon[t].view.buf + (mj - r[T_MLO]) * bon[t].view.shape[1] : NULL;
                 S.bonus_max = bon[t].held ? bmax[mj] : 0.0;
-                S.w_h = ((double *)wh.view.buf)[j]; S.w_c = ((double *)wc.view.buf)[j]; S.w_o = ((double *)wo.view.buf)[j];
+                S.w_h = ((double *)wh.view.buf)[j]; S.w_c = ((double *)wc.view.buf)[j];
+                S.w_o = ((double *)wo.view.buf)[j];
                 S.k = kp[j];
                 S.hs = (double *)hs.view.buf + j * K; S.hk = (uint64_t *)hk.view.buf + j * K;
                 S.hr = (int64_t *)hr.view.buf + j * K;

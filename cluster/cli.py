@@ -89,7 +89,7 @@ def cmd_train(args) -> dict:
     out = Path(args.out or f"runs/attributes-{args.encoder}")
     report = train_attributes(AttributeConfig(encoder=enc), out, epochs=args.epochs or 6, batch=args.batch,
                               lr=args.lr, seed=args.seed, limit=args.limit, hard=args.hard,
-                              hard_reps=args.hard_views,
+                              hard_reps=args.hard_views, crop=args.crop,
                               init=Path(args.init) if args.init else None,
                               log=lambda s: print(s, file=sys.stderr, flush=True))
     return {"checkpoint": report["checkpoint"], "epochs": len(report["history"]),
@@ -258,6 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "cropped at a jittered box)")
     t.add_argument("--hard-views", type=int, default=2,
                    help="attributes: hard views made (and cached) per training photo")
+    t.add_argument("--crop", type=float, default=0.0,
+                   help="attributes: zoom each training image into a random square of at least this fraction "
+                        "of its side (0: no crops)")
     t.add_argument("--out", default=None, help="output folder (attributes) or weights file (text)")
     t.add_argument("--encoder", default="efficientnet_lite0", choices=["efficientnet_lite0", "resception", "inception"])
     t.add_argument("--image-size", type=int, default=128)

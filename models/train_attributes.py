@@ -7,7 +7,9 @@ photo, JPEG) cropped at the pasted box with each side moved by up to 10 %, as th
 detector's ROI would be. A query is read in such a crop, and a model that saw only
 clean studio photos reads its category wrongly and confidently, which then excludes
 the product (models/RESULTS.md). The backgrounds are ccp-boxes street photos, never
-the ccp-tags ones the evaluation pastes on. `init` fine-tunes trained weights."""
+the ccp-tags ones the evaluation pastes on. `init` fine-tunes trained weights.
+`crop` > 0 zooms each training image into a random square of at least that fraction
+of its side, anywhere in it (off by default, as the shipped weights were trained)."""
 from __future__ import annotations
 
 import json
@@ -85,6 +87,21 @@ def hard_views(products: list[Product], size: int, reps: int, name: str, seed: i
     return arr
 
 
+def random_crops(x: torch.Tensor, min_side: float, gen: torch.Generator) -> torch.Tensor:
+    """(N, S, S, 3) uint8 -> the same shape, each image zoomed into a random square of side
+    in [min_side, 1] of its own, placed anywhere inside it (bilinear)."""
+    n = len(x)
+    side = min_side + (1 - min_side) * torch.rand(n, generator=gen)
+    shift = (1 - side)[:, None] * (2 * torch.rand(n, 2, generator=gen) - 1)   # the square stays inside
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0] = theta[:, 1, 1] = side
+    theta[:, :, 2] = shift
+    img = x.permute(0, 3, 1, 2).float()
+    grid = torch.nn.functional.affine_grid(theta, list(img.shape), align_corners=False)
+    out = torch.nn.functional.grid_sample(img, grid, mode="bilinear", align_corners=False)
+    return out.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+
+
 def plot_curves(history: list[dict], path: Path, title: str) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -106,9 +123,11 @@ def plot_curves(history: list[dict], path: Path, title: str) -> None:
 
 def train_attributes(cfg: AttributeConfig, out_dir: Path, epochs: int = 6, batch: int = 64, lr: float = 2e-3,
                      seed: int = 0, limit: int | None = None, hard: float = 0.0, hard_reps: int = 2,
-                     init: Path | None = None, log=print) -> dict:
+                     init: Path | None = None, crop: float = 0.0, log=print) -> dict:
     if not 0.0 <= hard <= 1.0:
         raise ValueError(f"hard must be a fraction in [0, 1], got {hard}")
+    if not (crop == 0.0 or 0.0 < crop < 1.0):
+        raise ValueError(f"crop is the least side of a random crop in (0, 1), or 0 for none; got {crop}")
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     np.random.seed(seed)
@@ -160,6 +179,8 @@ def train_attributes(cfg: AttributeConfig, out_dir: Path, epochs: int = 6, batch
                 use = (torch.rand(len(idx), generator=gen) < hard).nonzero().flatten()
                 rep = torch.randint(train_views.shape[0], (len(use),), generator=gen)
                 x[use] = train_views[rep, idx[use]]
+            if crop:
+                x = random_crops(x, crop, gen)
             flip = torch.rand(len(idx), generator=gen) < 0.5
             x[flip] = x[flip].flip(2)                              # horizontal flip (N x S x S x 3)
             _, losses = model(normalise(x, kind), train_seq[idx], train_br[idx])

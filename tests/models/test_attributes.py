@@ -119,3 +119,23 @@ def test_hard_fraction_outside_zero_one_is_an_error(tmp_path):
     with pytest.raises(ValueError, match="hard"):
         train_attributes(TINY, tmp_path / "run", hard=1.5)
     assert not (tmp_path / "run").exists()
+
+
+def test_random_crops_zoom_inside_the_image():
+    from models.train_attributes import random_crops
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (6, 24, 24, 3), dtype=torch.uint8)
+    assert torch.equal(random_crops(x, 1 - 1e-9, gen), x)          # a full-side crop changes nothing
+    # a horizontal ramp: a crop of side s spans about s of the ramp's range, all of it inside
+    ramp = (torch.arange(32) * 8).to(torch.uint8)[None, None, :, None].expand(8, 32, 32, 3).contiguous()
+    y = random_crops(ramp, 0.5, gen).int()
+    assert y.shape == ramp.shape
+    spans = (y[:, 16, -1, 0] - y[:, 16, 0, 0]).float() / 248
+    assert (spans >= 0.45).all() and (spans <= 1.0).all() and (spans < 0.95).any()
+    assert (y[:, :, 1:, 0] >= y[:, :, :-1, 0]).all()                # still a ramp: no flip, no wrap
+
+
+def test_crop_outside_zero_one_is_an_error(tmp_path):
+    from models.train_attributes import train_attributes
+    with pytest.raises(ValueError, match="crop"):
+        train_attributes(TINY, tmp_path / "run", crop=1.0)

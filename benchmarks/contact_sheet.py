@@ -38,7 +38,7 @@ def main(argv=None):
         imgs = [Image.open(p.image).convert("RGB") for p in part]
         an = pipe.items(imgs, [p.title for p in part])
         shard.upsert([int(p.id) for p in part], np.stack([a.code for a in an]), np.stack([a.hist for a in an]),
-                     [[t for t, _ in a.attributes] for a in an], [{"title": p.title} for p in part])
+                     [a.index_tokens() for a in an], [{"title": p.title} for p in part])
     by_id = {int(p.id): p for p in products}
     rows = list(csv.DictReader(open(data_root() / "ccp-tags" / "tags.csv")))
     rng = np.random.default_rng(1)

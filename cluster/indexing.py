@@ -47,7 +47,7 @@ class ItemAnalyzer:
             for i, a in zip(good, self.pipeline.items(images, titles)):
                 codes[i] = a.code.tobytes()
                 hists[i] = a.hist.astype(np.float32).tobytes()
-                attrs[i] = json.dumps([t for t, _ in a.attributes])
+                attrs[i] = json.dumps(a.index_tokens())
         return {"id": batch["id"], "title": batch["title"], "image": batch["image"], "error": errors,
                 "code": codes, "hist": hists, "attributes": attrs}
 

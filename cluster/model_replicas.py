@@ -43,12 +43,16 @@ class AttributeReplica:
         return self.pipeline.categories_from_titles(titles)
 
     @serve.batch(max_batch_size=BATCH, batch_wait_timeout_s=BATCH_WAIT_S)
-    async def recognise(self, items: list[tuple[np.ndarray, str | None]]) -> list[list[tuple[str, float]]]:
+    async def recognise(self, items: list[tuple[np.ndarray, str | None]]) -> list[tuple[list, list]]:
+        """(attributes, runners-up) per crop: [(token, probability)] each (models/pipeline.py index_tokens)."""
         import torch
+
+        from models.pipeline import ALTERNATIVE_P
         imgs = [Image.fromarray(a) for a, _ in items]
         with torch.no_grad():
-            return self.pipeline.attributes.generate(self.pipeline._attribute_input(imgs), beam=self.pipeline.beam,
-                                                     categories=[c for _, c in items])
+            return self.pipeline.attributes.generate_with_alternatives(
+                self.pipeline._attribute_input(imgs), beam=self.pipeline.beam, categories=[c for _, c in items],
+                min_p=ALTERNATIVE_P)
 
 
 @serve.deployment

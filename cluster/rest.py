@@ -230,7 +230,7 @@ class Frontend:
         x0, y0, x1, y1 = (int(v) for v in roi)
         crop = np.ascontiguousarray(arr[y0:y1, x0:x1])
         t1 = time.perf_counter()
-        attrs = await self.attributes.recognise.remote((crop, category))
+        attrs, alternatives = await self.attributes.recognise.remote((crop, category))
         t2 = time.perf_counter()
         if described is None and look is not None:      # a detection: its appearance is read inset
             lx0, ly0, lx1, ly1 = look
@@ -238,7 +238,7 @@ class Frontend:
         code, hist = described or await self.features.describe.remote(crop)
         t3 = time.perf_counter()
         auto_cat = next((t.split("=", 1)[1] for t, _ in attrs if t.startswith("articleType=")), None)
-        return {"attributes": attrs, "category": category or auto_cat, "category_source": "user" if category else "auto",
+        return {"attributes": attrs, "alternatives": alternatives, "category": category or auto_cat, "category_source": "user" if category else "auto",
                 "roi": [x0, y0, x1 - x0, y1 - y0], "roi_source": roi_src, "code": code, "hist": hist,
                 "ms": {"roi": (t1 - t0) * 1e3, "attributes": (t2 - t1) * 1e3, "features": (t3 - t2) * 1e3}}
 
@@ -357,10 +357,11 @@ class Frontend:
         from shards.codes import id_key
         id_key(item_id)
         given = parse_tokens(attributes)
+        from models.pipeline import index_tokens
         arr, data = await self._image(image)
         cats = await self.attributes.from_titles.remote([title])
         a = await self._analyse(arr, cats[0], None)
-        tokens = list(given) if given else [t for t, _ in a["attributes"]]
+        tokens = list(given) if given else index_tokens(a["attributes"], a["alternatives"])
         path = self.uploads / f"{uuid.uuid4().hex}.img"
         path.write_bytes(data)
         meta = {"title": title, "image": str(path)}

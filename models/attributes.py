@@ -153,22 +153,39 @@ class AttributeModel(nn.Module):
         categories[i], if given, guides image i: its category token (and the
         category's great-category) are fed at their positions instead of generated.
         """
+        return [seq for seq, _ in self.generate_with_alternatives(x, beam, categories, max_len)]
+
+    @torch.no_grad()
+    def generate_with_alternatives(self, x, beam: int = 1, categories: list[str | None] | None = None,
+                                   max_len: int = 12, min_p: float | None = None):
+        """Per image: (generate()'s sequence, its runners-up).
+
+        The runners-up are, at each generated step, the other values of the emitted
+        token's field with probability >= min_p there (none when min_p is None; never for
+        a forced token). A catalog item is indexed under them too (models/pipeline.py).
+        """
         tax = self.taxonomy
         f, (h, c) = self.encode(x)
         out = []
         for i in range(x.shape[0]):
             forced = tax.forced_prefix(tax.check_category(categories[i])) if categories and categories[i] else {}
-            out.append(self._beam(f[i: i + 1], h[:, i: i + 1], c[:, i: i + 1], forced, beam, max_len))
+            out.append(self._beam(f[i: i + 1], h[:, i: i + 1], c[:, i: i + 1], forced, beam, max_len, min_p))
         return out
 
-    def _beam(self, f, h, c, forced: dict, beam: int, max_len: int):
+    def _runners_up(self, p: torch.Tensor, t: int, min_p: float | None) -> list[tuple[str, float]]:
+        if min_p is None:
+            return []
+        same = ((self.field_of == self.field_of[t]) & (p >= min_p)).nonzero().flatten().tolist()
+        return [(self.taxonomy.tokens[j], float(p[j])) for j in same if j != t]
+
+    def _beam(self, f, h, c, forced: dict, beam: int, max_len: int, min_p: float | None = None):
         tax = self.taxonomy
         forced_ids = {tax.index[t] for t in forced.values()}
-        hyps = [(0.0, [BOS], [], -1, (h, c))]       # (log p, tokens, probabilities, last field, state)
+        hyps = [(0.0, [BOS], [], -1, (h, c), [])]   # (log p, tokens, probabilities, last field, state, runners-up)
         done = []
         for _ in range(max_len):
             cand = []
-            for logp, toks, probs, last, state in hyps:
+            for logp, toks, probs, last, state, alts in hyps:
                 logits, new_state = self.step_logits(f, torch.tensor([[toks[-1]]]), state)
                 p = F.softmax(logits[0, -1], dim=-1)
                 nxt = min((ff for ff in forced if ff > last), default=-1)
@@ -184,10 +201,11 @@ class AttributeModel(nn.Module):
                 for t in top:
                     step = 0.0 if t in forced_ids else math.log(max(float(p[t]), 1e-12))
                     if t == EOS:
-                        done.append((logp + step, toks, probs))
+                        done.append((logp + step, toks, probs, alts))
                     else:
+                        more = [] if t in forced_ids else self._runners_up(p, t, min_p)
                         cand.append((logp + step, toks + [t], probs + [float(p[t])], int(self.field_of[t]),
-                                     new_state))
+                                     new_state, alts + more))
             if not cand:
                 break
             cand.sort(key=lambda z: -z[0])
@@ -195,9 +213,9 @@ class AttributeModel(nn.Module):
             if done and max(d[0] for d in done) >= hyps[0][0]:
                 break       # log-probabilities only fall: no open hypothesis can win any more
         if not done:
-            done = [(lp, t, p) for lp, t, p, _, _ in hyps]
+            done = [(lp, t, p, a) for lp, t, p, _, _, a in hyps]
         best = max(done, key=lambda z: z[0])
-        return [(tax.tokens[t], p) for t, p in zip(best[1][1:], best[2])]
+        return [(tax.tokens[t], p) for t, p in zip(best[1][1:], best[2])], best[3]
 
     @torch.no_grad()
     def predict_binary(self, x, threshold: float = 0.5) -> list[list[tuple[str, float]]]:

@@ -53,11 +53,12 @@ def make_hard(item: Image.Image, background: Image.Image, rng: np.random.Generat
 
 
 def assets_digest(assets=None) -> str:
-    """A short hash of the models that index the catalog, so a cached index follows them."""
+    """A short hash of the models that index the catalog and of how, so a cached index follows them."""
     import hashlib
     from .data import ASSETS
+    from .pipeline import ALTERNATIVE_P
     folder = Path(assets) if assets else ASSETS
-    h = hashlib.sha1()
+    h = hashlib.sha1(f"runners-up {ALTERNATIVE_P}".encode())
     for name in ("text.pt", "attributes.pt", "features.pt"):
         h.update((folder / name).read_bytes())
     return h.hexdigest()[:12]
@@ -76,7 +77,7 @@ def index_catalog_items(pipeline, products, batch: int = 32, cache: Path | None 
         for a in pipeline.items(imgs, [p.title for p in part]):
             codes.append(a.code)
             hists.append(a.hist)
-            tokens.append([t for t, _ in a.attributes])
+            tokens.append(a.index_tokens())
         if (i // batch) % 20 == 0:
             log(f"  indexed {i + len(part)}/{len(products)} ({(i + len(part)) / (time.perf_counter() - t0):.1f}/s)")
     codes, hists = np.stack(codes), np.stack(hists)

@@ -43,6 +43,25 @@ def test_guided_generation_emits_the_forced_category():
         assert all(0.0 <= p <= 1.0 for seq in out for _, p in seq)
 
 
+def test_runners_up_are_other_values_of_generated_fields():
+    tax, _ = tiny_taxonomy()
+    torch.manual_seed(0)
+    model = AttributeModel(TINY, tax).eval()   # untrained: its distributions are flat, so runners-up abound
+    x = torch.randn(3, 3, 80, 80)
+    cats = ["Casual Shoes", None, "Shirts"]
+    for beam in (1, 3):
+        full = model.generate_with_alternatives(x, beam=beam, categories=cats, min_p=0.02)
+        assert [seq for seq, _ in full] == model.generate(x, beam=beam, categories=cats)
+        assert all(alts == [] for _, alts in model.generate_with_alternatives(x, beam=beam, categories=cats))
+        assert any(alts for _, alts in full)
+        for (seq, alts), cat in zip(full, cats):
+            read = {t.split("=")[0]: t for t, _ in seq}
+            forced = {"articleType", "masterCategory"} if cat else set()
+            for t, p in alts:
+                field = t.split("=")[0]
+                assert field in read and t != read[field] and field not in forced and 0.02 <= p <= 1
+
+
 def test_unknown_category_is_a_clear_error():
     tax, _ = tiny_taxonomy()
     model = AttributeModel(TINY, tax).eval()

@@ -47,7 +47,7 @@ def test_cached_catalog_index_reads_back_what_was_indexed(tmp_path):
     class Items:
         def items(self, imgs, titles):
             return [SimpleNamespace(code=np.full(4, i, np.uint64), hist=np.full(8, i / 8),
-                                    attributes=[(f"f{j}=v{i}", 0.9) for j in range(i % 3)])
+                                    index_tokens=lambda i=i: [f"f{j}=v{i}" for j in range(i % 3)])
                     for i, _ in enumerate(imgs)]
 
     Image.new("RGB", (8, 8)).save(tmp_path / "p.jpg")

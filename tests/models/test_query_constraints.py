@@ -1,7 +1,7 @@
 """Which recognised attributes a query requires and which only score."""
 import numpy as np
 
-from models.pipeline import REQUIRED_P, Analysis, split_constraints
+from models.pipeline import ALTERNATIVE_P, REQUIRED_P, Analysis, index_tokens, split_constraints
 
 ATTRS = [("masterCategory=Apparel", 0.99), ("articleType=Tops", 0.6), ("gender=Women", 0.95),
          ("baseColour=Blue", 0.4)]
@@ -35,3 +35,38 @@ def test_required_and_optional_split_every_token_once():
         probs = dict(attrs)
         assert all(probs[t] >= REQUIRED_P for t in req) and all(probs[t] < REQUIRED_P for t in opt)
         assert [probs[t] for t in req] == sorted((probs[t] for t in req), reverse=True)
+
+
+def test_an_item_is_indexed_under_its_read_and_likely_runners_up_but_one_category():
+    assert 0.0 < ALTERNATIVE_P < 0.5
+    alts = [("usage=Sports", ALTERNATIVE_P), ("usage=Formal", ALTERNATIVE_P / 2), ("articleType=Shirts", 0.3),
+            ("gender=Women", 0.2), ("baseColour=Navy Blue", 0.25)]
+    tokens = index_tokens(ATTRS, alts)
+    assert tokens[: len(ATTRS)] == [t for t, _ in ATTRS]                  # the read first, unchanged
+    assert tokens[len(ATTRS):] == ["usage=Sports", "baseColour=Navy Blue"]  # no repeat, no second category
+    a = analysis("Tops", "title")
+    a.alternatives = alts
+    assert a.index_tokens() == tokens
+    assert index_tokens(ATTRS, []) == [t for t, _ in ATTRS]
+
+
+def test_catalog_items_carry_their_runners_up_from_the_model(tmp_path, monkeypatch):
+    """The item path wires the model's runners-up through to the tokens an item is indexed under."""
+    from PIL import Image
+
+    import models.pipeline as pipeline_module
+    from models.pipeline import Pipeline
+
+    from ..cluster.tiny_assets import make_tiny_assets
+    p = Pipeline.load(make_tiny_assets(tmp_path / "assets"))
+    monkeypatch.setattr(pipeline_module, "ALTERNATIVE_P", 0.002)   # an untrained model's values are all unlikely
+    rng = np.random.default_rng(0)
+    imgs = [Image.fromarray(rng.integers(0, 255, (90, 70, 3), dtype=np.uint8)) for _ in range(2)]
+    items = p.items(imgs, ["Brand Men Blue Shirts", "Brand Men Blue Tshirts"])
+    for a in items:
+        assert a.alternatives and all(prob >= 0.002 for _, prob in a.alternatives)
+        tokens = a.index_tokens()
+        assert tokens[: len(a.attributes)] == [t for t, _ in a.attributes]
+        assert sum(t.startswith("articleType=") for t in tokens) == 1
+        assert set(tokens) == {t for t, _ in a.attributes} | {t for t, _ in a.alternatives
+                                                             if not t.startswith("articleType=")}

@@ -366,8 +366,13 @@ class Frontend:
         path.write_bytes(data)
         meta = {"title": title, "image": str(path)}
         await self.coordinator.upsert.remote([item_id], a["code"][None], a["hist"][None], [tokens], [meta])
+        # attributes: what the item is indexed under (as GET /items/{id} says); recognised and
+        # runners_up: the model's read and the close second values that were indexed too
         return {"id": item_id, "attributes": tokens, "category": a["category"], "roi": a["roi"],
-                "roi_source": a["roi_source"]}
+                "roi_source": a["roi_source"],
+                "recognised": [{"token": t, "probability": p} for t, p in a["attributes"]],
+                "runners_up": [] if given else [{"token": t, "probability": p} for t, p in a["alternatives"]
+                                                if t in tokens]}
 
     @app.get("/items/{item_id}", responses=READ_ERRORS)
     async def get_item(self, item_id: str):

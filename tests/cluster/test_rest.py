@@ -121,10 +121,13 @@ def test_add_then_find_then_delete(server):
     r = httpx.post(url + "/items", files={"image": ("x.jpg", img, "image/jpeg")},
                    data={"title": "Test Men Green Tshirts", "id": "sku-new-1"}, headers={"X-API-Key": KEY}, timeout=60)
     assert r.status_code == 201, r.text
+    added = r.json()
+    read = [a["token"] for a in added["recognised"]]
+    assert added["attributes"] == read + [a["token"] for a in added["runners_up"]]   # indexed under both
     found = search(url, {"k": "5"}, image=img).json()
     assert found["results"][0]["id"] == "sku-new-1" and found["results"][0]["hamming"] == 0
     got = httpx.get(url + "/items/sku-new-1").json()
-    assert got["meta"]["title"] == "Test Men Green Tshirts"
+    assert got["meta"]["title"] == "Test Men Green Tshirts" and sorted(got["attributes"]) == sorted(added["attributes"])
     assert httpx.get(url + "/items/sku-new-1/image").content == img
     assert httpx.delete(url + "/items/sku-new-1", headers={"X-API-Key": KEY}).status_code == 200
     assert httpx.get(url + "/items/sku-new-1").status_code == 404

@@ -87,7 +87,7 @@ def cmd_train(args) -> dict:
     enc = EncoderConfig(kind=args.encoder, image_size=args.image_size, width=args.width,
                         frozen_blocks=args.frozen_blocks)
     out = Path(args.out or f"runs/attributes-{args.encoder}")
-    report = train_attributes(AttributeConfig(encoder=enc), out, epochs=args.epochs or 6, batch=args.batch,
+    report = train_attributes(AttributeConfig(encoder=enc, label_smoothing=args.label_smoothing), out, epochs=args.epochs or 6, batch=args.batch,
                               lr=args.lr, seed=args.seed, limit=args.limit, hard=args.hard,
                               hard_reps=args.hard_views, crop=args.crop,
                               init=Path(args.init) if args.init else None,
@@ -258,6 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "cropped at a jittered box)")
     t.add_argument("--hard-views", type=int, default=2,
                    help="attributes: hard views made (and cached) per training photo")
+    t.add_argument("--label-smoothing", type=float, default=0.0,
+                   help="attributes: label smoothing of the sequence loss (ignored with --init: the weights' own)")
     t.add_argument("--crop", type=float, default=0.0,
                    help="attributes: zoom each training image into a random square of at least this fraction "
                         "of its side (0: no crops)")

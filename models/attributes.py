@@ -44,6 +44,7 @@ class AttributeConfig:
     hidden: int = 384
     dropout: float = 0.2
     br_weight: float = 1.0             # weight of the binary-relevance head's loss
+    label_smoothing: float = 0.0       # training only: the sequence loss spreads this much over the vocabulary
 
 
 class EfficientNetLite0Encoder(nn.Module):
@@ -128,11 +129,13 @@ class AttributeModel(nn.Module):
         if seqs is None:
             return self.br(f), None
         logits, _ = self.step_logits(f, seqs[:, :-1], state)     # predict seqs[:, 1:]
-        nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), seqs[:, 1:].reshape(-1), ignore_index=PAD)
-        loss = nll
+        flat, targets = logits.reshape(-1, logits.shape[-1]), seqs[:, 1:].reshape(-1)
+        nll = F.cross_entropy(flat, targets, ignore_index=PAD)
+        loss = nll if not self.cfg.label_smoothing else F.cross_entropy(
+            flat, targets, ignore_index=PAD, label_smoothing=self.cfg.label_smoothing)
         if br_targets is not None:
             br_loss = F.binary_cross_entropy_with_logits(self.br(f), br_targets)
-            loss = nll + self.cfg.br_weight * br_loss
+            loss = loss + self.cfg.br_weight * br_loss
         return logits, {"loss": loss, "nll": nll}
 
     # ------------------------------------------------------------ generation

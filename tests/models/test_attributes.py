@@ -158,3 +158,17 @@ def test_crop_outside_zero_one_is_an_error(tmp_path):
     from models.train_attributes import train_attributes
     with pytest.raises(ValueError, match="crop"):
         train_attributes(TINY, tmp_path / "run", crop=1.0)
+
+
+def test_label_smoothing_changes_the_training_loss_not_the_reported_nll():
+    from dataclasses import replace
+    tax, prods = tiny_taxonomy()
+    torch.manual_seed(0)
+    plain = AttributeModel(TINY, tax).eval()
+    smooth = AttributeModel(replace(TINY, label_smoothing=0.1), tax).eval()
+    smooth.load_state_dict(plain.state_dict())
+    seqs, br, _ = encode_products(prods[:4], tax)
+    x = torch.randn(4, 3, 80, 80)
+    _, a = plain(x, seqs, br)
+    _, b = smooth(x, seqs, br)
+    assert torch.allclose(a["nll"], b["nll"]) and not torch.allclose(a["loss"], b["loss"])

@@ -10,7 +10,7 @@ import time
 import numpy as np
 import ray
 
-from cluster.runtime import open_cluster, shutdown_cluster
+from cluster.runtime import open_cluster, ray_environment, shutdown_cluster
 from coordinator.protocol import LocalShardClient
 from coordinator.router import Router
 from shards.query import Query
@@ -98,6 +98,7 @@ def bench_cluster(rows: int, n_shards: int, bits: int = 256, n_queries: int = 30
     sharded_lat, sharded_batch_s = _in_process_sharded(rows, n_shards, bits, queries, batch_queries)
 
     with tempfile.TemporaryDirectory() as storage:
+        ray_environment()
         ray.init(include_dashboard=False, log_to_driver=False, namespace="fashion-search")
         try:
             c = open_cluster(storage, shards=n_shards, config=ShardConfig(bits=bits))
@@ -136,6 +137,7 @@ def bench_cluster(rows: int, n_shards: int, bits: int = 256, n_queries: int = 30
 def bench_rebalance(rows: int, n_from: int, n_to: int, bits: int = 256) -> dict:
     """Resize n_from -> n_to shards while a client queries continuously and checks every answer."""
     with tempfile.TemporaryDirectory() as storage:
+        ray_environment()
         ray.init(include_dashboard=False, log_to_driver=False, namespace="fashion-search")
         try:
             c = open_cluster(storage, shards=n_from, config=ShardConfig(bits=bits))

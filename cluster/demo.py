@@ -12,7 +12,7 @@ from ray import serve
 from shards.shard import ShardConfig
 
 from .proxy_guard import IMPORT_PATH as PROXY_GUARD
-from .runtime import open_cluster
+from .runtime import open_cluster, ray_environment
 from .settings import Settings
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -41,6 +41,7 @@ def start_server(settings: Settings):
 def run_demo(settings: Settings, shards: int = 2, log=print, block: bool = True) -> dict:
     t0 = time.perf_counter()
     serve_environment()
+    ray_environment()
     ray.init(namespace="fashion-search", include_dashboard=False, log_to_driver=False,
              configure_logging=False)
     cluster = open_cluster(settings.storage, shards=shards, config=ShardConfig(bits=256, hist_bins=64))

@@ -40,7 +40,7 @@ RAY_ENV = {"RAY_max_direct_call_object_size": str(512 * 1024)}
 
 
 def ray_environment() -> None:
-    """Settings that must be in the environment before a local Ray starts (a user's own win)."""
+    """Settings that must be in the environment before a local Ray starts; values already set win."""
     for k, v in RAY_ENV.items():
         os.environ.setdefault(k, v)
 

@@ -87,9 +87,9 @@ def cmd_train(args) -> dict:
     enc = EncoderConfig(kind=args.encoder, image_size=args.image_size, width=args.width,
                         frozen_blocks=args.frozen_blocks)
     out = Path(args.out or f"runs/attributes-{args.encoder}")
-    report = train_attributes(AttributeConfig(encoder=enc, label_smoothing=args.label_smoothing), out, epochs=args.epochs or 6, batch=args.batch,
-                              lr=args.lr, seed=args.seed, limit=args.limit, hard=args.hard,
-                              hard_reps=args.hard_views, crop=args.crop,
+    cfg = AttributeConfig(encoder=enc, label_smoothing=args.label_smoothing)
+    report = train_attributes(cfg, out, epochs=args.epochs or 6, batch=args.batch, lr=args.lr, seed=args.seed,
+                              limit=args.limit, hard=args.hard, hard_reps=args.hard_views, crop=args.crop,
                               init=Path(args.init) if args.init else None,
                               log=lambda s: print(s, file=sys.stderr, flush=True))
     return {"checkpoint": report["checkpoint"], "epochs": len(report["history"]),

@@ -43,16 +43,22 @@ class AttributeReplica:
         return self.pipeline.categories_from_titles(titles)
 
     @serve.batch(max_batch_size=BATCH, batch_wait_timeout_s=BATCH_WAIT_S)
-    async def recognise(self, items: list[tuple[np.ndarray, str | None]]) -> list[tuple[list, list]]:
-        """(attributes, runners-up) per crop: [(token, probability)] each (models/pipeline.py index_tokens)."""
+    async def recognise(self, items: list[tuple[np.ndarray, str | None, bool]]) -> list[tuple[list, list]]:
+        """(attributes, runners-up) per (crop, category, runners-up wanted): [(token, probability)] each.
+
+        Only catalog items want runners-up (models/pipeline.py index_tokens); a batch of
+        queries alone does not pay for reading them.
+        """
         import torch
 
         from models.pipeline import ALTERNATIVE_P
-        imgs = [Image.fromarray(a) for a, _ in items]
+        imgs = [Image.fromarray(a) for a, _, _ in items]
+        want = [w for _, _, w in items]
         with torch.no_grad():
-            return self.pipeline.attributes.generate_with_alternatives(
-                self.pipeline._attribute_input(imgs), beam=self.pipeline.beam, categories=[c for _, c in items],
-                min_p=ALTERNATIVE_P)
+            read = self.pipeline.attributes.generate_with_alternatives(
+                self.pipeline._attribute_input(imgs), beam=self.pipeline.beam, categories=[c for _, c, _ in items],
+                min_p=ALTERNATIVE_P if any(want) else None)
+        return [(seq, alts if w else []) for (seq, alts), w in zip(read, want)]
 
 
 @serve.deployment

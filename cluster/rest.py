@@ -212,7 +212,8 @@ class Frontend:
         return value
 
     # ------------------------------------------------------------ the analysis of one image
-    async def _analyse(self, arr: np.ndarray, category: str | None, box, roi_mode: str = "detector") -> dict:
+    async def _analyse(self, arr: np.ndarray, category: str | None, box, roi_mode: str = "detector",
+                       runners_up: bool = False) -> dict:
         """ROI (the user's box, the guided detector, or the whole photo), then the attributes
         and the code + histogram inside it (the same order as models/pipeline.py)."""
         from models.colour import check_box
@@ -230,7 +231,7 @@ class Frontend:
         x0, y0, x1, y1 = (int(v) for v in roi)
         crop = np.ascontiguousarray(arr[y0:y1, x0:x1])
         t1 = time.perf_counter()
-        attrs, alternatives = await self.attributes.recognise.remote((crop, category))
+        attrs, alternatives = await self.attributes.recognise.remote((crop, category, runners_up))
         t2 = time.perf_counter()
         if described is None and look is not None:      # a detection: its appearance is read inset
             lx0, ly0, lx1, ly1 = look
@@ -238,7 +239,8 @@ class Frontend:
         code, hist = described or await self.features.describe.remote(crop)
         t3 = time.perf_counter()
         auto_cat = next((t.split("=", 1)[1] for t, _ in attrs if t.startswith("articleType=")), None)
-        return {"attributes": attrs, "alternatives": alternatives, "category": category or auto_cat, "category_source": "user" if category else "auto",
+        return {"attributes": attrs, "alternatives": alternatives, "category": category or auto_cat,
+                "category_source": "user" if category else "auto",
                 "roi": [x0, y0, x1 - x0, y1 - y0], "roi_source": roi_src, "code": code, "hist": hist,
                 "ms": {"roi": (t1 - t0) * 1e3, "attributes": (t2 - t1) * 1e3, "features": (t3 - t2) * 1e3}}
 
@@ -356,11 +358,11 @@ class Frontend:
         item_id = parse_id(id) if id else uuid.uuid4().hex
         from shards.codes import id_key
         id_key(item_id)
-        given = parse_tokens(attributes)
         from models.pipeline import index_tokens
+        given = parse_tokens(attributes)
         arr, data = await self._image(image)
         cats = await self.attributes.from_titles.remote([title])
-        a = await self._analyse(arr, cats[0], None)
+        a = await self._analyse(arr, cats[0], None, runners_up=not given)
         tokens = list(given) if given else index_tokens(a["attributes"], a["alternatives"])
         path = self.uploads / f"{uuid.uuid4().hex}.img"
         path.write_bytes(data)
@@ -371,8 +373,7 @@ class Frontend:
         return {"id": item_id, "attributes": tokens, "category": a["category"], "roi": a["roi"],
                 "roi_source": a["roi_source"],
                 "recognised": [{"token": t, "probability": p} for t, p in a["attributes"]],
-                "runners_up": [] if given else [{"token": t, "probability": p} for t, p in a["alternatives"]
-                                                if t in tokens]}
+                "runners_up": [{"token": t, "probability": p} for t, p in a["alternatives"] if t in tokens]}
 
     @app.get("/items/{item_id}", responses=READ_ERRORS)
     async def get_item(self, item_id: str):

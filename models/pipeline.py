@@ -54,7 +54,7 @@ class Analysis:
     code: np.ndarray                           # (B/64,) uint64
     hist: np.ndarray                           # (bins,) float, sums to 1
     timings_ms: dict = field(default_factory=dict)
-    alternatives: list[tuple[str, float]] = field(default_factory=list)   # runners-up, p >= ALTERNATIVE_P
+    alternatives: list[tuple[str, float]] = field(default_factory=list)   # catalog items: runners-up
 
     def index_tokens(self) -> list[str]:
         """The tokens a catalog item is indexed under (see index_tokens)."""
@@ -153,8 +153,10 @@ class Pipeline:
     # ------------------------------------------------------------ paths
     def analyse_batch(self, images: list[Image.Image], categories: list[str | None] | None = None,
                       boxes: list | None = None, sources: list[str] | None = None, detect: bool = True,
-                      beam: int | None = None, described: tuple | None = None) -> list[Analysis]:
-        """`described` = (codes, hists) already computed for the boxes' crops (skips the features step)."""
+                      beam: int | None = None, described: tuple | None = None,
+                      runners_up: bool = False) -> list[Analysis]:
+        """`described` = (codes, hists) already computed for the boxes' crops (skips the features step).
+        `runners_up`: also read each field's runners-up (catalog items; a query has no use for them)."""
         n = len(images)
         categories = categories or [None] * n
         boxes = boxes or [None] * n
@@ -178,7 +180,8 @@ class Pipeline:
         crops = [im.crop(r) for im, r in zip(images, rois)]
         with torch.no_grad():
             read = self.attributes.generate_with_alternatives(self._attribute_input(crops), beam=beam or self.beam,
-                                                              categories=cats, min_p=ALTERNATIVE_P)
+                                                              categories=cats,
+                                                              min_p=ALTERNATIVE_P if runners_up else None)
         attrs = [seq for seq, _ in read]
         t2 = time.perf_counter()
         if described is not None:
@@ -247,7 +250,8 @@ class Pipeline:
         image on a CPU); detect=True runs the guided detector on them too.
         """
         cats = self.categories_from_titles(titles)
-        return self.analyse_batch(images, cats, sources=["title"] * len(images), detect=detect, beam=1)
+        return self.analyse_batch(images, cats, sources=["title"] * len(images), detect=detect, beam=1,
+                                  runners_up=True)
 
     def detector_classes(self, category: str | None) -> set[str] | None:
         from .detector import guidance

@@ -123,11 +123,14 @@ def test_add_then_find_then_delete(server):
     assert r.status_code == 201, r.text
     added = r.json()
     read = [a["token"] for a in added["recognised"]]
-    assert added["attributes"] == read + [a["token"] for a in added["runners_up"]]   # indexed under both
+    # indexed under the read, then the runners-up (the tiny untrained model rarely has any at p >= 0.1;
+    # tests/models/test_query_constraints.py checks the item path with them)
+    assert added["attributes"] == read + [a["token"] for a in added["runners_up"]]
     found = search(url, {"k": "5"}, image=img).json()
     assert found["results"][0]["id"] == "sku-new-1" and found["results"][0]["hamming"] == 0
     got = httpx.get(url + "/items/sku-new-1").json()
-    assert got["meta"]["title"] == "Test Men Green Tshirts" and sorted(got["attributes"]) == sorted(added["attributes"])
+    assert got["meta"]["title"] == "Test Men Green Tshirts"
+    assert sorted(got["attributes"]) == sorted(added["attributes"])
     assert httpx.get(url + "/items/sku-new-1/image").content == img
     assert httpx.delete(url + "/items/sku-new-1", headers={"X-API-Key": KEY}).status_code == 200
     assert httpx.get(url + "/items/sku-new-1").status_code == 404

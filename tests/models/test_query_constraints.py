@@ -70,3 +70,4 @@ def test_catalog_items_carry_their_runners_up_from_the_model(tmp_path, monkeypat
         assert sum(t.startswith("articleType=") for t in tokens) == 1
         assert set(tokens) == {t for t, _ in a.attributes} | {t for t, _ in a.alternatives
                                                              if not t.startswith("articleType=")}
+    assert p.query(imgs[0]).alternatives == []      # a query does not read what only items use

@@ -254,22 +254,34 @@ class Shard:
     def prepare(self, query: Query) -> PreparedQuery:
         return prepare(query, self.config.bits, self.config.hist_bins, self.config.max_k)
 
-    def _candidates(self, block: Block, tokens: tuple[str, ...], hidden: BitMap | None = None, cache=None):
-        """None = every alive row of the block; else a BitMap of rows. `hidden` rows never count.
-
-        `cache` (a dict, one per search call) keeps each (block, constraint set)'s
-        candidates, so counting the levels and then scanning intersect postings once.
-        """
-        if cache is not None:
-            ck = (id(block), frozenset(tokens))
-            if ck in cache:
-                return cache[ck]
+    def _candidates(self, block: Block, tokens: tuple[str, ...], hidden: BitMap | None = None):
+        """None = every alive row of the block; else a BitMap of rows. `hidden` rows never count."""
         cand = self._token_candidates(block, tokens)
         if hidden:
             cand = (BitMap(block.alive_rows().astype(np.uint32)) if cand is None else cand) - hidden
-        if cache is not None:
-            cache[ck] = cand
         return cand
+
+    def _matches(self, tokens: tuple[str, ...], hidden, cache: dict) -> tuple[int, list]:
+        """(items carrying every token, [(block id, candidates)] of the blocks with any).
+
+        `cache` (a dict, one per search call) keeps each constraint set's answer, so
+        counting the levels and then planning the scan intersect postings once.
+        """
+        got = cache.get(tokens)
+        if got is not None:
+            return got
+        total, where = 0, []
+        for bid in self._block_ids_for(tokens):
+            block = self.blocks[bid]
+            if block.n_alive == 0:
+                continue
+            cand = self._candidates(block, tokens, hidden[bid])
+            n = block.n_alive if cand is None else len(cand)
+            if n:
+                total += n
+                where.append((bid, cand))
+        cache[tokens] = got = (total, where)
+        return got
 
     def _hidden_rows(self, bid: int, exclude) -> BitMap | None:
         """Rows of block `bid` whose bucket is excluded (a bucket this shard holds but does not own)."""
@@ -308,54 +320,51 @@ class Shard:
                 break
         return acc
 
-    def _block_ids_for(self, tokens, cache=None) -> list[int]:
+    def _block_ids_for(self, tokens) -> list[int]:
         """Blocks that can hold a match: the category's own block when a category is required."""
-        if cache is not None and ("blocks", tokens) in cache:
-            return cache["blocks", tokens]
         prefix = self.config.partition_field + "="
         parts = {t for t in tokens if t.startswith(prefix)}
         if not parts:
-            out = list(range(len(self.blocks)))
-        elif len(parts) > 1:
-            out = []
-        else:
-            bid = self.block_ids.get(parts.pop())
-            out = [] if bid is None else [bid]
-        if cache is not None:
-            cache["blocks", tokens] = out
-        return out
+            return list(range(len(self.blocks)))
+        if len(parts) > 1:
+            return []
+        bid = self.block_ids.get(parts.pop())
+        return [] if bid is None else [bid]
 
-    def _count(self, tokens, hidden, cache=None) -> int:
-        total = 0
-        for bid in self._block_ids_for(tokens, cache):
-            block = self.blocks[bid]
-            c = self._candidates(block, tokens, hidden[bid], cache)
-            total += block.n_alive if c is None else len(c)
-        return total
-
-    def _choose_levels(self, qs, levels, hidden, cache) -> tuple[list[tuple[int, ...]], list[int]]:
-        """Each query's candidates per level, up to the first level with k of them, and its level.
+    def _choose_levels(self, qs, levels, hidden, cache) -> tuple[list[tuple[int, ...]], list[int], list[tuple]]:
+        """Each query's candidates per level, up to the first level with k of them, its level, and
+        the constraint set it scans (sorted, so queries asking the same in any order share a scan).
 
         Queries with the same filters and required tokens share one list of counts,
         extended level by level only as far as the largest k among them needs.
         """
         known: dict[tuple, list[int]] = {}
-        counts, chosen = [], []
+        keys: dict[tuple, tuple] = {}
+        counts, chosen, scans = [], [], []
         for q, lv in zip(qs, levels):
             c = known.setdefault((q.filters, q.required), [])
             top = len(q.required)
             enough = next((j for j, n in enumerate(c) if n >= q.k), None)
             while enough is None and len(c) <= top:
-                c.append(self._count(q.constraints(len(c)), hidden, cache))
+                c.append(self._matches(self._scan_key(q, len(c), keys), hidden, cache)[0])
                 if c[-1] >= q.k:
                     enough = len(c) - 1
             if lv is None:
                 lv = top if enough is None else enough
-            elif not isinstance(lv, int) or not 0 <= lv <= top:
+            elif not isinstance(lv, int) or isinstance(lv, bool) or not 0 <= lv <= top:
                 raise InvalidInput(f"level must be in [0, {top}], got {lv!r}")
             counts.append(tuple(c[: top + 1 if enough is None else enough + 1]))
             chosen.append(lv)
-        return counts, chosen
+            scans.append(self._scan_key(q, lv, keys))
+        return counts, chosen, scans
+
+    @staticmethod
+    def _scan_key(q: PreparedQuery, level: int, keys: dict) -> tuple:
+        k = (q.filters, q.required, level)
+        got = keys.get(k)
+        if got is None:
+            keys[k] = got = tuple(sorted(q.constraints(level)))
+        return got
 
     def search(self, query: Query | PreparedQuery, level: int | None = None) -> ShardResult:
         return self.search_batch([query], [level])[0]
@@ -395,10 +404,10 @@ class Shard:
             hidden = ([self._hidden_rows(bid, exclude) for bid in range(len(self.blocks))] if exclude[1]
                       else [None] * len(self.blocks))
             cache: dict = {}
-            counts, chosen = self._choose_levels(qs, levels, hidden, cache)
+            counts, chosen, scans = self._choose_levels(qs, levels, hidden, cache)
             groups: dict[tuple, list[int]] = {}
-            for i, (q, lv) in enumerate(zip(qs, chosen)):
-                groups.setdefault(tuple(sorted(q.constraints(lv))), []).append(i)
+            for i, tokens in enumerate(scans):
+                groups.setdefault(tokens, []).append(i)
             batch = QueryArrays(qs)
             heaps = kernels.new_heaps(len(qs), int(batch.k.max()))
             plan = ScanPlan(self.blocks, batch, self.inv_bits, heaps)
@@ -410,19 +419,16 @@ class Shard:
 
     def _plan_group(self, tokens, members: list[int], qs, hidden, cache, plan: ScanPlan) -> int:
         """The scan tasks of one constraint set for the queries `members`; returns the rows they scan."""
+        total, where = self._matches(tokens, hidden, cache)
+        if not where:
+            return 0
         mlo, mhi = plan.add_members(members)
         use_bonus = any(qs[i].optional and qs[i].w_optional > 0 for i in members)
-        scanned = 0
-        for bid in self._block_ids_for(tokens, cache):
+        for bid, cand in where:
             block = self.blocks[bid]
-            if block.n_alive == 0:
-                continue
-            cand = self._candidates(block, tokens, hidden[bid], cache)
-            if cand is not None and not cand:
-                continue
             bonus = self._bonus(block, [qs[i] for i in members]) if use_bonus else None
-            scanned += plan.add_task(bid, block, cand, mlo, mhi, bonus)
-        return scanned
+            plan.add_task(bid, block, cand, mlo, mhi, bonus)
+        return total
 
     def _bonus(self, block: Block, qs: list[PreparedQuery]) -> np.ndarray:
         bonus = np.zeros((len(qs), block.n), np.uint8)  # counts <= MAX_TOKENS; a byte a row keeps it small

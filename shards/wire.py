@@ -10,52 +10,59 @@ from __future__ import annotations
 
 import gc
 from contextlib import contextmanager
-from functools import lru_cache
 
 import msgpack
 import numpy as np
 
 from .answer import Answer
-from .codes import check_token
 from .errors import InvalidInput
-from .query import PreparedQuery, check_k
+from .query import PreparedQuery, check_tokens
 
 LIMITS = dict(max_bin_len=1 << 20, max_str_len=1 << 16, max_array_len=1 << 20, max_map_len=64)
 
 
-@lru_cache(maxsize=1 << 14)
-def _valid_token(token: str) -> str:
-    return check_token(token)
-
-
-def _check_token(token) -> str:
-    """check_token, remembered: a batch repeats a small vocabulary's tokens thousands of times."""
-    if not isinstance(token, str):
-        raise InvalidInput(f"an attribute token is a string, got {token!r}")
-    return _valid_token(token)
-
-
 def encode_queries(queries: list[PreparedQuery], levels: list) -> bytes:
-    return msgpack.packb([[q.code.tobytes(), q.qhist.tobytes(), q.k, list(q.required), list(q.filters),
-                           list(q.optional), q.w_hamming, q.w_colour, q.w_optional, lv]
-                          for q, lv in zip(queries, levels)], use_bin_type=True)
+    """A batch as columns: one buffer each for codes, histograms, k and weights, and each
+    distinct token list once (a batch repeats a few categories' lists many times)."""
+    lists: dict[tuple, int] = {}
+    idx = np.fromiter((lists.setdefault(t, len(lists)) for q in queries for t in (q.required, q.filters, q.optional)),
+                      np.int32, 3 * len(queries))
+    n = len(queries)
+    codes = np.stack([q.code for q in queries]).tobytes() if n else b""
+    hists = np.stack([q.qhist for q in queries]).tobytes() if n else b""
+    weights = np.fromiter((w for q in queries for w in (q.w_hamming, q.w_colour, q.w_optional)), np.float64, 3 * n)
+    return msgpack.packb([n, codes, hists, np.fromiter((q.k for q in queries), np.int64, n).tobytes(),
+                          weights.tobytes(), list(levels), [list(t) for t in lists], idx.tobytes()],
+                         use_bin_type=True)
+
+
+def _column(buf, dtype, n: int, width: int, what: str) -> np.ndarray:
+    arr = np.frombuffer(buf, dtype)
+    if len(arr) != n * width:
+        raise InvalidInput(f"query {what} of the wrong length")
+    return arr.reshape(n, width)
 
 
 def decode_queries(payload: bytes, bits: int, bins: int, max_k: int) -> tuple[list[PreparedQuery], list]:
     try:
-        rows = msgpack.unpackb(payload, raw=False, **LIMITS)
-        qs, levels = [], []
-        for code, qh, k, req, flt, opt, wh, wc, wo, lv in rows:
-            code = np.frombuffer(code, np.uint64)
-            qhist = np.frombuffer(qh, np.uint8)
-            if len(code) != bits // 64 or len(qhist) != bins:
-                raise InvalidInput("query code or histogram of the wrong length")
-            for t in (*req, *flt, *opt):
-                _check_token(t)
-            qs.append(PreparedQuery(code=code, qhist=qhist, k=check_k(k, max_k), required=tuple(req),
-                                    filters=tuple(flt), optional=tuple(opt), w_hamming=float(wh),
-                                    w_colour=float(wc), w_optional=float(wo)))
-            levels.append(lv)
+        n, codes, hists, ks, ws, levels, lists, idx = msgpack.unpackb(payload, raw=False, **LIMITS)
+        if not isinstance(n, int) or n < 0 or not isinstance(levels, list) or len(levels) != n:
+            raise InvalidInput("a query batch's columns disagree in length")
+        codes = _column(codes, np.uint64, n, bits // 64, "code")
+        hists = _column(hists, np.uint8, n, bins, "histogram")
+        ks = _column(ks, np.int64, n, 1, "k")[:, 0]
+        ws = _column(ws, np.float64, n, 3, "weights")
+        idx = _column(idx, np.int32, n, 3, "token lists")
+        if n and (ks.min() < 1 or ks.max() > max_k):
+            raise InvalidInput(f"k must be an integer in [1, {max_k}]")
+        if not np.isfinite(ws).all() or (ws < 0).any():
+            raise InvalidInput("query weights must be finite and >= 0")
+        if not isinstance(lists, list) or (n and (idx.min() < 0 or idx.max() >= len(lists))):
+            raise InvalidInput("a query refers to a token list the message lacks")
+        lists = [check_tokens("tokens", t) for t in lists]
+        qs = [PreparedQuery(code=code, qhist=qhist, k=k, required=lists[r], filters=lists[f], optional=lists[o],
+                            w_hamming=wh, w_colour=wc, w_optional=wo)
+              for code, qhist, k, (r, f, o), (wh, wc, wo) in zip(codes, hists, ks.tolist(), idx.tolist(), ws.tolist())]
         return qs, levels
     except InvalidInput:
         raise

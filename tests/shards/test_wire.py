@@ -58,3 +58,56 @@ def test_only_hits_travel_when_k_differ():
     payload = encode_answer(answer)
     assert len(payload) < 10_000  # padded, it would be ~700 kB
     assert decode_answer(payload).results(qs) == shard.search_batch(qs)
+
+
+def _columns(payload):
+    import msgpack
+    return msgpack.unpackb(payload, raw=False)
+
+
+def _packed(cols):
+    import msgpack
+    return msgpack.packb(cols, use_bin_type=True)
+
+
+@pytest.mark.parametrize("damage", ["k", "weight", "list_index", "token", "repeat", "levels", "code"])
+def test_damaged_query_columns_are_invalid_input(damage):
+    """Each column is checked on arrival: a bad k, weight, token or reference never reaches a scan."""
+    rng = np.random.default_rng(3)
+    shard = Shard(None, ShardConfig(bits=128, hist_bins=8))
+    qs = [shard.prepare(random_query(rng, 2, 8)) for _ in range(4)]
+    cols = _columns(encode_queries(qs, [None] * 4))
+    assert decode_queries(_packed(cols), 128, 8, 1000)[0][2].required == qs[2].required
+    if damage == "k":
+        cols[3] = np.array([1, 2, 0, 3], np.int64).tobytes()
+    elif damage == "weight":
+        w = np.frombuffer(cols[4], np.float64).copy()
+        w[5] = np.nan
+        cols[4] = w.tobytes()
+    elif damage == "list_index":
+        idx = np.frombuffer(cols[7], np.int32).copy()
+        idx[4] = len(cols[6])
+        cols[7] = idx.tobytes()
+    elif damage == "token":
+        cols[6][0] = ["not a token"]
+    elif damage == "repeat":
+        cols[6][0] = ["colour=red", "colour=red"]
+    elif damage == "levels":
+        cols[5] = cols[5][:3]
+    elif damage == "code":
+        cols[1] = cols[1][:-8]
+    with pytest.raises(InvalidInput):
+        decode_queries(_packed(cols), 128, 8, 1000)
+
+
+def test_query_columns_share_token_lists():
+    """A batch that repeats one category's tokens carries each distinct list once."""
+    rng = np.random.default_rng(4)
+    shard = Shard(None, ShardConfig(bits=128, hist_bins=8))
+    q = shard.prepare(random_query(rng, 2, 8))
+    qs = [replace(q, k=k) for k in range(1, 51)]
+    cols = _columns(encode_queries(qs, [0] * 50))
+    assert len(cols[6]) <= 3
+    back, levels = decode_queries(_packed(cols), 128, 8, 1000)
+    assert [b.k for b in back] == list(range(1, 51)) and levels == [0] * 50
+    assert all(b.required == q.required and b.optional == q.optional for b in back)

@@ -28,12 +28,15 @@ is touched, so a bad table raises and changes nothing.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import numpy as np
 
+from ._scan import allow_simd as _allow_simd
 from ._scan import scan_batch as _scan_batch_c
 from ._scan import simd
 
-__all__ = ["scan_batch", "new_heaps", "simd", "TASK_COLUMNS", "NO_ROWS"]
+__all__ = ["scan_batch", "new_heaps", "simd", "simd_allowed", "TASK_COLUMNS", "NO_ROWS"]
 
 TASK_COLUMNS = 8
 NO_ROWS = np.zeros(0, np.uint32)
@@ -47,3 +50,16 @@ def new_heaps(nq: int, k: int):
     """(hs, hk, hr, hh, hc, hn): nq empty heaps of k entries."""
     return (np.full((nq, k), np.inf), np.zeros((nq, k), np.uint64), np.zeros((nq, k), np.int64),
             np.zeros((nq, k), np.int64), np.zeros((nq, k)), np.zeros(nq, np.int64))
+
+
+@contextmanager
+def simd_allowed(flag: bool):
+    """Within the block, flag=False runs the portable scalar paths (tests check both against numpy).
+
+    Process-wide: meant for tests, not for a serving process.
+    """
+    was = _allow_simd(flag)
+    try:
+        yield
+    finally:
+        _allow_simd(was)

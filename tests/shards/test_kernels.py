@@ -65,16 +65,18 @@ def expected(blocks, q, qh, w_h, w_c, w_o, kq, truth, bits):
     return [sorted(p)[: kq[j]] for j, p in enumerate(per_query)]
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(seed=st.integers(0, 2**32 - 1), words=st.sampled_from([1, 3, 4, 8, 16]))
-def test_scan_batch_equals_numpy(seed, words):
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**32 - 1), words=st.sampled_from([1, 3, 4, 8, 16]),
+       bins=st.sampled_from([8, 32, 64, 77]), simd=st.booleans())
+def test_scan_batch_equals_numpy(seed, words, bins, simd):
+    """Both the SIMD paths (Hamming 8 codes a step, colour 32 bins a step) and the scalar ones."""
     rng = np.random.default_rng(seed)
-    bins = 8
     (blocks, tasks, rows, members, bonuses, q, qh, w_h, w_c, w_o, kq), truth = random_setup(rng, words, bins)
     heaps = kernels.new_heaps(len(q), int(kq.max()))
-    kernels.scan_batch(blocks, np.asarray(tasks, np.int64).reshape(-1, kernels.TASK_COLUMNS),
-                       np.concatenate(rows) if rows else kernels.NO_ROWS, np.asarray(members, np.int64), bonuses,
-                       q, qh, w_h, w_c, w_o, kq, 1.0 / (64 * words), heaps)
+    with kernels.simd_allowed(simd):
+        kernels.scan_batch(blocks, np.asarray(tasks, np.int64).reshape(-1, kernels.TASK_COLUMNS),
+                           np.concatenate(rows) if rows else kernels.NO_ROWS, np.asarray(members, np.int64),
+                           bonuses, q, qh, w_h, w_c, w_o, kq, 1.0 / (64 * words), heaps)
     hs, hk, hr, hh, hc, hn = heaps
     for j, want in enumerate(expected(blocks, q, qh, w_h, w_c, w_o, kq, truth, 64 * words)):
         got = sorted(zip(hs[j, : hn[j]].tolist(), hk[j, : hn[j]].tolist(), hr[j, : hn[j]].tolist(),
@@ -123,3 +125,30 @@ def test_the_good_table_fills_the_heap():
     kernels.scan_batch(**args)
     assert args["heaps"][5][0] == 3
     assert sorted(args["heaps"][2][0, :3].tolist()) == [1, 2, 3]
+
+
+def test_simd_switch_is_restored():
+    before = kernels.simd()
+    with kernels.simd_allowed(False):
+        assert kernels.simd() == "scalar"
+    assert kernels.simd() == before
+
+
+def test_colour_distance_of_full_histograms_is_exact():
+    """255 in every bin of long histograms: the largest sums the chunked dot products must hold."""
+    for bins in (32, 64, 1000, 70000):
+        hists = np.full((3, bins), 255, np.uint8)
+        hists[1, ::3] = 0
+        q = np.full((1, bins), 255, np.uint8)
+        for simd in (True, False):
+            heaps = kernels.new_heaps(1, 3)
+            with kernels.simd_allowed(simd):
+                kernels.scan_batch([(np.zeros((3, 1), np.uint64), np.arange(3, dtype=np.uint64),
+                                     np.ones(3, np.uint8), hists)],
+                                   np.asarray([(0, 3, 0, 3, 0, 0, 0, 1)], np.int64), kernels.NO_ROWS,
+                                   np.zeros(1, np.int64), [None], np.zeros((1, 1), np.uint64), q, np.ones(1), np.ones(1),
+                                   np.zeros(1),
+                                   np.asarray([3], np.int64), 1 / 64, heaps)
+            got = dict(zip(heaps[1][0].tolist(), heaps[4][0].tolist()))
+            want = colour_distance(hists, q[0])
+            assert [got[i] for i in range(3)] == want.tolist(), (bins, simd)

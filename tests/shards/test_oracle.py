@@ -6,6 +6,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from shards import kernels
 from shards.oracle import brute_force_search
 from shards.shard import Shard, ShardConfig
 
@@ -89,11 +90,17 @@ def test_batch_with_filters_and_fixed_levels_equals_oracle(seed):
         assert list(got.counts) == counts[: len(got.counts)]
 
 
+@pytest.mark.parametrize("simd", [True, False], ids=["simd", "scalar"])
 @pytest.mark.parametrize("bits", [256, 1024])
-def test_large_scan_paths_equal_oracle(bits):
-    """Blocks big enough for the SIMD path (8 codes a step) and many chunks."""
+def test_large_scan_paths_equal_oracle(bits, simd):
+    """Blocks big enough for the SIMD paths (8 codes a step, 32 colour bins a step) and many chunks."""
+    with kernels.simd_allowed(simd):
+        _large_scan_equals_oracle(bits)
+
+
+def _large_scan_equals_oracle(bits):
     rng = np.random.default_rng(bits)
-    words, bins = bits // 64, 8
+    words, bins = bits // 64, 64
     shard = Shard(None, ShardConfig(bits=bits, hist_bins=bins))
     model = {}
     ids, codes, hists, attrs = random_items(rng, 6003, words, bins)

@@ -116,7 +116,7 @@ def cmd_eval(args) -> dict:
         return street_recognition(args.data, args.limit)
     if args.what == "retrieval":
         from models.train_features import eval_retrieval
-        return eval_retrieval(args.data, args.limit)
+        return eval_retrieval(args.data, args.limit, args.split, log=lambda s: print(s, file=sys.stderr, flush=True))
     return eval_attributes(args.data, args.split, args.weights, beam=args.beam, limit=args.limit)
 
 

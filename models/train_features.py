@@ -9,6 +9,8 @@ category filters it, and mAP with and without that filter.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 
@@ -67,9 +69,12 @@ def retrieval_report(feats, codes, hists, products, queries: np.ndarray, w_colou
     out.update({"map_float": float(np.mean(aps["float"])), "map_binary": float(np.mean(aps["binary"])),
                 "map_binary_colour": float(np.mean(aps["binary_colour"])),
                 "map_binary_colour_relevance_without_colour": float(np.mean(aps["colour_rel"])),
-                "p_at_4": float(np.mean(p4)), "scanned_fraction": float(np.mean(scanned)),
-                "map_unfiltered": float(np.mean(aps["unfiltered"])), "map_filtered": float(np.mean(aps["filtered"])),
-                "w_colour": w_colour})
+                "p_at_4": float(np.mean(p4)), "w_colour": w_colour,
+                # the filter as an upper bound: the query's labelled category, which never excludes a
+                # relevant item (eval_retrieval adds the filter the system applies, models/filter_eval.py)
+                "labelled_category": {"scanned_fraction": float(np.mean(scanned)),
+                                      "map_unfiltered": float(np.mean(aps["unfiltered"])),
+                                      "map_filtered": float(np.mean(aps["filtered"]))}})
     return out
 
 
@@ -114,7 +119,7 @@ def fit_codebook(bits: int = 256, image_size: int = 160, instance_views: int = 2
     return report
 
 
-def eval_retrieval(data=None, limit: int | None = None) -> dict:
+def eval_retrieval(data=None, limit: int | None = None, split: str | None = None, log=print) -> dict:
     """`fashion-search eval retrieval`: a catalog folder's own split gives the queries, the rest the gallery."""
     from .features import load_features
     from .data import products_dir
@@ -123,13 +128,34 @@ def eval_retrieval(data=None, limit: int | None = None) -> dict:
     if limit:
         products = products[:limit]
     ext, book = load_features(ASSETS / "features.pt")
-    feats, hists = catalog_features(products, ext.cfg, None)
+    cache = (CACHE / f"catalog-feats-{ext.cfg.backbone}-{ext.cfg.image_size}.npz"
+             if data is None and not limit else None)     # the shared catalog's, as fit_codebook keeps it
+    if cache is not None and cache.exists():
+        z = np.load(cache)
+        feats, hists = z["feats"], z["hists"]
+    else:
+        feats, hists = catalog_features(products, ext.cfg, None)
     codes = book.encode(feats)
     if data is None:
-        ids = load_splits()["test"]
+        ids = load_splits()[split or "test"]
         queries = np.array([i for i, p in enumerate(products) if p.id in ids])
     else:  # another catalog: its own deterministic 10 % as queries
         rng = np.random.default_rng(0)
         queries = np.sort(rng.choice(len(products), max(1, len(products) // 10), replace=False))
     w = float(torch.load(ASSETS / "features.pt", weights_only=True).get("w_colour", torch.tensor(0.3)))
-    return {"data": str(folder), **retrieval_report(feats, codes, hists, products, queries, w)}
+    # float = the code book's projection before the threshold, so map_float - map_binary is what
+    # binarising costs (the learnt projection is part of both)
+    report = {"data": str(folder), **retrieval_report(book.project(feats), codes, hists, products, queries, w)}
+    # the inverted index's promise as the system filters: attributes the model reads on each query
+    from .filter_eval import WHAT_IT_IS, filter_report, read_queries
+    from .instance_eval import assets_digest, index_catalog_items
+    from .pipeline import Pipeline
+    pipeline = Pipeline.load()
+    cache = (CACHE / f"instance-index-{Path(folder).name}-{len(products)}-{pipeline.bits}-{assets_digest()}.npz"
+             if data is None and not limit else None)
+    catalog = index_catalog_items(pipeline, products, cache=cache, log=log)
+    analyses = read_queries(pipeline, products, queries, log=log)
+    report.update(filter_report(pipeline, products, queries, catalog, analyses, log=log))
+    report["what_it_is_filter"] = filter_report(pipeline, products, queries, catalog, analyses, fields=WHAT_IT_IS,
+                                                log=log)
+    return report

@@ -2,6 +2,7 @@
 partial answers, routing and an online rebalance under a query load."""
 import asyncio
 import dataclasses
+import time
 
 import numpy as np
 import pytest
@@ -242,3 +243,37 @@ def test_a_batch_larger_than_a_chunk_gives_the_same_answers(tmp_path):
     with pytest.raises(InvalidInput, match="k must be"):
         asyncio.run(coord.search_batch(bad))
     assert calls == []
+
+
+def test_fan_out_sorts_answers_from_failures_under_one_deadline():
+    from coordinator.router import fan_out
+    from shards.errors import ShardUnavailable
+
+    async def fine():
+        return "answer"
+
+    async def dies():
+        raise RuntimeError("actor died")
+
+    async def hangs():
+        await asyncio.sleep(10)
+
+    class Wrapped(Exception):  # how Ray hands over an error raised inside an actor
+        cause = InvalidInput("bad query")
+
+    async def wrapped():
+        raise Wrapped()
+
+    async def bad():
+        raise InvalidInput("bad query")
+
+    t0 = time.monotonic()
+    ok, failed = asyncio.run(fan_out({"a": fine(), "b": dies(), "c": hangs()}, 0.2))
+    assert time.monotonic() - t0 < 2
+    assert ok == {"a": "answer"} and set(failed) == {"b", "c"}
+    assert all(isinstance(e, ShardUnavailable) for e in failed.values())
+    assert "actor died" in str(failed["b"]) and "within" in str(failed["c"])
+    for raising in (bad, wrapped):   # bad input is the caller's error, never a missing shard
+        with pytest.raises(InvalidInput, match="bad query"):
+            asyncio.run(fan_out({"a": fine(), "b": raising()}, 1.0))
+    assert asyncio.run(fan_out({}, 1.0)) == ({}, {})

@@ -47,63 +47,33 @@ class SearchResult:
                 "missing": self.missing, "took_ms": self.took_ms}
 
 
-def _failure(name: str, exc: BaseException) -> ShardUnavailable:
-    """A failed shard call as ShardUnavailable; bad input (any other project error) is raised as is."""
-    if isinstance(exc, ShardUnavailable):
-        return exc
-    if isinstance(exc, FashionSearchError):
-        raise exc
-    if not isinstance(exc, Exception):    # cancellation and the like are not a shard's failure
-        raise exc
-    cause = getattr(exc, "cause", None)   # Ray wraps errors raised inside the actor
-    if isinstance(cause, FashionSearchError) and not isinstance(cause, ShardUnavailable):
-        raise cause from None
-    return ShardUnavailable(name, f"{type(exc).__name__}: {exc}")  # a dead actor, a lost node
-
-
 async def call(name: str, coro, timeout_s: float):
     """Await one shard call; every failure becomes ShardUnavailable (bad input stays itself)."""
     try:
         return await asyncio.wait_for(coro, timeout_s)
     except asyncio.TimeoutError as exc:
         raise ShardUnavailable(name, f"no answer within {timeout_s:.1f} s") from exc
-    except Exception as exc:
-        raise _failure(name, exc) from exc
+    except FashionSearchError:
+        raise
+    except Exception as exc:  # a dead actor, a lost node: translated at this boundary
+        cause = getattr(exc, "cause", None)  # Ray wraps errors raised inside the actor
+        if isinstance(cause, FashionSearchError) and not isinstance(cause, ShardUnavailable):
+            raise cause from None
+        raise ShardUnavailable(name, f"{type(exc).__name__}: {exc}") from exc
 
 
 async def fan_out(calls: dict, timeout_s: float) -> tuple[dict, dict]:
-    """Await every call together, under one deadline; returns (answers, failures) by shard name.
-
-    One task per call and one wait for all of them: a per-call wait_for would wrap every
-    call in a second task, which a single query pays on each shard.
-    """
+    """Await every call together; returns (answers, failures) by shard name."""
     names = list(calls)
-    if not names:
-        return {}, {}
-    tasks = [asyncio.ensure_future(calls[n]) for n in names]
-    try:
-        _, pending = await asyncio.wait(tasks, timeout=timeout_s)
-    except BaseException:
-        for t in tasks:
-            t.cancel()
-        raise
-    for t in pending:
-        t.cancel()
-    ok, failed, raised = {}, {}, None
-    for n, t in zip(names, tasks):   # every outcome is read, so no task's error goes unretrieved
-        if t in pending:
-            failed[n] = ShardUnavailable(n, f"no answer within {timeout_s:.1f} s")
-        elif t.cancelled():
-            raised = raised or asyncio.CancelledError()
-        elif t.exception() is not None:
-            try:
-                failed[n] = _failure(n, t.exception())
-            except BaseException as exc:
-                raised = raised or exc
+    results = await asyncio.gather(*(call(n, calls[n], timeout_s) for n in names), return_exceptions=True)
+    ok, failed = {}, {}
+    for n, r in zip(names, results):
+        if isinstance(r, ShardUnavailable):
+            failed[n] = r
+        elif isinstance(r, BaseException):
+            raise r
         else:
-            ok[n] = t.result()
-    if raised is not None:
-        raise raised
+            ok[n] = r
     return ok, failed
 
 

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import os
 import threading
+import time
 from pathlib import Path
 
 import ray
@@ -178,14 +179,28 @@ class Cluster:
         self.router.clients = clients
         self.router.version = placement["version"]
 
+    # calls that may run twice: a restarting coordinator answers "may or may not have been executed"
+    # (an upsert writes the same values again, a delete deletes what is gone); a rebalance is not sent
+    # again behind the caller's back
+    idempotent = frozenset({"ready", "stats", "get", "existing", "upsert", "delete", "placement"})
+    restart_s = 60.0
+
     def coordinator_call(self, method: str, *args, timeout: float = 600):
-        try:
-            return ray.get(getattr(self.handle, method).remote(*args), timeout=timeout)
-        except ray.exceptions.RayTaskError as exc:
-            cause = getattr(exc, "cause", None)
-            if isinstance(cause, FashionSearchError):
-                raise cause from None
-            raise
+        """A coordinator method, waiting out a restart of its actor (its node died) where that is safe."""
+        deadline, pause = time.monotonic() + self.restart_s, 0.1
+        while True:
+            try:
+                return ray.get(getattr(self.handle, method).remote(*args), timeout=timeout)
+            except ray.exceptions.ActorUnavailableError:
+                if method not in self.idempotent or time.monotonic() + pause > deadline:
+                    raise
+                time.sleep(pause)
+                pause = min(1.0, pause * 2)
+            except ray.exceptions.RayTaskError as exc:
+                cause = getattr(exc, "cause", None)
+                if isinstance(cause, FashionSearchError):
+                    raise cause from None
+                raise
 
     def search(self, query):
         return self.search_batch([query])[0]

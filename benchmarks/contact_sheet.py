@@ -48,8 +48,7 @@ def main(argv=None):
     for r, row in enumerate(picks):
         img = Image.open(data_root() / "ccp-tags" / row["file_name"]).convert("RGB")
         a = pipe.query(img)
-        res = shard.search(Query(code=a.code, hist=a.hist, k=8, required=a.required(), optional=a.optional(),
-                                 w_colour=pipe.w_colour))
+        res = shard.search(Query(code=a.code, hist=a.hist, k=8, w_colour=pipe.w_colour, **a.query_terms()))
         q = img.copy()
         x, y, w, h = a.roi
         ImageDraw.Draw(q).rectangle([x, y, x + w, y + h], outline=(0, 200, 0), width=4)

@@ -67,8 +67,7 @@ def run_batch(cluster, queries_path: str, out_path: str, k: int = 20, batch: int
                         analyses.append(pipeline.query(im, r.get("category") or None, parse_box(r.get("box"))))
                     except InvalidInput as e:
                         analyses.append(e)
-            queries = [Query(code=a.code, hist=a.hist, k=k, required=a.required(), optional=a.optional(),
-                             w_colour=pipeline.w_colour)
+            queries = [Query(code=a.code, hist=a.hist, k=k, w_colour=pipeline.w_colour, **a.query_terms())
                        for a in analyses if not isinstance(a, Exception)]
             results = iter(cluster.search_batch(queries))
             for r, a in zip(good, analyses):

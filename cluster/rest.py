@@ -260,11 +260,10 @@ class Frontend:
         return rois[best], ("whole image" if rois[best] == whole else "best match"), described[best]
 
     def _query(self, a: dict, k: int, filters: tuple[str, ...]) -> Query:
-        from models.pipeline import split_constraints
+        from models.pipeline import query_terms
         given = a["category"] if a["category_source"] == "user" else None     # the model's own read must earn it
-        required, optional = split_constraints(a["attributes"], given)
-        return Query(code=a["code"], hist=a["hist"], k=k, required=required, filters=filters,
-                     optional=optional, w_colour=self.w_colour)
+        return Query(code=a["code"], hist=a["hist"], k=k, filters=filters, w_colour=self.w_colour,
+                     **query_terms(a["attributes"], given))
 
     def _result(self, a: dict, r, t_search: float) -> dict:
         return {

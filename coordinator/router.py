@@ -145,7 +145,9 @@ class Router:
         answers, failed, views = await self._round(clients, qs, [0] * len(qs))
         if views - {version}:
             return None
-        levels = [global_level([a.counts[i] for a in answers.values()], q.k, len(q.required)) if q.required else 0
+        size = sum(a.size for a in answers.values())    # the catalog a scan budget is a share of
+        levels = [global_level([a.counts[i] for a in answers.values()], q.k, len(q.required), q.widen,
+                               q.scan_budget * size) if q.required else 0
                   for i, q in enumerate(qs)]
         again = np.asarray([i for i, lv in enumerate(levels) if lv > 0], np.int64)
         first = np.setdiff1d(np.arange(len(qs)), again)

@@ -20,9 +20,8 @@ import numpy as np
 from PIL import Image
 
 K = 10   # the relaxation's k: the level is the least relaxation giving k candidates
-# the fields that say what an item is; a policy that requires only these (colour, season and
+# a policy that requires only what an item is (models.pipeline.WHAT_IT_IS; colour, season and
 # usage read sure enough becoming optional) is reported beside the system's own
-WHAT_IT_IS = ("masterCategory", "articleType", "subCategory", "gender")
 
 
 def average_precision_of(ranked_relevant: np.ndarray, n_relevant: int) -> float:
@@ -61,15 +60,17 @@ def filter_report(pipeline, products, queries: np.ndarray, catalog, analyses=Non
     scanned, relaxed, p4, category_right = [], [], [], []
     for n, (qi, a) in enumerate(zip(queries.tolist(), analyses)):
         relevant = {int(g) for g in gallery if label[g] == label[qi]}
-        required, optional = a.required(), a.optional()
-        if fields is not None:
+        terms = a.query_terms()
+        if fields is not None:   # a policy to compare: only these fields required, and no budget
+            required = terms["required"]
             keep = tuple(t for t in required if t.split("=", 1)[0] in fields)
-            required, optional = keep, tuple(t for t in required if t not in keep) + optional
-        q = prepare(Query(code=a.code, hist=a.hist, k=K, required=required, optional=optional,
-                          w_colour=pipeline.w_colour), pipeline.bits, hists.shape[1], max_k=len(gallery))
+            terms = {"required": keep, "optional": tuple(t for t in required if t not in keep) + terms["optional"]}
+        q = prepare(Query(code=a.code, hist=a.hist, k=K, w_colour=pipeline.w_colour, **terms),
+                    pipeline.bits, hists.shape[1], max_k=len(gallery))
         _, level, counts = brute_force_search(items, q)
         everything = replace(q, k=len(gallery))
-        for name, query, lv in (("filtered", everything, level), ("unfiltered", replace(everything, required=()), 0)):
+        unfiltered = replace(everything, required=(), widen=0)
+        for name, query, lv in (("filtered", everything, level), ("unfiltered", unfiltered, 0)):
             hits, _, _ = brute_force_search(items, query, lv)
             ranked = np.array([h[0] in relevant for h in hits], bool)
             aps[name].append(average_precision_of(ranked, len(relevant)))

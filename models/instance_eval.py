@@ -131,14 +131,12 @@ def instance_recall(data=None, n_queries: int = 200, seed: int = 0, assets=None,
         t = time.perf_counter()
         matched = pipeline.query(img, match=best_scores)   # option 1, the catalog picking the region
         lat_match.append((time.perf_counter() - t) * 1e3)
-        for name, req, opt, a in (("filtered", auto.required(), auto.optional(), auto),
-                                  ("unfiltered", (), (), auto),
-                                  ("user_box", boxed.required(), boxed.optional(), boxed),
-                                  ("user_box_unfiltered", (), (), boxed),
-                                  ("region_match", matched.required(), matched.optional(), matched),
-                                  ("region_match_unfiltered", (), (), matched)):
-            r = shard.search(Query(code=a.code, hist=a.hist, k=10, required=req, optional=opt,
-                                   w_colour=pipeline.w_colour))
+        none = {"required": (), "optional": ()}
+        for name, terms, a in (("filtered", auto.query_terms(), auto), ("unfiltered", none, auto),
+                               ("user_box", boxed.query_terms(), boxed), ("user_box_unfiltered", none, boxed),
+                               ("region_match", matched.query_terms(), matched),
+                               ("region_match_unfiltered", none, matched)):
+            r = shard.search(Query(code=a.code, hist=a.hist, k=10, w_colour=pipeline.w_colour, **terms))
             ids = [h.id for h in r.hits]
             ranks[name].append(ids.index(src) + 1 if src in ids else 11)
             if name in ("filtered", "user_box"):

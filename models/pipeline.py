@@ -42,6 +42,13 @@ REGIONS = 10          # detections tried as the ROI when the catalog picks it (P
 # detector's ROI (0.725 without), scanning 3.4 / 3.5 / 3.7 / 4.0 % of the catalog (3.2 % without).
 ALTERNATIVE_P = 0.1
 CATEGORY_FIELD = "articleType"   # one per item: a shard's partition field (ShardConfig.partition_field)
+# The fields that say what an item is. A query always requires those it reads sure enough; the
+# other sure ones (colour, season, usage) only narrow a scan that would pass SCAN_BUDGET of the
+# catalog (shards/query.py). Picked on the validation split (models/RESULTS.md): requiring every
+# sure token scanned 3.9 % of the catalog but cut category-level mAP to 0.49 (0.63 unfiltered);
+# only the what-it-is ones, 8.0 % and 0.80; a budget of 10 %, 4.9 % and 0.66.
+WHAT_IT_IS = ("masterCategory", "articleType", "subCategory", "gender")
+SCAN_BUDGET = 0.1
 
 
 @dataclass
@@ -63,6 +70,10 @@ class Analysis:
     def constraints(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """(required, optional); a category counts as given unless the model read it itself."""
         return split_constraints(self.attributes, None if self.category_source == "auto" else self.category)
+
+    def query_terms(self) -> dict:
+        """The Query fields its attributes give: required, optional, widen, scan_budget."""
+        return query_terms(self.attributes, None if self.category_source == "auto" else self.category)
 
     def required(self) -> tuple[str, ...]:
         """Relaxable constraints, most confident first (the category leads when it was given)."""
@@ -95,14 +106,30 @@ def split_constraints(attributes: list[tuple[str, float]], given_category: str |
 
     A category given by the user or by the seller's title leads the required ones
     whatever its probability. Every other token, the category the model read itself
-    included, is required only when read with p >= REQUIRED_P (most confident first);
-    the rest only add to a hit's score. A category the model read on a street crop with
-    p 0.6 must not exclude the product when it is wrong.
+    included, is required only when read with p >= REQUIRED_P; the rest only add to a
+    hit's score. A category the model read on a street crop with p 0.6 must not exclude
+    the product when it is wrong. The required ones that say what the item is come
+    first (most confident first), then the others, so relaxing drops a colour before a
+    category (query_terms adds how many of them may go for the scan budget).
     """
-    forced = f"articleType={given_category}" if given_category else None
+    return _terms(attributes, given_category)[:2]
+
+
+def query_terms(attributes: list[tuple[str, float]], given_category: str | None = None) -> dict:
+    """Query fields from the recognised attributes: what split_constraints requires, the sure
+    colour, season or usage as narrowing tokens (`widen`), and the scan budget."""
+    required, optional, narrowing = _terms(attributes, given_category)
+    return {"required": required, "optional": optional, "widen": narrowing, "scan_budget": SCAN_BUDGET}
+
+
+def _terms(attributes, given_category):
+    forced = f"{CATEGORY_FIELD}={given_category}" if given_category else None
     ranked = sorted(((p, t) for t, p in attributes if t != forced), reverse=True)
-    required = ([forced] if forced else []) + [t for p, t in ranked if p >= REQUIRED_P]
-    return tuple(required), tuple(t for p, t in ranked if p < REQUIRED_P)
+    sure = [t for p, t in ranked if p >= REQUIRED_P]
+    what = [t for t in sure if t.split("=", 1)[0] in WHAT_IT_IS]
+    others = [t for t in sure if t not in what]
+    required = ([forced] if forced else []) + what + others
+    return tuple(required), tuple(t for p, t in ranked if p < REQUIRED_P), len(others)
 
 
 class Pipeline:

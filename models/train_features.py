@@ -147,9 +147,9 @@ def eval_retrieval(data=None, limit: int | None = None, split: str | None = None
     # binarising costs (the learnt projection is part of both)
     report = {"data": str(folder), **retrieval_report(book.project(feats), codes, hists, products, queries, w)}
     # the inverted index's promise as the system filters: attributes the model reads on each query
-    from .filter_eval import WHAT_IT_IS, filter_report, read_queries
+    from .filter_eval import filter_report, read_queries
     from .instance_eval import assets_digest, index_catalog_items
-    from .pipeline import Pipeline
+    from .pipeline import WHAT_IT_IS, Pipeline
     pipeline = Pipeline.load()
     cache = (CACHE / f"instance-index-{Path(folder).name}-{len(products)}-{pipeline.bits}-{assets_digest()}.npz"
              if data is None and not limit else None)

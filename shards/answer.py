@@ -33,13 +33,15 @@ class Answer:
     counts: list            # per query: candidates at levels 0.. (see ShardResult.counts)
     scanned: np.ndarray     # (Q,) int64 codes scanned
     view: int               # placement version of the shard's view
+    size: int = 0           # items the shard answers for (a scan budget is a share of their sum)
 
     @staticmethod
-    def empty(view: int) -> "Answer":
+    def empty(view: int, size: int = 0) -> "Answer":
         z = np.zeros((0, 1))
         return Answer(scores=z, keys=z.astype(np.uint64), hamming=z.astype(np.int64), colour=z,
                       matched=z.astype(np.uint64), n=np.zeros(0, np.int64), ids=[], metas=[],
-                      levels=np.zeros(0, np.int64), counts=[], scanned=np.zeros(0, np.int64), view=view)
+                      levels=np.zeros(0, np.int64), counts=[], scanned=np.zeros(0, np.int64), view=view,
+                      size=size)
 
     @property
     def offsets(self) -> np.ndarray:

@@ -26,6 +26,9 @@ def brute_force_search(items: dict, q: PreparedQuery, level: int | None = None):
     counts = [len(satisfying(lv)) for lv in range(len(q.required) + 1)]
     if level is None:
         level = next((j for j, n in enumerate(counts) if n >= q.k), len(q.required))
+        if q.scan_budget > 0:  # widen: the most relaxed level up to q.widen within the budget
+            within = [j for j in range(level, q.widen + 1) if counts[j] <= q.scan_budget * len(items)]
+            level = within[-1] if within else level
     cand = satisfying(level)
     if not cand:
         return [], level, counts

@@ -12,6 +12,11 @@ Constraints: `filters` are hard (never dropped); `required` are ordered most
 confident first and may be relaxed, last first, when fewer than k items satisfy
 them; `optional` only improve a hit's score. Relaxation level j means the last j
 of `required` were dropped.
+
+A scan budget widens the search: with `scan_budget` = b > 0, the last `widen` of
+`required` are narrowing tokens, kept only while the candidates would otherwise
+pass b x the catalog. The level is then the most relaxed one, up to `widen`, whose
+candidates fit the budget (never fewer than the k rule's level; see choose_level).
 """
 from __future__ import annotations
 
@@ -43,6 +48,8 @@ class Query:
     w_hamming: float = DEFAULT_W_HAMMING
     w_colour: float = DEFAULT_W_COLOUR
     w_optional: float = DEFAULT_W_OPTIONAL
+    widen: int = 0                   # the last `widen` required tokens narrow only a scan over budget
+    scan_budget: float = 0.0         # share of the catalog worth scanning; 0 = no budget
 
 
 @dataclass(frozen=True, init=False)
@@ -62,14 +69,20 @@ class PreparedQuery:
     w_hamming: float
     w_colour: float
     w_optional: float
+    widen: int
+    scan_budget: float
 
-    def __init__(self, code, qhist, k, required, filters, optional, w_hamming, w_colour, w_optional):
+    def __init__(self, code, qhist, k, required, filters, optional, w_hamming, w_colour, w_optional,
+                 widen=0, scan_budget=0.0):
         # every token of the query once (filters, required, optional): what a hit's `matched` is out of
         tokens = tuple(dict.fromkeys(filters + required + optional))
         if len(tokens) > MAX_TOKENS:
             raise InvalidInput(f"a query has at most {MAX_TOKENS} distinct tokens, got {len(tokens)}")
+        if not 0 <= widen <= len(required):
+            raise InvalidInput(f"widen must be in [0, {len(required)}] (the required tokens), got {widen!r}")
         self.__dict__.update(code=code, qhist=qhist, k=k, required=required, filters=filters, optional=optional,
-                             w_hamming=w_hamming, w_colour=w_colour, w_optional=w_optional, tokens=tokens)
+                             w_hamming=w_hamming, w_colour=w_colour, w_optional=w_optional, widen=widen,
+                             scan_budget=scan_budget, tokens=tokens)
 
     def constraints(self, level: int) -> tuple[str, ...]:
         """Tokens every hit must carry at relaxation level `level`."""
@@ -77,6 +90,30 @@ class PreparedQuery:
 
     def relaxed(self, level: int) -> tuple[str, ...]:
         return tuple(reversed(self.required[len(self.required) - level:])) if level else ()
+
+
+def choose_level(counts, k: int, n_required: int, widen: int = 0, budget: float = 0.0) -> int:
+    """The relaxation level of a query from its candidate counts per level (counts[j]: the
+    items satisfying level j's constraints, every level up to the one chosen known).
+
+    The k rule: the least level with >= k candidates (all relaxed if none has). A budget
+    (in items) then widens it (widened_level).
+    """
+    level = next((j for j, n in enumerate(counts) if n >= k), n_required)
+    return widened_level(level, counts, widen, budget)
+
+
+def widened_level(level: int, counts, widen: int, budget: float) -> int:
+    """The most relaxed level from `level` up to `widen` whose candidates fit `budget` items.
+
+    Counts grow with the level, so these levels are a run; if even `level` does not fit,
+    it stays. `counts` need only be exact up to where the answer lies (a level missing
+    from it does not fit).
+    """
+    if budget <= 0:
+        return level
+    fits = [j for j in range(level, min(widen, len(counts) - 1) + 1) if counts[j] <= budget]
+    return fits[-1] if fits else level
 
 
 def check_k(k, max_k: int = MAX_K) -> int:
@@ -153,7 +190,22 @@ def _prepared(query: Query, bits: int, qhist: np.ndarray, max_k: int) -> Prepare
         w_hamming=_weight("w_hamming", query.w_hamming),
         w_colour=_weight("w_colour", query.w_colour),
         w_optional=_weight("w_optional", query.w_optional),
+        widen=_count("widen", query.widen),
+        scan_budget=_share("scan_budget", query.scan_budget),
     )
+
+
+def _count(name: str, n) -> int:
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+        raise InvalidInput(f"{name} must be a non-negative integer, got {n!r}")
+    return int(n)
+
+
+def _share(name: str, x) -> float:
+    x = _weight(name, x)
+    if x > 1:
+        raise InvalidInput(f"{name} is a share of the catalog, in [0, 1], got {x!r}")
+    return x
 
 
 class Hit(NamedTuple):
@@ -180,7 +232,8 @@ class ShardResult:
 
     counts[j] is the number of items satisfying the constraints of level j, for
     j = 0 .. len(counts) - 1; counting stops at the first level where the shard
-    alone has k candidates (later levels only have more).
+    alone has k candidates (later levels only have more), or with a scan budget at
+    level `widen` if that is later.
     """
     hits: tuple[Hit, ...]
     level: int

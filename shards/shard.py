@@ -27,7 +27,7 @@ from .codes import (as_codes, bucket_of_keys, check_bits, check_token, id_key, i
 from .errors import CorruptData, InvalidInput, NotFound, StorageError
 from .idindex import MISSING, IdIndex
 from .plan import QueryArrays, ScanPlan
-from .query import MAX_K, PreparedQuery, Query, ShardResult, prepare, prepare_many
+from .query import MAX_K, PreparedQuery, Query, ShardResult, prepare, prepare_many, widened_level
 from .snapshot import list_snapshots, read_snapshot, write_snapshot
 from .wal import WalWriter, fsync_dir, list_segments, read_segment, segment_name
 
@@ -332,15 +332,18 @@ class Shard:
         return [] if bid is None else [bid]
 
     def _choose_levels(self, qs, levels, hidden, cache) -> tuple[list[tuple[int, ...]], list[int], list[tuple]]:
-        """Each query's candidates per level, up to the first level with k of them, its level, and
-        the constraint set it scans (sorted, so queries asking the same in any order share a scan).
+        """Each query's candidates per level, its level, and the constraint set it scans (sorted,
+        so queries asking the same in any order share a scan).
 
-        Queries with the same filters and required tokens share one list of counts,
-        extended level by level only as far as the largest k among them needs.
+        Counts run to the first level with k candidates; with a scan budget, at least to
+        `widen` too, so a router can add up every shard's counts at the levels the budget
+        may choose. Queries with the same filters and required tokens share one list of
+        counts, extended only as far as one of them needs.
         """
         known: dict[tuple, list[int]] = {}
         keys: dict[tuple, tuple] = {}
         counts, chosen, scans = [], [], []
+        size = None
         for q, lv in zip(qs, levels):
             c = known.setdefault((q.filters, q.required), [])
             top = len(q.required)
@@ -349,14 +352,26 @@ class Shard:
                 c.append(self._matches(self._scan_key(q, len(c), keys), hidden, cache)[0])
                 if c[-1] >= q.k:
                     enough = len(c) - 1
+            upto = top + 1 if enough is None else enough + 1
+            if q.scan_budget > 0:
+                while len(c) <= q.widen:
+                    c.append(self._matches(self._scan_key(q, len(c), keys), hidden, cache)[0])
+                upto = max(upto, q.widen + 1)
             if lv is None:
                 lv = top if enough is None else enough
+                if q.scan_budget > 0:   # this shard alone: the budget is a share of what it holds
+                    size = self._visible_size(hidden, cache) if size is None else size
+                    lv = widened_level(lv, c, q.widen, q.scan_budget * size)
             elif not isinstance(lv, int) or isinstance(lv, bool) or not 0 <= lv <= top:
                 raise InvalidInput(f"level must be in [0, {top}], got {lv!r}")
-            counts.append(tuple(c[: top + 1 if enough is None else enough + 1]))
+            counts.append(tuple(c[:upto]))
             chosen.append(lv)
             scans.append(self._scan_key(q, lv, keys))
         return counts, chosen, scans
+
+    def _visible_size(self, hidden, cache) -> int:
+        """Items this shard answers for: alive, and not in a bucket it only holds a copy of."""
+        return self._matches((), hidden, cache)[0]
 
     @staticmethod
     def _scan_key(q: PreparedQuery, level: int, keys: dict) -> tuple:
@@ -415,7 +430,8 @@ class Shard:
             for tokens, members in groups.items():
                 scanned[members] = self._plan_group(tokens, members, qs, hidden, cache, plan)
             plan.run()
-            return self._answer(qs, chosen, counts, scanned, heaps, version)
+            size = self._visible_size(hidden, cache) if any(q.scan_budget > 0 for q in qs) else 0
+            return self._answer(qs, chosen, counts, scanned, heaps, version, size)
 
     def _plan_group(self, tokens, members: list[int], qs, hidden, cache, plan: ScanPlan) -> int:
         """The scan tasks of one constraint set for the queries `members`; returns the rows they scan."""
@@ -442,7 +458,7 @@ class Shard:
                         bonus[j, np.frombuffer(bm.to_array(), np.uint32)] += 1
         return bonus
 
-    def _answer(self, qs, levels, counts, scanned, heaps, version: int) -> Answer:
+    def _answer(self, qs, levels, counts, scanned, heaps, version: int, size: int) -> Answer:
         """The heaps sorted best first, with every winner's tokens, id and metadata."""
         hs, hk, hr, hh, hc, hn = heaps
         order = np.lexsort((hk, hs), axis=-1)  # padding (score +inf) sorts last
@@ -484,7 +500,7 @@ class Shard:
             p += ni
         return Answer(scores=scores, keys=keys, hamming=hamming, colour=colour, matched=matched, n=n,
                       ids=ids, metas=metas, levels=np.asarray(levels, np.int64), counts=counts,
-                      scanned=scanned, view=version)
+                      scanned=scanned, view=version, size=size)
 
     # ---------------------------------------------------------------- buckets (rebalancing)
     def export_buckets(self, buckets, n_buckets: int) -> dict:

@@ -30,10 +30,11 @@ def encode_queries(queries: list[PreparedQuery], levels: list) -> bytes:
     n = len(queries)
     codes = np.stack([q.code for q in queries]).tobytes() if n else b""
     hists = np.stack([q.qhist for q in queries]).tobytes() if n else b""
-    weights = np.fromiter((w for q in queries for w in (q.w_hamming, q.w_colour, q.w_optional)), np.float64, 3 * n)
-    return msgpack.packb([n, codes, hists, np.fromiter((q.k for q in queries), np.int64, n).tobytes(),
-                          weights.tobytes(), list(levels), [list(t) for t in lists], idx.tobytes()],
-                         use_bin_type=True)
+    weights = np.fromiter((w for q in queries for w in (q.w_hamming, q.w_colour, q.w_optional, q.scan_budget)),
+                          np.float64, 4 * n)
+    ints = np.fromiter((v for q in queries for v in (q.k, q.widen)), np.int64, 2 * n)
+    return msgpack.packb([n, codes, hists, ints.tobytes(), weights.tobytes(), list(levels),
+                          [list(t) for t in lists], idx.tobytes()], use_bin_type=True)
 
 
 def _column(buf, dtype, n: int, width: int, what: str) -> np.ndarray:
@@ -50,19 +51,21 @@ def decode_queries(payload: bytes, bits: int, bins: int, max_k: int) -> tuple[li
             raise InvalidInput("a query batch's columns disagree in length")
         codes = _column(codes, np.uint64, n, bits // 64, "code")
         hists = _column(hists, np.uint8, n, bins, "histogram")
-        ks = _column(ks, np.int64, n, 1, "k")[:, 0]
-        ws = _column(ws, np.float64, n, 3, "weights")
+        ints = _column(ks, np.int64, n, 2, "k and widen")
+        ks, widen = ints[:, 0], ints[:, 1]
+        ws = _column(ws, np.float64, n, 4, "weights")
         idx = _column(idx, np.int32, n, 3, "token lists")
         if n and (ks.min() < 1 or ks.max() > max_k):
             raise InvalidInput(f"k must be an integer in [1, {max_k}]")
-        if not np.isfinite(ws).all() or (ws < 0).any():
-            raise InvalidInput("query weights must be finite and >= 0")
+        if not np.isfinite(ws).all() or (ws < 0).any() or (ws[:, 3] > 1).any():
+            raise InvalidInput("query weights must be finite and >= 0, a scan budget at most 1")
         if not isinstance(lists, list) or (n and (idx.min() < 0 or idx.max() >= len(lists))):
             raise InvalidInput("a query refers to a token list the message lacks")
         lists = [check_tokens("tokens", t) for t in lists]
         qs = [PreparedQuery(code=code, qhist=qhist, k=k, required=lists[r], filters=lists[f], optional=lists[o],
-                            w_hamming=wh, w_colour=wc, w_optional=wo)
-              for code, qhist, k, (r, f, o), (wh, wc, wo) in zip(codes, hists, ks.tolist(), idx.tolist(), ws.tolist())]
+                            w_hamming=wh, w_colour=wc, w_optional=wo, widen=wd, scan_budget=b)
+              for code, qhist, k, wd, (r, f, o), (wh, wc, wo, b)
+              in zip(codes, hists, ks.tolist(), widen.tolist(), idx.tolist(), ws.tolist())]
         return qs, levels
     except InvalidInput:
         raise
@@ -77,7 +80,7 @@ def encode_answer(a: Answer) -> bytes:
     return msgpack.packb([q, k, a.scores[hit].tobytes(), a.keys[hit].tobytes(),
                           a.hamming[hit].astype(np.uint16).tobytes(), a.colour[hit].tobytes(),
                           a.matched[hit].tobytes(), a.n.tobytes(), a.levels.tobytes(), a.scanned.tobytes(),
-                          [list(c) for c in a.counts], a.ids, a.metas, a.view], use_bin_type=True)
+                          [list(c) for c in a.counts], a.ids, a.metas, a.view, a.size], use_bin_type=True)
 
 
 @contextmanager
@@ -101,7 +104,7 @@ def gc_paused():
 def decode_answer(payload: bytes) -> Answer:
     try:
         with gc_paused():
-            q, k, scores, keys, ham, colour, matched, n, levels, scanned, counts, ids, metas, view = \
+            q, k, scores, keys, ham, colour, matched, n, levels, scanned, counts, ids, metas, view, size = \
                 msgpack.unpackb(payload, raw=False, **LIMITS)
 
         n = np.frombuffer(n, np.int64)
@@ -118,7 +121,7 @@ def decode_answer(payload: bytes) -> Answer:
                    hamming=grid(ham, np.uint16, 0).astype(np.int64),  # codes have at most 4096 bits
                    colour=grid(colour, np.float64, 0), matched=grid(matched, np.uint64, 0), n=n,
                    ids=ids, metas=metas, levels=np.frombuffer(levels, np.int64), counts=[tuple(c) for c in counts],
-                   scanned=np.frombuffer(scanned, np.int64), view=int(view))
+                   scanned=np.frombuffer(scanned, np.int64), view=int(view), size=int(size))
         if not (len(a.levels) == len(a.scanned) == len(counts) == q) or len(ids) != len(metas) \
                 or len(ids) != int(n.sum()):
             raise InvalidInput("an answer's columns disagree in length")

@@ -57,7 +57,7 @@ def test_filter_report_scans_what_carries_the_read_tokens_and_counts_excluded_it
 
 
 def test_a_policy_of_fields_requires_only_those_and_keeps_the_rest_as_bonus(tmp_path):
-    from models.filter_eval import WHAT_IT_IS
+    from models.pipeline import WHAT_IT_IS
     Image.new("RGB", (8, 8)).save(tmp_path / "p.jpg")
     n = 30
     products = [Product(id=str(i), fields={"articleType": "Shirts", "gender": "Men"}, title="t",

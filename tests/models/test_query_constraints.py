@@ -71,3 +71,19 @@ def test_catalog_items_carry_their_runners_up_from_the_model(tmp_path, monkeypat
         assert set(tokens) == {t for t, _ in a.attributes} | {t for t, _ in a.alternatives
                                                              if not t.startswith("articleType=")}
     assert p.query(imgs[0]).alternatives == []      # a query does not read what only items use
+
+
+def test_what_an_item_is_comes_first_and_the_rest_only_narrows_a_scan_over_budget():
+    from models.pipeline import SCAN_BUDGET, WHAT_IT_IS, query_terms
+    attrs = [("masterCategory=Apparel", 0.99), ("articleType=Tops", 0.9), ("gender=Women", 0.86),
+             ("baseColour=Blue", 0.97), ("season=Summer", 0.92), ("usage=Casual", 0.5)]
+    terms = query_terms(attrs)
+    assert terms["required"] == ("masterCategory=Apparel", "articleType=Tops", "gender=Women",
+                                 "baseColour=Blue", "season=Summer")
+    assert terms["optional"] == ("usage=Casual",)
+    assert terms["widen"] == 2 and terms["scan_budget"] == SCAN_BUDGET and 0 < SCAN_BUDGET < 1
+    assert all(t.split("=")[0] in WHAT_IT_IS for t in terms["required"][:-terms["widen"]])
+    given = query_terms(attrs, "Dresses")    # a given category leads, and is never widened away
+    assert given["required"][0] == "articleType=Dresses" and given["widen"] == 2
+    a = analysis("Tops", "auto")
+    assert a.query_terms()["required"] == a.required() and a.query_terms()["widen"] == 0

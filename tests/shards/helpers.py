@@ -42,10 +42,12 @@ def random_query(rng, words, bins):
                 if t not in req)
     hist = rng.integers(0, 4, bins).astype(float)
     hist[0] += 1
+    budget = float(rng.choice([0.0, 0.0, 0.05, 0.3, 0.7]))   # a scan budget, some of the time
     return Query(code=rng.integers(0, 2**63, words, dtype=np.uint64), hist=hist,
                  k=int(rng.integers(1, 25)), required=req, optional=opt,
                  w_hamming=float(rng.choice([0.0, 1.0, 2.5])), w_colour=float(rng.choice([0.0, 0.3, 1.0])),
-                 w_optional=float(rng.choice([0.0, 0.05, 0.5])))
+                 w_optional=float(rng.choice([0.0, 0.05, 0.5])),
+                 widen=int(rng.integers(0, len(req) + 1)) if budget else 0, scan_budget=budget)
 
 
 def as_tuples(result):

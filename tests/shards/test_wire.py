@@ -70,7 +70,8 @@ def _packed(cols):
     return msgpack.packb(cols, use_bin_type=True)
 
 
-@pytest.mark.parametrize("damage", ["k", "weight", "list_index", "token", "repeat", "levels", "code"])
+@pytest.mark.parametrize("damage", ["k", "weight", "budget", "widen", "list_index", "token", "repeat", "levels",
+                                    "code"])
 def test_damaged_query_columns_are_invalid_input(damage):
     """Each column is checked on arrival: a bad k, weight, token or reference never reaches a scan."""
     rng = np.random.default_rng(3)
@@ -79,11 +80,21 @@ def test_damaged_query_columns_are_invalid_input(damage):
     cols = _columns(encode_queries(qs, [None] * 4))
     assert decode_queries(_packed(cols), 128, 8, 1000)[0][2].required == qs[2].required
     if damage == "k":
-        cols[3] = np.array([1, 2, 0, 3], np.int64).tobytes()
+        ints = np.frombuffer(cols[3], np.int64).copy()
+        ints[4] = 0                    # (k, widen) per query: the third query's k
+        cols[3] = ints.tobytes()
     elif damage == "weight":
         w = np.frombuffer(cols[4], np.float64).copy()
         w[5] = np.nan
         cols[4] = w.tobytes()
+    elif damage == "budget":
+        w = np.frombuffer(cols[4], np.float64).copy()
+        w[3] = 1.5                     # (w_hamming, w_colour, w_optional, scan_budget): over the catalog
+        cols[4] = w.tobytes()
+    elif damage == "widen":
+        ints = np.frombuffer(cols[3], np.int64).copy()
+        ints[1] = 99                   # more tokens to widen by than the query requires
+        cols[3] = ints.tobytes()
     elif damage == "list_index":
         idx = np.frombuffer(cols[7], np.int32).copy()
         idx[4] = len(cols[6])

@@ -272,7 +272,7 @@ class Frontend:
             "roi": a["roi"], "roi_source": a["roi_source"],
             "results": [{**{k: v for k, v in h.to_dict().items() if k != "image"},   # no server paths out
                          "image_url": f"/items/{h.id}/image"} for h in r.hits],
-            "relaxed": list(r.relaxed), "partial": r.partial, "missing_shards": r.missing,
+            "relaxed": list(r.relaxed), "widened": list(r.widened), "partial": r.partial, "missing_shards": r.missing,
             "candidates": r.candidates, "timings_ms": {**a["ms"], "search": t_search},
         }
 

@@ -61,14 +61,15 @@ def global_level(shard_counts: list[tuple[int, ...]], k: int, n_required: int, w
     level j already guarantees k candidates at j. A query with a budget has every
     shard count at least to `widen`, so the totals the budget reads are exact.
     """
-    level = _k_level(shard_counts, k, n_required)
+    level = k_level(shard_counts, k, n_required)
     if budget <= 0:
         return level
     exact = min((len(c) for c in shard_counts), default=0)
     return widened_level(level, [sum(c[j] for c in shard_counts) for j in range(exact)], widen, budget)
 
 
-def _k_level(shard_counts: list[tuple[int, ...]], k: int, n_required: int) -> int:
+def k_level(shard_counts: list[tuple[int, ...]], k: int, n_required: int) -> int:
+    """The least level at which the shards together have >= k candidates (see global_level)."""
     for level in range(n_required + 1):
         total = 0
         for counts in shard_counts:

@@ -25,7 +25,7 @@ import numpy as np
 from shards.errors import FashionSearchError, ShardUnavailable
 from shards.query import MAX_K, Hit, PreparedQuery, Query, prepare, prepare_many
 
-from .merge import global_level, merge_answers
+from .merge import global_level, k_level, merge_answers
 from .protocol import QueryBatch
 
 MAX_ATTEMPTS = 50
@@ -34,17 +34,18 @@ MAX_ATTEMPTS = 50
 @dataclass
 class SearchResult:
     hits: list[Hit]
-    relaxed: tuple[str, ...]
+    relaxed: tuple[str, ...]          # required tokens dropped because too few items had them
     level: int
     candidates: int
     partial: bool = False
     missing: list[str] = field(default_factory=list)
     took_ms: float = 0.0
+    widened: tuple[str, ...] = ()     # narrowing tokens dropped because the scan fit the budget without them
 
     def to_dict(self) -> dict:
         return {"hits": [h.to_dict() for h in self.hits], "relaxed": list(self.relaxed),
-                "level": self.level, "candidates": self.candidates, "partial": self.partial,
-                "missing": self.missing, "took_ms": self.took_ms}
+                "widened": list(self.widened), "level": self.level, "candidates": self.candidates,
+                "partial": self.partial, "missing": self.missing, "took_ms": self.took_ms}
 
 
 async def call(name: str, coro, timeout_s: float):
@@ -146,9 +147,10 @@ class Router:
         if views - {version}:
             return None
         size = sum(a.size for a in answers.values())    # the catalog a scan budget is a share of
-        levels = [global_level([a.counts[i] for a in answers.values()], q.k, len(q.required), q.widen,
-                               q.scan_budget * size) if q.required else 0
-                  for i, q in enumerate(qs)]
+        per_query = [[a.counts[i] for a in answers.values()] for i in range(len(qs))]
+        for_k = [k_level(c, q.k, len(q.required)) if q.required else 0 for c, q in zip(per_query, qs)]
+        levels = [global_level(c, q.k, len(q.required), q.widen, q.scan_budget * size) if q.required else 0
+                  for c, q in zip(per_query, qs)]
         again = np.asarray([i for i, lv in enumerate(levels) if lv > 0], np.int64)
         first = np.setdiff1d(np.arange(len(qs)), again)
         more: dict = {}
@@ -167,6 +169,6 @@ class Router:
                 c = a.counts[r]
                 candidates[i] += c[min(levels[i], len(c) - 1)]
         missing = sorted(failed)
-        return [SearchResult(hits=hits, relaxed=q.relaxed(lv), level=lv, candidates=n, partial=bool(missing),
-                             missing=missing)
-                for q, lv, n, hits in zip(qs, levels, candidates, merge_answers(parts, qs))]
+        return [SearchResult(hits=hits, relaxed=q.relaxed(kl), level=lv, candidates=n, partial=bool(missing),
+                             missing=missing, widened=q.relaxed(lv)[kl:])
+                for q, kl, lv, n, hits in zip(qs, for_k, levels, candidates, merge_answers(parts, qs))]

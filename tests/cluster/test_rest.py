@@ -101,6 +101,10 @@ def test_three_query_options(server):
     assert b1["results"] and {"id", "score", "hamming", "colour_distance", "matched", "title", "image_url"} <= set(
         b1["results"][0])
     assert all(a["token"].count("=") == 1 and 0 <= a["probability"] <= 1 for a in b1["attributes"])
+    # tokens the search did without: too few items had them, or the scan fit the budget without them
+    assert isinstance(b1["relaxed"], list) and isinstance(b1["widened"], list)
+    assert not set(b1["relaxed"]) & set(b1["widened"])
+    assert set(b1["relaxed"] + b1["widened"]) <= {a["token"] for a in b1["attributes"]}
     cats = httpx.get(url + "/categories").json()
     r2 = search(url, {"category": cats[0]}).json()
     assert r2["category"] == cats[0] and r2["category_source"] == "user"

@@ -277,3 +277,32 @@ def test_fan_out_sorts_answers_from_failures_under_one_deadline():
         with pytest.raises(InvalidInput, match="bad query"):
             asyncio.run(fan_out({"a": fine(), "b": raising()}, 1.0))
     assert asyncio.run(fan_out({}, 1.0)) == ({}, {})
+
+
+def test_a_widened_query_says_which_tokens_the_budget_let_go_and_which_were_relaxed(tmp_path):
+    """100 items over 3 shards: 40 shirts (10 red). Widened answers equal the oracle's."""
+    from shards.query import Query
+    coord = make(tmp_path)
+    attrs = [["articleType=Shirts" if i < 40 else "articleType=Jeans",
+              "baseColour=Red" if (i < 10 or i >= 70) else "baseColour=Blue"] for i in range(100)]
+    rng = np.random.default_rng(5)
+    codes = rng.integers(0, 2**63, (100, 2), dtype=np.uint64)
+    asyncio.run(coord.upsert(list(range(100)), codes, np.ones((100, 8)), attrs))
+    model = {}
+    model_add(model, list(range(100)), codes, np.ones((100, 8)), attrs, 8)
+
+    def ask(budget, k=5):
+        q = Query(code=codes[3], hist=np.ones(8), k=k, required=("articleType=Shirts", "baseColour=Red"),
+                  widen=1, scan_budget=budget)
+        r = asyncio.run(coord.search(q))
+        want, level, _ = brute_force_search(model, coord.router.prepare(q))
+        assert tuples(r) == [(i, s, h, c, m) for i, s, h, c, m in want] and r.level == level
+        return r
+
+    narrow = ask(0.3)                       # 40 shirts pass 30 % of 100: the colour narrows
+    assert narrow.level == 0 and narrow.relaxed == () and narrow.widened == ()
+    wide = ask(0.5)                         # all 40 shirts fit 50 %: the colour goes
+    assert wide.level == 1 and wide.relaxed == () and wide.widened == ("baseColour=Red",)
+    assert wide.to_dict()["widened"] == ["baseColour=Red"]
+    few = ask(0.3, k=20)                    # 10 red shirts are too few for k: relaxed, not widened
+    assert few.level == 1 and few.relaxed == ("baseColour=Red",) and few.widened == ()

@@ -78,7 +78,8 @@ def run_batch(cluster, queries_path: str, out_path: str, k: int = 20, batch: int
                 res = next(results)
                 out.write(json.dumps({"query": r, "category": a.category, "roi": a.roi,
                                       "attributes": [{"token": t, "probability": p} for t, p in a.attributes],
-                                      "relaxed": list(res.relaxed), "partial": res.partial,
+                                      "relaxed": list(res.relaxed), "widened": list(res.widened),
+                                      "partial": res.partial,
                                       "results": [h.to_dict() for h in res.hits]}) + "\n")
                 done += 1
             log(f"{done + errors}/{len(rows)} queries ({done / (time.perf_counter() - t0):.1f}/s)")

@@ -274,3 +274,32 @@ def test_openapi_fuzzing_finds_no_server_errors_or_schema_violations(server):
                           "--request-timeout", "60"],
                          capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
+
+
+def test_a_batch_job_answers_every_good_query_and_reports_the_bad_ones(server):
+    """`fashion-search batch`: a CSV of photos in, one JSON line per query out, in order."""
+    import json
+
+    from cluster.batch import run_batch
+    tmp = server["tmp"]
+    photos = sorted((tmp / "catalog" / "images").glob("*.jpg"))[1:4]      # the first one is broken
+    (tmp / "q").mkdir(exist_ok=True)
+    queries = tmp / "q" / "queries.csv"
+    queries.write_text("image,category,box\n"
+                       f"{photos[0]},,\n"
+                       f"{photos[1]},Tshirts,\n"
+                       f"{photos[2]},,\"5,5,40,40\"\n"
+                       f"{tmp / 'catalog' / 'images' / 'missing.jpg'},,\n")
+    out = tmp / "q" / "results.jsonl"
+    report = run_batch(server["cluster"], str(queries), str(out), k=5, log=lambda s: None)
+    assert report["queries"] == 4 and report["answered"] == 3 and report["errors"] == 1
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    answers = [d for d in lines if "error" not in d]
+    assert len(lines) == 4 and len(answers) == 3
+    for d in answers:
+        assert 1 <= len(d["results"]) <= 5
+        assert isinstance(d["relaxed"], list) and isinstance(d["widened"], list)
+        assert [h["score"] for h in d["results"]] == sorted(h["score"] for h in d["results"])
+    assert answers[1]["category"] == "Tshirts"
+    assert answers[2]["roi"] == [5, 5, 40, 40]
+    assert "missing.jpg" in next(d for d in lines if "error" in d)["query"]["image"]

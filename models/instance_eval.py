@@ -9,7 +9,8 @@ pasted rectangle as the user's box (option 3), which separates finding the produ
 describing it; and once with the catalog picking the ROI among the detector's top regions
 (`Pipeline.query(match=...)`, the best hit's score per region). A real in-memory
 `Shard` holding the catalog ranks it: required attributes intersected (relaxed in order
-when too few), optional ones as a bonus, Hamming plus colour. Relevant = the source
+when too few, a sure colour, season or usage let go within the scan budget), optional ones
+as a bonus, Hamming plus colour. Relevant = the source
 product; recall@1 and @10. The catalog is indexed by the item path (`Pipeline.items`:
 title -> category -> guided attributes, whole-photo ROI), as `fashion-search index` does.
 """

@@ -51,25 +51,13 @@ def merge_by_full_sort(lists: list[list[Hit]], k: int) -> list[Hit]:
     return sorted((h for hits in lists for h in hits), key=Hit.sort_key)[:k]
 
 
-def global_level(shard_counts: list[tuple[int, ...]], k: int, n_required: int, widen: int = 0,
-                 budget: float = 0.0) -> int:
-    """The least relaxation at which the shards together have >= k candidates, then widened by
-    a scan budget (in items; shards.query.widened_level).
+def global_level(shard_counts: list[tuple[int, ...]], k: int, n_required: int) -> int:
+    """The least relaxation at which the shards together have >= k candidates.
 
     Each shard counts level by level and stops at its first level with >= k of
     its own (later levels only have more), so a shard whose counts end before
-    level j already guarantees k candidates at j. A query with a budget has every
-    shard count at least to `widen`, so the totals the budget reads are exact.
+    level j already guarantees k candidates at j.
     """
-    level = k_level(shard_counts, k, n_required)
-    if budget <= 0:
-        return level
-    exact = min((len(c) for c in shard_counts), default=0)
-    return widened_level(level, [sum(c[j] for c in shard_counts) for j in range(exact)], widen, budget)
-
-
-def k_level(shard_counts: list[tuple[int, ...]], k: int, n_required: int) -> int:
-    """The least level at which the shards together have >= k candidates (see global_level)."""
     for level in range(n_required + 1):
         total = 0
         for counts in shard_counts:
@@ -79,3 +67,15 @@ def k_level(shard_counts: list[tuple[int, ...]], k: int, n_required: int) -> int
         if total >= k:
             return level
     return n_required
+
+
+def widened_global_level(shard_counts: list[tuple[int, ...]], level: int, widen: int, budget: float) -> int:
+    """`level` widened by a scan budget in items (shards.query.widened_level), over the shards' totals.
+
+    A query with a budget has every shard count at least to `widen`, so the totals
+    at the levels the budget may choose are exact.
+    """
+    if budget <= 0:
+        return level
+    exact = min((len(c) for c in shard_counts), default=0)
+    return widened_level(level, [sum(c[j] for c in shard_counts) for j in range(exact)], widen, budget)

@@ -25,7 +25,7 @@ import numpy as np
 from shards.errors import FashionSearchError, ShardUnavailable
 from shards.query import MAX_K, Hit, PreparedQuery, Query, prepare, prepare_many
 
-from .merge import global_level, k_level, merge_answers
+from .merge import global_level, merge_answers, widened_global_level
 from .protocol import QueryBatch
 
 MAX_ATTEMPTS = 50
@@ -148,9 +148,9 @@ class Router:
             return None
         size = sum(a.size for a in answers.values())    # the catalog a scan budget is a share of
         per_query = [[a.counts[i] for a in answers.values()] for i in range(len(qs))]
-        for_k = [k_level(c, q.k, len(q.required)) if q.required else 0 for c, q in zip(per_query, qs)]
-        levels = [global_level(c, q.k, len(q.required), q.widen, q.scan_budget * size) if q.required else 0
-                  for c, q in zip(per_query, qs)]
+        for_k = [global_level(c, q.k, len(q.required)) if q.required else 0 for c, q in zip(per_query, qs)]
+        levels = [widened_global_level(c, kl, q.widen, q.scan_budget * size)
+                  for c, kl, q in zip(per_query, for_k, qs)]
         again = np.asarray([i for i, lv in enumerate(levels) if lv > 0], np.int64)
         first = np.setdiff1d(np.arange(len(qs)), again)
         more: dict = {}

@@ -2,9 +2,10 @@
 
 Category-level queries (catalog photos of the test split, the rest of the catalog as the
 gallery) go the query path with nothing given: the model reads the attributes itself
-(option 1) in the whole photo (a studio photo has nothing else in it), and the tokens it
-reads with p >= REQUIRED_P are required, relaxed last first while fewer than k items carry
-them (k = 10), the rest optional. The gallery is indexed by the item path (title ->
+(option 1) in the whole photo (a studio photo has nothing else in it), and
+`models.pipeline.query_terms` makes the query as the REST front does (what it reads with
+p >= REQUIRED_P required, a sure colour, season or usage only within the scan budget,
+relaxed while fewer than k = 10 items match). The gallery is indexed by the item path (title ->
 category -> guided attributes, runners-up included), as `fashion-search index` does.
 
 Ranking uses `shards.oracle.brute_force_search`, the brute-force twin the shard is
@@ -20,8 +21,6 @@ import numpy as np
 from PIL import Image
 
 K = 10   # the relaxation's k: the level is the least relaxation giving k candidates
-# a policy that requires only what an item is (models.pipeline.WHAT_IT_IS; colour, season and
-# usage read sure enough becoming optional) is reported beside the system's own
 
 
 def average_precision_of(ranked_relevant: np.ndarray, n_relevant: int) -> float:

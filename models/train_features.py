@@ -31,6 +31,17 @@ def catalog_features(products: list[Product], cfg: FeatureConfig, name: str | No
     return feats, hists
 
 
+def shared_catalog_features(products: list[Product], cfg: FeatureConfig):
+    """catalog_features of the shared catalog, cached on disk by backbone and image size."""
+    cache = CACHE / f"catalog-feats-{cfg.backbone}-{cfg.image_size}.npz"
+    if cache.exists():
+        z = np.load(cache)
+        return z["feats"], z["hists"]
+    feats, hists = catalog_features(products, cfg, "catalog")
+    np.savez(cache, feats=feats, hists=hists)
+    return feats, hists
+
+
 def average_precision(ranked_relevant: np.ndarray) -> float:
     hits = np.flatnonzero(ranked_relevant)
     if len(hits) == 0:
@@ -86,13 +97,7 @@ def fit_codebook(bits: int = 256, image_size: int = 160, instance_views: int = 2
     cfg = FeatureConfig(image_size=image_size, bits=bits)
     products = load_catalog()
     splits = load_splits()
-    cache = CACHE / f"catalog-feats-{cfg.backbone}-{image_size}.npz"
-    if cache.exists():
-        z = np.load(cache)
-        feats, hists = z["feats"], z["hists"]
-    else:
-        feats, hists = catalog_features(products, cfg, "catalog")
-        np.savez(cache, feats=feats, hists=hists)
+    feats, hists = shared_catalog_features(products, cfg)
     idx = {s: np.array([i for i, p in enumerate(products) if p.id in splits[s]]) for s in ("train", "val", "test")}
     float_feats = feats
     if instance_views:
@@ -128,13 +133,8 @@ def eval_retrieval(data=None, limit: int | None = None, split: str | None = None
     if limit:
         products = products[:limit]
     ext, book = load_features(ASSETS / "features.pt")
-    cache = (CACHE / f"catalog-feats-{ext.cfg.backbone}-{ext.cfg.image_size}.npz"
-             if data is None and not limit else None)     # the shared catalog's, as fit_codebook keeps it
-    if cache is not None and cache.exists():
-        z = np.load(cache)
-        feats, hists = z["feats"], z["hists"]
-    else:
-        feats, hists = catalog_features(products, ext.cfg, None)
+    feats, hists = (shared_catalog_features(products, ext.cfg) if data is None and not limit
+                    else catalog_features(products, ext.cfg, None))
     codes = book.encode(feats)
     if data is None:
         ids = load_splits()[split or "test"]

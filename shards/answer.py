@@ -36,12 +36,11 @@ class Answer:
     size: int = 0           # items the shard answers for (a scan budget is a share of their sum)
 
     @staticmethod
-    def empty(view: int, size: int = 0) -> "Answer":
+    def empty(view: int) -> "Answer":
         z = np.zeros((0, 1))
         return Answer(scores=z, keys=z.astype(np.uint64), hamming=z.astype(np.int64), colour=z,
                       matched=z.astype(np.uint64), n=np.zeros(0, np.int64), ids=[], metas=[],
-                      levels=np.zeros(0, np.int64), counts=[], scanned=np.zeros(0, np.int64), view=view,
-                      size=size)
+                      levels=np.zeros(0, np.int64), counts=[], scanned=np.zeros(0, np.int64), view=view)
 
     @property
     def offsets(self) -> np.ndarray:

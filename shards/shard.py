@@ -27,7 +27,7 @@ from .codes import (as_codes, bucket_of_keys, check_bits, check_token, id_key, i
 from .errors import CorruptData, InvalidInput, NotFound, StorageError
 from .idindex import MISSING, IdIndex
 from .plan import QueryArrays, ScanPlan
-from .query import MAX_K, PreparedQuery, Query, ShardResult, prepare, prepare_many, widened_level
+from .query import MAX_K, PreparedQuery, Query, ShardResult, choose_level, prepare, prepare_many
 from .snapshot import list_snapshots, read_snapshot, write_snapshot
 from .wal import WalWriter, fsync_dir, list_segments, read_segment, segment_name
 
@@ -358,10 +358,11 @@ class Shard:
                     c.append(self._matches(self._scan_key(q, len(c), keys), hidden, cache)[0])
                 upto = max(upto, q.widen + 1)
             if lv is None:
-                lv = top if enough is None else enough
+                budget = 0.0
                 if q.scan_budget > 0:   # this shard alone: the budget is a share of what it holds
                     size = self._visible_size(hidden, cache) if size is None else size
-                    lv = widened_level(lv, c, q.widen, q.scan_budget * size)
+                    budget = q.scan_budget * size
+                lv = choose_level(c, q.k, top, q.widen, budget)
             elif not isinstance(lv, int) or isinstance(lv, bool) or not 0 <= lv <= top:
                 raise InvalidInput(f"level must be in [0, {top}], got {lv!r}")
             counts.append(tuple(c[:upto]))

@@ -64,6 +64,17 @@ def test_global_level():
     assert global_level([(6,), (1, 1)], k=5, n_required=1) == 0
 
 
+def test_widened_global_level_reads_exact_totals_only():
+    from coordinator.merge import widened_global_level
+    counts = [(3, 10, 40), (2, 7, 30)]                          # totals 5, 17, 70
+    assert widened_global_level(counts, 0, widen=2, budget=0) == 0
+    assert widened_global_level(counts, 0, widen=2, budget=20) == 1
+    assert widened_global_level(counts, 0, widen=1, budget=100) == 1     # never past widen
+    assert widened_global_level(counts, 0, widen=2, budget=100) == 2
+    assert widened_global_level(counts, 1, widen=2, budget=4) == 1       # the k rule's level stays
+    assert widened_global_level([(3, 10, 40), (2, 7)], 0, widen=2, budget=100) == 1  # level 2 not known
+
+
 def test_cluster_equals_oracle_over_all_items(tmp_path):
     rng = np.random.default_rng(1)
     coord = make(tmp_path)

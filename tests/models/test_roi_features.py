@@ -117,3 +117,36 @@ def test_inset_box_keeps_the_inner_part_around_the_same_centre():
         a, b, c, d = inset_box((x0, y0, x1, y1), 0.1)
         assert x0 <= a < c <= x1 and y0 <= b < d <= y1 and c - a >= 2 and d - b >= 2
         assert abs((a + c) - (x0 + x1)) <= 1 and abs((b + d) - (y0 + y1)) <= 1
+
+
+def test_mean_ap_reads_each_class_ranking_and_skips_classes_without_ground_truth():
+    from models.train_detector import mean_ap
+    box = np.array([[0.0, 0.0, 10.0, 10.0]])
+    gts = [{"boxes": box, "labels": np.array([1])}, {"boxes": box, "labels": np.array([1])}]
+    # class 1: a miss ranked first (score 0.9, wrong place), then both hits. Precision after
+    # each hit is 1/2 and 2/3; all-point interpolation takes the best precision at or
+    # beyond each recall, so AP = 2/3 (without the envelope it would be 7/12)
+    dets = [{"boxes": np.array([[50.0, 50.0, 60.0, 60.0], [0.0, 0.0, 10.0, 10.0]]),
+             "labels": np.array([1, 1]), "scores": np.array([0.9, 0.8])},
+            {"boxes": box, "labels": np.array([1]), "scores": np.array([0.7])}]
+    assert mean_ap(dets, gts, n_classes=3, thr=0.5) == pytest.approx(2 / 3)
+    # a detection of a class no image has (class 2) changes nothing; a low score is still a hit
+    dets[1] = {"boxes": np.concatenate([box, box]), "labels": np.array([2, 1]), "scores": np.array([0.99, 0.002])}
+    assert mean_ap(dets, gts, n_classes=3, thr=0.5) == pytest.approx(2 / 3)
+    assert mean_ap(dets, gts, n_classes=3, thr=0.9999) == pytest.approx(2 / 3)
+
+
+def test_ranked_detections_lowers_the_floor_while_measured_and_restores_it():
+    from models.detector import Detector
+    from models.train_detector import AP_DETECTIONS, AP_SCORE_FLOOR, ranked_detections
+    cfg = DetectorConfig(classes=CLASSES, min_size=128, max_size=160)
+    det = Detector(build_detector(cfg, pretrained=False), cfg, {})
+    heads = det.model.roi_heads
+    before = heads.score_thresh, heads.detections_per_img
+    with ranked_detections(det):
+        assert (heads.score_thresh, heads.detections_per_img) == (AP_SCORE_FLOOR, AP_DETECTIONS)
+    assert (heads.score_thresh, heads.detections_per_img) == before
+    with pytest.raises(RuntimeError):
+        with ranked_detections(det):
+            raise RuntimeError("a failed image")
+    assert (heads.score_thresh, heads.detections_per_img) == before

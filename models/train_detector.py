@@ -91,10 +91,12 @@ def copy_paste(street: Image.Image, street_target: dict, product: Path, label: i
 
 
 def train_detector(out: Path, epochs: int = 8, batch: int = 4, lr: float = 0.01, seed: int = 0,
-                   paste: float = 0.0, init: Path | None = None, log=print) -> dict:
+                   paste: float = 0.0, init: Path | None = None, scales: tuple[int, ...] = (), log=print) -> dict:
     """Train on the street photos; with paste > 0, that fraction of each batch also gets a catalog
     photo pasted on it (so the detector learns to find a product shown in a scene); `init`
-    starts from a trained detector's weights instead of ImageNet's."""
+    starts from a trained detector's weights instead of ImageNet's. `scales`: short sides drawn
+    at random for each training batch (torchvision's multi-scale training); the saved
+    detector still reads photos at its config's min_size."""
     torch.manual_seed(seed)
     coco = load_coco(boxes_dir())
     split = coco_split(coco)
@@ -115,6 +117,9 @@ def train_detector(out: Path, epochs: int = 8, batch: int = 4, lr: float = 0.01,
     streets = [decode_image(im["path"]) for im in train]
     data = [(torch.from_numpy(np.asarray(img)).permute(2, 0, 1).float() / 255.0, targets(im, label_of))
             for img, im in zip(streets, train)]
+    if scales:
+        model.transform.min_size = tuple(int(v) for v in scales)
+        model.transform.max_size = max(cfg.max_size, round(max(scales) * cfg.max_size / cfg.min_size))
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=1e-4)
     steps = epochs * math.ceil(len(data) / batch)

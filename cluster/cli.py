@@ -76,6 +76,7 @@ def cmd_train(args) -> dict:
         rep = train_detector(Path(args.out or SHIPPED / "detector.pt"), epochs=args.epochs or 8, lr=args.lr,
                              paste=args.paste, init=Path(args.init) if args.init else None,
                              scales=tuple(int(v) for v in args.scales.split(",")) if args.scales else (),
+                             repeat_threshold=args.repeat_threshold,
                              log=lambda s: print(s, file=sys.stderr, flush=True))
         return {"weights": rep["weights"], "classes": rep["classes"], "final_loss": rep["history"][-1]["loss"]}
     if args.what == "features":
@@ -254,6 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="detector: fraction of street photos that get a training-split catalog photo pasted on")
     t.add_argument("--scales", default=None,
                    help="detector: short sides drawn at random per batch, e.g. 256,288,320,352,384 (multi-scale)")
+    t.add_argument("--repeat-threshold", type=float, default=0.0,
+                   help="detector: repeat-factor sampling, photos of classes in fewer than this fraction of "
+                        "photos come more often (e.g. 0.1; 0: off)")
     t.add_argument("--init", default=None,
                    help="detector, attributes: fine-tune these trained weights (attributes: their config too)")
     t.add_argument("--hard", type=float, default=0.0,

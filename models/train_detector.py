@@ -91,12 +91,14 @@ def copy_paste(street: Image.Image, street_target: dict, product: Path, label: i
 
 
 def train_detector(out: Path, epochs: int = 8, batch: int = 4, lr: float = 0.01, seed: int = 0,
-                   paste: float = 0.0, init: Path | None = None, scales: tuple[int, ...] = (), log=print) -> dict:
+                   paste: float = 0.0, init: Path | None = None, scales: tuple[int, ...] = (),
+                   repeat_threshold: float = 0.0, log=print) -> dict:
     """Train on the street photos; with paste > 0, that fraction of each batch also gets a catalog
     photo pasted on it (so the detector learns to find a product shown in a scene); `init`
     starts from a trained detector's weights instead of ImageNet's. `scales`: short sides drawn
     at random for each training batch (torchvision's multi-scale training); the saved
-    detector still reads photos at its config's min_size."""
+    detector still reads photos at its config's min_size. `repeat_threshold` > 0: photos
+    with rare classes come more often (repeat_factors)."""
     torch.manual_seed(seed)
     coco = load_coco(boxes_dir())
     split = coco_split(coco)
@@ -122,13 +124,17 @@ def train_detector(out: Path, epochs: int = 8, batch: int = 4, lr: float = 0.01,
         model.transform.max_size = max(cfg.max_size, round(max(scales) * cfg.max_size / cfg.min_size))
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=1e-4)
-    steps = epochs * math.ceil(len(data) / batch)
+    factors = repeat_factors([t["labels"].tolist() for _, t in data], repeat_threshold) if repeat_threshold else None
+    orders = []
+    for epoch in range(epochs):
+        order = list(range(len(data))) if factors is None else repeated(factors, random.Random(seed + epoch))
+        random.Random(seed + epoch).shuffle(order)
+        orders.append(order)
+    steps = sum(math.ceil(len(o) / batch) for o in orders)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
     history = []
-    for epoch in range(epochs):
+    for epoch, order in enumerate(orders):
         model.train()
-        order = list(range(len(data)))
-        random.Random(seed + epoch).shuffle(order)
         total, t0 = 0.0, time.time()
         for i in tqdm(range(0, len(order), batch), desc=f"detector {epoch + 1}/{epochs}", leave=False,
                       disable=not os.isatty(2)):
@@ -153,10 +159,29 @@ def train_detector(out: Path, epochs: int = 8, batch: int = 4, lr: float = 0.01,
             opt.step()
             sched.step()
             total += float(loss.detach()) * len(xs)
-        history.append({"epoch": epoch + 1, "loss": total / len(data), "seconds": time.time() - t0})
+        history.append({"epoch": epoch + 1, "loss": total / len(order), "seconds": time.time() - t0})
         log(json.dumps(history[-1]))
         save_detector(out, model, cfg, history)
     return {"weights": str(out), "classes": len(classes), "history": history}
+
+
+def repeat_factors(labels: list[list[int]], threshold: float) -> np.ndarray:
+    """Repeat-factor sampling (LVIS, Gupta et al. 2019): a photo's factor is the largest over its
+    classes of max(1, sqrt(threshold / f)), f = the fraction of photos with that class."""
+    n = len(labels)
+    freq: dict[int, int] = {}
+    for labs in labels:
+        for c in set(labs):
+            freq[c] = freq.get(c, 0) + 1
+    return np.array([max([1.0] + [math.sqrt(threshold / (freq[c] / n)) for c in set(labs)]) for labs in labels])
+
+
+def repeated(factors: np.ndarray, rng: random.Random) -> list[int]:
+    """One epoch's photos: photo i floor(r_i) times, and once more with probability frac(r_i)."""
+    out = []
+    for i, r in enumerate(factors.tolist()):
+        out += [i] * (int(r) + (rng.random() < r - int(r)))
+    return out
 
 
 def average_precision(scores, matched, n_gt) -> float:

@@ -150,3 +150,21 @@ def test_ranked_detections_lowers_the_floor_while_measured_and_restores_it():
         with ranked_detections(det):
             raise RuntimeError("a failed image")
     assert (heads.score_thresh, heads.detections_per_img) == before
+
+
+def test_repeat_factor_sampling_brings_photos_of_rare_classes_more_often():
+    import random
+    from models.train_detector import repeat_factors, repeated
+    labels = [[1, 1]] * 99 + [[1, 2]]            # class 2 is in 1 photo of 100
+    f = repeat_factors(labels, threshold=0.1)
+    assert f[:99].tolist() == [1.0] * 99
+    assert f[99] == pytest.approx((0.1 / 0.01) ** 0.5)   # ~3.16: the LVIS rule
+    assert repeat_factors(labels, threshold=0.001).tolist() == [1.0] * 100   # nothing that rare
+    counts = np.zeros(100)
+    for seed in range(400):
+        order = repeated(f, random.Random(seed))
+        assert set(order) == set(range(100))              # every photo at least once an epoch
+        counts += np.bincount(order, minlength=100)
+    assert counts[:99].tolist() == [400.0] * 99
+    assert counts[99] / 400 == pytest.approx(f[99], abs=0.05)   # 3 times, a 4th 16 % of epochs
+    assert repeated(f, random.Random(7)) == repeated(f, random.Random(7))

@@ -276,4 +276,4 @@ def evaluate_detector(detector: Detector, folder: Path | None = None, split: str
         gts.append(g)
     return {"images": len(images), "map": {str(t): mean_ap(dets, gts, len(classes), t) for t in IOUS},
             "guided_map": {str(t): mean_ap(guided, gts, len(classes), t) for t in IOUS},
-            "classes": len(classes), "split": split}
+            "classes": len(classes), "split": split, "ap_score_floor": AP_SCORE_FLOOR, "ap_detections": AP_DETECTIONS}

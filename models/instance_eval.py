@@ -65,6 +65,11 @@ def assets_digest(assets=None) -> str:
     return h.hexdigest()[:12]
 
 
+def catalog_index_cache(folder: Path, n_items: int, bits: int, assets=None) -> Path:
+    """Where index_catalog_items keeps the shared catalog's index for these models."""
+    return CACHE / f"instance-index-{Path(folder).name}-{n_items}-{bits}-{assets_digest(assets)}.npz"
+
+
 def index_catalog_items(pipeline, products, batch: int = 32, cache: Path | None = None, log=print):
     """The item path over the catalog: codes, histograms and recognised attributes (cached)."""
     if cache is not None and cache.exists():
@@ -99,8 +104,7 @@ def instance_recall(data=None, n_queries: int = 200, seed: int = 0, assets=None,
     folder = Path(data) if data else products_dir()
     products = load_catalog(folder)
     pipeline = Pipeline.load(assets)
-    cache = (CACHE / f"instance-index-{folder.name}-{len(products)}-{pipeline.bits}-{assets_digest(assets)}.npz"
-             if data is None else None)
+    cache = catalog_index_cache(folder, len(products), pipeline.bits, assets) if data is None else None
     codes, hists, tokens = index_catalog_items(pipeline, products, cache=cache, log=log)
     shard = Shard(None, ShardConfig(bits=pipeline.bits, hist_bins=hists.shape[1]), fsync=False)
     shard.upsert(list(range(len(products))), codes, hists, tokens)

@@ -67,20 +67,10 @@ class Analysis:
         """The tokens a catalog item is indexed under (see index_tokens)."""
         return index_tokens(self.attributes, self.alternatives)
 
-    def constraints(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
-        """(required, optional); a category counts as given unless the model read it itself."""
-        return split_constraints(self.attributes, None if self.category_source == "auto" else self.category)
-
     def query_terms(self) -> dict:
-        """The Query fields its attributes give: required, optional, widen, scan_budget."""
+        """The Query fields its attributes give (query_terms); a category counts as given unless
+        the model read it itself."""
         return query_terms(self.attributes, None if self.category_source == "auto" else self.category)
-
-    def required(self) -> tuple[str, ...]:
-        """Relaxable constraints, most confident first (the category leads when it was given)."""
-        return self.constraints()[0]
-
-    def optional(self) -> tuple[str, ...]:
-        return self.constraints()[1]
 
 
 def index_tokens(attributes: list[tuple[str, float]], alternatives: list[tuple[str, float]]) -> list[str]:
@@ -101,35 +91,26 @@ def index_tokens(attributes: list[tuple[str, float]], alternatives: list[tuple[s
     return tokens
 
 
-def split_constraints(attributes: list[tuple[str, float]], given_category: str | None = None):
-    """(required, optional) tokens of a query from its recognised attributes.
+def query_terms(attributes: list[tuple[str, float]], given_category: str | None = None) -> dict:
+    """The Query fields of a query from its recognised attributes: required, optional, widen, scan_budget.
 
     A category given by the user or by the seller's title leads the required ones
     whatever its probability. Every other token, the category the model read itself
     included, is required only when read with p >= REQUIRED_P; the rest only add to a
     hit's score. A category the model read on a street crop with p 0.6 must not exclude
     the product when it is wrong. The required ones that say what the item is come
-    first (most confident first), then the others, so relaxing drops a colour before a
-    category (query_terms adds how many of them may go for the scan budget).
+    first (most confident first), then the sure colour, season or usage: the narrowing
+    tokens (`widen` of them), kept only while the scan would pass SCAN_BUDGET of the
+    catalog, and relaxed before a category.
     """
-    return _terms(attributes, given_category)[:2]
-
-
-def query_terms(attributes: list[tuple[str, float]], given_category: str | None = None) -> dict:
-    """Query fields from the recognised attributes: what split_constraints requires, the sure
-    colour, season or usage as narrowing tokens (`widen`), and the scan budget."""
-    required, optional, narrowing = _terms(attributes, given_category)
-    return {"required": required, "optional": optional, "widen": narrowing, "scan_budget": SCAN_BUDGET}
-
-
-def _terms(attributes, given_category):
     forced = f"{CATEGORY_FIELD}={given_category}" if given_category else None
     ranked = sorted(((p, t) for t, p in attributes if t != forced), reverse=True)
     sure = [t for p, t in ranked if p >= REQUIRED_P]
     what = [t for t in sure if t.split("=", 1)[0] in WHAT_IT_IS]
-    others = [t for t in sure if t not in what]
-    required = ([forced] if forced else []) + what + others
-    return tuple(required), tuple(t for p, t in ranked if p < REQUIRED_P), len(others)
+    narrowing = [t for t in sure if t not in what]
+    return {"required": tuple(([forced] if forced else []) + what + narrowing),
+            "optional": tuple(t for p, t in ranked if p < REQUIRED_P),
+            "widen": len(narrowing), "scan_budget": SCAN_BUDGET}
 
 
 class Pipeline:

@@ -47,7 +47,7 @@ def street_recognition(folder: Path | None = None, limit: int | None = None, ass
         hit = bool(allowed & tags)
         read += 1
         right += hit
-        if f"articleType={a.category}" in a.required():
+        if f"articleType={a.category}" in a.query_terms()["required"]:
             sure += 1
             sure_right += hit
     n = len(rows) - unreadable

@@ -9,8 +9,6 @@ category filters it, and mAP with and without that filter.
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import torch
 
@@ -148,11 +146,10 @@ def eval_retrieval(data=None, limit: int | None = None, split: str | None = None
     report = {"data": str(folder), **retrieval_report(book.project(feats), codes, hists, products, queries, w)}
     # the inverted index's promise as the system filters: attributes the model reads on each query
     from .filter_eval import filter_report, read_queries
-    from .instance_eval import assets_digest, index_catalog_items
+    from .instance_eval import catalog_index_cache, index_catalog_items
     from .pipeline import WHAT_IT_IS, Pipeline
     pipeline = Pipeline.load()
-    cache = (CACHE / f"instance-index-{Path(folder).name}-{len(products)}-{pipeline.bits}-{assets_digest()}.npz"
-             if data is None and not limit else None)
+    cache = catalog_index_cache(folder, len(products), pipeline.bits) if data is None and not limit else None
     catalog = index_catalog_items(pipeline, products, cache=cache, log=log)
     analyses = read_queries(pipeline, products, queries, log=log)
     report.update(filter_report(pipeline, products, queries, catalog, analyses, log=log))

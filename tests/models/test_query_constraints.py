@@ -1,7 +1,7 @@
 """Which recognised attributes a query requires and which only score."""
 import numpy as np
 
-from models.pipeline import ALTERNATIVE_P, REQUIRED_P, Analysis, index_tokens, split_constraints
+from models.pipeline import ALTERNATIVE_P, REQUIRED_P, Analysis, index_tokens, query_terms
 
 ATTRS = [("masterCategory=Apparel", 0.99), ("articleType=Tops", 0.6), ("gender=Women", 0.95),
          ("baseColour=Blue", 0.4)]
@@ -14,27 +14,29 @@ def analysis(category, source):
 
 def test_a_category_the_model_read_unsurely_only_scores():
     assert 0.6 < REQUIRED_P <= 0.95
-    a = analysis("Tops", "auto")
-    assert a.required() == ("masterCategory=Apparel", "gender=Women")          # most confident first
-    assert set(a.optional()) == {"articleType=Tops", "baseColour=Blue"}
+    terms = analysis("Tops", "auto").query_terms()
+    assert terms["required"] == ("masterCategory=Apparel", "gender=Women")          # most confident first
+    assert set(terms["optional"]) == {"articleType=Tops", "baseColour=Blue"}
 
 
 def test_a_given_category_leads_whatever_its_probability():
     for source in ("user", "title"):
-        a = analysis("Tops", source)
-        assert a.required() == ("articleType=Tops", "masterCategory=Apparel", "gender=Women")
-        assert a.optional() == ("baseColour=Blue",)
+        terms = analysis("Tops", source).query_terms()
+        assert terms["required"] == ("articleType=Tops", "masterCategory=Apparel", "gender=Women")
+        assert terms["optional"] == ("baseColour=Blue",)
 
 
 def test_required_and_optional_split_every_token_once():
     rng = np.random.default_rng(0)
     for _ in range(50):
         attrs = [(f"f{i}=v", float(p)) for i, p in enumerate(rng.random(rng.integers(0, 8)))]
-        req, opt = split_constraints(attrs)
+        terms = query_terms(attrs)
+        req, opt = terms["required"], terms["optional"]
         assert sorted(req + opt) == sorted(t for t, _ in attrs)
         probs = dict(attrs)
         assert all(probs[t] >= REQUIRED_P for t in req) and all(probs[t] < REQUIRED_P for t in opt)
         assert [probs[t] for t in req] == sorted((probs[t] for t in req), reverse=True)
+        assert terms["widen"] == len(req)       # none of these fields says what an item is: each only narrows
 
 
 def test_an_item_is_indexed_under_its_read_and_likely_runners_up_but_one_category():
@@ -74,7 +76,7 @@ def test_catalog_items_carry_their_runners_up_from_the_model(tmp_path, monkeypat
 
 
 def test_what_an_item_is_comes_first_and_the_rest_only_narrows_a_scan_over_budget():
-    from models.pipeline import SCAN_BUDGET, WHAT_IT_IS, query_terms
+    from models.pipeline import SCAN_BUDGET, WHAT_IT_IS
     attrs = [("masterCategory=Apparel", 0.99), ("articleType=Tops", 0.9), ("gender=Women", 0.86),
              ("baseColour=Blue", 0.97), ("season=Summer", 0.92), ("usage=Casual", 0.5)]
     terms = query_terms(attrs)
@@ -85,5 +87,4 @@ def test_what_an_item_is_comes_first_and_the_rest_only_narrows_a_scan_over_budge
     assert all(t.split("=")[0] in WHAT_IT_IS for t in terms["required"][:-terms["widen"]])
     given = query_terms(attrs, "Dresses")    # a given category leads, and is never widened away
     assert given["required"][0] == "articleType=Dresses" and given["widen"] == 2
-    a = analysis("Tops", "auto")
-    assert a.query_terms()["required"] == a.required() and a.query_terms()["widen"] == 0
+    assert analysis("Tops", "auto").query_terms()["widen"] == 0    # nothing sure beyond what it is

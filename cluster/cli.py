@@ -76,7 +76,7 @@ def cmd_train(args) -> dict:
         rep = train_detector(Path(args.out or SHIPPED / "detector.pt"), epochs=args.epochs or 8, lr=args.lr,
                              paste=args.paste, init=Path(args.init) if args.init else None,
                              scales=tuple(int(v) for v in args.scales.split(",")) if args.scales else (),
-                             repeat_threshold=args.repeat_threshold,
+                             repeat_threshold=args.repeat_threshold, pyramid=args.pyramid,
                              log=lambda s: print(s, file=sys.stderr, flush=True))
         return {"weights": rep["weights"], "classes": rep["classes"], "final_loss": rep["history"][-1]["loss"]}
     if args.what == "features":
@@ -258,6 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--repeat-threshold", type=float, default=0.0,
                    help="detector: repeat-factor sampling, photos of classes in fewer than this fraction of "
                         "photos come more often (e.g. 0.1; 0: off)")
+    t.add_argument("--pyramid", action="store_true",
+                   help="detector: a stride-8 level for small things and a top-down from stride 32 "
+                        "(warm-started from a single-level --init)")
     t.add_argument("--init", default=None,
                    help="detector, attributes: fine-tune these trained weights (attributes: their config too)")
     t.add_argument("--hard", type=float, default=0.0,

@@ -2,8 +2,9 @@
 
 mAP (the paper's Table 3) at IoU 0.5..0.9, VOC-style all-point AP per class,
 averaged over the classes that have ground truth in the evaluated images.
-Non-guided: every detection. Guided: in each image, only detections of classes
-that the guidance of a category present in the image allows. AP reads the ranked list
+Non-guided: every detection. Guided: in each image, the detector guided by the
+classes that the categories present in the image allow (Detector.detect's softmax
+over those classes only). AP reads the ranked list
 down to a score of 0.001 (up to 100 detections an image), as mAP protocols do; the
 query path keeps its own floor (DetectorConfig.score_threshold).
 """
@@ -92,13 +93,14 @@ def copy_paste(street: Image.Image, street_target: dict, product: Path, label: i
 
 def train_detector(out: Path, epochs: int = 8, batch: int = 4, lr: float = 0.01, seed: int = 0,
                    paste: float = 0.0, init: Path | None = None, scales: tuple[int, ...] = (),
-                   repeat_threshold: float = 0.0, log=print) -> dict:
+                   repeat_threshold: float = 0.0, pyramid: bool = False, log=print) -> dict:
     """Train on the street photos; with paste > 0, that fraction of each batch also gets a catalog
     photo pasted on it (so the detector learns to find a product shown in a scene); `init`
     starts from a trained detector's weights instead of ImageNet's. `scales`: short sides drawn
     at random for each training batch (torchvision's multi-scale training); the saved
     detector still reads photos at its config's min_size. `repeat_threshold` > 0: photos
-    with rare classes come more often (repeat_factors)."""
+    with rare classes come more often (repeat_factors). `pyramid`: the two-level trunk
+    (PyramidTrunk); from a single-level `init` its trunk, RPN and box head are warm-started."""
     torch.manual_seed(seed)
     coco = load_coco(boxes_dir())
     split = coco_split(coco)
@@ -106,13 +108,19 @@ def train_detector(out: Path, epochs: int = 8, batch: int = 4, lr: float = 0.01,
     names = {c["id"]: c["name"] for c in coco["categories"]}
     classes = tuple(names[c] for c in used)
     label_of = {c: i + 1 for i, c in enumerate(used)}
-    cfg = DetectorConfig(classes=classes)
+    start = load_detector(Path(init)) if init is not None else None
+    if start is not None and start.cfg.classes != classes:
+        raise ValueError(f"{init} was trained on other classes")
+    if start is not None and start.cfg.pyramid and not pyramid:
+        raise ValueError(f"{init} has the pyramid trunk; pass pyramid=True (--pyramid) to fine-tune it")
+    cfg = DetectorConfig(classes=classes, pyramid=pyramid)
     model = build_detector(cfg)
-    if init is not None:
-        start = load_detector(Path(init))
-        if start.cfg.classes != classes:
-            raise ValueError(f"{init} was trained on other classes")
+    if start is not None and start.cfg.pyramid == pyramid:
         model.load_state_dict(start.model.state_dict())
+    elif start is not None:
+        model.backbone.warm_start(start.model.backbone.state_dict())
+        model.rpn.load_state_dict(start.model.rpn.state_dict())
+        model.roi_heads.load_state_dict(start.model.roi_heads.state_dict())
     products = pasted_products(classes, json.loads(MAPPING_FILE.read_text())) if paste else []
     rng = np.random.default_rng(seed)
     train = [im for im in coco["images"] if im["id"] in set(split["train"])]
@@ -264,15 +272,13 @@ def evaluate_detector(detector: Detector, folder: Path | None = None, split: str
     dets, guided, gts = [], [], []
     for im in images:
         img = decode_image(im["path"])
-        with ranked_detections(detector):
-            d = {k: v.numpy() for k, v in detector.detect([img])[0].items()}
         t = targets(im, label_of)
         g = {"boxes": t["boxes"].numpy(), "labels": t["labels"].numpy()}
         present = {classes[int(lab) - 1] for lab in g["labels"]}
         allowed = set().union(*[reach[c] for c in present]) if present else set()
-        keep = np.array([classes[int(lab) - 1] in allowed for lab in d["labels"]], bool)
-        dets.append(d)
-        guided.append({k: v[keep] if len(keep) else v for k, v in d.items()})
+        with ranked_detections(detector):
+            dets.append({k: v.numpy() for k, v in detector.detect([img])[0].items()})
+            guided.append({k: v.numpy() for k, v in detector.detect([img], allowed)[0].items()})
         gts.append(g)
     return {"images": len(images), "map": {str(t): mean_ap(dets, gts, len(classes), t) for t in IOUS},
             "guided_map": {str(t): mean_ap(guided, gts, len(classes), t) for t in IOUS},

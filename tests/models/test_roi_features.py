@@ -5,7 +5,7 @@ import torch
 from PIL import Image
 
 from models.colour import check_box, colour_distance, hsv_histogram
-from models.detector import DetectorConfig, build_detector, filter_guided, guidance
+from models.detector import Detector, DetectorConfig, build_detector, guidance, guided_forward
 from models.features import CodeBook
 from shards.codes import unpack_bits
 from shards.errors import InvalidInput
@@ -29,12 +29,43 @@ def test_detector_forward_backward_on_one_box():
     assert set(out) == {"boxes", "labels", "scores"}
 
 
-def test_guided_filtering_drops_exactly_the_disallowed_classes():
-    det = {"boxes": torch.rand(5, 4), "labels": torch.tensor([1, 2, 3, 2, 1]), "scores": torch.rand(5)}
-    kept = filter_guided(det, CLASSES, {"dress"})
-    assert kept["labels"].tolist() == [2, 2]
-    assert torch.equal(kept["boxes"], det["boxes"][[1, 3]])
-    assert filter_guided(det, CLASSES, None) is det
+@pytest.mark.parametrize("pyramid", [False, True])
+def test_guided_forward_is_the_plain_forward_with_disallowed_classes_masked(pyramid):
+    torch.manual_seed(1)
+    model = build_detector(DetectorConfig(classes=CLASSES, min_size=128, max_size=160, pyramid=pyramid),
+                           pretrained=False).eval()
+    xs = [torch.rand(3, 128, 150), torch.rand(3, 140, 128)]
+    with torch.no_grad():
+        plain, unmasked = model(xs), guided_forward(model, xs, torch.ones(len(CLASSES) + 1, dtype=torch.bool))
+    for a, b in zip(plain, unmasked):   # the slow oracle: torchvision's own forward
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    detector = Detector(model, DetectorConfig(classes=CLASSES), {})
+    photo = Image.fromarray((np.random.rand(128, 150, 3) * 255).astype(np.uint8))
+    everything = detector.detect([photo])[0]["labels"].tolist()
+    assert set(everything) - {2}          # the plain detector finds classes that guidance to dresses drops
+    for allowed, labels in (({"dress"}, {2}), ({"dress", "shoes"}, {2, 3})):
+        guided = detector.detect([photo], allowed)[0]
+        assert len(guided["labels"]) and set(guided["labels"].tolist()) <= labels
+        assert float(guided["scores"].max()) <= 1.0
+
+
+def test_pyramid_warm_start_keeps_the_single_level_detectors_features():
+    torch.manual_seed(2)
+    single = build_detector(DetectorConfig(classes=CLASSES), pretrained=False).eval()
+    pyramid = build_detector(DetectorConfig(classes=CLASSES, pyramid=True), pretrained=False).eval()
+    pyramid.backbone.warm_start(single.backbone.state_dict())
+    x = torch.rand(1, 3, 128, 160)
+    with torch.no_grad():
+        levels = pyramid.backbone(x)
+        assert torch.allclose(levels["1"], single.backbone(x), atol=1e-5)
+    assert levels["0"].shape[-2:] == (16, 20) and levels["1"].shape[-2:] == (8, 10)
+    model = pyramid.train()
+    losses = model([x[0]], [{"boxes": torch.tensor([[10.0, 20.0, 40.0, 60.0]]), "labels": torch.tensor([1])}])
+    sum(losses.values()).backward()
+    assert pyramid.backbone.fpn.inner_blocks[2][0].weight.grad.abs().sum() > 0   # the top-down path learns
+
+
+def test_guidance_maps_a_category_to_its_detector_classes():
     mapping = {"Dresses": ["dress"], "Handbags": ["bag", "purse"]}
     assert guidance(mapping, "Handbags") == {"bag", "purse"}
     assert guidance(mapping, "Spaceships") is None and guidance(mapping, None) is None

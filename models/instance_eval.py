@@ -114,15 +114,20 @@ def instance_recall(data=None, n_queries: int = 200, seed: int = 0, assets=None,
     pool = [i for i, p in enumerate(products) if p.id in chosen]
     picks = sorted(rng.choice(len(pool), min(n_queries, len(pool)), replace=False).tolist())
     backgrounds = sorted((data_root() / "ccp-tags" / "images").glob("*.jpg"))
-    ranks = {name: [] for name in ("filtered", "unfiltered", "user_box", "user_box_unfiltered", "region_match",
-                                   "region_match_unfiltered")}
+    ranks = {name: [] for name in ("filtered", "unfiltered", "user_box", "user_box_unfiltered", "named_category",
+                                   "region_match", "region_match_unfiltered")}
 
     def best_scores(codes, hists):
         """The score of the best unfiltered hit for each candidate region (one batch through the shard)."""
         rs = shard.search_batch([Query(code=c, hist=h, k=1, w_colour=pipeline.w_colour) for c, h in zip(codes, hists)])
         return [r.hits[0].score if r.hits else float("inf") for r in rs]
 
-    scanned, roi_found, lat, lat_match = {"filtered": [], "user_box": []}, 0, [], []
+    scanned, roi_found, lat, lat_match = {"filtered": [], "user_box": [], "named_category": []}, 0, [], []
+    known = {t.split("=", 1)[1] for t in pipeline.taxonomy.category_tokens()}
+
+    def nameable(category):
+        """The category a user would name: the product's own, when the taxonomy has it."""
+        return category if category in known else None
     for j in picks:
         src = pool[j]
         bg = Image.open(backgrounds[int(rng.integers(len(backgrounds)))]) if backgrounds else Image.new(
@@ -133,18 +138,20 @@ def instance_recall(data=None, n_queries: int = 200, seed: int = 0, assets=None,
         lat.append((time.perf_counter() - t) * 1e3)
         roi_found += auto.roi_source == "detector"
         boxed = pipeline.query(img, box=box)     # option 3: the user draws the product's box
+        named = pipeline.query(img, category=nameable(products[src].fields.get("articleType")))   # option 2
         t = time.perf_counter()
         matched = pipeline.query(img, match=best_scores)   # option 1, the catalog picking the region
         lat_match.append((time.perf_counter() - t) * 1e3)
         none = {"required": (), "optional": ()}
         for name, terms, a in (("filtered", auto.query_terms(), auto), ("unfiltered", none, auto),
                                ("user_box", boxed.query_terms(), boxed), ("user_box_unfiltered", none, boxed),
+                               ("named_category", named.query_terms(), named),
                                ("region_match", matched.query_terms(), matched),
                                ("region_match_unfiltered", none, matched)):
             r = shard.search(Query(code=a.code, hist=a.hist, k=10, w_colour=pipeline.w_colour, **terms))
             ids = [h.id for h in r.hits]
             ranks[name].append(ids.index(src) + 1 if src in ids else 11)
-            if name in ("filtered", "user_box"):
+            if name in scanned:
                 scanned[name].append(r.scanned / len(products))
     out = {"queries": len(picks), "catalog": len(products), "split": split}
     for name, r in ranks.items():
@@ -153,6 +160,7 @@ def instance_recall(data=None, n_queries: int = 200, seed: int = 0, assets=None,
     out.update({"required_p": required_p(),
                 "scanned_fraction": float(np.mean(scanned["filtered"])),
                 "user_box_scanned_fraction": float(np.mean(scanned["user_box"])),
+                "named_category_scanned_fraction": float(np.mean(scanned["named_category"])),
                 "detector_roi_fraction": roi_found / len(picks),
                 "query_p50_ms": float(np.median(lat)), "region_match_query_p50_ms": float(np.median(lat_match))})
     return out

@@ -2,9 +2,11 @@
 
 mAP (the paper's Table 3) at IoU 0.5..0.9, VOC-style all-point AP per class,
 averaged over the classes that have ground truth in the evaluated images.
-Non-guided: every detection. Guided: in each image, the detector guided by the
-classes that the categories present in the image allow (Detector.detect's softmax
-over those classes only). AP reads the ranked list
+Non-guided: every detection. Guided (the issue's definition): in each image, only the
+detections of classes that the guidance of a category present in the image allows.
+Guided softmax (what the query path does, Detector.detect with `allowed`): the box
+classifier's softmax over those classes only, so a box read as a sibling class gives
+its probability to an allowed one instead of being dropped. AP reads the ranked list
 down to a score of 0.001 (up to 100 detections an image), as mAP protocols do; the
 query path keeps its own floor (DetectorConfig.score_threshold).
 """
@@ -269,7 +271,7 @@ def evaluate_detector(detector: Detector, folder: Path | None = None, split: str
     label_of = {cid: classes.index(n) + 1 for cid, n in names.items() if n in classes}
     mapping = detector.mapping
     reach = {c: set().union(*[set(v) for v in mapping.values() if c in v]) | {c} for c in classes}
-    dets, guided, gts = [], [], []
+    dets, guided, softmax, gts = [], [], [], []
     for im in images:
         img = decode_image(im["path"])
         t = targets(im, label_of)
@@ -277,9 +279,13 @@ def evaluate_detector(detector: Detector, folder: Path | None = None, split: str
         present = {classes[int(lab) - 1] for lab in g["labels"]}
         allowed = set().union(*[reach[c] for c in present]) if present else set()
         with ranked_detections(detector):
-            dets.append({k: v.numpy() for k, v in detector.detect([img])[0].items()})
-            guided.append({k: v.numpy() for k, v in detector.detect([img], allowed)[0].items()})
+            d = {k: v.numpy() for k, v in detector.detect([img])[0].items()}
+            softmax.append({k: v.numpy() for k, v in detector.detect([img], allowed)[0].items()})
+        keep = np.array([classes[int(lab) - 1] in allowed for lab in d["labels"]], bool)
+        dets.append(d)
+        guided.append({k: v[keep] if len(keep) else v for k, v in d.items()})
         gts.append(g)
     return {"images": len(images), "map": {str(t): mean_ap(dets, gts, len(classes), t) for t in IOUS},
             "guided_map": {str(t): mean_ap(guided, gts, len(classes), t) for t in IOUS},
+            "guided_softmax_map": {str(t): mean_ap(softmax, gts, len(classes), t) for t in IOUS},
             "classes": len(classes), "split": split, "ap_score_floor": AP_SCORE_FLOOR, "ap_detections": AP_DETECTIONS}

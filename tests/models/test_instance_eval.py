@@ -32,7 +32,8 @@ def test_instance_recall_runs_end_to_end_at_tiny_sizes(tmp_path):
     (catalog / "styles.csv").write_text("\n".join([rows[0]] + rows[2:]) + "\n")
     out = instance_recall(catalog, n_queries=4, assets=assets, log=lambda s: None)
     assert out["queries"] == 4 and out["catalog"] == 11
-    for key in ("instance_recall_at_1", "instance_recall_at_10", "user_box_recall_at_1", "scanned_fraction"):
+    for key in ("instance_recall_at_1", "instance_recall_at_10", "user_box_recall_at_1", "named_category_recall_at_1",
+                "scanned_fraction", "named_category_scanned_fraction"):
         assert 0.0 <= out[key] <= 1.0
     assert out["instance_recall_at_1"] <= out["instance_recall_at_10"]
 

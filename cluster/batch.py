@@ -1,7 +1,7 @@
 """Batch query jobs: a file of queries in, a JSONL file of results out.
 
 QUERIES is a CSV (columns image[, category][, box]) or JSONL ({"image": path,
-"category": ..., "box": "x,y,w,h"}). Attached to a Ray cluster (--address), the
+"category": ..., "box": "x,y,w,h" or [x, y, w, h]}). Attached to a Ray cluster (--address), the
 job is submitted through Ray's job submission API and runs there; otherwise it
 runs in this process against a local cluster on the storage root.
 """
@@ -19,22 +19,47 @@ from .rest import parse_box
 
 
 def read_queries(path: str) -> list[dict]:
+    """The queries of a CSV or JSONL file, the whole file checked before any query is searched.
+
+    A line that is not a query (not JSON, not an object, no image, more CSV fields than
+    the header: an unquoted "x,y,w,h" box) is an error naming the line. Columns besides
+    image, category and box are kept and echoed back with each answer (an id of the
+    caller's, say). A query's missing photo, unknown category or bad box is its own
+    error line in the output, as before.
+    """
     p = Path(path)
     try:
         text = p.read_text()
-    except OSError as exc:
+    except (OSError, UnicodeDecodeError) as exc:
         raise InvalidInput(f"cannot read {path}: {exc}") from exc
     if p.suffix == ".jsonl":
-        rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+        rows = []
+        for n, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                rows.append((n, json.loads(line)))
+            except ValueError as exc:
+                raise InvalidInput(f"{path}, line {n}: not JSON ({exc})") from None
     else:
-        rows = list(csv.DictReader(text.splitlines()))
+        reader = csv.DictReader(text.splitlines())
+        rows = [(reader.line_num, r) for r in reader]
     if not rows:
         raise InvalidInput(f"{path} has no queries")
-    for r in rows:
-        if not r.get("image"):
-            raise InvalidInput(f"{path}: every query needs an 'image' path, got {r!r}")
+    out = []
+    for n, r in rows:
+        where = f"{path}, line {n}"
+        if not isinstance(r, dict):
+            raise InvalidInput(f"{where}: a query is an object with an 'image' path, got {r!r}")
+        if None in r:
+            raise InvalidInput(f"{where}: more fields than the header has; quote a box: \"x,y,w,h\"")
+        if not isinstance(r.get("image"), str) or not r["image"]:
+            raise InvalidInput(f"{where}: every query needs an 'image' path, got {r!r}")
+        if r.get("category") is not None and not isinstance(r["category"], str):
+            raise InvalidInput(f"{where}: category is a name, got {r['category']!r}")
         r["image"] = str((p.parent / r["image"]) if not Path(r["image"]).is_absolute() else r["image"])
-    return rows
+        out.append(r)
+    return out
 
 
 def run_batch(cluster, queries_path: str, out_path: str, k: int = 20, batch: int = 16, log=print) -> dict:

@@ -169,7 +169,10 @@ def cmd_index(args) -> dict:
 
 
 def cmd_batch(args) -> dict:
-    from cluster.batch import run_batch, submit_job
+    from pathlib import Path
+    from cluster.batch import read_queries, run_batch, submit_job
+    if Path(args.queries).exists() or not args.address:
+        read_queries(args.queries)  # a malformed file fails here, before Ray starts or a job is submitted
     if args.address and not args.in_process:
         argv = ["batch", args.queries, "--out", args.out, "--k", str(args.k), "--storage", args.storage]
         return submit_job(args.address, argv)

@@ -95,15 +95,21 @@ def parse_id(raw: str):
     return int(raw) if raw.isascii() and raw.isdigit() and len(raw) < 19 else raw
 
 
-def parse_box(raw: str | None):
+def parse_box(raw):
+    """'x,y,w,h' (a form field, a CSV cell) or four numbers (JSON) -> a tuple of floats, or None."""
     if raw is None or raw == "":
         return None
-    parts = raw.split(",")
+    if isinstance(raw, (list, tuple)):
+        parts = list(raw)
+    elif isinstance(raw, str):
+        parts = raw.split(",")
+    else:
+        raise InvalidInput(f"box is 'x,y,w,h', got {raw!r}")
     if len(parts) != 4:
         raise InvalidInput(f"box is 'x,y,w,h', got {raw!r}")
     try:
         return tuple(float(p) for p in parts)
-    except ValueError as exc:
+    except (TypeError, ValueError) as exc:
         raise InvalidInput(f"box is four numbers 'x,y,w,h', got {raw!r}") from exc
 
 

@@ -1,0 +1,62 @@
+"""The batch job's query file: every malformed line is a clear error naming it, before any search."""
+import json
+
+import pytest
+
+from cluster.batch import read_queries
+from cluster.rest import parse_box
+from shards.errors import InvalidInput
+
+
+def write(tmp_path, name, text):
+    p = tmp_path / name
+    p.write_text(text)
+    return str(p)
+
+
+def test_csv_and_jsonl_queries_resolve_images_beside_the_file_and_keep_extra_columns(tmp_path):
+    rows = read_queries(write(tmp_path, "q.csv", 'image,category,box,ref\na.jpg,Tshirts,"1,2,3,4",x7\n/abs/b.jpg,,,\n'))
+    assert rows[0] == {"image": str(tmp_path / "a.jpg"), "category": "Tshirts", "box": "1,2,3,4", "ref": "x7"}
+    assert rows[1]["image"] == "/abs/b.jpg" and rows[1]["category"] == ""
+    lines = [{"image": "a.jpg", "box": [1, 2, 3, 4]}, {"image": "b.jpg", "category": None}]
+    rows = read_queries(write(tmp_path, "q.jsonl", "\n".join(json.dumps(x) for x in lines) + "\n\n"))
+    assert [r["image"] for r in rows] == [str(tmp_path / "a.jpg"), str(tmp_path / "b.jpg")]
+    assert parse_box(rows[0]["box"]) == (1.0, 2.0, 3.0, 4.0)
+
+
+@pytest.mark.parametrize("name, text, says", [
+    ("q.jsonl", '{"image": "a.jpg"}\n{bad json\n', "line 2: not JSON"),
+    ("q.jsonl", '["a.jpg"]\n', "line 1: a query is an object"),
+    ("q.jsonl", '{"image": 5}\n', "line 1: every query needs an 'image' path"),
+    ("q.jsonl", '{"image": "a.jpg", "category": 3}\n', "line 1: category is a name"),
+    ("q.csv", "image,box\na.jpg,\nb.jpg,1,2,3,4\n", 'line 3: more fields than the header has; quote a box'),
+    ("q.csv", "photo\na.jpg\n", "line 2: every query needs an 'image' path"),
+    ("q.csv", "image\n", "has no queries"),
+])
+def test_a_malformed_query_file_is_a_clear_error_naming_the_line(tmp_path, name, text, says):
+    path = write(tmp_path, name, text)
+    with pytest.raises(InvalidInput, match=says.replace("(", r"\(")):
+        read_queries(path)
+
+
+def test_an_unreadable_query_file_is_a_clear_error(tmp_path):
+    with pytest.raises(InvalidInput, match="cannot read"):
+        read_queries(str(tmp_path / "missing.csv"))
+    (tmp_path / "binary.csv").write_bytes(b"\xff\xfe\x00image")
+    with pytest.raises(InvalidInput, match="cannot read"):
+        read_queries(str(tmp_path / "binary.csv"))
+
+
+@pytest.mark.parametrize("raw", ["1,2,3", "a,b,c,d", [1, 2, 3], [1, 2, "x", 4], 7, {"x": 1}])
+def test_a_bad_box_is_a_clear_error(raw):
+    with pytest.raises(InvalidInput, match="box is"):
+        parse_box(raw)
+
+
+def test_the_batch_command_rejects_a_malformed_file_before_it_starts_anything(tmp_path, capsys):
+    from cluster.cli import main
+    queries = write(tmp_path, "q.csv", "image,box\na.jpg,1,2,3,4\n")
+    storage, out = tmp_path / "storage", tmp_path / "out.jsonl"
+    assert main(["batch", queries, "--out", str(out), "--storage", str(storage)]) == 2
+    assert "line 2: more fields than the header has" in capsys.readouterr().err
+    assert not storage.exists() and not out.exists()

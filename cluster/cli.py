@@ -161,8 +161,9 @@ def cmd_serve(args) -> dict:
 
 
 def cmd_index(args) -> dict:
-    from cluster.indexing import index_catalog
+    from cluster.indexing import index_catalog, read_catalog
     from cluster.runtime import open_cluster
+    read_catalog(args.catalog, args.images)   # a bad catalog fails here, before Ray starts or storage is made
     with open_cluster(args.storage, address=args.address, shards=args.shards) as c:
         return index_catalog(c, args.catalog, args.images, errors_path=args.errors, concurrency=args.concurrency,
                              log=lambda s: print(s, file=sys.stderr, flush=True))

@@ -16,6 +16,7 @@ import numpy as np
 import ray
 
 from models.data import load_catalog
+from shards.errors import InvalidInput
 
 
 class ItemAnalyzer:
@@ -56,14 +57,24 @@ def _as_id(raw: str):
     return int(raw) if raw.isascii() and raw.isdigit() and len(raw) < 19 else raw
 
 
+def read_catalog(catalog: str, images: str | None = None) -> list:
+    """The catalog's rows: `catalog` is its CSV (any name) or a folder holding styles.csv; the
+    photos are in `images` or in images/ beside the CSV. A missing CSV, column or photo
+    folder is an InvalidInput here, before anything is started or written."""
+    products = load_catalog(Path(catalog))
+    folder = Path(images) if images else products[0].image.parent
+    if not folder.is_dir():
+        raise InvalidInput(f"no images folder at {folder} (--images names another one)")
+    if images:
+        products = [p.__class__(id=p.id, fields=p.fields, title=p.title, image=folder / p.image.name)
+                    for p in products]
+    return products
+
+
 def index_catalog(cluster, catalog: str, images: str | None = None, errors_path: str = "index-errors.jsonl",
                   batch: int = 32, concurrency: int = 1, log=print) -> dict:
     t0 = time.perf_counter()
-    folder = Path(catalog)
-    products = load_catalog(folder.parent if folder.suffix == ".csv" else folder)
-    if images:
-        products = [p.__class__(id=p.id, fields=p.fields, title=p.title, image=Path(images) / p.image.name)
-                    for p in products]
+    products = read_catalog(catalog, images)
     ids = [_as_id(p.id) for p in products]
     done = set()
     for i in range(0, len(ids), 5000):

@@ -66,6 +66,8 @@ def load_catalog(folder: str | os.PathLike | None = None) -> list[Product]:
                                    image=images / f"{row['id'].strip()}.jpg"))
     except FileNotFoundError as exc:
         raise InvalidInput(f"no catalog at {path}") from exc
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise InvalidInput(f"cannot read the catalog {path}: {exc}") from exc
     if not out:
         raise InvalidInput(f"{path}: the catalog has no rows")
     return out

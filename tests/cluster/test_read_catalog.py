@@ -1,0 +1,52 @@
+"""`fashion-search index`'s catalog: any CSV name or a folder; a bad one is a clear error before anything starts."""
+import shutil
+from pathlib import Path
+
+import pytest
+
+from cluster.indexing import read_catalog
+from shards.errors import InvalidInput
+
+DEMO = Path(__file__).resolve().parents[2] / "demo" / "catalog"
+
+
+def small_copy(tmp_path, rows=5, name="styles.csv"):
+    lines = (DEMO / "styles.csv").read_text().splitlines()[: rows + 1]
+    (tmp_path / name).write_text("\n".join(lines) + "\n")
+    return tmp_path / name
+
+
+def test_a_csv_of_any_name_or_its_folder_reads_the_same_rows(tmp_path):
+    named = small_copy(tmp_path, name="spring-drop.csv")
+    shutil.copytree(DEMO / "images", tmp_path / "images")
+    by_file = read_catalog(str(named))
+    small_copy(tmp_path)
+    by_folder = read_catalog(str(tmp_path))
+    assert [p.id for p in by_file] == [p.id for p in by_folder] and len(by_file) == 5
+    assert all(p.image.parent == tmp_path / "images" for p in by_file)
+
+
+def test_the_photos_may_live_elsewhere(tmp_path):
+    products = read_catalog(str(small_copy(tmp_path, name="c.csv")), images=str(DEMO / "images"))
+    assert all(p.image.parent == DEMO / "images" and p.image.exists() for p in products)
+
+
+@pytest.mark.parametrize("make, says", [
+    (lambda t: t / "none.csv", "no catalog at"),
+    (lambda t: (t / "c.csv").write_text("id,gender\n1,Men\n") and t / "c.csv", "missing columns"),
+    (lambda t: (t / "c.csv").write_bytes(b"\xff\xfe\x00id") and t / "c.csv", "cannot read the catalog"),
+    (lambda t: small_copy(t, name="c.csv"), "no images folder at"),
+])
+def test_a_bad_catalog_is_a_clear_error(tmp_path, make, says):
+    with pytest.raises(InvalidInput, match=says):
+        read_catalog(str(make(tmp_path)))
+
+
+def test_the_index_command_rejects_a_bad_catalog_before_it_starts_anything(tmp_path, capsys):
+    from cluster.cli import main
+    storage = tmp_path / "storage"
+    catalog = small_copy(tmp_path, name="c.csv")
+    assert main(["index", "--catalog", str(catalog), "--images", str(tmp_path / "nope"),
+                 "--storage", str(storage)]) == 2
+    assert "no images folder at" in capsys.readouterr().err
+    assert not storage.exists()

@@ -53,14 +53,30 @@ def cmd_bench(args) -> dict:
     raise AssertionError(args.what)
 
 
+def existing_placement(args):
+    """The placement map of the cluster an admin command acts on; without --address, a storage root
+    that holds no cluster is an error (a mistyped path must not start a new, empty cluster)."""
+    from pathlib import Path
+    from coordinator.placement import Placement
+    placement = Placement.load(Path(args.storage))
+    if placement is None and not args.address:
+        raise InvalidInput(f"no cluster at {Path(args.storage).resolve()} (no placement map there); "
+                           "`fashion-search index` or `demo` makes one, --storage names another")
+    return placement
+
+
 def cmd_rebalance(args) -> dict:
     from cluster.runtime import open_cluster
+    placement = existing_placement(args)
+    if placement is not None:
+        placement.check_shard_count(args.shards)   # before Ray starts
     with open_cluster(args.storage, address=args.address) as c:
         return c.coordinator_call("rebalance", args.shards)
 
 
 def cmd_stats(args) -> dict:
     from cluster.runtime import open_cluster
+    existing_placement(args)
     with open_cluster(args.storage, address=args.address) as c:
         return c.coordinator_call("stats")
 
@@ -145,6 +161,8 @@ def cmd_serve(args) -> dict:
     from cluster.demo import serve_environment
     from cluster.runtime import open_cluster
     from cluster.settings import Settings
+    from coordinator.placement import N_BUCKETS, check_shard_count
+    check_shard_count(args.shards, N_BUCKETS)
     serve_environment()
     settings = Settings(storage=args.storage, samples=str(SAMPLE_QUERIES), host=args.host, port=args.port,
                         api_key=args.api_key)
@@ -163,6 +181,8 @@ def cmd_serve(args) -> dict:
 def cmd_index(args) -> dict:
     from cluster.indexing import index_catalog, read_catalog
     from cluster.runtime import open_cluster
+    from coordinator.placement import N_BUCKETS, check_shard_count
+    check_shard_count(args.shards, N_BUCKETS)
     read_catalog(args.catalog, args.images)   # a bad catalog fails here, before Ray starts or storage is made
     with open_cluster(args.storage, address=args.address, shards=args.shards) as c:
         return index_catalog(c, args.catalog, args.images, errors_path=args.errors, concurrency=args.concurrency,

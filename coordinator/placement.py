@@ -29,6 +29,12 @@ def shard_name(i: int) -> str:
     return f"shard-{i:03d}"
 
 
+def check_shard_count(n_shards, n_buckets: int) -> None:
+    """A cluster has 1 to n_buckets shards (a shard owns at least one bucket)."""
+    if not isinstance(n_shards, int) or isinstance(n_shards, bool) or not 1 <= n_shards <= n_buckets:
+        raise InvalidInput(f"number of shards must be in [1, {n_buckets}], got {n_shards!r}")
+
+
 @dataclass
 class Placement:
     shards: list[str]
@@ -40,11 +46,13 @@ class Placement:
 
     @classmethod
     def initial(cls, n_shards: int, n_buckets: int = N_BUCKETS) -> "Placement":
-        if not isinstance(n_shards, int) or not 1 <= n_shards <= n_buckets:
-            raise InvalidInput(f"number of shards must be in [1, {n_buckets}], got {n_shards!r}")
+        check_shard_count(n_shards, n_buckets)
         shards = [shard_name(i) for i in range(n_shards)]
         return cls(shards=shards, owner=[shards[b % n_shards] for b in range(n_buckets)],
                    n_buckets=n_buckets)
+
+    def check_shard_count(self, n_shards: int) -> None:
+        check_shard_count(n_shards, self.n_buckets)
 
     # ------------------------------------------------------------ routing
     def buckets_of(self, ids) -> np.ndarray:
@@ -78,8 +86,7 @@ class Placement:
         keeps its buckets up to its quota; the excess, and every bucket of a removed
         shard, goes to the shards under quota.
         """
-        if not isinstance(n_shards, int) or not 1 <= n_shards <= self.n_buckets:
-            raise InvalidInput(f"number of shards must be in [1, {self.n_buckets}], got {n_shards!r}")
+        self.check_shard_count(n_shards)
         existing = {int(s.split("-")[1]) for s in self.shards}
         new_shards = sorted(self.shards)[:n_shards]
         i = 0

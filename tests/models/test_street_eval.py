@@ -1,10 +1,12 @@
 """Recognition on street photos against their tags, at tiny sizes."""
 import json
 
+import pytest
 from PIL import Image
 
 from models.detector import MAPPING_FILE
-from models.street_eval import street_recognition
+from models.street_eval import read_tags, street_recognition
+from shards.errors import InvalidInput
 
 from ..cluster.tiny_assets import make_tiny_assets
 
@@ -30,3 +32,14 @@ def test_a_category_counts_as_right_exactly_when_a_class_it_maps_to_is_tagged(tm
     assert tagged["category_read"] > 0
     assert tagged["category_in_tags"] == 1.0 and untagged["category_in_tags"] == 0.0
     assert tagged["category_read"] == untagged["category_read"]      # the same photos, read the same way
+
+
+def test_a_missing_or_malformed_tags_file_is_a_clear_error(tmp_path):
+    with pytest.raises(InvalidInput, match="cannot read"):
+        read_tags(tmp_path / "tags.csv")
+    (tmp_path / "tags.csv").write_text("photo,labels\na.jpg,skirt\n")
+    with pytest.raises(InvalidInput, match="missing columns"):
+        read_tags(tmp_path / "tags.csv")
+    (tmp_path / "tags.csv").write_text("file_name,tags\n")
+    with pytest.raises(InvalidInput, match="has no photos"):
+        read_tags(tmp_path / "tags.csv")

@@ -214,9 +214,12 @@ def cmd_query(args) -> dict:
         with open(args.image, "rb") as f:
             r = httpx.post(args.url.rstrip("/") + "/search", files={"image": (Path(args.image).name, f, "image/jpeg")},
                            data=data, timeout=60)
-    except OSError as exc:
+    except (OSError, httpx.HTTPError) as exc:   # no such file; no server there, or it timed out
         raise InvalidInput(f"cannot send {args.image} to {args.url}: {exc}") from exc
-    body = r.json()
+    try:
+        body = r.json()
+    except ValueError:
+        raise InvalidInput(f"{args.url} answered {r.status_code} with no JSON: {r.text[:200]!r}") from None
     if r.status_code != 200:
         raise InvalidInput(f"server answered {r.status_code}: {body.get('error')}")
     if args.json:

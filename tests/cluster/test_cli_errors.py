@@ -1,4 +1,9 @@
-"""Admin commands on a storage root: a mistyped root or shard count is a clear error, and nothing starts."""
+"""The command line's errors: a mistyped storage root or shard count, or no server to query, is a clear
+error (exit 2), and nothing starts."""
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+
 import pytest
 import ray
 
@@ -32,3 +37,30 @@ def test_check_shard_count(n):
     with pytest.raises(InvalidInput):
         check_shard_count(n, 16)
     check_shard_count(16, 16)
+
+
+PHOTO = str(Path(__file__).resolve().parents[2] / "demo" / "samples" / "1349.jpg")
+
+
+def test_query_with_no_server_there_is_a_clear_error(capsys):
+    assert main(["query", PHOTO, "--url", "http://127.0.0.1:1"]) == 2
+    assert "cannot send" in capsys.readouterr().err
+
+
+def test_query_against_something_that_is_not_the_api_is_a_clear_error(capsys):
+    class NotOurs(BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(502)
+            self.end_headers()
+            self.wfile.write(b"<html>bad gateway</html>")
+
+        def log_message(self, *args):
+            pass
+    server = HTTPServer(("127.0.0.1", 0), NotOurs)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        assert main(["query", PHOTO, "--url", f"http://127.0.0.1:{server.server_port}"]) == 2
+    finally:
+        server.shutdown()
+    assert "answered 502 with no JSON" in capsys.readouterr().err

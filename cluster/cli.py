@@ -158,11 +158,13 @@ def cmd_serve(args) -> dict:
 
     import ray
     from cluster.demo import SAMPLE_QUERIES, start_server
-    from cluster.demo import serve_environment
+    from cluster.demo import check_port_free, serve_environment
     from cluster.runtime import open_cluster
     from cluster.settings import Settings
     from coordinator.placement import N_BUCKETS, check_shard_count
     check_shard_count(args.shards, N_BUCKETS)
+    if not args.address:   # a local Ray: Serve's proxy listens on this machine
+        check_port_free(args.host, args.port)
     serve_environment()
     settings = Settings(storage=args.storage, samples=str(SAMPLE_QUERIES), host=args.host, port=args.port,
                         api_key=args.api_key)

@@ -9,6 +9,7 @@ from pathlib import Path
 import ray
 from ray import serve
 
+from shards.errors import InvalidInput
 from shards.shard import ShardConfig
 
 from .proxy_guard import IMPORT_PATH as PROXY_GUARD
@@ -32,6 +33,18 @@ def serve_environment() -> None:
         os.environ.setdefault(k, v)
 
 
+def check_port_free(host: str, port: int) -> None:
+    """A port this machine cannot listen on is a clear error before Ray starts, not Serve's
+    proxy failing after the catalog is indexed."""
+    import socket
+    try:
+        with socket.create_server((host, port)):
+            pass
+    except OSError as exc:
+        why = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise InvalidInput(f"cannot serve on {host}:{port}: {why}; --port names another") from None
+
+
 def start_server(settings: Settings):
     from .rest import build_app
     serve.start(http_options={"host": settings.host, "port": settings.port})
@@ -40,6 +53,7 @@ def start_server(settings: Settings):
 
 def run_demo(settings: Settings, shards: int = 2, log=print, block: bool = True) -> dict:
     t0 = time.perf_counter()
+    check_port_free(settings.host, settings.port)
     serve_environment()
     ray_environment()
     ray.init(namespace="fashion-search", include_dashboard=False, log_to_driver=False,

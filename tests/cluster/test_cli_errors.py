@@ -64,3 +64,14 @@ def test_query_against_something_that_is_not_the_api_is_a_clear_error(capsys):
     finally:
         server.shutdown()
     assert "answered 502 with no JSON" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [["demo"], ["serve", "--storage", "STORAGE"]])
+def test_a_port_in_use_is_a_clear_error_before_anything_starts(tmp_path, capsys, command):
+    import socket
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = busy.getsockname()[1]
+        argv = [str(tmp_path / "st") if a == "STORAGE" else a for a in command]
+        assert main(argv + ["--port", str(port)]) == 2
+    assert f"cannot serve on 127.0.0.1:{port}: Address already in use" in capsys.readouterr().err
+    assert not ray.is_initialized() and not (tmp_path / "st").exists()

@@ -14,11 +14,38 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 
 from shards.errors import FashionSearchError, InvalidInput
 
 DEFAULT_STORAGE = "./fashion-search-data"
+
+
+def number(kind=int, lo=None, hi=None, *, above: bool = False, below: bool = False):
+    """An argparse type: a number in [lo, hi] (or (lo, ...) with above, (..., hi) with below),
+    so a bad value is a usage error before anything starts, not a traceback mid-run."""
+    def parse(text: str):
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not {'an integer' if kind is int else 'a number'}: {text!r}") from None
+        too_low = lo is not None and (v <= lo if above else v < lo)
+        too_high = hi is not None and (v >= hi if below else v > hi)
+        if not math.isfinite(v) or too_low or too_high:
+            if hi is None:
+                want = f"{'above' if above else 'at least'} {lo}"
+            else:
+                want = f"in {'(' if above else '['}{lo}, {hi}{')' if below else ']'}"
+            raise argparse.ArgumentTypeError(f"must be {want}, got {text}")
+        return v
+    return parse
+
+
+COUNT = number(int, 1)                    # epochs, shards, rows, ...
+FRACTION = number(float, 0.0, 1.0)
+POSITIVE = number(float, 0.0, above=True)
+PORT = number(int, 1, 65535)
 
 
 def _print(result: dict, as_json: bool) -> None:
@@ -248,15 +275,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "throughput; rebalance: move buckets while a client queries; serve: POST /search against the "
                         "demo with 1 and 4 clients; inference: the query path's models on this CPU; soak: the demo "
                         "under a steady rate of mixed reads and writes for --minutes (errors, p99, RSS drift)")
-    b.add_argument("--rows", type=int, default=1_000_000, help="catalog items (default 1,000,000)")
-    b.add_argument("--bits", type=int, default=256, help="code length in bits (default 256)")
-    b.add_argument("--selectivity", type=float, default=0.01, help="filtered: fraction of the catalog "
-                   "in the query's category (default 0.01)")
-    b.add_argument("--shards", type=int, default=4, help="cluster: number of shard actors (default 4)")
-    b.add_argument("--from", dest="from_shards", type=int, default=2, help="rebalance: shards before")
-    b.add_argument("--to", dest="to_shards", type=int, default=4, help="rebalance: shards after")
-    b.add_argument("--minutes", type=float, default=10.0, help="soak: how long (default 10)")
-    b.add_argument("--rate", type=float, default=3.0, help="soak: requests per second (default 3)")
+    b.add_argument("--rows", type=COUNT, default=1_000_000, help="catalog items (default 1,000,000)")
+    b.add_argument("--bits", type=number(int, 64), default=256, help="code length in bits (default 256)")
+    b.add_argument("--selectivity", type=number(float, 0.0, 1.0, above=True), default=0.01,
+                   help="filtered: fraction of the catalog in the query's category (default 0.01)")
+    b.add_argument("--shards", type=COUNT, default=4, help="cluster: number of shard actors (default 4)")
+    b.add_argument("--from", dest="from_shards", type=COUNT, default=2, help="rebalance: shards before")
+    b.add_argument("--to", dest="to_shards", type=COUNT, default=4, help="rebalance: shards after")
+    b.add_argument("--minutes", type=POSITIVE, default=10.0, help="soak: how long (default 10)")
+    b.add_argument("--rate", type=POSITIVE, default=3.0, help="soak: requests per second (default 3)")
     b.add_argument("--json", action="store_true", help="print one JSON object")
     b.set_defaults(func=cmd_bench)
 
@@ -264,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Resize the cluster to N shards. Buckets move one at a time: copied, "
                                    "double-written while they move, switched in the placement map, then "
                                    "deleted from the old shard. Queries see each item exactly once throughout.")
-    r.add_argument("--shards", type=int, required=True, help="number of shards afterwards")
+    r.add_argument("--shards", type=COUNT, required=True, help="number of shards afterwards")
     r.add_argument("--storage", default=DEFAULT_STORAGE, help="storage root (a path every node can read)")
     r.add_argument("--address", default=None, help="Ray cluster address (default: start a local one)")
     r.add_argument("--json", action="store_true")
@@ -275,16 +302,16 @@ def build_parser() -> argparse.ArgumentParser:
                                    "carry their config; a run resumes from OUT/last.pt.")
     t.add_argument("what", choices=["text", "attributes", "detector", "features"],
                    help="features: fit the binary code book on the catalog and report retrieval figures")
-    t.add_argument("--bits", type=int, default=256, help="features: code length")
-    t.add_argument("--instance-views", type=int, default=2,
+    t.add_argument("--bits", type=number(int, 64), default=256, help="features: code length")
+    t.add_argument("--instance-views", type=number(int, 0), default=2,
                    help="features: hard views per training photo for the learnt projection (0: plain PCA + ITQ)")
-    t.add_argument("--category-weight", type=float, default=0.03,
+    t.add_argument("--category-weight", type=number(float, 0.0), default=0.03,
                    help="features: weight of the same-category term beside the instance term")
-    t.add_argument("--paste", type=float, default=0.0,
+    t.add_argument("--paste", type=FRACTION, default=0.0,
                    help="detector: fraction of street photos that get a training-split catalog photo pasted on")
     t.add_argument("--scales", default=None,
                    help="detector: short sides drawn at random per batch, e.g. 256,288,320,352,384 (multi-scale)")
-    t.add_argument("--repeat-threshold", type=float, default=0.0,
+    t.add_argument("--repeat-threshold", type=FRACTION, default=0.0,
                    help="detector: repeat-factor sampling, photos of classes in fewer than this fraction of "
                         "photos come more often (e.g. 0.1; 0: off)")
     t.add_argument("--pyramid", action="store_true",
@@ -292,26 +319,26 @@ def build_parser() -> argparse.ArgumentParser:
                         "(warm-started from a single-level --init)")
     t.add_argument("--init", default=None,
                    help="detector, attributes: fine-tune these trained weights (attributes: their config too)")
-    t.add_argument("--hard", type=float, default=0.0,
+    t.add_argument("--hard", type=FRACTION, default=0.0,
                    help="attributes: fraction of each batch replaced by hard views (pasted on street photos, "
                         "cropped at a jittered box)")
-    t.add_argument("--hard-views", type=int, default=2,
+    t.add_argument("--hard-views", type=COUNT, default=2,
                    help="attributes: hard views made (and cached) per training photo")
-    t.add_argument("--label-smoothing", type=float, default=0.0,
+    t.add_argument("--label-smoothing", type=number(float, 0.0, 1.0, below=True), default=0.0,
                    help="attributes: label smoothing of the sequence loss (ignored with --init: the weights' own)")
-    t.add_argument("--crop", type=float, default=0.0,
+    t.add_argument("--crop", type=number(float, 0.0, 1.0, below=True), default=0.0,
                    help="attributes: zoom each training image into a random square of at least this fraction "
                         "of its side (0: no crops)")
     t.add_argument("--out", default=None, help="output folder (attributes) or weights file (text)")
     t.add_argument("--encoder", default="efficientnet_lite0", choices=["efficientnet_lite0", "resception", "inception"])
-    t.add_argument("--image-size", type=int, default=128)
-    t.add_argument("--width", type=float, default=0.25, help="inception family: channel multiplier")
-    t.add_argument("--frozen-blocks", type=int, default=6, help="efficientnet: leading blocks kept frozen")
-    t.add_argument("--epochs", type=int, default=None)
-    t.add_argument("--batch", type=int, default=64)
-    t.add_argument("--lr", type=float, default=2e-3)
+    t.add_argument("--image-size", type=number(int, 32), default=128)
+    t.add_argument("--width", type=POSITIVE, default=0.25, help="inception family: channel multiplier")
+    t.add_argument("--frozen-blocks", type=number(int, 0), default=6, help="efficientnet: leading blocks kept frozen")
+    t.add_argument("--epochs", type=COUNT, default=None)
+    t.add_argument("--batch", type=COUNT, default=64)
+    t.add_argument("--lr", type=POSITIVE, default=2e-3)
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--limit", type=int, default=None, help="train on the first N items only (smoke runs)")
+    t.add_argument("--limit", type=COUNT, default=None, help="train on the first N items only (smoke runs)")
     t.add_argument("--json", action="store_true")
     t.set_defaults(func=cmd_train)
 
@@ -326,8 +353,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--data", default=None, help="catalog folder (default: the shared fashion-products)")
     e.add_argument("--split", default=None, choices=["train", "val", "test"])
     e.add_argument("--weights", default=None, help="weights file (default: the shipped ones)")
-    e.add_argument("--beam", type=int, default=3)
-    e.add_argument("--limit", type=int, default=None)
+    e.add_argument("--beam", type=COUNT, default=3)
+    e.add_argument("--limit", type=COUNT, default=None)
     e.add_argument("--json", action="store_true")
     e.set_defaults(func=cmd_eval)
 
@@ -335,9 +362,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Starts a local Ray, indexes the sample catalog shipped in demo/ with the "
                                    "shipped models, serves the REST API and the web page, prints the URL and a curl.")
     d.add_argument("--host", default="127.0.0.1", help="bind address (default loopback)")
-    d.add_argument("--port", type=int, default=8000)
+    d.add_argument("--port", type=PORT, default=8000)
     d.add_argument("--storage", default="./demo-data", help="storage root (reused: indexed items are kept)")
-    d.add_argument("--shards", type=int, default=2)
+    d.add_argument("--shards", type=COUNT, default=2)
     d.add_argument("--api-key", default=None, help="key for writes (default: a random one, printed)")
     d.set_defaults(func=cmd_demo)
 
@@ -345,9 +372,9 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Attach to a Ray cluster (--address) or start a local one, and serve.")
     sv.add_argument("--address", default=None)
     sv.add_argument("--storage", default=DEFAULT_STORAGE)
-    sv.add_argument("--shards", type=int, default=4, help="shards, if the storage root is new")
+    sv.add_argument("--shards", type=COUNT, default=4, help="shards, if the storage root is new")
     sv.add_argument("--host", default="127.0.0.1")
-    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--port", type=PORT, default=8000)
     sv.add_argument("--api-key", default=None, help="key for writes and admin calls (none: they answer 403)")
     sv.set_defaults(func=cmd_serve)
 
@@ -358,8 +385,8 @@ def build_parser() -> argparse.ArgumentParser:
     ix.add_argument("--images", default=None, help="images folder (default: images/ beside the CSV)")
     ix.add_argument("--storage", default=DEFAULT_STORAGE)
     ix.add_argument("--address", default=None)
-    ix.add_argument("--shards", type=int, default=4)
-    ix.add_argument("--concurrency", type=int, default=1, help="model actors in the pool")
+    ix.add_argument("--shards", type=COUNT, default=4)
+    ix.add_argument("--concurrency", type=COUNT, default=1, help="model actors in the pool")
     ix.add_argument("--errors", default="index-errors.jsonl")
     ix.add_argument("--json", action="store_true")
     ix.set_defaults(func=cmd_index)
@@ -369,7 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
                                     "With --address the job is submitted to the cluster (Ray job API).")
     bt.add_argument("queries")
     bt.add_argument("--out", required=True)
-    bt.add_argument("--k", type=int, default=20)
+    bt.add_argument("--k", type=number(int, 1, 1000), default=20)
     bt.add_argument("--storage", default=DEFAULT_STORAGE)
     bt.add_argument("--address", default=None)
     bt.add_argument("--in-process", action="store_true", help=argparse.SUPPRESS)
@@ -382,7 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--url", default="http://127.0.0.1:8000")
     q.add_argument("--category", default=None, help="option 2: name the category")
     q.add_argument("--box", default=None, help="option 3: x,y,w,h of the item in the photo")
-    q.add_argument("--k", type=int, default=10)
+    q.add_argument("--k", type=number(int, 1, 200), default=10)
     q.add_argument("--json", action="store_true")
     q.set_defaults(func=cmd_query)
 
@@ -401,8 +428,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "root. After each fault every acknowledged item must be found once. Exits 1 if not. "
                        "RELIABILITY.md records a run.")
     c.add_argument("--storage", default=None, help="a new, empty storage root (default: a temporary folder)")
-    c.add_argument("--settle", type=float, default=5.0, help="seconds of load after each recovery (default 5)")
-    c.add_argument("--warmup", type=float, default=10.0, help="seconds of load before the first fault")
+    c.add_argument("--settle", type=number(float, 0.0), default=5.0,
+                   help="seconds of load after each recovery (default 5)")
+    c.add_argument("--warmup", type=number(float, 0.0), default=10.0, help="seconds of load before the first fault")
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=cmd_chaos)
     return p

@@ -20,7 +20,7 @@ def test_an_admin_command_on_a_root_without_a_cluster_creates_none(tmp_path, cap
     assert not root.exists() and not ray.is_initialized()
 
 
-@pytest.mark.parametrize("n", ["0", "-2", "4097"])
+@pytest.mark.parametrize("n", ["4097", "10000"])    # below 1 is a usage error (further down)
 def test_a_bad_shard_count_is_refused_before_ray_starts(tmp_path, capsys, n):
     Placement.initial(2).save(tmp_path)
     before = (tmp_path / "placement.json").read_text()
@@ -75,3 +75,24 @@ def test_a_port_in_use_is_a_clear_error_before_anything_starts(tmp_path, capsys,
         assert main(argv + ["--port", str(port)]) == 2
     assert f"cannot serve on 127.0.0.1:{port}: Address already in use" in capsys.readouterr().err
     assert not ray.is_initialized() and not (tmp_path / "st").exists()
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["train", "attributes", "--epochs", "0"], "argument --epochs: must be at least 1, got 0"),
+    (["train", "text", "--epochs", "0"], "argument --epochs: must be at least 1, got 0"),
+    (["train", "attributes", "--image-size", "7"], "argument --image-size: must be at least 32, got 7"),
+    (["train", "attributes", "--lr", "-1"], "argument --lr: must be above 0.0, got -1"),
+    (["train", "attributes", "--lr", "nan"], "argument --lr: must be above 0.0, got nan"),
+    (["train", "attributes", "--hard", "2"], "argument --hard: must be in [0.0, 1.0], got 2"),
+    (["train", "attributes", "--crop", "1"], "argument --crop: must be in [0.0, 1.0), got 1"),
+    (["bench", "cluster", "--rows", "abc"], "argument --rows: not an integer: 'abc'"),
+    (["bench", "filtered", "--selectivity", "0"], "argument --selectivity: must be in (0.0, 1.0], got 0"),
+    (["demo", "--port", "70000"], "argument --port: must be in [1, 65535], got 70000"),
+    (["rebalance", "--shards", "0"], "argument --shards: must be at least 1, got 0"),
+    (["index", "--catalog", "c.csv", "--shards", "-2"], "argument --shards: must be at least 1, got -2"),
+    (["query", "x.jpg", "--k", "201"], "argument --k: must be in [1, 200], got 201"),
+])
+def test_a_bad_number_is_a_usage_error_before_anything_runs(capsys, argv, says):
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2 and says in capsys.readouterr().err

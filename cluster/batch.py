@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shlex
 import time
 from pathlib import Path
 
@@ -116,5 +117,5 @@ def submit_job(address: str, argv: list[str]) -> dict:
     """Run this same batch command on the cluster through Ray's job submission API."""
     from ray.job_submission import JobSubmissionClient
     client = JobSubmissionClient(address)
-    job = client.submit_job(entrypoint="fashion-search " + " ".join(argv + ["--in-process"]))
+    job = client.submit_job(entrypoint=shlex.join(["fashion-search", *argv, "--in-process"]))  # paths may hold spaces
     return {"submitted": job, "address": address, "follow": f"ray job logs --address {address} -f {job}"}

@@ -224,7 +224,9 @@ def cmd_batch(args) -> dict:
     if Path(args.queries).exists() or not args.address:
         read_queries(args.queries)  # a malformed file fails here, before Ray starts or a job is submitted
     if args.address and not args.in_process:
-        argv = ["batch", args.queries, "--out", args.out, "--k", str(args.k), "--storage", args.storage]
+        # absolute paths: the job runs in another working directory, on a node that sees the same storage
+        absolute = [str(Path(x).resolve()) for x in (args.queries, args.out, args.storage)]
+        argv = ["batch", absolute[0], "--out", absolute[1], "--k", str(args.k), "--storage", absolute[2]]
         return submit_job(args.address, argv)
     from cluster.runtime import open_cluster
     with open_cluster(args.storage, address=args.address if args.in_process else None) as c:

@@ -49,7 +49,9 @@ def server(tmp_path_factory):
     os.environ["FASHION_ASSETS"] = str(assets)
     from cluster.demo import serve_environment
     serve_environment()
-    ray.init(namespace="fashion-search", include_dashboard=False, log_to_driver=False,
+    # a batch job runs `fashion-search` on the cluster: it must be on the nodes' PATH, as on a real one
+    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    ray.init(namespace="fashion-search", include_dashboard=True, log_to_driver=False,   # the job API needs it
              runtime_env={"env_vars": {"FASHION_ASSETS": str(assets)}})
     from cluster.demo import start_server
     from cluster.indexing import index_catalog
@@ -81,6 +83,39 @@ def jpeg(color=(200, 30, 30), size=(120, 160)) -> bytes:
 def search(url, data=None, image=None, ctype="image/jpeg"):
     files = {"image": ("q.jpg", image if image is not None else jpeg(), ctype)}
     return httpx.post(url + "/search", files=files, data=data or {}, timeout=60)
+
+
+def test_a_batch_job_submitted_to_the_cluster_runs_there(server):
+    """`fashion-search batch --address`: the Ray job API runs the job on the cluster, from any working directory."""
+    import json
+    import time
+
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    from cluster.cli import build_parser, cmd_batch
+    tmp = server["tmp"]
+    photos = sorted((tmp / "catalog" / "images").glob("*.jpg"))[1:3]
+    (tmp / "job dir").mkdir()
+    queries = tmp / "job dir" / "queries.csv"
+    queries.write_text("image,ref\n" + "".join(f"{p},r{i}\n" for i, p in enumerate(photos)))
+    address = ray.get_runtime_context().gcs_address
+    cwd = os.getcwd()
+    os.chdir(tmp / "job dir")      # relative paths, as a user types them, and one with a space above it
+    try:
+        args = build_parser().parse_args(["batch", "queries.csv", "--out", "results.jsonl", "--k", "3",
+                                          "--address", address, "--storage", str(tmp / "storage")])
+        job = cmd_batch(args)["submitted"]
+    finally:
+        os.chdir(cwd)
+    client = JobSubmissionClient(address)
+    deadline = time.monotonic() + 240
+    while client.get_job_status(job) not in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
+        assert time.monotonic() < deadline, client.get_job_logs(job)[-3000:]
+        time.sleep(1)
+    assert client.get_job_status(job) == JobStatus.SUCCEEDED, client.get_job_logs(job)[-3000:]
+    lines = [json.loads(x) for x in (tmp / "job dir" / "results.jsonl").read_text().splitlines()]
+    assert [d["query"]["ref"] for d in lines] == ["r0", "r1"]
+    assert all(1 <= len(d["results"]) <= 3 for d in lines)
 
 
 def test_indexing_skips_broken_rows_and_resumes(server):

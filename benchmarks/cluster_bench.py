@@ -79,6 +79,11 @@ def _in_process_sharded(rows, n_shards, bits, queries, batch_queries):
     return lat, batch_s
 
 
+async def _empty_round(c) -> None:
+    """One call to every shard actor that does nothing (`ready`), through the router's loop and handles."""
+    await asyncio.gather(*(client.handle.ready.remote() for client in c.router.clients.values()))
+
+
 def bench_cluster(rows: int, n_shards: int, bits: int = 256, n_queries: int = 300, batch: int = 256,
                   job: int = 8192) -> dict:
     """`batch` queries in one call; `job` queries in one call, which the router sends in chunks."""
@@ -108,6 +113,7 @@ def bench_cluster(rows: int, n_shards: int, bits: int = 256, n_queries: int = 30
             for q in queries[:20]:
                 c.search(q)  # warm up the actors' code paths
             lat = _latencies(c.search, queries)
+            empty = _latencies(lambda _: c._loop.run(_empty_round(c), 10), queries)
             c.search_batch(batch_queries)
             batch_s = _median_seconds(lambda: c.search_batch(batch_queries))
             job_s = _median_seconds(lambda: c.search_batch(job_queries), reps=3)
@@ -117,9 +123,12 @@ def bench_cluster(rows: int, n_shards: int, bits: int = 256, n_queries: int = 30
             ray.shutdown()
     p50, p99 = statistics.median(lat), float(np.percentile(lat, 99))
     lp50 = statistics.median(local_lat)
+    empty_p50 = statistics.median(empty)
     return {"rows": rows, "shards": n_shards, "bits": bits, "queries": n_queries,
             "p50_ms": p50, "p99_ms": p99, "single_process_p50_ms": lp50,
             "single_process_p99_ms": float(np.percentile(local_lat, 99)), "overhead_ms": p50 - lp50,
+            # the floor under overhead_ms: the same fan-out of calls that do nothing, in the same run
+            "empty_fanout_p50_ms": empty_p50, "p50_over_empty_fanout_ms": p50 - empty_p50,
             "batch": batch, "batch_qps": batch / batch_s, "single_process_batch_qps": batch / local_batch_s,
             "batch_ratio": local_batch_s / batch_s, "cluster_ingest_items_per_s": rows / ingest_s,
             # a batch job: `job` queries in one call, which the router sends in chunks

@@ -25,6 +25,7 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.ops import MultiScaleRoIAlign
 
 from .data import SHIPPED
+from .weights import read_weights
 
 MAPPING_FILE = SHIPPED / "detector_classes.json"
 
@@ -236,7 +237,7 @@ def save_detector(path: Path, model: FasterRCNN, cfg: DetectorConfig, history: l
 
 
 def load_detector(path: Path, mapping_file: Path = MAPPING_FILE) -> Detector:
-    ck = torch.load(path, map_location="cpu", weights_only=True)
+    ck = read_weights(path, "detector", ("config", "state"))
     cfg = DetectorConfig(**{**ck["config"], "classes": tuple(ck["config"]["classes"])})
     model = build_detector(cfg, pretrained=False)
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ck["state"].items()})

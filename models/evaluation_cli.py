@@ -12,6 +12,7 @@ from .data import ASSETS, image_array, load_catalog, load_splits, products_dir
 from .evaluate import evaluate_attributes
 from .text_pipeline import label, load_text
 from .train_attributes import encode_products
+from .weights import read_weights
 
 ATTRIBUTE_WEIGHTS = ASSETS / "attributes.pt"
 
@@ -37,7 +38,8 @@ def eval_text(data=None, split=None, weights=None) -> dict:
 
 
 def load_attributes(weights=None) -> AttributeModel:
-    ck = torch.load(weights or ATTRIBUTE_WEIGHTS, map_location="cpu", weights_only=False)
+    ck = read_weights(weights or ATTRIBUTE_WEIGHTS, "attribute model", ("config", "taxonomy", "state"),
+                      weights_only=False)
     return AttributeModel.from_checkpoint(ck)
 
 

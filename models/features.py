@@ -29,6 +29,7 @@ from torchvision.models.feature_extraction import create_feature_extractor
 from shards.codes import check_bits, pack_bits
 
 from .attributes import normalise
+from .weights import read_weights
 
 
 @dataclass(frozen=True)
@@ -129,12 +130,12 @@ def save_features(path, cfg: FeatureConfig, book: CodeBook, w_colour: float = 0.
 
 def colour_weight(path) -> float:
     """The Hamming/colour weight tuned on validation when the code book was fitted."""
-    ck = torch.load(path, map_location="cpu", weights_only=True)
+    ck = read_weights(path, "features", ("config",))
     return float(ck["w_colour"]) if "w_colour" in ck else 0.3
 
 
 def load_features(path) -> tuple[FeatureExtractor, CodeBook]:
-    ck = torch.load(path, map_location="cpu", weights_only=True)
+    ck = read_weights(path, "features", ("config", "mean", "projection", "median"))
     cfg = FeatureConfig(**ck["config"])
     book = CodeBook(mean=ck["mean"].numpy(), projection=ck["projection"].numpy(), median=ck["median"].numpy())
     return FeatureExtractor(cfg), book

@@ -18,6 +18,8 @@ from torch import nn
 
 from shards.errors import InvalidInput
 
+from .weights import read_weights
+
 WORD = re.compile(r"[a-z0-9]+")
 GENDER_WORDS = {"men": "Men", "mens": "Men", "man": "Men", "women": "Women", "womens": "Women",
                 "woman": "Women", "boys": "Boys", "boy": "Boys", "girls": "Girls", "girl": "Girls",
@@ -85,7 +87,7 @@ class TitleClassifier(nn.Module):
 
     @classmethod
     def load(cls, path) -> "TitleClassifier":
-        ck = torch.load(path, map_location="cpu", weights_only=True)
+        ck = read_weights(path, "title classifier", ("config", "classes", "colours", "state"))
         m = cls(TextConfig(**ck["config"]), ck["classes"], ck["colours"])
         m.load_state_dict({k: v.float() for k, v in ck["state"].items()})
         return m.eval()

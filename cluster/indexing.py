@@ -71,10 +71,30 @@ def read_catalog(catalog: str, images: str | None = None) -> list:
     return products
 
 
+def first_of_each_id(products: list) -> tuple[list, list]:
+    """(the first row of each id, the rows that repeat an earlier id): one item per id, and the
+    repeats reported rather than silently overwriting it."""
+    seen: dict = {}
+    repeats = []
+    for p in products:
+        key = _as_id(p.id)
+        if key in seen:
+            repeats.append(p)
+        else:
+            seen[key] = p
+    return list(seen.values()), repeats
+
+
 def index_catalog(cluster, catalog: str, images: str | None = None, errors_path: str = "index-errors.jsonl",
                   batch: int = 32, concurrency: int = 1, log=print) -> dict:
     t0 = time.perf_counter()
-    products = read_catalog(catalog, images)
+    products, repeats = first_of_each_id(read_catalog(catalog, images))
+    if repeats:
+        with open(errors_path, "a") as errors:
+            for p in repeats:
+                errors.write(json.dumps({"id": p.id, "image": str(p.image),
+                                         "error": "the id repeats an earlier row; the first row is indexed"}) + "\n")
+        log(f"{len(repeats)} rows repeat an earlier id; written to {errors_path}")
     ids = [_as_id(p.id) for p in products]
     done = set()
     for i in range(0, len(ids), 5000):
@@ -104,5 +124,6 @@ def index_catalog(cluster, catalog: str, images: str | None = None, errors_path:
                 written += len(ok)
                 log(f"indexed {written + failed}/{len(todo)} ({written / (time.perf_counter() - t0):.1f} items/s)")
     seconds = time.perf_counter() - t0
-    return {"rows": len(products), "skipped_existing": len(done), "indexed": written, "errors": failed,
+    return {"rows": len(products) + len(repeats), "skipped_existing": len(done), "indexed": written,
+            "repeated_ids": len(repeats), "errors": failed + len(repeats),
             "errors_file": errors_path, "seconds": seconds, "items_per_s": written / seconds if seconds else 0.0}

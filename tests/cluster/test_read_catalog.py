@@ -50,3 +50,15 @@ def test_the_index_command_rejects_a_bad_catalog_before_it_starts_anything(tmp_p
                  "--storage", str(storage)]) == 2
     assert "no images folder at" in capsys.readouterr().err
     assert not storage.exists()
+
+
+def test_rows_that_repeat_an_id_are_set_aside_and_the_first_is_kept(tmp_path):
+    from cluster.indexing import first_of_each_id
+    path = small_copy(tmp_path, rows=4, name="c.csv")
+    lines = path.read_text().splitlines()
+    repeated = lines[2].split(",", 1)[0] + ",Other," + lines[2].split(",", 2)[2]  # same id, another gender
+    path.write_text("\n".join(lines + [repeated, lines[1]]) + "\n")
+    kept, repeats = first_of_each_id(read_catalog(str(path), images=str(DEMO / "images")))
+    assert [p.id for p in kept] == [line.split(",", 1)[0] for line in lines[1:]]
+    assert [p.id for p in repeats] == [lines[2].split(",", 1)[0], lines[1].split(",", 1)[0]]
+    assert kept[1].fields.get("gender") != "Other"

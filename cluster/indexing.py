@@ -112,7 +112,8 @@ def index_catalog(cluster, catalog: str, images: str | None = None, errors_path:
                 ok = [i for i, e in enumerate(b["error"]) if not e]
                 for i, e in enumerate(b["error"]):
                     if e:
-                        errors.write(json.dumps({"id": str(b["id"][i]), "image": str(b["image"][i]), "error": e}) + "\n")
+                        row = {"id": str(b["id"][i]), "image": str(b["image"][i]), "error": e}
+                        errors.write(json.dumps(row) + "\n")
                         failed += 1
                 if not ok:
                     continue

@@ -333,20 +333,26 @@ class Frontend:
         r = (await self.router.search_batch([self._query(a, k_val, filt)]))[0]
         return self._result(a, r, (time.perf_counter() - t) * 1e3)
 
-    @app.post("/search/batch", summary="Several photos in one request", responses=READ_ERRORS)
+    @app.post("/search/batch", summary="Several photos in one request",
+              description="`category` and `box` fields, when given, come once per image, in order (an "
+                          "empty one: none for that image), as options 2 and 3 of `/search`.",
+              responses=READ_ERRORS)
     async def search_batch(self, request: Request, image: list[UploadFile] = File(...),
-                           category: list[str] | None = Form(None), k: str = Form("20")):
+                           category: list[str] | None = Form(None), box: list[str] | None = Form(None),
+                           k: str = Form("20")):
         self._limit(request)
         k_val = parse_k(k)
         if len(image) > self.settings.max_batch:
             raise InvalidInput(f"at most {self.settings.max_batch} images per batch, got {len(image)}")
-        cats = list(category or []) + [None] * (len(image) - len(category or []))
-        if len(cats) != len(image):
-            raise InvalidInput("give one category per image, or none")
-        cats = [await self._category(c) for c in cats]
+        for name, given in (("category", category), ("box", box)):
+            if given is not None and len(given) != len(image):
+                raise InvalidInput(f"give one {name} per image (an empty one for none), or none: "
+                                   f"{len(given)} for {len(image)} images")
+        cats = [await self._category(c or None) for c in (category or [None] * len(image))]
+        boxes = [parse_box(b) for b in (box or [None] * len(image))]
         arrs = [(await self._image(u))[0] for u in image]
         import asyncio
-        analyses = await asyncio.gather(*(self._analyse(a, c, None) for a, c in zip(arrs, cats)))
+        analyses = await asyncio.gather(*(self._analyse(a, c, b) for a, c, b in zip(arrs, cats, boxes)))
         t = time.perf_counter()
         rs = await self.router.search_batch([self._query(a, k_val, ()) for a in analyses])
         took = (time.perf_counter() - t) * 1e3

@@ -252,6 +252,18 @@ def test_batch_stats_and_docs(server):
     files = [("image", ("a.jpg", jpeg(), "image/jpeg")), ("image", ("b.jpg", jpeg((0, 0, 250)), "image/jpeg"))]
     r = httpx.post(url + "/search/batch", files=files, data={"k": "3"}, timeout=60)
     assert r.status_code == 200 and len(r.json()["queries"]) == 2
+    # options 2 and 3 per image: the second image names a category, the first draws a box
+    data = {"k": "3", "category": ["", "Tshirts"], "box": ["30,40,60,80", ""]}
+    r = httpx.post(url + "/search/batch", files=files, data=data, timeout=60)
+    assert r.status_code == 200, r.text
+    first, second = r.json()["queries"]
+    assert first["roi_source"] == "user" and first["roi"] == [30, 40, 60, 80] and first["category_source"] == "auto"
+    assert second["category"] == "Tshirts" and second["category_source"] == "user" and second["roi_source"] != "user"
+    for bad, says in (({"box": ["30,40,60,80"]}, "give one box per image"),
+                      ({"category": ["Tshirts", "", ""]}, "give one category per image"),
+                      ({"box": ["1,2,3", ""]}, "box is")):
+        r = httpx.post(url + "/search/batch", files=files, data={"k": "3", **bad}, timeout=60)
+        assert r.status_code == 400 and says in r.json()["error"], r.text
     st = httpx.get(url + "/stats").json()
     assert st["items"] >= 23 and len(st["shards"]) == 2
     assert httpx.get(url + "/openapi.json").json()["paths"]["/search"]

@@ -1,7 +1,7 @@
 """The REST daemon: a Ray Serve deployment with a FastAPI ingress (uvicorn on uvloop).
 
     POST /search           multipart: image; optional category, box "x,y,w,h", k, filters
-    POST /search/batch     several images (image=...), optional categories / boxes lists
+    POST /search/batch     several images (image=...); a category and a box per image (optional), k, filters
     POST /items            image + title (+ id, attributes)          API key
     GET/DELETE /items/{id}, GET /items/{id}/image                    (DELETE: API key)
     GET /stats, GET /health, POST /admin/rebalance                   (rebalance: API key)
@@ -335,13 +335,14 @@ class Frontend:
 
     @app.post("/search/batch", summary="Several photos in one request",
               description="`category` and `box` fields, when given, come once per image, in order (an "
-                          "empty one: none for that image), as options 2 and 3 of `/search`.",
+                          "empty one: none for that image), as options 2 and 3 of `/search`; `filters` and "
+                          "`k` hold for every image.",
               responses=READ_ERRORS)
     async def search_batch(self, request: Request, image: list[UploadFile] = File(...),
                            category: list[str] | None = Form(None), box: list[str] | None = Form(None),
-                           k: str = Form("20")):
+                           k: str = Form("20"), filters: str | None = Form(None)):
         self._limit(request)
-        k_val = parse_k(k)
+        k_val, filt = parse_k(k), parse_tokens(filters)
         if len(image) > self.settings.max_batch:
             raise InvalidInput(f"at most {self.settings.max_batch} images per batch, got {len(image)}")
         for name, given in (("category", category), ("box", box)):
@@ -354,7 +355,7 @@ class Frontend:
         import asyncio
         analyses = await asyncio.gather(*(self._analyse(a, c, b) for a, c, b in zip(arrs, cats, boxes)))
         t = time.perf_counter()
-        rs = await self.router.search_batch([self._query(a, k_val, ()) for a in analyses])
+        rs = await self.router.search_batch([self._query(a, k_val, filt) for a in analyses])
         took = (time.perf_counter() - t) * 1e3
         return {"queries": [self._result(a, r, took) for a, r in zip(analyses, rs)]}
 

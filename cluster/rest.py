@@ -90,6 +90,11 @@ async def _ray_error(request, exc):
                         status_code=503, headers={"Retry-After": "1"})
 
 
+def _is(exc: BaseException, kind: type) -> bool:
+    """exc is `kind`, or Ray's wrapper of a `kind` raised inside an actor."""
+    return isinstance(exc, kind) or isinstance(getattr(exc, "cause", None), kind)
+
+
 def parse_id(raw: str):
     """Path ids: digits are integer ids, anything else a string id."""
     return int(raw) if raw.isascii() and raw.isdigit() and len(raw) < 19 else raw
@@ -376,10 +381,18 @@ class Frontend:
         cats = await self.attributes.from_titles.remote([title])
         a = await self._analyse(arr, cats[0], None, runners_up=not given)
         tokens = list(given) if given else index_tokens(a["attributes"], a["alternatives"])
+        replaced = await self._uploaded_image(item_id) if id else None
         path = self.uploads / f"{uuid.uuid4().hex}.img"
         path.write_bytes(data)
         meta = {"title": title, "image": str(path)}
-        await self.coordinator.upsert.remote([item_id], a["code"][None], a["hist"][None], [tokens], [meta])
+        try:
+            await self.coordinator.upsert.remote([item_id], a["code"][None], a["hist"][None], [tokens], [meta])
+        except Exception as exc:
+            if _is(exc, InvalidInput):       # refused before anything was written: keep nothing
+                path.unlink(missing_ok=True)
+            raise                            # otherwise it may have been written: the image stays
+        if replaced is not None and replaced != path:
+            replaced.unlink(missing_ok=True)  # the item's previous photo, now referenced by nothing
         # attributes: what the item is indexed under (as GET /items/{id} says); recognised and
         # runners_up: the model's read and the close second values that were indexed too
         return {"id": item_id, "attributes": tokens, "category": a["category"], "roi": a["roi"],
@@ -404,10 +417,24 @@ class Frontend:
     @app.delete("/items/{item_id}", responses=WRITE_ERRORS)
     async def delete_item(self, request: Request, item_id: str):
         self._auth(request)
+        photo = await self._uploaded_image(parse_id(item_id))
         n = await self.coordinator.delete.remote([parse_id(item_id)])
         if not n:
             raise HttpError(404, f"no item with id {item_id!r}")
+        if photo is not None:
+            photo.unlink(missing_ok=True)     # after the delete is durable, never before
         return {"deleted": item_id}
+
+    async def _uploaded_image(self, item_id) -> Path | None:
+        """The stored photo of an item added through POST /items (not a catalog's own file), if any."""
+        try:
+            got = await self.coordinator.get.remote(item_id)
+        except Exception as exc:
+            if _is(exc, NotFound):
+                return None
+            raise
+        path = Path(got["meta"].get("image", ""))
+        return path if path.parent.resolve() == self.uploads.resolve() else None
 
     @app.get("/stats", responses=READ_ERRORS)
     async def stats(self):

@@ -156,6 +156,8 @@ def test_three_query_options(server):
 
 def test_add_then_find_then_delete(server):
     url = server["url"]
+    uploads = server["tmp"] / "storage" / "uploads"
+    before = set(uploads.iterdir())
     img = jpeg((10, 200, 40))
     r = httpx.post(url + "/items", files={"image": ("x.jpg", img, "image/jpeg")},
                    data={"title": "Test Men Green Tshirts", "id": "sku-new-1"}, headers={"X-API-Key": KEY}, timeout=60)
@@ -171,7 +173,21 @@ def test_add_then_find_then_delete(server):
     assert got["meta"]["title"] == "Test Men Green Tshirts"
     assert sorted(got["attributes"]) == sorted(added["attributes"])
     assert httpx.get(url + "/items/sku-new-1/image").content == img
+    assert len(set(uploads.iterdir()) - before) == 1
+    # replaced: the new photo is served and the old one is gone; refused: no file is left behind
+    img2 = jpeg((200, 200, 40))
+    r = httpx.post(url + "/items", files={"image": ("y.jpg", img2, "image/jpeg")},
+                   data={"title": "Test Men Yellow Tshirts", "id": "sku-new-1"}, headers={"X-API-Key": KEY}, timeout=60)
+    assert r.status_code == 201 and httpx.get(url + "/items/sku-new-1/image").content == img2
+    stored = set(uploads.iterdir()) - before
+    assert len(stored) == 1 and next(iter(stored)).read_bytes() == img2
+    r = httpx.post(url + "/items", files={"image": ("z.jpg", jpeg(), "image/jpeg")},
+                   data={"title": "Two categories", "id": "sku-new-1", "attributes": "articleType=a,articleType=b"},
+                   headers={"X-API-Key": KEY}, timeout=60)
+    assert r.status_code == 400 and set(uploads.iterdir()) - before == stored
+    assert httpx.get(url + "/items/sku-new-1/image").content == img2
     assert httpx.delete(url + "/items/sku-new-1", headers={"X-API-Key": KEY}).status_code == 200
+    assert set(uploads.iterdir()) == before
     assert httpx.get(url + "/items/sku-new-1").status_code == 404
     again = search(url, {"k": "5"}, image=img).json()
     assert all(h["id"] != "sku-new-1" for h in again["results"])

@@ -229,6 +229,7 @@ def cmd_batch(args) -> dict:
         argv = ["batch", absolute[0], "--out", absolute[1], "--k", str(args.k), "--storage", absolute[2]]
         return submit_job(args.address, argv)
     from cluster.runtime import open_cluster
+    existing_placement(args)      # searching a storage root with no cluster would answer nothing, silently
     with open_cluster(args.storage, address=args.address if args.in_process else None) as c:
         return run_batch(c, args.queries, args.out, k=args.k, log=lambda s: print(s, file=sys.stderr, flush=True))
 

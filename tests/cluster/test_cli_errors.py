@@ -12,10 +12,13 @@ from coordinator.placement import Placement, check_shard_count
 from shards.errors import InvalidInput
 
 
-@pytest.mark.parametrize("argv", [["stats"], ["rebalance", "--shards", "3"]])
-def test_an_admin_command_on_a_root_without_a_cluster_creates_none(tmp_path, capsys, argv):
+@pytest.mark.parametrize("argv", [["stats"], ["rebalance", "--shards", "3"], ["batch", "QUERIES", "--out", "OUT"]])
+def test_a_command_on_a_root_without_a_cluster_creates_none(tmp_path, capsys, argv):
     root = tmp_path / "typo"
+    (tmp_path / "q.csv").write_text("image\nphoto.jpg\n")
+    argv = [{"QUERIES": str(tmp_path / "q.csv"), "OUT": str(tmp_path / "out.jsonl")}.get(a, a) for a in argv]
     assert main(argv + ["--storage", str(root)]) == 2
+    assert not (tmp_path / "out.jsonl").exists()
     assert "no cluster at" in capsys.readouterr().err
     assert not root.exists() and not ray.is_initialized()
 

@@ -63,10 +63,10 @@ def read_queries(path: str) -> list[dict]:
     return out
 
 
-def run_batch(cluster, queries_path: str, out_path: str, k: int = 20, batch: int = 16, log=print) -> dict:
+def run_batch(cluster, rows: list[dict], out_path: str, k: int = 20, batch: int = 16, log=print) -> dict:
+    """Search every query of `rows` (read_queries) and write one JSON line each, in order."""
     from models.data import decode_image
     from models.pipeline import Pipeline
-    rows = read_queries(queries_path)
     pipeline = Pipeline.load()
     t0 = time.perf_counter()
     done = errors = 0

@@ -94,9 +94,10 @@ def existing_placement(args):
 
 def cmd_rebalance(args) -> dict:
     from cluster.runtime import open_cluster
+    from coordinator.placement import check_shard_count
     placement = existing_placement(args)
     if placement is not None:
-        placement.check_shard_count(args.shards)   # before Ray starts
+        check_shard_count(args.shards, placement.n_buckets)   # before Ray starts
     with open_cluster(args.storage, address=args.address) as c:
         return c.coordinator_call("rebalance", args.shards)
 
@@ -212,9 +213,9 @@ def cmd_index(args) -> dict:
     from cluster.runtime import open_cluster
     from coordinator.placement import N_BUCKETS, check_shard_count
     check_shard_count(args.shards, N_BUCKETS)
-    read_catalog(args.catalog, args.images)   # a bad catalog fails here, before Ray starts or storage is made
+    rows = read_catalog(args.catalog, args.images)   # a bad catalog fails here, before Ray starts or storage is made
     with open_cluster(args.storage, address=args.address, shards=args.shards) as c:
-        return index_catalog(c, args.catalog, args.images, errors_path=args.errors, concurrency=args.concurrency,
+        return index_catalog(c, rows, errors_path=args.errors, concurrency=args.concurrency,
                              log=lambda s: print(s, file=sys.stderr, flush=True))
 
 
@@ -222,7 +223,7 @@ def cmd_batch(args) -> dict:
     from pathlib import Path
     from cluster.batch import read_queries, run_batch, submit_job
     if Path(args.queries).exists() or not args.address:
-        read_queries(args.queries)  # a malformed file fails here, before Ray starts or a job is submitted
+        rows = read_queries(args.queries)  # a malformed file fails here, before Ray starts or a job is submitted
     if args.address and not args.in_process:
         # absolute paths: the job runs in another working directory, on a node that sees the same storage
         absolute = [str(Path(x).resolve()) for x in (args.queries, args.out, args.storage)]
@@ -231,7 +232,7 @@ def cmd_batch(args) -> dict:
     from cluster.runtime import open_cluster
     existing_placement(args)      # searching a storage root with no cluster would answer nothing, silently
     with open_cluster(args.storage, address=args.address if args.in_process else None) as c:
-        return run_batch(c, args.queries, args.out, k=args.k, log=lambda s: print(s, file=sys.stderr, flush=True))
+        return run_batch(c, rows, args.out, k=args.k, log=lambda s: print(s, file=sys.stderr, flush=True))
 
 
 def cmd_query(args) -> dict:

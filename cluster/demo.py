@@ -59,9 +59,9 @@ def run_demo(settings: Settings, shards: int = 2, log=print, block: bool = True)
     ray.init(namespace="fashion-search", include_dashboard=False, log_to_driver=False,
              configure_logging=False)
     cluster = open_cluster(settings.storage, shards=shards, config=ShardConfig(bits=256, hist_bins=64))
-    from .indexing import index_catalog
-    report = index_catalog(cluster, str(SAMPLE_CATALOG), errors_path=str(Path(settings.storage) / "index-errors.jsonl"),
-                           log=lambda s: log(f"  {s}"))
+    from .indexing import index_catalog, read_catalog
+    report = index_catalog(cluster, read_catalog(str(SAMPLE_CATALOG)),
+                           errors_path=str(Path(settings.storage) / "index-errors.jsonl"), log=lambda s: log(f"  {s}"))
     start_server(settings)
     url = f"http://{settings.host}:{settings.port}/"
     sample = sorted(SAMPLE_QUERIES.glob("*.jpg"))[0] if SAMPLE_QUERIES.is_dir() else "photo.jpg"

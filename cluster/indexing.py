@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -66,8 +67,7 @@ def read_catalog(catalog: str, images: str | None = None) -> list:
     if not folder.is_dir():
         raise InvalidInput(f"no images folder at {folder} (--images names another one)")
     if images:
-        products = [p.__class__(id=p.id, fields=p.fields, title=p.title, image=folder / p.image.name)
-                    for p in products]
+        products = [replace(p, image=folder / p.image.name) for p in products]
     return products
 
 
@@ -85,10 +85,12 @@ def first_of_each_id(products: list) -> tuple[list, list]:
     return list(seen.values()), repeats
 
 
-def index_catalog(cluster, catalog: str, images: str | None = None, errors_path: str = "index-errors.jsonl",
-                  batch: int = 32, concurrency: int = 1, log=print) -> dict:
+def index_catalog(cluster, rows: list, errors_path: str = "index-errors.jsonl", batch: int = 32,
+                  concurrency: int = 1, log=print) -> dict:
+    """Index a catalog's rows (read_catalog): what is already indexed is skipped, a broken photo or
+    a repeated id goes to the errors file."""
     t0 = time.perf_counter()
-    products, repeats = first_of_each_id(read_catalog(catalog, images))
+    products, repeats = first_of_each_id(rows)
     if repeats:
         with open(errors_path, "a") as errors:
             for p in repeats:

@@ -51,9 +51,6 @@ class Placement:
         return cls(shards=shards, owner=[shards[b % n_shards] for b in range(n_buckets)],
                    n_buckets=n_buckets)
 
-    def check_shard_count(self, n_shards: int) -> None:
-        check_shard_count(n_shards, self.n_buckets)
-
     # ------------------------------------------------------------ routing
     def buckets_of(self, ids) -> np.ndarray:
         return bucket_of_keys(id_keys(ids), self.n_buckets)
@@ -86,7 +83,7 @@ class Placement:
         keeps its buckets up to its quota; the excess, and every bucket of a removed
         shard, goes to the shards under quota.
         """
-        self.check_shard_count(n_shards)
+        check_shard_count(n_shards, self.n_buckets)
         existing = {int(s.split("-")[1]) for s in self.shards}
         new_shards = sorted(self.shards)[:n_shards]
         i = 0

@@ -46,30 +46,36 @@ class Product:
     image: Path
 
 
-def load_catalog(folder: str | os.PathLike | None = None) -> list[Product]:
-    """Read a catalog folder; a missing column or an empty CSV is a clear InvalidInput."""
-    folder = Path(folder) if folder else products_dir()
-    path = folder / "styles.csv" if folder.is_dir() else folder
-    images = (path.parent / "images")
+def read_csv(path: Path, columns, what: str) -> list[dict]:
+    """A CSV's rows as dicts; a missing file, a missing column, an unreadable or empty file is a
+    clear InvalidInput (`what` names the file in the message: "catalog", "tags file")."""
     try:
         with open(path, newline="", encoding="utf-8") as f:
             reader = csv.DictReader(f)
-            missing = [c for c in CATALOG_COLUMNS if c not in (reader.fieldnames or [])]
+            missing = [c for c in columns if c not in (reader.fieldnames or [])]
             if missing:
                 raise InvalidInput(f"{path}: missing columns {missing}")
-            out = []
-            for row in reader:
-                fields = {k: row[k].strip() for k in CATALOG_COLUMNS[1:-1]
-                          if row.get(k) is not None and row[k].strip() not in EMPTY_VALUES}
-                out.append(Product(id=row["id"].strip(), fields=fields,
-                                   title=(row["productDisplayName"] or "").strip(),
-                                   image=images / f"{row['id'].strip()}.jpg"))
+            rows = list(reader)
     except FileNotFoundError as exc:
-        raise InvalidInput(f"no catalog at {path}") from exc
+        raise InvalidInput(f"no {what} at {path}") from exc
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise InvalidInput(f"cannot read the catalog {path}: {exc}") from exc
-    if not out:
-        raise InvalidInput(f"{path}: the catalog has no rows")
+        raise InvalidInput(f"cannot read the {what} {path}: {exc}") from exc
+    if not rows:
+        raise InvalidInput(f"{path}: the {what} has no rows")
+    return rows
+
+
+def load_catalog(folder: str | os.PathLike | None = None) -> list[Product]:
+    """Read a catalog: its folder (styles.csv inside) or its CSV, photos in images/ beside it."""
+    folder = Path(folder) if folder else products_dir()
+    path = folder / "styles.csv" if folder.is_dir() else folder
+    images = (path.parent / "images")
+    out = []
+    for row in read_csv(path, CATALOG_COLUMNS, "catalog"):
+        fields = {k: row[k].strip() for k in CATALOG_COLUMNS[1:-1]
+                  if row.get(k) is not None and row[k].strip() not in EMPTY_VALUES}
+        out.append(Product(id=row["id"].strip(), fields=fields, title=(row["productDisplayName"] or "").strip(),
+                           image=images / f"{row['id'].strip()}.jpg"))
     return out
 
 

@@ -147,7 +147,8 @@ def guided_forward(model: FasterRCNN, xs: list[torch.Tensor], keep: torch.Tensor
         features = OrderedDict([("0", features)])
     proposals, _ = model.rpn(images, features)
     heads = model.roi_heads
-    logits, regression = heads.box_predictor(heads.box_head(heads.box_roi_pool(features, proposals, images.image_sizes)))
+    pooled = heads.box_roi_pool(features, proposals, images.image_sizes)
+    logits, regression = heads.box_predictor(heads.box_head(pooled))
     boxes, scores, labels = heads.postprocess_detections(logits.masked_fill(~keep, float("-inf")), regression,
                                                          proposals, images.image_sizes)
     found = [{"boxes": b, "scores": s, "labels": lab} for b, s, lab in zip(boxes, scores, labels)]

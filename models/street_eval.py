@@ -12,37 +12,20 @@ it may appear as (the guidance map, `detector_classes.json`) is among the photo'
 """
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
 from shards.errors import InvalidInput
 
-from .data import data_root, decode_image
+from .data import data_root, decode_image, read_csv
 from .detector import MAPPING_FILE, guidance
-
-
-def read_tags(path: Path) -> list[dict]:
-    """tags.csv's rows; a missing or malformed file is a clear InvalidInput."""
-    try:
-        with open(path, newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            missing = [c for c in ("file_name", "tags") if c not in (reader.fieldnames or [])]
-            if missing:
-                raise InvalidInput(f"{path}: missing columns {missing}")
-            rows = list(reader)
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise InvalidInput(f"cannot read {path}: {exc}") from exc
-    if not rows:
-        raise InvalidInput(f"{path} has no photos")
-    return rows
 
 
 def street_recognition(folder: Path | None = None, limit: int | None = None, assets: Path | None = None) -> dict:
     """`fashion-search eval street`: a folder with tags.csv (file_name, tags joined by '|') and the photos."""
     from . import pipeline as pl
     folder = Path(folder) if folder else data_root() / "ccp-tags"
-    rows = read_tags(folder / "tags.csv")
+    rows = read_csv(folder / "tags.csv", ("file_name", "tags"), "tags file")
     if limit:
         rows = rows[:limit]
     pipe = pl.Pipeline.load(assets)

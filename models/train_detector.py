@@ -25,6 +25,8 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from shards.errors import InvalidInput
+
 from .data import SHIPPED, data_root, decode_image, load_catalog, load_coco, load_splits
 from .detector import MAPPING_FILE, DetectorConfig, Detector, build_detector, load_detector, save_detector
 
@@ -112,9 +114,9 @@ def train_detector(out: Path, epochs: int = 8, batch: int = 4, lr: float = 0.01,
     label_of = {c: i + 1 for i, c in enumerate(used)}
     start = load_detector(Path(init)) if init is not None else None
     if start is not None and start.cfg.classes != classes:
-        raise ValueError(f"{init} was trained on other classes")
+        raise InvalidInput(f"{init} was trained on other classes")
     if start is not None and start.cfg.pyramid and not pyramid:
-        raise ValueError(f"{init} has the pyramid trunk; pass pyramid=True (--pyramid) to fine-tune it")
+        raise InvalidInput(f"{init} has the pyramid trunk; pass pyramid=True (--pyramid) to fine-tune it")
     cfg = DetectorConfig(classes=classes, pyramid=pyramid)
     model = build_detector(cfg)
     if start is not None and start.cfg.pyramid == pyramid:

@@ -54,13 +54,14 @@ def server(tmp_path_factory):
     ray.init(namespace="fashion-search", include_dashboard=True, log_to_driver=False,   # the job API needs it
              runtime_env={"env_vars": {"FASHION_ASSETS": str(assets)}})
     from cluster.demo import start_server
-    from cluster.indexing import index_catalog
+    from cluster.indexing import index_catalog, read_catalog
     from cluster.runtime import open_cluster, shutdown_cluster
     from cluster.settings import Settings
     from shards.shard import ShardConfig
     storage = tmp / "storage"
     cluster = open_cluster(storage, shards=2, config=ShardConfig(bits=256, hist_bins=64))
-    report = index_catalog(cluster, str(small_catalog(tmp / "catalog")), errors_path=str(tmp / "errors.jsonl"),
+    rows = read_catalog(str(small_catalog(tmp / "catalog")))
+    report = index_catalog(cluster, rows, errors_path=str(tmp / "errors.jsonl"),
                            log=lambda s: None)
     port = free_port()
     start_server(Settings(storage=str(storage), samples=str(PROJECT / "demo" / "samples"), port=port,
@@ -121,10 +122,15 @@ def test_a_batch_job_submitted_to_the_cluster_runs_there(server):
 def test_indexing_skips_broken_rows_and_resumes(server):
     rep = server["index"]
     assert rep["indexed"] == 23 and rep["errors"] == 1
-    from cluster.indexing import index_catalog
-    again = index_catalog(server["cluster"], str(server["tmp"] / "catalog"),
-                          errors_path=str(server["tmp"] / "errors2.jsonl"), log=lambda s: None)
+    from cluster.indexing import index_catalog, read_catalog
+    rows = read_catalog(str(server["tmp"] / "catalog"))
+    again = index_catalog(server["cluster"], rows, errors_path=str(server["tmp"] / "errors2.jsonl"), log=lambda s: None)
     assert again["skipped_existing"] == 23 and again["indexed"] == 0
+    # a row that repeats an earlier id is set aside, not indexed over the first
+    errors = server["tmp"] / "errors3.jsonl"
+    third = index_catalog(server["cluster"], rows + rows[1:2], errors_path=str(errors), log=lambda s: None)
+    assert third["repeated_ids"] == 1 and third["rows"] == 25 and third["indexed"] == 0
+    assert "repeats an earlier row" in errors.read_text() and rows[1].id in errors.read_text()
 
 
 def test_three_query_options(server):
@@ -350,7 +356,7 @@ def test_a_batch_job_answers_every_good_query_and_reports_the_bad_ones(server):
     """`fashion-search batch`: a CSV of photos in, one JSON line per query out, in order."""
     import json
 
-    from cluster.batch import run_batch
+    from cluster.batch import read_queries, run_batch
     tmp = server["tmp"]
     photos = sorted((tmp / "catalog" / "images").glob("*.jpg"))[1:4]      # the first one is broken
     (tmp / "q").mkdir(exist_ok=True)
@@ -361,7 +367,7 @@ def test_a_batch_job_answers_every_good_query_and_reports_the_bad_ones(server):
                        f"{photos[2]},,\"5,5,40,40\"\n"
                        f"{tmp / 'catalog' / 'images' / 'missing.jpg'},,\n")
     out = tmp / "q" / "results.jsonl"
-    report = run_batch(server["cluster"], str(queries), str(out), k=5, log=lambda s: None)
+    report = run_batch(server["cluster"], read_queries(str(queries)), str(out), k=5, log=lambda s: None)
     assert report["queries"] == 4 and report["answered"] == 3 and report["errors"] == 1
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     answers = [d for d in lines if "error" not in d]

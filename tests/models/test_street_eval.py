@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from models.detector import MAPPING_FILE
-from models.street_eval import read_tags, street_recognition
+from models.street_eval import street_recognition
 from shards.errors import InvalidInput
 
 from ..cluster.tiny_assets import make_tiny_assets
@@ -35,11 +35,11 @@ def test_a_category_counts_as_right_exactly_when_a_class_it_maps_to_is_tagged(tm
 
 
 def test_a_missing_or_malformed_tags_file_is_a_clear_error(tmp_path):
-    with pytest.raises(InvalidInput, match="cannot read"):
-        read_tags(tmp_path / "tags.csv")
+    with pytest.raises(InvalidInput, match="no tags file at"):
+        street_recognition(tmp_path)
     (tmp_path / "tags.csv").write_text("photo,labels\na.jpg,skirt\n")
     with pytest.raises(InvalidInput, match="missing columns"):
-        read_tags(tmp_path / "tags.csv")
+        street_recognition(tmp_path)
     (tmp_path / "tags.csv").write_text("file_name,tags\n")
-    with pytest.raises(InvalidInput, match="has no photos"):
-        read_tags(tmp_path / "tags.csv")
+    with pytest.raises(InvalidInput, match="has no rows"):
+        street_recognition(tmp_path)

@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from models.data import data_root, load_catalog, load_splits
+from models.hedge import answers, hedge_query, with_hedges
 from models.pipeline import Pipeline
 from shards.query import Query
 from shards.shard import Shard, ShardConfig
@@ -48,7 +49,9 @@ def main(argv=None):
     for r, row in enumerate(picks):
         img = Image.open(data_root() / "ccp-tags" / row["file_name"]).convert("RGB")
         a = pipe.query(img)
-        res = shard.search(Query(code=a.code, hist=a.hist, k=8, w_colour=pipe.w_colour, **a.query_terms()))
+        query = Query(code=a.code, hist=a.hist, k=8, w_colour=pipe.w_colour, **a.query_terms())
+        hedge = hedge_query(query, a.hedge_terms())    # the runner-up category too, as the REST front does
+        (res, hits, _), = answers(shard.search_batch(with_hedges([query], [hedge])), [hedge])
         q = img.copy()
         x, y, w, h = a.roi
         ImageDraw.Draw(q).rectangle([x, y, x + w, y + h], outline=(0, 200, 0), width=4)
@@ -56,9 +59,10 @@ def main(argv=None):
         top = r * (THUMB + 40)
         sheet.paste(q, (0, top))
         tags = " ".join("#" + t.split("=", 1)[1] for t, p in a.attributes if p >= 0.5)
-        draw.text((4, top + THUMB + 4), f"{tags}  (ROI: {a.roi_source}; relaxed: {', '.join(res.relaxed) or '-'})",
-                  fill=(200, 0, 60))
-        for c, hit in enumerate(res.hits):
+        also = f"; also {hedge.filters[-1].split('=', 1)[1]}" if hedge is not None else ""
+        relaxed = ", ".join(res.relaxed) or "-"
+        draw.text((4, top + THUMB + 4), f"{tags}  (ROI: {a.roi_source}; relaxed: {relaxed}{also})", fill=(200, 0, 60))
+        for c, hit in enumerate(hits):
             t = Image.open(by_id[hit.id].image).convert("RGB")
             t.thumbnail((THUMB, THUMB))
             sheet.paste(t, (20 + THUMB * (c + 1), top))

@@ -66,6 +66,7 @@ def read_queries(path: str) -> list[dict]:
 def run_batch(cluster, rows: list[dict], out_path: str, k: int = 20, batch: int = 16, log=print) -> dict:
     """Search every query of `rows` (read_queries) and write one JSON line each, in order."""
     from models.data import decode_image
+    from models.hedge import answers, hedge_query, with_hedges
     from models.pipeline import Pipeline
     pipeline = Pipeline.load()
     t0 = time.perf_counter()
@@ -93,20 +94,23 @@ def run_batch(cluster, rows: list[dict], out_path: str, k: int = 20, batch: int 
                         analyses.append(pipeline.query(im, r.get("category") or None, parse_box(r.get("box"))))
                     except InvalidInput as e:
                         analyses.append(e)
+            read = [a for a in analyses if not isinstance(a, Exception)]
             queries = [Query(code=a.code, hist=a.hist, k=k, w_colour=pipeline.w_colour, **a.query_terms())
-                       for a in analyses if not isinstance(a, Exception)]
-            results = iter(cluster.search_batch(queries))
+                       for a in read]
+            hedges = [hedge_query(q, a.hedge_terms()) for q, a in zip(queries, read)]   # models/hedge.py
+            results = iter(zip(answers(cluster.search_batch(with_hedges(queries, hedges)), hedges), hedges))
             for r, a in zip(good, analyses):
                 if isinstance(a, Exception):
                     out.write(json.dumps({"query": r, "error": str(a)}) + "\n")
                     errors += 1
                     continue
-                res = next(results)
+                (res, hits, hedge_res), hedge = next(results)
                 out.write(json.dumps({"query": r, "category": a.category, "roi": a.roi,
                                       "attributes": [{"token": t, "probability": p} for t, p in a.attributes],
                                       "relaxed": list(res.relaxed), "widened": list(res.widened),
-                                      "partial": res.partial,
-                                      "results": [h.to_dict() for h in res.hits]}) + "\n")
+                                      "hedged": hedge.filters[-1] if hedge is not None else None,
+                                      "partial": res.partial or (hedge_res is not None and hedge_res.partial),
+                                      "results": [h.to_dict() for h in hits]}) + "\n")
                 done += 1
             log(f"{done + errors}/{len(rows)} queries ({done / (time.perf_counter() - t0):.1f}/s)")
     return {"queries": len(rows), "answered": done, "errors": errors, "out": out_path,

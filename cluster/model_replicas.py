@@ -46,19 +46,20 @@ class AttributeReplica:
     async def recognise(self, items: list[tuple[np.ndarray, str | None, bool]]) -> list[tuple[list, list]]:
         """(attributes, runners-up) per (crop, category, runners-up wanted): [(token, probability)] each.
 
-        Only catalog items want runners-up (models/pipeline.py index_tokens); a batch of
-        queries alone does not pay for reading them.
+        A catalog item's runners-up go down to ALTERNATIVE_P (it is indexed under them,
+        models/pipeline.py index_tokens), a query's to HEDGE_P (its runner-up category is
+        searched too, hedge_terms).
         """
         import torch
 
-        from models.pipeline import ALTERNATIVE_P
+        from models.pipeline import ALTERNATIVE_P, HEDGE_P
         imgs = [Image.fromarray(a) for a, _, _ in items]
-        want = [w for _, _, w in items]
         with torch.no_grad():
             read = self.pipeline.attributes.generate_with_alternatives(
                 self.pipeline._attribute_input(imgs), beam=self.pipeline.beam, categories=[c for _, c, _ in items],
-                min_p=ALTERNATIVE_P if any(want) else None)
-        return [(seq, alts if w else []) for (seq, alts), w in zip(read, want)]
+                min_p=min(ALTERNATIVE_P, HEDGE_P))
+        return [(seq, [(t, p) for t, p in alts if p >= (ALTERNATIVE_P if w else HEDGE_P)])
+                for (seq, alts), (_, _, w) in zip(read, items)]
 
 
 @serve.deployment

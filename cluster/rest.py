@@ -276,15 +276,34 @@ class Frontend:
         return Query(code=a["code"], hist=a["hist"], k=k, filters=filters, w_colour=self.w_colour,
                      **query_terms(a["attributes"], given))
 
-    def _result(self, a: dict, r, t_search: float) -> dict:
+    async def _search(self, analyses: list[dict], k: int, filters: tuple[str, ...]) -> list[dict]:
+        """Each photo's answer: its query and, when it hedges its category, the runner-up's
+        (models/hedge.py), all in one batch to the shards."""
+        from models.hedge import answers, hedge_query, with_hedges
+        from models.pipeline import hedge_terms
+        qs = [self._query(a, k, filters) for a in analyses]
+        hedges = [hedge_query(q, hedge_terms(a["attributes"], a["alternatives"],
+                                             a["category"] if a["category_source"] == "user" else None))
+                  for q, a in zip(qs, analyses)]
+        t = time.perf_counter()
+        rs = await self.router.search_batch(with_hedges(qs, hedges))
+        took = (time.perf_counter() - t) * 1e3
+        return [self._result(a, r, hits, rh, h, took) for a, (r, hits, rh), h in zip(analyses, answers(rs, hedges),
+                                                                                       hedges)]
+
+    def _result(self, a: dict, r, hits, rh, hedge, t_search: float) -> dict:
+        missing = sorted(set(r.missing) | set(rh.missing if rh is not None else ()))
         return {
             "category": a["category"], "category_source": a["category_source"],
             "attributes": [{"token": t, "probability": p} for t, p in a["attributes"]],
             "roi": a["roi"], "roi_source": a["roi_source"],
             "results": [{**{k: v for k, v in h.to_dict().items() if k != "image"},   # no server paths out
-                         "image_url": f"/items/{h.id}/image"} for h in r.hits],
-            "relaxed": list(r.relaxed), "widened": list(r.widened), "partial": r.partial, "missing_shards": r.missing,
-            "candidates": r.candidates, "timings_ms": {**a["ms"], "search": t_search},
+                         "image_url": f"/items/{h.id}/image"} for h in hits],
+            "relaxed": list(r.relaxed), "widened": list(r.widened),
+            "hedged": hedge.filters[-1] if hedge is not None else None,   # the runner-up category also searched
+            "partial": bool(missing), "missing_shards": missing,
+            "candidates": r.candidates + (rh.candidates if rh is not None else 0),
+            "timings_ms": {**a["ms"], "search": t_search},
         }
 
     # ------------------------------------------------------------ endpoints
@@ -324,7 +343,10 @@ class Frontend:
               description="Without a box, `roi=detector` (default) takes the detector's most confident "
                           "region; `roi=match` codes its top regions and the whole photo and keeps the one "
                           "whose best catalog hit is closest (finds products in busy photos far more often, "
-                          "at ~2.5x the model time).",
+                          "at ~2.5x the model time). When the model reads the category itself, sure enough "
+                          "to require it, but gives another one p >= `HEDGE_P` (models/pipeline.py), that "
+                          "runner-up is searched too: its products that match better than all of the read "
+                          "category's come first, and `hedged` names it.",
               responses=READ_ERRORS)
     async def search(self, request: Request, image: UploadFile = File(...), category: str | None = Form(None),
                      box: str | None = Form(None), k: str = Form("20"), filters: str | None = Form(None),
@@ -334,9 +356,7 @@ class Frontend:
         cat = await self._category(category)
         arr, _ = await self._image(image)
         a = await self._analyse(arr, cat, box_val, mode)
-        t = time.perf_counter()
-        r = (await self.router.search_batch([self._query(a, k_val, filt)]))[0]
-        return self._result(a, r, (time.perf_counter() - t) * 1e3)
+        return (await self._search([a], k_val, filt))[0]
 
     @app.post("/search/batch", summary="Several photos in one request",
               description="`category` and `box` fields, when given, come once per image, in order (an "
@@ -359,10 +379,7 @@ class Frontend:
         arrs = [(await self._image(u))[0] for u in image]
         import asyncio
         analyses = await asyncio.gather(*(self._analyse(a, c, b) for a, c, b in zip(arrs, cats, boxes)))
-        t = time.perf_counter()
-        rs = await self.router.search_batch([self._query(a, k_val, filt) for a in analyses])
-        took = (time.perf_counter() - t) * 1e3
-        return {"queries": [self._result(a, r, took) for a, r in zip(analyses, rs)]}
+        return {"queries": await self._search(analyses, k_val, filt)}
 
     @app.post("/items", status_code=201, summary="Add (or replace) a catalog item; searchable on return",
               responses=WRITE_ERRORS)

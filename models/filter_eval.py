@@ -42,6 +42,15 @@ def read_queries(pipeline, products, idx, batch: int = 32, log=print):
     return out
 
 
+def ranked_hits(items: dict, q, level: int) -> list:
+    """The oracle's answer at `level` as Hit objects (what the shard would answer)."""
+    from shards.codes import id_key
+    from shards.oracle import brute_force_search
+    from shards.query import Hit
+    hits, _, _ = brute_force_search(items, q, level)
+    return [Hit(i, int(id_key(i)), score, ham, cd, matched) for i, score, ham, cd, matched in hits]
+
+
 def filter_report(pipeline, products, queries: np.ndarray, catalog, analyses=None, fields=None, log=print) -> dict:
     """`catalog` = (codes, hists, tokens) of every product from the item path; `analyses`, the
     queries' (read here when not given). `fields`: require only tokens of these fields (the
@@ -49,6 +58,7 @@ def filter_report(pipeline, products, queries: np.ndarray, catalog, analyses=Non
     from shards.codes import quantize_hists
     from shards.oracle import brute_force_search
     from shards.query import Query, prepare
+    from .hedge import hedge_query, merge_hits
     codes, hists, tokens = catalog
     gallery = np.setdiff1d(np.arange(len(products)), queries)
     qhists = quantize_hists(hists[gallery], hists.shape[1])
@@ -56,7 +66,7 @@ def filter_report(pipeline, products, queries: np.ndarray, catalog, analyses=Non
     label = [(p.fields.get("articleType"), p.fields.get("gender")) for p in products]
     analyses = analyses if analyses is not None else read_queries(pipeline, products, queries, log=log)
     aps = {"filtered": [], "unfiltered": []}
-    scanned, relaxed, p4, category_right = [], [], [], []
+    scanned, relaxed, p4, category_right, hedged = [], [], [], [], []
     for n, (qi, a) in enumerate(zip(queries.tolist(), analyses)):
         relevant = {int(g) for g in gallery if label[g] == label[qi]}
         terms = a.query_terms()
@@ -64,18 +74,28 @@ def filter_report(pipeline, products, queries: np.ndarray, catalog, analyses=Non
             required = terms["required"]
             keep = tuple(t for t in required if t.split("=", 1)[0] in fields)
             terms = {"required": keep, "optional": tuple(t for t in required if t not in keep) + terms["optional"]}
-        q = prepare(Query(code=a.code, hist=a.hist, k=K, w_colour=pipeline.w_colour, **terms),
-                    pipeline.bits, hists.shape[1], max_k=len(gallery))
+        query = Query(code=a.code, hist=a.hist, k=K, w_colour=pipeline.w_colour, **terms)
+        hedge = hedge_query(query, a.hedge_terms()) if fields is None else None
+        q = prepare(query, pipeline.bits, hists.shape[1], max_k=len(gallery))
         _, level, counts = brute_force_search(items, q)
         everything = replace(q, k=len(gallery))
-        unfiltered = replace(everything, required=(), widen=0)
-        for name, query, lv in (("filtered", everything, level), ("unfiltered", unfiltered, 0)):
-            hits, _, _ = brute_force_search(items, query, lv)
-            ranked = np.array([h[0] in relevant for h in hits], bool)
+        filtered = ranked_hits(items, everything, level)
+        n_scanned = counts[level]
+        if hedge is not None:   # the runner-up category's search too, merged by score (models/hedge.py)
+            hq = prepare(hedge, pipeline.bits, hists.shape[1], max_k=len(gallery))
+            _, h_level, h_counts = brute_force_search(items, hq)
+            filtered = merge_hits(filtered, ranked_hits(items, replace(hq, k=len(gallery)), h_level), len(gallery))
+            n_scanned += h_counts[h_level]
+            hedged.append(True)
+        else:
+            hedged.append(False)
+        unfiltered = ranked_hits(items, replace(everything, required=(), widen=0), 0)
+        for name, hits in (("filtered", filtered), ("unfiltered", unfiltered)):
+            ranked = np.array([h.id in relevant for h in hits], bool)
             aps[name].append(average_precision_of(ranked, len(relevant)))
             if name == "filtered":
                 p4.append(float(ranked[:4].mean()) if len(ranked) else 0.0)
-        scanned.append(counts[level] / len(gallery))
+        scanned.append(n_scanned / len(gallery))
         relaxed.append(level > 0)
         read = [t.split("=", 1)[1] for t in q.required if t.startswith("articleType=")]
         category_right.append(not read or read[0] == label[qi][0])
@@ -83,5 +103,5 @@ def filter_report(pipeline, products, queries: np.ndarray, catalog, analyses=Non
             log(f"  searched {n + 1}/{len(queries)}")
     return {"scanned_fraction": float(np.mean(scanned)), "map_filtered": float(np.mean(aps["filtered"])),
             "map_unfiltered": float(np.mean(aps["unfiltered"])), "p_at_4_filtered": float(np.mean(p4)),
-            "relaxed_fraction": float(np.mean(relaxed)),
+            "relaxed_fraction": float(np.mean(relaxed)), "hedged_fraction": float(np.mean(hedged)),
             "required_category_right": float(np.mean(category_right)), "k": K}

@@ -49,6 +49,14 @@ CATEGORY_FIELD = "articleType"   # one per item: a shard's partition field (Shar
 # only the what-it-is ones, 8.0 % and 0.80; a budget of 10 %, 4.9 % and 0.66.
 WHAT_IT_IS = ("masterCategory", "articleType", "subCategory", "gender")
 SCAN_BUDGET = 0.1
+# A query that requires a category the model read itself also searches the runner-up category
+# when the model gave it at least this probability at that step (hedge_terms); the runner-up's
+# hits that beat all of the read category's come first (models/hedge.py). Sibling categories
+# (Casual / Sports Shoes, Kurtas / Kurtis) are read wrongly with p >= REQUIRED_P on street crops,
+# and a required category is a conjunct. Picked on the validation split (models/RESULTS.md):
+# 0.1 / 0.07 / 0.06 / 0.05 found the product first in 0.825 / 0.825 / 0.825 / 0.83 of 200 hard
+# queries (0.815 without), scanning 4.96 / 4.99 / 5.03 / 5.07 % of the catalog for studio photos.
+HEDGE_P = 0.07
 
 
 @dataclass
@@ -61,7 +69,8 @@ class Analysis:
     code: np.ndarray                           # (B/64,) uint64
     hist: np.ndarray                           # (bins,) float, sums to 1
     timings_ms: dict = field(default_factory=dict)
-    alternatives: list[tuple[str, float]] = field(default_factory=list)   # catalog items: runners-up
+    # runners-up of each generated field: p >= ALTERNATIVE_P for a catalog item, HEDGE_P for a query
+    alternatives: list[tuple[str, float]] = field(default_factory=list)
 
     def index_tokens(self) -> list[str]:
         """The tokens a catalog item is indexed under (see index_tokens)."""
@@ -71,6 +80,11 @@ class Analysis:
         """The Query fields its attributes give (query_terms); a category counts as given unless
         the model read it itself."""
         return query_terms(self.attributes, None if self.category_source == "auto" else self.category)
+
+    def hedge_terms(self) -> dict | None:
+        """The Query fields of the search for its runner-up category (hedge_terms), or None."""
+        return hedge_terms(self.attributes, self.alternatives,
+                           None if self.category_source == "auto" else self.category)
 
 
 def index_tokens(attributes: list[tuple[str, float]], alternatives: list[tuple[str, float]]) -> list[str]:
@@ -111,6 +125,35 @@ def query_terms(attributes: list[tuple[str, float]], given_category: str | None 
     return {"required": tuple(([forced] if forced else []) + what + narrowing),
             "optional": tuple(t for p, t in ranked if p < REQUIRED_P),
             "widen": len(narrowing), "scan_budget": SCAN_BUDGET}
+
+
+def hedge_terms(attributes: list[tuple[str, float]], alternatives: list[tuple[str, float]],
+                given_category: str | None = None) -> dict | None:
+    """The Query fields of a second search, for the runner-up category, or None (no hedge).
+
+    Only a category the model read itself and required (p >= REQUIRED_P) is hedged: a
+    given one is what the query means, and an unsure one is not required anyway. The
+    runner-up (the most probable other category at that step, p >= HEDGE_P) is a hard
+    filter of the hedge, so relaxing never widens it past that category; masterCategory
+    and subCategory are left out, since they follow the category in the taxonomy's tree
+    and the runner-up's may differ. The other terms are the query's own, but the sure
+    colour, season or usage always narrow the hedge (widen 0): a second category is
+    scanned for the photo's very product, not to fill a budget.
+    """
+    if given_category:
+        return None
+    terms = query_terms(attributes)
+    prefix = CATEGORY_FIELD + "="
+    read = next((t for t in terms["required"] if t.startswith(prefix)), None)
+    if read is None:
+        return None
+    runner = max(((p, t) for t, p in alternatives if t.startswith(prefix) and t != read and p >= HEDGE_P),
+                 default=None)
+    if runner is None:
+        return None
+    tree = ("masterCategory", "subCategory", CATEGORY_FIELD)
+    return {**terms, "filters": (runner[1],), "widen": 0, "scan_budget": 0.0,
+            "required": tuple(t for t in terms["required"] if t.split("=", 1)[0] not in tree)}
 
 
 class Pipeline:
@@ -164,7 +207,8 @@ class Pipeline:
                       beam: int | None = None, described: tuple | None = None,
                       runners_up: bool = False) -> list[Analysis]:
         """`described` = (codes, hists) already computed for the boxes' crops (skips the features step).
-        `runners_up`: also read each field's runners-up (catalog items; a query has no use for them)."""
+        `runners_up`: read each field's runners-up down to ALTERNATIVE_P (catalog items: indexed
+        under them), not HEDGE_P (a query: its runner-up category is hedged)."""
         n = len(images)
         categories = categories or [None] * n
         boxes = boxes or [None] * n
@@ -189,7 +233,7 @@ class Pipeline:
         with torch.no_grad():
             read = self.attributes.generate_with_alternatives(self._attribute_input(crops), beam=beam or self.beam,
                                                               categories=cats,
-                                                              min_p=ALTERNATIVE_P if runners_up else None)
+                                                              min_p=ALTERNATIVE_P if runners_up else HEDGE_P)
         attrs = [seq for seq, _ in read]
         t2 = time.perf_counter()
         if described is not None:

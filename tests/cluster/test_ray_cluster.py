@@ -64,6 +64,21 @@ def test_results_equal_brute_force_before_and_after_rebalance(cluster, model):
     check_oracle(cluster, model, 3)
 
 
+def test_hedged_searches_through_ray_equal_brute_force(cluster, model):
+    """A photo's query and its runner-up category's search (models/hedge.py) in one batch, merged."""
+    from models.hedge import answers, with_hedges
+    from shards.query import prepare
+
+    from ..models.test_hedge import hedged_oracle, hedged_pair
+    rng = np.random.default_rng(11)
+    pairs = [hedged_pair(rng, 2, 8) for _ in range(20)]
+    qs, hs = [q for q, _ in pairs], [h if i % 3 else None for i, (_, h) in enumerate(pairs)]
+    for q, h, (r, hits, rh) in zip(qs, hs, answers(cluster.search_batch(with_hedges(qs, hs)), hs)):
+        want = hedged_oracle(model, prepare(q, 128, 8), h and prepare(h, 128, 8))
+        assert [(x.id, x.score, x.hamming, x.colour_distance, x.matched) for x in hits] == want
+        assert not r.partial and (rh is None) == (h is None)
+
+
 def test_bad_input_is_a_clear_error_through_ray(cluster, model):
     with pytest.raises(InvalidInput, match="k must be"):
         cluster.search(Query(code=np.zeros(2, np.uint64), hist=np.ones(8), k=0))

@@ -51,8 +51,9 @@ def bench_inference(reps: int = 20) -> dict:
             "detector": p.detector is not None, "threads": 2}
 
 
-def bench_serve(requests_per_client: int = 30, clients=(1, 4)) -> dict:
-    """POST /search with real street photos against the demo's server, 1 and 4 clients."""
+def bench_serve(requests_per_client: int = 30, clients=(1, 4), roi: str = "detector") -> dict:
+    """POST /search with real street photos against the demo's server, 1 and 4 clients, asking for
+    the ROI rule `roi` (the detector's box, or `match`: the catalog picks among its top regions)."""
     import httpx
     import ray
     from ray import serve
@@ -64,8 +65,8 @@ def bench_serve(requests_per_client: int = 30, clients=(1, 4)) -> dict:
         report = run_demo(demo_settings("127.0.0.1", 8765, storage, None), log=lambda s: None, block=False)
         ready_s = time.perf_counter() - t0
         url = report["url"] + "search"
-        httpx.post(url, files={"image": ("q.jpg", samples[0], "image/jpeg")}, timeout=120)
-        out = {"ready_s": ready_s, "indexed": report["indexed"], "index_items_per_s": report["items_per_s"]}
+        httpx.post(url, files={"image": ("q.jpg", samples[0], "image/jpeg")}, data={"roi": roi}, timeout=120)
+        out = {"roi": roi, "ready_s": ready_s, "indexed": report["indexed"], "index_items_per_s": report["items_per_s"]}
         try:
             for n in clients:
                 lat: list[float] = []
@@ -75,7 +76,8 @@ def bench_serve(requests_per_client: int = 30, clients=(1, 4)) -> dict:
                     with httpx.Client(timeout=120) as h:
                         for i in range(requests_per_client):
                             t = time.perf_counter()
-                            r = h.post(url, files={"image": ("q.jpg", samples[(seed + i) % len(samples)], "image/jpeg")})
+                            photo = samples[(seed + i) % len(samples)]
+                            r = h.post(url, files={"image": ("q.jpg", photo, "image/jpeg")}, data={"roi": roi})
                             lat.append((time.perf_counter() - t) * 1e3)
                             errors[0] += r.status_code != 200
 

@@ -71,7 +71,7 @@ def cmd_bench(args) -> dict:
         return soak_bench.bench_soak(args.minutes, args.rate, log=lambda s: print(s, file=sys.stderr, flush=True))
     if args.what in ("serve", "inference"):
         from benchmarks import serve_bench
-        return serve_bench.bench_serve() if args.what == "serve" else serve_bench.bench_inference()
+        return serve_bench.bench_serve(roi=args.roi) if args.what == "serve" else serve_bench.bench_inference()
     from benchmarks import cluster_bench
     if args.what == "cluster":
         return cluster_bench.bench_cluster(args.rows, args.shards, args.bits)
@@ -288,6 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--to", dest="to_shards", type=COUNT, default=4, help="rebalance: shards after")
     b.add_argument("--minutes", type=POSITIVE, default=10.0, help="soak: how long (default 10)")
     b.add_argument("--rate", type=POSITIVE, default=3.0, help="soak: requests per second (default 3)")
+    b.add_argument("--roi", choices=["detector", "match"], default="detector",
+                   help="serve: the ROI rule the queries ask for (POST /search roi=...; default detector)")
     b.add_argument("--json", action="store_true", help="print one JSON object")
     b.set_defaults(func=cmd_bench)
 

@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from models.data import data_root, load_catalog, load_splits
-from models.hedge import answers, hedge_query, with_hedges
+from models.hedge import answers, hedge_query, hedged_category, with_hedges
 from models.pipeline import Pipeline
 from shards.query import Query
 from shards.shard import Shard, ShardConfig
@@ -59,7 +59,7 @@ def main(argv=None):
         top = r * (THUMB + 40)
         sheet.paste(q, (0, top))
         tags = " ".join("#" + t.split("=", 1)[1] for t, p in a.attributes if p >= 0.5)
-        also = f"; also {hedge.filters[-1].split('=', 1)[1]}" if hedge is not None else ""
+        also = f"; also {hedged_category(hedge).split('=', 1)[1]}" if hedge is not None else ""
         relaxed = ", ".join(res.relaxed) or "-"
         draw.text((4, top + THUMB + 4), f"{tags}  (ROI: {a.roi_source}; relaxed: {relaxed}{also})", fill=(200, 0, 60))
         for c, hit in enumerate(hits):

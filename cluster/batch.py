@@ -66,7 +66,7 @@ def read_queries(path: str) -> list[dict]:
 def run_batch(cluster, rows: list[dict], out_path: str, k: int = 20, batch: int = 16, log=print) -> dict:
     """Search every query of `rows` (read_queries) and write one JSON line each, in order."""
     from models.data import decode_image
-    from models.hedge import answers, hedge_query, with_hedges
+    from models.hedge import answers, hedge_query, hedged_category, with_hedges
     from models.pipeline import Pipeline
     pipeline = Pipeline.load()
     t0 = time.perf_counter()
@@ -108,7 +108,7 @@ def run_batch(cluster, rows: list[dict], out_path: str, k: int = 20, batch: int 
                 out.write(json.dumps({"query": r, "category": a.category, "roi": a.roi,
                                       "attributes": [{"token": t, "probability": p} for t, p in a.attributes],
                                       "relaxed": list(res.relaxed), "widened": list(res.widened),
-                                      "hedged": hedge.filters[-1] if hedge is not None else None,
+                                      "hedged": hedged_category(hedge),
                                       "partial": res.partial or (hedge_res is not None and hedge_res.partial),
                                       "results": [h.to_dict() for h in hits]}) + "\n")
                 done += 1

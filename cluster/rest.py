@@ -270,11 +270,15 @@ class Frontend:
         best = int(np.argmin(scores))
         return rois[best], ("whole image" if rois[best] == whole else "best match"), described[best]
 
+    @staticmethod
+    def _given(a: dict) -> str | None:
+        """The category the user named, if any: the model's own read must earn its place (query_terms)."""
+        return a["category"] if a["category_source"] == "user" else None
+
     def _query(self, a: dict, k: int, filters: tuple[str, ...]) -> Query:
         from models.pipeline import query_terms
-        given = a["category"] if a["category_source"] == "user" else None     # the model's own read must earn it
         return Query(code=a["code"], hist=a["hist"], k=k, filters=filters, w_colour=self.w_colour,
-                     **query_terms(a["attributes"], given))
+                     **query_terms(a["attributes"], self._given(a)))
 
     async def _search(self, analyses: list[dict], k: int, filters: tuple[str, ...]) -> list[dict]:
         """Each photo's answer: its query and, when it hedges its category, the runner-up's
@@ -282,8 +286,7 @@ class Frontend:
         from models.hedge import answers, hedge_query, with_hedges
         from models.pipeline import hedge_terms
         qs = [self._query(a, k, filters) for a in analyses]
-        hedges = [hedge_query(q, hedge_terms(a["attributes"], a["alternatives"],
-                                             a["category"] if a["category_source"] == "user" else None))
+        hedges = [hedge_query(q, hedge_terms(a["attributes"], a["alternatives"], self._given(a)))
                   for q, a in zip(qs, analyses)]
         t = time.perf_counter()
         rs = await self.router.search_batch(with_hedges(qs, hedges))
@@ -292,6 +295,7 @@ class Frontend:
                                                                                        hedges)]
 
     def _result(self, a: dict, r, hits, rh, hedge, t_search: float) -> dict:
+        from models.hedge import hedged_category
         missing = sorted(set(r.missing) | set(rh.missing if rh is not None else ()))
         return {
             "category": a["category"], "category_source": a["category_source"],
@@ -300,7 +304,7 @@ class Frontend:
             "results": [{**{k: v for k, v in h.to_dict().items() if k != "image"},   # no server paths out
                          "image_url": f"/items/{h.id}/image"} for h in hits],
             "relaxed": list(r.relaxed), "widened": list(r.widened),
-            "hedged": hedge.filters[-1] if hedge is not None else None,   # the runner-up category also searched
+            "hedged": hedged_category(hedge),   # the runner-up category also searched
             "partial": bool(missing), "missing_shards": missing,
             "candidates": r.candidates + (rh.candidates if rh is not None else 0),
             "timings_ms": {**a["ms"], "search": t_search},

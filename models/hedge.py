@@ -20,6 +20,11 @@ def hedge_query(query: Query, terms: dict | None) -> Query | None:
                    optional=tuple(terms["optional"]), widen=terms["widen"], scan_budget=terms["scan_budget"])
 
 
+def hedged_category(hedge: Query | None) -> str | None:
+    """The runner-up category token a hedge searched (its last filter, hedge_query), or None."""
+    return hedge.filters[-1] if hedge is not None else None
+
+
 def with_hedges(queries: list[Query], hedges: list[Query | None]) -> list[Query]:
     """The batch to search: every query, then each hedge there is, in order."""
     if len(queries) != len(hedges):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -125,7 +126,7 @@ def instance_recall(data=None, n_queries: int = 200, seed: int = 0, assets=None,
                                    "region_match", "region_match_unfiltered",
                                    # the same queries without the runner-up category's search (models/hedge.py)
                                    "filtered_unhedged", "user_box_unhedged", "region_match_unhedged")}
-    hedged = dict.fromkeys(("filtered", "user_box", "named_category", "region_match"), 0)
+    hedged = Counter()     # queries that hedged, by way of asking
 
     def best_scores(codes, hists):
         """The score of the best unfiltered hit for each candidate region (one batch through the shard)."""

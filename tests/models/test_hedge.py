@@ -4,7 +4,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from models.hedge import answers, hedge_query, merge_hits, paired, with_hedges
+from models.hedge import answers, hedge_query, hedged_category, merge_hits, paired, with_hedges
 from models.pipeline import HEDGE_P, REQUIRED_P, Analysis, hedge_terms, query_terms
 from shards.codes import id_key
 from shards.oracle import brute_force_search
@@ -49,6 +49,7 @@ def test_the_hedge_is_the_query_asking_for_the_runner_up():
               **query_terms(SURE))
     h = hedge_query(q, hedge_terms(SURE, RUNNERS_UP))
     assert h.filters == ("gender=Women", "articleType=Flats")      # the user's filters hold for both
+    assert hedged_category(h) == "articleType=Flats" and hedged_category(None) is None
     assert (h.k, h.w_colour, h.code is q.code, h.hist is q.hist) == (7, 0.8, True, True)
     assert hedge_query(q, None) is None
 

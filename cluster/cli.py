@@ -136,10 +136,19 @@ def cmd_train(args) -> dict:
     cfg = AttributeConfig(encoder=enc, label_smoothing=args.label_smoothing)
     report = train_attributes(cfg, out, epochs=args.epochs or 6, batch=args.batch, lr=args.lr, seed=args.seed,
                               limit=args.limit, hard=args.hard, hard_reps=args.hard_views, crop=args.crop,
-                              init=Path(args.init) if args.init else None,
-                              log=lambda s: print(s, file=sys.stderr, flush=True))
+                              init=Path(args.init) if args.init else None, device=_train_device(args.device),
+                              workers=args.workers, log=lambda s: print(s, file=sys.stderr, flush=True))
     return {"checkpoint": report["checkpoint"], "epochs": len(report["history"]),
             "val_nll": report["history"][-1]["val_nll"], "curves": str(out / "curves.png")}
+
+
+def _train_device(name: str) -> str:
+    import torch
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise InvalidInput("--device cuda: this machine has no GPU that torch can use")
+    return name
 
 
 def cmd_eval(args) -> dict:
@@ -345,6 +354,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lr", type=POSITIVE, default=2e-3)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--limit", type=COUNT, default=None, help="train on the first N items only (smoke runs)")
+    t.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="attributes: where to train (auto: the GPU when torch sees one)")
+    t.add_argument("--workers", type=COUNT, default=1, help="attributes: processes that make the hard views")
     t.add_argument("--json", action="store_true")
     t.set_defaults(func=cmd_train)
 

@@ -91,8 +91,8 @@ def normalise(images_uint8: torch.Tensor, kind: str) -> torch.Tensor:
     x = images_uint8.permute(0, 3, 1, 2).float() / 255.0
     if kind == "efficientnet_lite0":
         return (x - 0.5) / 0.5                      # the TF-Lite models' [-1, 1]
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
     return (x - mean) / std
 
 
@@ -189,7 +189,7 @@ class AttributeModel(nn.Module):
         for _ in range(max_len):
             cand = []
             for logp, toks, probs, last, state, alts in hyps:
-                logits, new_state = self.step_logits(f, torch.tensor([[toks[-1]]]), state)
+                logits, new_state = self.step_logits(f, torch.tensor([[toks[-1]]], device=f.device), state)
                 p = F.softmax(logits[0, -1], dim=-1)
                 nxt = min((ff for ff in forced if ff > last), default=-1)
                 ok = self._allowed(last, nxt)

@@ -55,12 +55,26 @@ def load_images(products: list[Product], size: int, name: str) -> torch.Tensor:
     return torch.from_numpy(arr)
 
 
-def hard_views(products: list[Product], size: int, reps: int, name: str, seed: int = 11,
-               log=print) -> np.ndarray:
-    """(reps, n, size, size, 3) uint8: `reps` hard views of each product, cropped at a jittered paste box (cached)."""
+def _hard_view(args) -> np.ndarray:
+    """One hard view of one product, cropped at its jittered paste box; its own generator, so
+    the views are the same however many processes make them."""
     from PIL import Image
 
     from .instance_eval import make_hard
+    image, backgrounds, size, seed = args
+    rng = np.random.default_rng(seed)
+    bg = Image.open(backgrounds[int(rng.integers(len(backgrounds)))])
+    img, (x, y, w, h) = make_hard(Image.open(image).convert("RGB"), bg, rng)
+    dx0, dy0, dx1, dy1 = rng.uniform(-0.1, 0.1, 4) * (w, h, w, h)
+    box = (max(0, round(x + dx0)), max(0, round(y + dy0)),
+           min(img.width, round(x + w + dx1)), min(img.height, round(y + h + dy1)))
+    return np.asarray(img.crop(box).resize((size, size), Image.BILINEAR))
+
+
+def hard_views(products: list[Product], size: int, reps: int, name: str, seed: int = 11,
+               workers: int = 1, log=print) -> np.ndarray:
+    """(reps, n, size, size, 3) uint8: `reps` hard views of each product, cropped at a jittered paste box
+    (cached). View r of product i draws from a generator seeded (seed, r, i); `workers` processes make them."""
     cache = CACHE / f"{name}-hard{reps}-{size}-{seed}.npy"
     if cache.exists():
         arr = np.load(cache)
@@ -69,19 +83,17 @@ def hard_views(products: list[Product], size: int, reps: int, name: str, seed: i
     backgrounds = sorted((data_root() / "ccp-boxes" / "images").glob("*.jpg"))
     if not backgrounds:
         raise FileNotFoundError(f"no street photos for backgrounds under {data_root() / 'ccp-boxes' / 'images'}")
-    rng = np.random.default_rng(seed)
-    arr = np.zeros((reps, len(products), size, size, 3), np.uint8)
-    t0 = time.time()
-    for r in range(reps):
-        for i, p in enumerate(products):
-            bg = Image.open(backgrounds[int(rng.integers(len(backgrounds)))])
-            img, (x, y, w, h) = make_hard(Image.open(p.image).convert("RGB"), bg, rng)
-            dx0, dy0, dx1, dy1 = rng.uniform(-0.1, 0.1, 4) * (w, h, w, h)
-            box = (max(0, round(x + dx0)), max(0, round(y + dy0)),
-                   min(img.width, round(x + w + dx1)), min(img.height, round(y + h + dy1)))
-            arr[r, i] = np.asarray(img.crop(box).resize((size, size), Image.BILINEAR))
-            if i % 2000 == 0:
-                log(f"  hard views of {name}: pass {r + 1}/{reps}, {i}/{len(products)} ({time.time() - t0:.0f} s)")
+    jobs = [(p.image, backgrounds, size, (seed, r, i)) for r in range(reps) for i, p in enumerate(products)]
+    arr, n, t0 = np.zeros((reps, len(products), size, size, 3), np.uint8), len(products), time.time()
+    if workers > 1:
+        from multiprocessing import get_context
+        with get_context("spawn").Pool(workers) as pool:
+            for k, view in enumerate(pool.imap(_hard_view, jobs, chunksize=64)):
+                arr[k // n, k % n] = view
+    else:
+        for k, job in enumerate(jobs):
+            arr[k // n, k % n] = _hard_view(job)
+    log(f"  hard views of {name}: {len(jobs)} in {time.time() - t0:.0f} s")
     cache.parent.mkdir(parents=True, exist_ok=True)
     np.save(cache, arr)
     return arr
@@ -123,7 +135,8 @@ def plot_curves(history: list[dict], path: Path, title: str) -> None:
 
 def train_attributes(cfg: AttributeConfig, out_dir: Path, epochs: int = 6, batch: int = 64, lr: float = 2e-3,
                      seed: int = 0, limit: int | None = None, hard: float = 0.0, hard_reps: int = 2,
-                     init: Path | None = None, crop: float = 0.0, log=print) -> dict:
+                     init: Path | None = None, crop: float = 0.0, device: str = "cpu", workers: int = 1,
+                     log=print) -> dict:
     if not 0.0 <= hard <= 1.0:
         raise ValueError(f"hard must be a fraction in [0, 1], got {hard}")
     if not (crop == 0.0 or 0.0 < crop < 1.0):
@@ -140,15 +153,17 @@ def train_attributes(cfg: AttributeConfig, out_dir: Path, epochs: int = 6, batch
     else:
         tax = Taxonomy.load(TAXONOMY_FILE) if TAXONOMY_FILE.exists() else Taxonomy.build(train_p)
         model = AttributeModel(cfg, tax)
+    model.to(device)
     size, kind = cfg.encoder.image_size, cfg.encoder.kind
     train_x = load_images(train_p, size, f"train{limit or ''}")
     val_x = normalise(load_images(val_p, size, f"val{limit or ''}"), kind)
     train_seq, train_br, _ = encode_products(train_p, tax)
     val_seq, val_br, _ = encode_products(val_p, tax)
     if hard:
-        train_views = torch.from_numpy(hard_views(train_p, size, hard_reps, f"train{limit or ''}", log=log))
-        val_hard = normalise(torch.from_numpy(hard_views(val_p, size, 1, f"val{limit or ''}", seed=12, log=log)[0]),
-                             kind)
+        train_views = torch.from_numpy(hard_views(train_p, size, hard_reps, f"train{limit or ''}",
+                                                  workers=workers, log=log))
+        val_hard = normalise(torch.from_numpy(hard_views(val_p, size, 1, f"val{limit or ''}", seed=12,
+                                                         workers=workers, log=log)[0]), kind)
 
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
@@ -183,7 +198,8 @@ def train_attributes(cfg: AttributeConfig, out_dir: Path, epochs: int = 6, batch
                 x = random_crops(x, crop, gen)
             flip = torch.rand(len(idx), generator=gen) < 0.5
             x[flip] = x[flip].flip(2)                              # horizontal flip (N x S x S x 3)
-            _, losses = model(normalise(x, kind), train_seq[idx], train_br[idx])
+            _, losses = model(normalise(x.to(device, non_blocking=True), kind), train_seq[idx].to(device),
+                              train_br[idx].to(device))
             opt.zero_grad()
             losses["loss"].backward()
             torch.nn.utils.clip_grad_norm_(params, 5.0)
@@ -198,7 +214,9 @@ def train_attributes(cfg: AttributeConfig, out_dir: Path, epochs: int = 6, batch
         if hard:
             history[-1]["val_hard_nll"] = _nll(model, val_hard, val_seq, val_br)
         log(json.dumps(history[-1]))
-        torch.save({**model.checkpoint(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+        ck = model.checkpoint()
+        ck["state"] = {k: v.cpu() for k, v in ck["state"].items()}     # readable where there is no GPU
+        torch.save({**ck, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                     "history": history, "epoch": epoch + 1}, ck_path)
         plot_curves(history, out_dir / "curves.png", f"{kind} attributes")
     return {"history": history, "checkpoint": str(ck_path)}
@@ -206,8 +224,9 @@ def train_attributes(cfg: AttributeConfig, out_dir: Path, epochs: int = 6, batch
 
 @torch.no_grad()
 def _nll(model: AttributeModel, x, seqs, br) -> float:
-    return float(np.mean([float(model(x[j: j + 128], seqs[j: j + 128], br[j: j + 128])[1]["nll"])
-                          for j in range(0, len(x), 128)]))
+    dev = next(model.parameters()).device
+    batches = [(x[j: j + 128], seqs[j: j + 128], br[j: j + 128]) for j in range(0, len(x), 128)]
+    return float(np.mean([float(model(*(t.to(dev) for t in b))[1]["nll"]) for b in batches]))
 
 
 def export_weights(ck_path: Path, out: Path) -> None:

@@ -131,6 +131,8 @@ def test_hard_views_show_their_own_product_and_are_cached(tmp_path, monkeypatch)
     assert not np.array_equal(views[0], views[1])                            # each pass corrupts anew
     assert list((tmp_path / "cache").glob("t-hard3-32-*.npy"))
     assert np.array_equal(train_attributes.hard_views(prods, 32, reps=3, name="t", log=lambda s: None), views)
+    in_parallel = train_attributes.hard_views(prods, 32, reps=3, name="t2", workers=2, log=lambda s: None)
+    assert np.array_equal(in_parallel, views)          # the same views however many processes make them
 
 
 def test_hard_fraction_outside_zero_one_is_an_error(tmp_path):

@@ -13,7 +13,8 @@ PROJECT = Path(__file__).resolve().parents[1]
 
 
 def bench_inference(reps: int = 20) -> dict:
-    """The query path on this CPU: attributes + ROI + features, batch 1 and 32."""
+    """The query path: attributes + ROI + features, batch 1 and 32, on the GPU when torch sees one
+    (`device` in the output), else on 2 CPU threads."""
     import torch
     from PIL import Image
     from models.pipeline import Pipeline
@@ -48,7 +49,7 @@ def bench_inference(reps: int = 20) -> dict:
             "stage_p50_ms": {k: statistics.median(s[k] for s in stages) for k in stages[0]},
             "queries_per_s_batch32": 32 / b32, "catalog_items_per_s_batch32": len(cat_imgs) / items32,
             "attribute_images_per_s_batch1": 1 / a1, "attribute_images_per_s_batch32": 32 / a32,
-            "detector": p.detector is not None, "threads": 2}
+            "detector": p.detector is not None, "threads": 2, "device": str(p.device)}
 
 
 def bench_serve(requests_per_client: int = 30, clients=(1, 4), roi: str = "detector") -> dict:

@@ -166,10 +166,22 @@ class Pipeline:
         self.taxonomy = attributes.taxonomy
         self.bits = codebook.projection.shape[1]
         self.w_colour = 0.3
+        self.device = torch.device("cpu")
+
+    def to(self, device) -> "Pipeline":
+        """Moves the networks (attributes, features, detector) to `device`; inputs follow them
+        there and results come back to the CPU. The title model stays on the CPU."""
+        self.device = torch.device(device)
+        self.attributes.to(self.device)
+        self.features.to(self.device)
+        if self.detector is not None:
+            self.detector.model.to(self.device)
+        return self
 
     @classmethod
-    def load(cls, assets: Path | None = None) -> "Pipeline":
-        """The shipped models (models/assets, or FASHION_ASSETS)."""
+    def load(cls, assets: Path | None = None, device: str | None = None) -> "Pipeline":
+        """The shipped models (models/assets, or FASHION_ASSETS), on `device` (default: the GPU
+        when torch sees one, as in a Ray replica given a GPU, else the CPU)."""
         assets = Path(assets or ASSETS)
         from .evaluation_cli import load_attributes
         from .text_pipeline import load_text
@@ -181,7 +193,7 @@ class Pipeline:
         from .features import colour_weight
         p = cls(load_attributes(assets / "attributes.pt"), feats, book, load_text(assets / "text.pt"), detector)
         p.w_colour = colour_weight(assets / "features.pt")
-        return p
+        return p.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
     # ------------------------------------------------------------ pieces
     def categories_from_titles(self, titles: list[str]) -> list[str | None]:
@@ -194,12 +206,12 @@ class Pipeline:
     def _attribute_input(self, images: list[Image.Image]) -> torch.Tensor:
         s = self.attributes.cfg.encoder.image_size
         arr = np.stack([np.asarray(im.resize((s, s), Image.BILINEAR)) for im in images])
-        return normalise(torch.from_numpy(arr), self.attributes.cfg.encoder.kind)
+        return normalise(torch.from_numpy(arr).to(self.device), self.attributes.cfg.encoder.kind)
 
     def _features(self, crops: list[Image.Image]) -> np.ndarray:
         s = self.features.cfg.image_size
         arr = np.stack([np.asarray(c.resize((s, s), Image.BILINEAR)) for c in crops])
-        return self.features(torch.from_numpy(arr)).numpy()
+        return self.features(torch.from_numpy(arr).to(self.device)).cpu().numpy()
 
     # ------------------------------------------------------------ paths
     def analyse_batch(self, images: list[Image.Image], categories: list[str | None] | None = None,

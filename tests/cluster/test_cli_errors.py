@@ -99,3 +99,12 @@ def test_a_bad_number_is_a_usage_error_before_anything_runs(capsys, argv, says):
     with pytest.raises(SystemExit) as exit_:
         main(argv)
     assert exit_.value.code == 2 and says in capsys.readouterr().err
+
+
+def test_training_on_a_gpu_where_torch_sees_none_is_a_clear_error(tmp_path, capsys, monkeypatch):
+    import torch
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)    # as on a machine without one
+    out = tmp_path / "run"
+    assert main(["train", "attributes", "--device", "cuda", "--epochs", "1", "--out", str(out)]) == 2
+    assert "--device cuda: this machine has no GPU that torch can use" in capsys.readouterr().err
+    assert not out.exists()

@@ -43,20 +43,22 @@ def load_attributes(weights=None) -> AttributeModel:
     return AttributeModel.from_checkpoint(ck)
 
 
-def eval_attributes(data=None, split=None, weights=None, beam: int = 3, limit: int | None = None) -> dict:
+def eval_attributes(data=None, split=None, weights=None, beam: int = 3, limit: int | None = None,
+                    guided: bool = True, device: str = "cpu") -> dict:
+    """`guided`: also read each photo guided by the category its title gives (the text model)."""
     products = _products(data, split)
     if limit:
         products = products[:limit]
-    model = load_attributes(weights)
+    model = load_attributes(weights).to(device)
     torch.set_grad_enabled(False)
     size, kind = model.cfg.encoder.image_size, model.cfg.encoder.kind
-    x = normalise(torch.from_numpy(image_array(products, size)), kind)
+    x = normalise(torch.from_numpy(image_array(products, size)).to(device), kind)
     seqs, _, true_sets = encode_products(products, model.taxonomy)
-    text = load_text()
-    known = {t.split("=", 1)[1] for t in model.taxonomy.category_tokens()}
-    cats = []
-    for r in text.predict([p.title or "untitled" for p in products]):
-        cats.append(r["category"] if r["category"] in known else None)
-    out = evaluate_attributes(model, x, seqs, true_sets, categories=cats, beam=beam)
+    cats = None
+    if guided:
+        known = {t.split("=", 1)[1] for t in model.taxonomy.category_tokens()}
+        cats = [r["category"] if r["category"] in known else None
+                for r in load_text().predict([p.title or "untitled" for p in products])]
+    out = evaluate_attributes(model, x, seqs.to(device), true_sets, categories=cats, beam=beam)
     out.update({"data": str(data or products_dir()), "split": split, "encoder": kind, "beam": beam})
     return out

@@ -1,22 +1,27 @@
-"""Validation precision/recall (unguided, beam 3) of each run's last checkpoint; its fp16 export to OUT."""
-import json, os, sys, time
+"""Validation precision/recall (unguided: the text model is not carried, beam 3) of a run's last
+checkpoint, on the GPU when there is one; its half-precision export to $OUT when OUT is set.
+
+    python models/gpu_sweep/evalval.py RUN_DIR NAME [LIMIT]
+"""
+import json
+import os
+import sys
+import time
 from pathlib import Path
+
 import torch
-from models.attributes import AttributeModel, normalise
-from models.data import image_array
-from models.evaluate import evaluate_attributes
-from models.train_attributes import encode_products, export_weights, split_products
+
+from models.evaluation_cli import eval_attributes
+from models.train_attributes import export_weights
+
 run, name, limit = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else None
-dev = "cuda" if torch.cuda.is_available() else "cpu"
 ck = torch.load(run / "last.pt", map_location="cpu", weights_only=False)
-model = AttributeModel.from_checkpoint(ck).to(dev)
-val = split_products("val")[:limit]
-x = normalise(torch.from_numpy(image_array(val, model.cfg.encoder.image_size)), model.cfg.encoder.kind).to(dev)
-seqs, _, sets = encode_products(val, model.taxonomy)
 t0 = time.time()
-out = evaluate_attributes(model, x, seqs.to(dev), sets, beam=3)
-out.update({"run": name, "size": model.cfg.encoder.image_size, "frozen": model.cfg.encoder.frozen_blocks,
-            "epochs": len(ck["history"]), "last": ck["history"][-1], "eval_s": round(time.time() - t0, 1)})
+out = eval_attributes(split="val", weights=run / "last.pt", limit=limit, guided=False,
+                      device="cuda" if torch.cuda.is_available() else "cpu")
+enc = ck["config"]["encoder"]
+out.update({"run": name, "size": enc["image_size"], "frozen": enc["frozen_blocks"], "epochs": len(ck["history"]),
+            "last": ck["history"][-1], "eval_s": round(time.time() - t0, 1)})
 print(json.dumps(out), flush=True)
 if os.environ.get("OUT"):
     export_weights(run / "last.pt", Path(os.environ["OUT"]) / f"{name}.pt")

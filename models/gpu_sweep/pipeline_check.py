@@ -20,16 +20,15 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from models.pipeline import Pipeline  # noqa: E402
+from models.train_detector import iou  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def iou(a, b):
-    ax, ay, aw, ah = a
-    bx, by, bw, bh = b
-    w = max(0, min(ax + aw, bx + bw) - max(ax, bx))
-    h = max(0, min(ay + ah, by + bh) - max(ay, by))
-    return w * h / float(aw * ah + bw * bh - w * h)
+def corners(roi) -> np.ndarray:
+    """(x, y, w, h) -> [[x0, y0, x1, y1]], as train_detector.iou takes boxes."""
+    x, y, w, h = roi
+    return np.array([[x, y, x + w, y + h]], np.float64)
 
 
 def main() -> None:
@@ -43,7 +42,7 @@ def main() -> None:
         a, b = cpu.query(im), gpu.query(im)
         same_attrs.append([t for t, _ in a.attributes] == [t for t, _ in b.attributes])
         prob_gap += [abs(p - q) for (_, p), (_, q) in zip(a.attributes, b.attributes)]
-        box_iou.append(iou(a.roi, b.roi))
+        box_iou.append(float(iou(corners(a.roi), corners(b.roi))[0, 0]))
         bits.append(int(np.unpackbits(np.bitwise_xor(a.code, b.code).view(np.uint8)).sum()))
     gpu.query(imgs[0])
     lat = []

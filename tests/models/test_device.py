@@ -1,7 +1,7 @@
 """The pipeline's networks move to a device together, and what they return comes back to the CPU.
 
-No GPU here: `meta` stands in for the device where only where a tensor lives is checked,
-and the CPU run is the reference for the values (a replica given a GPU runs the same code).
+No GPU here: `meta` stands in for the device where only where a tensor lives is checked.
+The values on a real GPU against the CPU's are models/gpu_sweep/pipeline_check.py's job.
 """
 import numpy as np
 import torch
@@ -26,13 +26,16 @@ def test_to_moves_every_network_and_no_title_model(tmp_path):
         assert {t.device.type for t in [*net.parameters(), *net.buffers()]} == {"meta"}
 
 
-def test_a_pipeline_loaded_for_the_cpu_reads_as_the_default_one(tmp_path):
+def test_load_takes_the_gpu_when_torch_sees_one_and_a_named_device_always(tmp_path, monkeypatch):
+    """What a replica given a GPU relies on: with no device named, load() moves to cuda exactly when
+    torch sees a GPU (the move itself is recorded, not made: there is none here)."""
     assets = make_tiny_assets(tmp_path / "assets")
-    default, on_cpu = Pipeline.load(assets), Pipeline.load(assets, device="cpu")
-    assert on_cpu.device == torch.device("cpu")
-    img = Image.fromarray(np.random.default_rng(0).integers(0, 255, (90, 70, 3), dtype=np.uint8))
-    a, b = default.query(img), on_cpu.query(img)
-    assert a.attributes == b.attributes and np.array_equal(a.code, b.code) and np.allclose(a.hist, b.hist)
+    moved = []
+    monkeypatch.setattr(Pipeline, "to", lambda self, device: moved.append(device) or self)
+    for seen, named, want in [(True, None, "cuda"), (False, None, "cpu"), (True, "cpu", "cpu")]:
+        monkeypatch.setattr(torch.cuda, "is_available", lambda seen=seen: seen)
+        Pipeline.load(assets, device=named)
+        assert moved.pop() == want
 
 
 def test_detections_come_back_on_the_cpu():

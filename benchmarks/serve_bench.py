@@ -71,6 +71,7 @@ def bench_serve(requests_per_client: int = 30, clients=(1, 4), roi: str = "detec
         try:
             for n in clients:
                 lat: list[float] = []
+                stages: list[dict] = []     # the server's own timings_ms of each answer
                 errors = [0]
 
                 def client(seed):
@@ -81,6 +82,8 @@ def bench_serve(requests_per_client: int = 30, clients=(1, 4), roi: str = "detec
                             r = h.post(url, files={"image": ("q.jpg", photo, "image/jpeg")}, data={"roi": roi})
                             lat.append((time.perf_counter() - t) * 1e3)
                             errors[0] += r.status_code != 200
+                            if r.status_code == 200:
+                                stages.append(r.json()["timings_ms"])
 
                 t = time.perf_counter()
                 threads = [threading.Thread(target=client, args=(c,)) for c in range(n)]
@@ -90,7 +93,9 @@ def bench_serve(requests_per_client: int = 30, clients=(1, 4), roi: str = "detec
                     th.join()
                 wall = time.perf_counter() - t
                 out[f"clients_{n}"] = {"p50_ms": statistics.median(lat), "p99_ms": float(np.percentile(lat, 99)),
-                                       "qps": len(lat) / wall, "errors": errors[0], "requests": len(lat)}
+                                       "qps": len(lat) / wall, "errors": errors[0], "requests": len(lat),
+                                       "server_p50_ms": {k: statistics.median(s[k] for s in stages) for k in stages[0]}
+                                       if stages else {}}
         finally:
             serve.shutdown()
             shutdown_cluster()

@@ -13,6 +13,7 @@ fault it is: 4xx for the request, 503 with Retry-After when a shard is away.
 (No `from __future__ import annotations` here: FastAPI must see the real types.)
 """
 
+import asyncio
 import hmac
 import json
 import time
@@ -37,6 +38,17 @@ from .shard_actor import NAMESPACE, RayShardClient, actor_name
 
 WEB = Path(__file__).resolve().parent / "web"
 MAX_K = 200
+
+
+async def _timed(awaitable):
+    """The awaitable's result and the milliseconds until it came."""
+    t = time.perf_counter()
+    out = await awaitable
+    return out, (time.perf_counter() - t) * 1e3
+
+
+async def _ready(value):
+    return value
 
 
 class ErrorBody(BaseModel):
@@ -226,7 +238,8 @@ class Frontend:
     async def _analyse(self, arr: np.ndarray, category: str | None, box, roi_mode: str = "detector",
                        runners_up: bool = False) -> dict:
         """ROI (the user's box, the guided detector, or the whole photo), then the attributes
-        and the code + histogram inside it (the same order as models/pipeline.py)."""
+        and the code + histogram inside it, read at the same time (models/pipeline.py reads them
+        in turn, on one process)."""
         from models.colour import check_box
         t0 = time.perf_counter()
         crop_box = check_box(box, (arr.shape[1], arr.shape[0])) if box is not None else None
@@ -242,24 +255,27 @@ class Frontend:
         x0, y0, x1, y1 = (int(v) for v in roi)
         crop = np.ascontiguousarray(arr[y0:y1, x0:x1])
         t1 = time.perf_counter()
-        attrs, alternatives = await self.attributes.recognise.remote((crop, category, runners_up))
-        t2 = time.perf_counter()
-        if described is None and look is not None:      # a detection: its appearance is read inset
+        if described is not None:
+            reading = _ready(described)
+        elif look is not None:      # a detection's appearance is read in the box inset
             lx0, ly0, lx1, ly1 = look
-            described = await self.features.describe.remote(np.ascontiguousarray(arr[ly0:ly1, lx0:lx1]))
-        code, hist = described or await self.features.describe.remote(crop)
-        t3 = time.perf_counter()
+            reading = self.features.describe.remote(np.ascontiguousarray(arr[ly0:ly1, lx0:lx1]))
+        else:
+            reading = self.features.describe.remote(crop)
+        # The attributes and the appearance of one ROI are read on two replicas at once.
+        ((attrs, alternatives), t_attr), ((code, hist), t_feat) = await asyncio.gather(
+            _timed(self.attributes.recognise.remote((crop, category, runners_up))), _timed(reading))
         auto_cat = next((t.split("=", 1)[1] for t, _ in attrs if t.startswith("articleType=")), None)
         return {"attributes": attrs, "alternatives": alternatives, "category": category or auto_cat,
                 "category_source": "user" if category else "auto",
                 "roi": [x0, y0, x1 - x0, y1 - y0], "roi_source": roi_src, "code": code, "hist": hist,
-                "ms": {"roi": (t1 - t0) * 1e3, "attributes": (t2 - t1) * 1e3, "features": (t3 - t2) * 1e3}}
+                "ms": {"roi": (t1 - t0) * 1e3, "attributes": t_attr, "features": t_feat,
+                       "analysis": (time.perf_counter() - t0) * 1e3}}
 
     async def _best_matching_region(self, arr: np.ndarray, category: str | None):
         """Option 1 with the catalog choosing: code the detector's top regions and the whole
         photo, ask the index for each one's best hit, keep the region whose hit is closest
         (models/pipeline.py `Pipeline.query(match=...)` is the same rule)."""
-        import asyncio
         whole = (0, 0, arr.shape[1], arr.shape[0])
         regions = list(await self.roi.regions.remote((arr, category))) + [(whole, whole)]
         rois = [r for r, _ in regions]
@@ -307,7 +323,7 @@ class Frontend:
             "hedged": hedged_category(hedge),   # the runner-up category also searched
             "partial": bool(missing), "missing_shards": missing,
             "candidates": r.candidates + (rh.candidates if rh is not None else 0),
-            "timings_ms": {**a["ms"], "search": t_search},
+            "timings_ms": {**a["ms"], "search": t_search, "total": a["ms"]["analysis"] + t_search},
         }
 
     # ------------------------------------------------------------ endpoints
@@ -381,7 +397,6 @@ class Frontend:
         cats = [await self._category(c or None) for c in (category or [None] * len(image))]
         boxes = [parse_box(b) for b in (box or [None] * len(image))]
         arrs = [(await self._image(u))[0] for u in image]
-        import asyncio
         analyses = await asyncio.gather(*(self._analyse(a, c, b) for a, c, b in zip(arrs, cats, boxes)))
         return {"queries": await self._search(analyses, k_val, filt)}
 

@@ -71,7 +71,7 @@ $('go').addEventListener('click', async () => {
   const d = await r.json();
   if (!r.ok) { $('status').textContent = 'Error: ' + d.error; return; }
   roi = d.roi; draw();
-  const t = d.timings_ms, total = Object.values(t).reduce((a, b) => a + b, 0);
+  const total = d.timings_ms.total;
   $('status').textContent = `${d.results.length} results in ${total.toFixed(0)} ms; category ${d.category} (${d.category_source}); ` +
     `ROI from ${d.roi_source}` + (d.relaxed.length ? `; relaxed ${d.relaxed.join(', ')}` : '') +
     (d.widened.length ? `; widened past ${d.widened.join(', ')}` : '') +

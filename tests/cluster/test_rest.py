@@ -162,6 +162,34 @@ def test_three_query_options(server):
     assert scores == sorted(scores)
 
 
+def test_the_served_answer_is_the_in_process_pipelines(server):
+    """The REST path reads attributes and appearance on separate replicas at once; the in-process
+    pipeline reads them in turn. Same photo, same models: same reading, same hits."""
+    import torch
+    from models.data import decode_image
+    from models.pipeline import Pipeline
+    from shards.query import Query
+    pipeline = Pipeline.load(Path(os.environ["FASHION_ASSETS"]))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)        # as the replicas run: the same sums in the same order
+    try:
+        for i, (data, box) in enumerate([({}, None), ({"box": "10,20,60,80"}, (10, 20, 60, 80))]):
+            photo = jpeg(color=(40 * i + 100, 180, 60))
+            served = search(server["url"], {**data, "k": "8"}, image=photo).json()
+            mine = pipeline.query(decode_image(photo), box=box)
+            assert [a["token"] for a in served["attributes"]] == [t for t, _ in mine.attributes]
+            assert np.allclose([a["probability"] for a in served["attributes"]], [p for _, p in mine.attributes],
+                               atol=1e-5)
+            assert served["roi"] == list(mine.roi) and served["roi_source"] == mine.roi_source
+            expected = server["cluster"].search(Query(code=mine.code, hist=mine.hist, k=8, w_colour=pipeline.w_colour,
+                                                      **mine.query_terms()))
+            assert [h["id"] for h in served["results"]] == [h.id for h in expected.hits]
+            t = served["timings_ms"]
+            assert t["total"] >= t["analysis"] >= max(t["attributes"], t["features"]) > 0
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_add_then_find_then_delete(server):
     url = server["url"]
     uploads = server["tmp"] / "storage" / "uploads"

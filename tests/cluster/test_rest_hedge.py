@@ -52,7 +52,7 @@ def _analysis(rng, category_source="auto"):
             "category": CATS[read].split("=")[1], "category_source": category_source,
             "roi": [0, 0, 10, 10], "roi_source": "detector",
             "code": rng.integers(0, 2**63, 2, dtype=np.uint64), "hist": rng.integers(0, 4, 8).astype(float),
-            "ms": {"roi": 1.0, "attributes": 1.0, "features": 1.0}}
+            "ms": {"roi": 1.0, "attributes": 1.0, "features": 1.0, "analysis": 2.0}}
 
 
 def test_a_hedging_photo_gets_the_merged_answer_of_both_searches_in_one_batch(tmp_path):

@@ -181,7 +181,8 @@ class Pipeline:
     @classmethod
     def load(cls, assets: Path | None = None, device: str | None = None) -> "Pipeline":
         """The shipped models (models/assets, or FASHION_ASSETS), on `device` (default: the GPU
-        when torch sees one, as in a Ray replica given a GPU, else the CPU)."""
+        when torch sees one, as in a Ray replica given a GPU, else the CPU), ready to serve
+        (models/inference.py): for reading photos, not for training."""
         assets = Path(assets or ASSETS)
         from .evaluation_cli import load_attributes
         from .text_pipeline import load_text
@@ -193,6 +194,10 @@ class Pipeline:
         from .features import colour_weight
         p = cls(load_attributes(assets / "attributes.pt"), feats, book, load_text(assets / "text.pt"), detector)
         p.w_colour = colour_weight(assets / "features.pt")
+        from .inference import ready_to_serve
+        for net in (p.attributes, p.features, detector.model if detector is not None else None):
+            if net is not None:
+                ready_to_serve(net)     # batch norms folded, channels-last: the same outputs, sooner
         return p.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
     # ------------------------------------------------------------ pieces

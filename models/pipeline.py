@@ -195,9 +195,8 @@ class Pipeline:
         p = cls(load_attributes(assets / "attributes.pt"), feats, book, load_text(assets / "text.pt"), detector)
         p.w_colour = colour_weight(assets / "features.pt")
         from .inference import ready_to_serve
-        for net in (p.attributes, p.features, detector.model if detector is not None else None):
-            if net is not None:
-                ready_to_serve(net)     # batch norms folded, channels-last: the same outputs, sooner
+        for net in [p.attributes, p.features] + ([detector.model] if detector is not None else []):
+            ready_to_serve(net)     # batch norms folded, channels-last: the same outputs, sooner
         return p.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
     # ------------------------------------------------------------ pieces

@@ -123,14 +123,22 @@ def cmd_train(args) -> dict:
                              repeat_threshold=args.repeat_threshold, pyramid=args.pyramid,
                              log=lambda s: print(s, file=sys.stderr, flush=True))
         return {"weights": rep["weights"], "classes": rep["classes"], "final_loss": rep["history"][-1]["loss"]}
+    if args.what == "googlenet":
+        from models.train_googlenet import GoogLeNetTrainConfig, train_googlenet
+        cfg = GoogLeNetTrainConfig(image_size=args.image_size or 128, epochs=args.epochs or 12, batch=args.batch,
+                                   lr=args.lr, crop=args.crop or 0.7, seed=args.seed)
+        rep = train_googlenet(Path(args.out or "runs/googlenet"), cfg, limit=args.limit,
+                              log=lambda s: print(s, file=sys.stderr, flush=True))
+        return {"checkpoint": rep["checkpoint"], **rep["history"][-1]}
     if args.what == "features":
         from models.train_features import fit_codebook
-        return fit_codebook(bits=args.bits, image_size=args.image_size, instance_views=args.instance_views,
+        return fit_codebook(bits=args.bits, image_size=args.image_size or 160, instance_views=args.instance_views,
                             category_weight=args.category_weight, epochs=args.epochs or 20,
+                            backbone=args.backbone, trunk=args.trunk, out=Path(args.out) if args.out else None,
                             log=lambda s: print(s, file=sys.stderr, flush=True))
     from models.attributes import AttributeConfig, EncoderConfig
     from models.train_attributes import train_attributes
-    enc = EncoderConfig(kind=args.encoder, image_size=args.image_size, width=args.width,
+    enc = EncoderConfig(kind=args.encoder, image_size=args.image_size or 128, width=args.width,
                         frozen_blocks=args.frozen_blocks)
     out = Path(args.out or f"runs/attributes-{args.encoder}")
     cfg = AttributeConfig(encoder=enc, label_smoothing=args.label_smoothing)
@@ -315,13 +323,20 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train the title classifier or the attribute model",
                        description="Train on the shared product data (models/assets/splits.json). Checkpoints "
                                    "carry their config; a run resumes from OUT/last.pt.")
-    t.add_argument("what", choices=["text", "attributes", "detector", "features"],
-                   help="features: fit the binary code book on the catalog and report retrieval figures")
+    t.add_argument("what", choices=["text", "attributes", "detector", "features", "googlenet"],
+                   help="features: fit the binary code book on the catalog and report retrieval figures; "
+                        "googlenet: train torchvision's GoogLeNet on the catalog's fields, a trunk for "
+                        "`train features --backbone googlenet`")
     t.add_argument("--bits", type=number(int, 64), default=256, help="features: code length")
     t.add_argument("--instance-views", type=number(int, 0), default=2,
                    help="features: hard views per training photo for the learnt projection (0: plain PCA + ITQ)")
     t.add_argument("--category-weight", type=number(float, 0.0), default=0.03,
                    help="features: weight of the same-category term beside the instance term")
+    t.add_argument("--backbone", default="efficientnet_lite0", choices=["efficientnet_lite0", "googlenet"],
+                   help="features: the network whose two pooled stages make the code")
+    t.add_argument("--trunk", default=None,
+                   help="features, googlenet: the trunk's weights, a `train googlenet` checkpoint (OUT/last.pt) "
+                        "or `imagenet` (torchvision's file in torch's hub cache; nothing is downloaded)")
     t.add_argument("--paste", type=FRACTION, default=0.0,
                    help="detector: fraction of street photos that get a training-split catalog photo pasted on")
     t.add_argument("--scales", default=None,
@@ -344,9 +359,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--crop", type=number(float, 0.0, 1.0, below=True), default=0.0,
                    help="attributes: zoom each training image into a random square of at least this fraction "
                         "of its side (0: no crops)")
-    t.add_argument("--out", default=None, help="output folder (attributes) or weights file (text)")
+    t.add_argument("--out", default=None, help="output folder (attributes, googlenet) or weights file (text, "
+                                               "detector, features; default: the shipped one)")
     t.add_argument("--encoder", default="efficientnet_lite0", choices=["efficientnet_lite0", "resception", "inception"])
-    t.add_argument("--image-size", type=number(int, 32), default=128)
+    t.add_argument("--image-size", type=number(int, 32), default=None,
+                   help="side of the square training images (attributes, googlenet: 128; features: 160)")
     t.add_argument("--width", type=POSITIVE, default=0.25, help="inception family: channel multiplier")
     t.add_argument("--frozen-blocks", type=number(int, 0), default=6, help="efficientnet: leading blocks kept frozen")
     t.add_argument("--epochs", type=COUNT, default=None)

@@ -9,8 +9,12 @@ category filters it, and mAP with and without that filter.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
+
+from shards.errors import InvalidInput
 
 from .colour import hsv_histogram
 from .data import ASSETS, Product, load_catalog, load_splits
@@ -18,24 +22,25 @@ from .features import CodeBook, FeatureConfig, FeatureExtractor, save_features
 from .train_attributes import CACHE
 
 
-def catalog_features(products: list[Product], cfg: FeatureConfig, name: str | None, batch: int = 64):
+def catalog_features(products: list[Product], ext: FeatureExtractor, name: str | None, batch: int = 64):
     from .data import image_array
     from PIL import Image
-    imgs = image_array(products, cfg.image_size, CACHE / f"{name}-{cfg.image_size}.npy" if name else None)
-    ext = FeatureExtractor(cfg)
+    size = ext.cfg.image_size
+    imgs = image_array(products, size, CACHE / f"{name}-{size}.npy" if name else None)
     torch.set_grad_enabled(False)
     feats = np.concatenate([ext(torch.from_numpy(imgs[i: i + batch])).numpy() for i in range(0, len(imgs), batch)])
     hists = np.stack([hsv_histogram(Image.fromarray(a)) for a in imgs])
     return feats, hists
 
 
-def shared_catalog_features(products: list[Product], cfg: FeatureConfig):
-    """catalog_features of the shared catalog, cached on disk by backbone and image size."""
-    cache = CACHE / f"catalog-feats-{cfg.backbone}-{cfg.image_size}.npz"
+def shared_catalog_features(products: list[Product], ext: FeatureExtractor):
+    """catalog_features of the shared catalog, cached on disk by the extractor's identity (backbone,
+    image size, and googlenet's trunk)."""
+    cache = CACHE / f"catalog-feats-{ext.identity()}.npz"
     if cache.exists():
         z = np.load(cache)
         return z["feats"], z["hists"]
-    feats, hists = catalog_features(products, cfg, "catalog")
+    feats, hists = catalog_features(products, ext, "catalog")
     np.savez(cache, feats=feats, hists=hists)
     return feats, hists
 
@@ -88,20 +93,31 @@ def retrieval_report(feats, codes, hists, products, queries: np.ndarray, w_colou
 
 
 def fit_codebook(bits: int = 256, image_size: int = 160, instance_views: int = 2, category_weight: float = 0.03,
-                 epochs: int = 20, log=print) -> dict:
-    """Fit (and ship) the code book; with instance_views > 0 through a learnt projection."""
+                 epochs: int = 20, backbone: str = "efficientnet_lite0", trunk: str | None = None,
+                 out: Path | None = None, log=print) -> dict:
+    """Fit the code book (written to `out`, by default the shipped features file); with instance_views > 0
+    through a learnt projection. googlenet needs a `trunk`: a `train googlenet` checkpoint, or
+    "imagenet" for torchvision's weights in torch's hub cache."""
     from .data import data_root
+    from .features import imagenet_googlenet_trunk
     from .instance_projection import folded_codebook, hard_view_features, train_projection
-    cfg = FeatureConfig(image_size=image_size, bits=bits)
+    from .train_googlenet import trunk_state
+    if backbone == "googlenet" and not trunk:
+        raise InvalidInput("a googlenet code book needs --trunk: a `train googlenet` checkpoint, or imagenet")
+    if backbone != "googlenet" and trunk:
+        raise InvalidInput(f"--trunk is for the googlenet backbone; {backbone} has its own ImageNet weights")
+    weights = None if not trunk else imagenet_googlenet_trunk() if trunk == "imagenet" else trunk_state(trunk)
+    cfg = FeatureConfig(backbone=backbone, image_size=image_size, bits=bits, transform_input=trunk == "imagenet")
+    ext = FeatureExtractor(cfg, trunk=weights)
     products = load_catalog()
     splits = load_splits()
-    feats, hists = shared_catalog_features(products, cfg)
+    feats, hists = shared_catalog_features(products, ext)
     idx = {s: np.array([i for i, p in enumerate(products) if p.id in splits[s]]) for s in ("train", "val", "test")}
     float_feats = feats
     if instance_views:
         # even-numbered street photos only: the instance evaluation draws its backgrounds from all
         backgrounds = sorted((data_root() / "ccp-tags" / "images").glob("*.jpg"))[::2]
-        views, src = hard_view_features(products, idx["train"], FeatureExtractor(cfg), backgrounds,
+        views, src = hard_view_features(products, idx["train"], ext, backgrounds,
                                         instance_views, seed=7, log=log)
         labels = np.array([f"{p.fields.get('articleType')}|{p.fields.get('gender')}" for p in products])
         w = train_projection(feats, idx["train"], views, src, labels, epochs=epochs,
@@ -114,11 +130,12 @@ def fit_codebook(bits: int = 256, image_size: int = 160, instance_views: int = 2
     # the colour weight: tuned on the validation split against the colour-aware relevance
     best = max((retrieval_report(float_feats, codes, hists, products, idx["val"][:300], wc)["map_binary_colour"], wc)
                for wc in (0.0, 0.1, 0.2, 0.3, 0.5, 0.8))
-    save_features(ASSETS / "features.pt", cfg, book, w_colour=best[1])
+    out = Path(out) if out else ASSETS / "features.pt"
+    save_features(out, ext, book, w_colour=best[1])
     report = retrieval_report(float_feats, codes, hists, products, idx["test"], best[1])
     report.update({"w_colour_tuned_on_val": best[1], "instance_views": instance_views,
-                   "category_weight": category_weight if instance_views else None})
-    np.save(CACHE / f"catalog-codes-{bits}.npy", codes)
+                   "category_weight": category_weight if instance_views else None,
+                   "backbone": backbone, "trunk": trunk, "weights": str(out)})
     return report
 
 
@@ -131,8 +148,8 @@ def eval_retrieval(data=None, limit: int | None = None, split: str | None = None
     if limit:
         products = products[:limit]
     ext, book = load_features(ASSETS / "features.pt")
-    feats, hists = (shared_catalog_features(products, ext.cfg) if data is None and not limit
-                    else catalog_features(products, ext.cfg, None))
+    feats, hists = (shared_catalog_features(products, ext) if data is None and not limit
+                    else catalog_features(products, ext, None))
     codes = book.encode(feats)
     if data is None:
         ids = load_splits()[split or "test"]

@@ -23,7 +23,7 @@ def make_tiny_assets(folder: Path) -> Path:
     fcfg = FeatureConfig(image_size=64, bits=256)
     ext = FeatureExtractor(fcfg, pretrained=False)
     feats = ext(torch.randint(0, 255, (300, 64, 64, 3), dtype=torch.uint8)).numpy()
-    save_features(folder / "features.pt", fcfg, CodeBook.fit(feats.astype(np.float64), 256))
+    save_features(folder / "features.pt", ext, CodeBook.fit(feats.astype(np.float64), 256))
     classes = [t.split("=", 1)[1] for t in tax.category_tokens()]
     titles = [f"Brand Men Blue {c}" for c in classes]
     text = train_text(titles, classes, classes, tax.values["baseColour"], TextConfig(buckets=1 << 10, dim=8),

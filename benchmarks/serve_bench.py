@@ -33,7 +33,8 @@ def bench_inference(reps: int = 20) -> dict:
     t = time.perf_counter()
     p.analyse_batch(batch)
     b32 = time.perf_counter() - t
-    cat_imgs = [Image.open(x).convert("RGB") for x in sorted((PROJECT / "demo" / "catalog" / "images").glob("*.jpg"))[:32]]
+    catalog_photos = sorted((PROJECT / "demo" / "catalog" / "images").glob("*.jpg"))[:32]
+    cat_imgs = [Image.open(x).convert("RGB") for x in catalog_photos]
     t = time.perf_counter()
     p.items(cat_imgs, ["untitled"] * len(cat_imgs))
     items32 = time.perf_counter() - t

@@ -143,3 +143,16 @@ def test_a_few_steps_on_eight_photos_lower_the_catalog_googlenets_loss():
         opt.step()
         losses.append(float(loss))
     assert losses[-1] < 0.5 * losses[0]
+
+
+def test_the_googlenet_extractor_folded_for_serving_reads_the_same_features():
+    import copy
+
+    from models.inference import fold_batchnorm
+    model, _ = _catalog_model()
+    trunk = {k[len("trunk."):]: v for k, v in model.state_dict().items() if k.startswith("trunk.")}
+    ext = FeatureExtractor(FeatureConfig(backbone="googlenet", image_size=SIZE), trunk=trunk)
+    folded = copy.deepcopy(ext)
+    assert fold_batchnorm(folded) == sum(isinstance(m, nn.BatchNorm2d) for m in ext.modules()) > 50
+    photos = _photos(seed=6)
+    np.testing.assert_allclose(folded(photos).numpy(), ext(photos).numpy(), atol=1e-4)

@@ -146,8 +146,8 @@ def test_colour_distance_of_full_histograms_is_exact():
                 kernels.scan_batch([(np.zeros((3, 1), np.uint64), np.arange(3, dtype=np.uint64),
                                      np.ones(3, np.uint8), hists)],
                                    np.asarray([(0, 3, 0, 3, 0, 0, 0, 1)], np.int64), kernels.NO_ROWS,
-                                   np.zeros(1, np.int64), [None], np.zeros((1, 1), np.uint64), q, np.ones(1), np.ones(1),
-                                   np.zeros(1),
+                                   np.zeros(1, np.int64), [None], np.zeros((1, 1), np.uint64), q, np.ones(1),
+                                   np.ones(1), np.zeros(1),
                                    np.asarray([3], np.int64), 1 / 64, heaps)
             got = dict(zip(heaps[1][0].tolist(), heaps[4][0].tolist()))
             want = colour_distance(hists, q[0])

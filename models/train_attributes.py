@@ -114,7 +114,7 @@ def random_crops(x: torch.Tensor, min_side: float, gen: torch.Generator) -> torc
     return out.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
 
 
-def plot_curves(history: list[dict], path: Path, title: str) -> None:
+def plot_curves(history: list[dict], path: Path, title: str, ylabel: str = "NLL per token") -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -125,7 +125,7 @@ def plot_curves(history: list[dict], path: Path, title: str) -> None:
     if all("val_hard_nll" in h for h in history):
         ax.plot(steps, [h["val_hard_nll"] for h in history], label="validation NLL, hard views")
     ax.set_xlabel("epoch")
-    ax.set_ylabel("NLL per token")
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.legend()
     fig.tight_layout()

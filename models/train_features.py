@@ -92,6 +92,38 @@ def retrieval_report(feats, codes, hists, products, queries: np.ndarray, w_colou
     return out
 
 
+def rank_of_item(distances: np.ndarray, item: int) -> int:
+    """0-based place of `item` when the catalog is sorted by distance, ties by catalog position (as a
+    shard breaks them by id)."""
+    return int((distances < distances[item]).sum() + (distances[:item] == distances[item]).sum())
+
+
+def hard_view_recall(ext: FeatureExtractor, book: CodeBook, catalog_codes: np.ndarray, products: list[Product],
+                     queries: np.ndarray, seed: int = 13, log=print) -> dict:
+    """The code book alone at the instance level: one hard view of each query product (cropped,
+    rotated, recoloured, pasted on an odd-numbered ccp-tags photo, which training never pastes on,
+    JPEG), cut at its pasted box as a user's box would be, found by Hamming distance among the whole
+    catalog's codes: recall of the source product at 1 and 10. No detector, no attribute filter."""
+    from shards.codes import hamming
+    from .data import data_root
+    from .instance_projection import hard_view_features
+    backgrounds = sorted((data_root() / "ccp-tags" / "images").glob("*.jpg"))[1::2]
+    views, src = hard_view_features(products, queries, ext, backgrounds, 1, seed=seed, log=log)
+    ranks = np.array([rank_of_item(hamming(catalog_codes, code), item) for code, item in zip(book.encode(views), src)])
+    return {"hard_view_recall_at_1": float(np.mean(ranks < 1)), "hard_view_recall_at_10": float(np.mean(ranks < 10))}
+
+
+def codebook_instance_recall(path, split: str = "test", log=print) -> dict:
+    """hard_view_recall of a features file (shipped or not) over the shared catalog."""
+    from .features import load_features
+    ext, book = load_features(path)
+    products = load_catalog()
+    ids = load_splits()[split]
+    queries = np.array([i for i, p in enumerate(products) if p.id in ids])
+    codes = book.encode(shared_catalog_features(products, ext)[0])
+    return {"weights": str(path), "split": split, **hard_view_recall(ext, book, codes, products, queries, log=log)}
+
+
 def fit_codebook(bits: int = 256, image_size: int = 160, instance_views: int = 2, category_weight: float = 0.03,
                  epochs: int = 20, backbone: str = "efficientnet_lite0", trunk: str | None = None,
                  out: Path | None = None, log=print) -> dict:
@@ -133,6 +165,7 @@ def fit_codebook(bits: int = 256, image_size: int = 160, instance_views: int = 2
     out = Path(out) if out else ASSETS / "features.pt"
     save_features(out, ext, book, w_colour=best[1])
     report = retrieval_report(float_feats, codes, hists, products, idx["test"], best[1])
+    report.update(hard_view_recall(ext, book, codes, products, idx["test"], log=log))
     report.update({"w_colour_tuned_on_val": best[1], "instance_views": instance_views,
                    "category_weight": category_weight if instance_views else None,
                    "backbone": backbone, "trunk": trunk, "weights": str(out)})

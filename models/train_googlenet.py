@@ -133,7 +133,8 @@ def train_googlenet(out_dir: Path, cfg: GoogLeNetTrainConfig = GoogLeNetTrainCon
         torch.save({"kind": "catalog_googlenet", "config": asdict(cfg), "vocab": vocab, "state": model.state_dict(),
                     "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "history": history,
                     "epoch": epoch + 1}, ck_path)
-        plot_curves(history, out_dir / "curves.png", "GoogLeNet on the catalog (one head per field)")
+        plot_curves(history, out_dir / "curves.png", "GoogLeNet on the catalog (one head per field)",
+                    ylabel="cross-entropy per field")
     return {"history": history, "checkpoint": str(ck_path)}
 
 

@@ -156,3 +156,12 @@ def test_the_googlenet_extractor_folded_for_serving_reads_the_same_features():
     assert fold_batchnorm(folded) == sum(isinstance(m, nn.BatchNorm2d) for m in ext.modules()) > 50
     photos = _photos(seed=6)
     np.testing.assert_allclose(folded(photos).numpy(), ext(photos).numpy(), atol=1e-4)
+
+
+def test_rank_of_item_is_its_place_in_a_stable_sort_by_distance():
+    from models.train_features import rank_of_item
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        d = rng.integers(0, 6, size=int(rng.integers(1, 40)))        # few values: many ties
+        item = int(rng.integers(len(d)))
+        assert rank_of_item(d, item) == int(np.flatnonzero(np.argsort(d, kind="stable") == item)[0])

@@ -357,8 +357,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--label-smoothing", type=number(float, 0.0, 1.0, below=True), default=0.0,
                    help="attributes: label smoothing of the sequence loss (ignored with --init: the weights' own)")
     t.add_argument("--crop", type=number(float, 0.0, 1.0, below=True), default=0.0,
-                   help="attributes: zoom each training image into a random square of at least this fraction "
-                        "of its side (0: no crops)")
+                   help="attributes, googlenet: zoom each training image into a random square of at least this "
+                        "fraction of its side (attributes: 0, no crops; googlenet: 0.7 unless given)")
     t.add_argument("--out", default=None, help="output folder (attributes, googlenet) or weights file (text, "
                                                "detector, features; default: the shipped one)")
     t.add_argument("--encoder", default="efficientnet_lite0", choices=["efficientnet_lite0", "resception", "inception"])

@@ -21,6 +21,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from shards.errors import InvalidInput
+
 from .attributes import normalise
 from .taxonomy import FIELDS
 from .train_attributes import load_images, plot_curves, random_crops, split_products
@@ -42,8 +44,8 @@ class GoogLeNetTrainConfig:
 def field_labels(products, vocab: dict[str, list[str]] | None = None):
     """Per field, each product's value index (IGNORE where absent or unseen); vocab from these products
     unless given."""
-    if vocab is None:
-        vocab = {f: sorted({p.fields[f] for p in products if p.fields.get(f)}) for f in FIELDS}
+    if vocab is None:     # a field no product has gets no head
+        vocab = {f: vals for f in FIELDS if (vals := sorted({p.fields[f] for p in products if p.fields.get(f)}))}
     index = {f: {v: i for i, v in enumerate(vals)} for f, vals in vocab.items()}
     labels = {f: torch.tensor([index[f].get(p.fields.get(f, ""), IGNORE) for p in products]) for f in vocab}
     return vocab, labels
@@ -101,12 +103,14 @@ def train_googlenet(out_dir: Path, cfg: GoogLeNetTrainConfig = GoogLeNetTrainCon
     history, start = [], 0
     if ck_path.exists():
         ck = torch.load(ck_path, map_location="cpu", weights_only=False)
-        if ck["config"] == asdict(cfg) and ck["vocab"] == vocab:
-            model.load_state_dict(ck["state"])
-            opt.load_state_dict(ck["optimizer"])
-            sched.load_state_dict(ck["scheduler"])
-            history, start = ck["history"], ck["epoch"]
-            log(f"resumed from {ck_path} at epoch {start}")
+        if ck.get("config") != asdict(cfg) or ck.get("vocab") != vocab:
+            raise InvalidInput(f"{ck_path} is another run (its config {ck.get('config')}); resume it with the same "
+                               f"settings, or pick another --out")
+        model.load_state_dict(ck["state"])
+        opt.load_state_dict(ck["optimizer"])
+        sched.load_state_dict(ck["scheduler"])
+        history, start = ck["history"], ck["epoch"]
+        log(f"resumed from {ck_path} at epoch {start}")
     gen = torch.Generator().manual_seed(cfg.seed)
     for epoch in range(start, cfg.epochs):
         model.train()

@@ -165,3 +165,29 @@ def test_rank_of_item_is_its_place_in_a_stable_sort_by_distance():
         d = rng.integers(0, 6, size=int(rng.integers(1, 40)))        # few values: many ties
         item = int(rng.integers(len(d)))
         assert rank_of_item(d, item) == int(np.flatnonzero(np.argsort(d, kind="stable") == item)[0])
+
+
+def test_train_googlenet_saves_a_trunk_resumes_and_refuses_another_runs_folder(tmp_path, monkeypatch):
+    from models import train_googlenet as tg
+    from models.data import Product
+
+    def products(split):
+        n = 12 if split == "train" else 4
+        return [Product(id=f"{split}{i}", title="", image=tmp_path / "none.jpg",
+                        fields={"articleType": ["Shirts", "Watches"][i % 2], "gender": "Men"}) for i in range(n)]
+
+    monkeypatch.setattr(tg, "split_products", products)
+    monkeypatch.setattr(tg, "load_images", lambda ps, size, name: _photos(n=len(ps), seed=len(ps))[:, :size, :size])
+    cfg = tg.GoogLeNetTrainConfig(image_size=48, epochs=1, batch=6)
+    report = tg.train_googlenet(tmp_path / "run", cfg, log=lambda s: None)
+    assert [h["epoch"] for h in report["history"]] == [1] and (tmp_path / "run" / "curves.png").exists()
+    saved = (tmp_path / "run" / "last.pt").read_bytes()
+    trunk = trunk_state(tmp_path / "run" / "last.pt")
+    FeatureExtractor(FeatureConfig(backbone="googlenet", image_size=SIZE), trunk=trunk)     # fits the extractor
+    # the same settings resume (nothing left to train); others are refused and the run is kept
+    again = tg.train_googlenet(tmp_path / "run", cfg, log=lambda s: None)["history"]
+    assert [(h["epoch"], h["train_nll"]) for h in again] == [(1, report["history"][0]["train_nll"])]
+    assert set(report["history"][0]["val_accuracy"]) == {"articleType", "gender"}
+    with pytest.raises(InvalidInput, match="another run"):
+        tg.train_googlenet(tmp_path / "run", tg.GoogLeNetTrainConfig(image_size=48, epochs=2, batch=6))
+    assert (tmp_path / "run" / "last.pt").read_bytes() == saved

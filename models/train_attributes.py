@@ -23,6 +23,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from shards.errors import InvalidInput
+
 from .attributes import AttributeConfig, AttributeModel, normalise
 from .data import PROJECT, Product, data_root, image_array, load_catalog, load_splits
 from .taxonomy import FILE as TAXONOMY_FILE
@@ -153,6 +155,11 @@ def train_attributes(cfg: AttributeConfig, out_dir: Path, epochs: int = 6, batch
     else:
         tax = Taxonomy.load(TAXONOMY_FILE) if TAXONOMY_FILE.exists() else Taxonomy.build(train_p)
         model = AttributeModel(cfg, tax)
+    ck_path = out_dir / "last.pt"
+    previous = torch.load(ck_path, map_location="cpu", weights_only=False) if ck_path.exists() else None
+    if previous is not None and previous.get("config") != asdict(cfg):
+        raise InvalidInput(f"{ck_path} is another run (its config {previous.get('config')}); resume it with the "
+                           f"same settings, or pick another --out")
     model.to(device)
     size, kind = cfg.encoder.image_size, cfg.encoder.kind
     train_x = load_images(train_p, size, f"train{limit or ''}")
@@ -170,16 +177,13 @@ def train_attributes(cfg: AttributeConfig, out_dir: Path, epochs: int = 6, batch
     steps_per_epoch = math.ceil(len(train_p) / batch)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps_per_epoch,
                                                 pct_start=0.15)
-    ck_path = out_dir / "last.pt"
     history, start = [], 0
-    if ck_path.exists():  # resume
-        ck = torch.load(ck_path, map_location="cpu", weights_only=False)
-        if ck["config"] == asdict(cfg):
-            model.load_state_dict(ck["state"])
-            opt.load_state_dict(ck["optimizer"])
-            sched.load_state_dict(ck["scheduler"])
-            history, start = ck["history"], ck["epoch"]
-            log(f"resumed from {ck_path} at epoch {start}")
+    if previous is not None:  # resume
+        model.load_state_dict(previous["state"])
+        opt.load_state_dict(previous["optimizer"])
+        sched.load_state_dict(previous["scheduler"])
+        history, start = previous["history"], previous["epoch"]
+        log(f"resumed from {ck_path} at epoch {start}")
     gen = torch.Generator().manual_seed(seed)
     for epoch in range(start, epochs):
         model.train()

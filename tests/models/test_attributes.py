@@ -174,3 +174,15 @@ def test_label_smoothing_changes_the_training_loss_not_the_reported_nll():
     _, a = plain(x, seqs, br)
     _, b = smooth(x, seqs, br)
     assert torch.allclose(a["nll"], b["nll"]) and not torch.allclose(a["loss"], b["loss"])
+
+
+def test_a_folder_holding_another_run_is_refused_and_kept(tmp_path, monkeypatch):
+    from models import train_attributes as ta
+    monkeypatch.setattr(ta, "split_products", lambda split: [])
+    (tmp_path / "run").mkdir()
+    other = {"config": {"encoder": "something else"}, "state": {}}
+    torch.save(other, tmp_path / "run" / "last.pt")
+    saved = (tmp_path / "run" / "last.pt").read_bytes()
+    with pytest.raises(InvalidInput, match="another run"):
+        ta.train_attributes(TINY, tmp_path / "run")
+    assert (tmp_path / "run" / "last.pt").read_bytes() == saved

@@ -453,9 +453,12 @@ class Frontend:
     @app.delete("/items/{item_id}", responses=WRITE_ERRORS)
     async def delete_item(self, request: Request, item_id: str):
         self._auth(request)
-        photo = await self._uploaded_image(parse_id(item_id))
+        existed, photo = await self._lookup(parse_id(item_id))
         n = await self.coordinator.delete.remote([parse_id(item_id)])
-        if not n:
+        # n counts what the owner shard deleted in the try that answered: a try whose answer was lost
+        # to a shard restart may have deleted it already, and the retry finds nothing. The item is gone
+        # either way; it is 404 only if it was not there before.
+        if not n and not existed:
             raise HttpError(404, f"no item with id {item_id!r}")
         if photo is not None:
             photo.unlink(missing_ok=True)     # after the delete is durable, never before
@@ -463,14 +466,18 @@ class Frontend:
 
     async def _uploaded_image(self, item_id) -> Path | None:
         """The stored photo of an item added through POST /items (not a catalog's own file), if any."""
+        return (await self._lookup(item_id))[1]
+
+    async def _lookup(self, item_id) -> tuple[bool, Path | None]:
+        """Whether the item is indexed, and its photo if it was added through POST /items."""
         try:
             got = await self.coordinator.get.remote(item_id)
         except Exception as exc:
             if _is(exc, NotFound):
-                return None
+                return False, None
             raise
         path = Path(got["meta"].get("image", ""))
-        return path if path.parent.resolve() == self.uploads.resolve() else None
+        return True, (path if path.parent.resolve() == self.uploads.resolve() else None)
 
     @app.get("/stats", responses=READ_ERRORS)
     async def stats(self):

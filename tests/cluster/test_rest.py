@@ -225,6 +225,8 @@ def test_add_then_find_then_delete(server):
     assert httpx.delete(url + "/items/sku-new-1", headers={"X-API-Key": KEY}).status_code == 200
     assert set(uploads.iterdir()) == before
     assert httpx.get(url + "/items/sku-new-1").status_code == 404
+    gone = httpx.delete(url + "/items/sku-new-1", headers={"X-API-Key": KEY})
+    assert gone.status_code == 404 and "no item" in gone.json()["error"]
     again = search(url, {"k": "5"}, image=img).json()
     assert all(h["id"] != "sku-new-1" for h in again["results"])
 

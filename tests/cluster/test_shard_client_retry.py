@@ -58,3 +58,30 @@ def test_a_dead_actor_and_a_search_are_not_retried():
     with pytest.raises(ray.exceptions.ActorUnavailableError):
         asyncio.run(client.search_batch(QueryBatch([q], [None])))
     assert h.get.calls == 1 and h.search_wire.calls == 1
+
+
+def test_a_delete_whose_landed_try_lost_its_answer_is_still_a_delete(tmp_path):
+    """The shard client's retry of a delete that had landed counts 0 deleted; the REST front
+    answers 200 for an item that was there, and 404 only for one that was not."""
+    from cluster.rest import Frontend, HttpError
+    from shards.errors import NotFound
+    real = Frontend.func_or_class      # its methods on a plain object: no Serve, no replica
+
+    class Front:
+        delete_item, _lookup = real.delete_item, real._lookup
+
+        def _auth(self, request):
+            pass
+
+    front = Front()
+    front.uploads = tmp_path
+    photo = tmp_path / "sku-1.jpg"
+    photo.write_bytes(b"jpeg")
+    front.coordinator = Handle(get=Flaky(0, {"meta": {"image": str(photo)}}), delete=Flaky(0, 0))
+    assert asyncio.run(front.delete_item(None, "sku-1")) == {"deleted": "sku-1"}
+    assert not photo.exists()
+    front.coordinator = Handle(get=Flaky(1, None, error=lambda: NotFound("no item with id 'sku-2'")),
+                               delete=Flaky(0, 0))
+    with pytest.raises(HttpError) as gone:
+        asyncio.run(front.delete_item(None, "sku-2"))
+    assert gone.value.status == 404 and front.coordinator.delete.calls == 1

@@ -139,6 +139,8 @@ def fit_codebook(bits: int = 256, image_size: int = 160, instance_views: int = 2
     if backbone != "googlenet" and trunk:
         raise InvalidInput(f"--trunk is for the googlenet backbone; {backbone} has its own ImageNet weights")
     weights = None if not trunk else imagenet_googlenet_trunk() if trunk == "imagenet" else trunk_state(trunk)
+    if weights is not None:   # fitted on the weights the file will serve: it stores them in half precision
+        weights = {k: (v.half().to(v.dtype) if v.is_floating_point() else v) for k, v in weights.items()}
     cfg = FeatureConfig(backbone=backbone, image_size=image_size, bits=bits, transform_input=trunk == "imagenet")
     ext = FeatureExtractor(cfg, trunk=weights)
     products = load_catalog()

@@ -102,7 +102,7 @@ class FeatureExtractor(nn.Module):
         come from their PyPI package)."""
         if self.cfg.backbone != "googlenet":
             return None
-        return {k: v for k, v in self.body.state_dict().items()}
+        return dict(self.body.state_dict())
 
     def identity(self) -> str:
         """Names the features this extractor gives, for caches: backbone, size, and the trunk's digest."""

@@ -116,6 +116,18 @@ def random_crops(x: torch.Tensor, min_side: float, gen: torch.Generator) -> torc
     return out.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
 
 
+def previous_run(ck_path: Path, **expected) -> dict | None:
+    """The checkpoint an earlier run left in this folder, to resume from; one whose stored `expected`
+    entries (config, ...) differ is another run's, refused rather than overwritten."""
+    if not ck_path.exists():
+        return None
+    ck = torch.load(ck_path, map_location="cpu", weights_only=False)
+    if any(ck.get(k) != v for k, v in expected.items()):
+        raise InvalidInput(f"{ck_path} is another run (its config {ck.get('config')}); resume it with the same "
+                           f"settings, or pick another --out")
+    return ck
+
+
 def plot_curves(history: list[dict], path: Path, title: str, ylabel: str = "NLL per token") -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -156,10 +168,7 @@ def train_attributes(cfg: AttributeConfig, out_dir: Path, epochs: int = 6, batch
         tax = Taxonomy.load(TAXONOMY_FILE) if TAXONOMY_FILE.exists() else Taxonomy.build(train_p)
         model = AttributeModel(cfg, tax)
     ck_path = out_dir / "last.pt"
-    previous = torch.load(ck_path, map_location="cpu", weights_only=False) if ck_path.exists() else None
-    if previous is not None and previous.get("config") != asdict(cfg):
-        raise InvalidInput(f"{ck_path} is another run (its config {previous.get('config')}); resume it with the "
-                           f"same settings, or pick another --out")
+    previous = previous_run(ck_path, config=asdict(cfg))
     model.to(device)
     size, kind = cfg.encoder.image_size, cfg.encoder.kind
     train_x = load_images(train_p, size, f"train{limit or ''}")

@@ -21,11 +21,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from shards.errors import InvalidInput
-
 from .attributes import normalise
 from .taxonomy import FIELDS
-from .train_attributes import load_images, plot_curves, random_crops, split_products
+from .train_attributes import load_images, plot_curves, previous_run, random_crops, split_products
 
 IGNORE = -100       # a product without a value for a field does not train that field's head
 
@@ -93,23 +91,20 @@ def train_googlenet(out_dir: Path, cfg: GoogLeNetTrainConfig = GoogLeNetTrainCon
         train_p, val_p = train_p[:limit], val_p[: max(limit // 8, 16)]
     vocab, train_y = field_labels(train_p)
     _, val_y = field_labels(val_p, vocab)
+    ck_path = out_dir / "last.pt"
+    previous = previous_run(ck_path, config=asdict(cfg), vocab=vocab)
     train_x = load_images(train_p, cfg.image_size, f"train{limit or ''}")
     val_x = load_images(val_p, cfg.image_size, f"val{limit or ''}")
     model = CatalogGoogLeNet(vocab)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps = math.ceil(len(train_p) / cfg.batch)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps, pct_start=0.15)
-    ck_path = out_dir / "last.pt"
     history, start = [], 0
-    if ck_path.exists():
-        ck = torch.load(ck_path, map_location="cpu", weights_only=False)
-        if ck.get("config") != asdict(cfg) or ck.get("vocab") != vocab:
-            raise InvalidInput(f"{ck_path} is another run (its config {ck.get('config')}); resume it with the same "
-                               f"settings, or pick another --out")
-        model.load_state_dict(ck["state"])
-        opt.load_state_dict(ck["optimizer"])
-        sched.load_state_dict(ck["scheduler"])
-        history, start = ck["history"], ck["epoch"]
+    if previous is not None:
+        model.load_state_dict(previous["state"])
+        opt.load_state_dict(previous["optimizer"])
+        sched.load_state_dict(previous["scheduler"])
+        history, start = previous["history"], previous["epoch"]
         log(f"resumed from {ck_path} at epoch {start}")
     gen = torch.Generator().manual_seed(cfg.seed)
     for epoch in range(start, cfg.epochs):

@@ -161,6 +161,11 @@ def _train_device(name: str) -> str:
 
 def cmd_eval(args) -> dict:
     from models.evaluation_cli import eval_attributes, eval_text
+    whole_pipeline = args.what in ("instances", "street", "retrieval")
+    if whole_pipeline and args.weights:
+        raise InvalidInput(f"eval {args.what} reads a whole model folder: give --assets DIR, not --weights")
+    if not whole_pipeline and args.assets:
+        raise InvalidInput(f"eval {args.what} reads one weights file: give --weights FILE, not --assets")
     if args.what == "text":
         return eval_text(args.data, args.split, args.weights)
     if args.what == "roi":
@@ -170,17 +175,29 @@ def cmd_eval(args) -> dict:
         from models.train_detector import evaluate_detector
         det = load_detector(Path(args.weights) if args.weights else SHIPPED / "detector.pt")
         return evaluate_detector(det, Path(args.data) if args.data else None, args.split)
+    if whole_pipeline:
+        return _eval_through_pipeline(args)
+    return eval_attributes(args.data, args.split, args.weights, beam=args.beam, limit=args.limit)
+
+
+def _eval_through_pipeline(args) -> dict:
+    """The evaluations that load a whole model folder (--assets), as the query path does."""
+    from pathlib import Path
+    assets = Path(args.assets) if args.assets else None
+    if assets is not None:
+        missing = [n for n in ("text.pt", "attributes.pt", "features.pt") if not (assets / n).is_file()]
+        if missing:
+            raise InvalidInput(f"--assets {assets}: a model folder needs {', '.join(missing)} (as models/assets/ has)")
+    log = lambda s: print(s, file=sys.stderr, flush=True)     # noqa: E731  progress on stderr, the report on stdout
     if args.what == "instances":
         from models.instance_eval import instance_recall
-        return instance_recall(args.data, n_queries=args.limit or 200, split=args.split or "test",
-                               log=lambda s: print(s, file=sys.stderr, flush=True))
+        return instance_recall(args.data, n_queries=args.limit or 200, split=args.split or "test", assets=assets,
+                               log=log)
     if args.what == "street":
         from models.street_eval import street_recognition
-        return street_recognition(args.data, args.limit)
-    if args.what == "retrieval":
-        from models.train_features import eval_retrieval
-        return eval_retrieval(args.data, args.limit, args.split, log=lambda s: print(s, file=sys.stderr, flush=True))
-    return eval_attributes(args.data, args.split, args.weights, beam=args.beam, limit=args.limit)
+        return street_recognition(args.data, args.limit, assets=assets)
+    from models.train_features import eval_retrieval
+    return eval_retrieval(args.data, args.limit, args.split, log=log, assets=assets)
 
 
 def cmd_chaos(args) -> dict:
@@ -387,7 +404,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "street: is the category read in a street photo among its tags (ccp-tags format folder)")
     e.add_argument("--data", default=None, help="catalog folder (default: the shared fashion-products)")
     e.add_argument("--split", default=None, choices=["train", "val", "test"])
-    e.add_argument("--weights", default=None, help="weights file (default: the shipped ones)")
+    e.add_argument("--weights", default=None, help="text, attributes, roi: weights file (default: the shipped ones)")
+    e.add_argument("--assets", default=None,
+                   help="retrieval, instances, street: a model folder laid out as models/assets/ (text.pt, "
+                        "attributes.pt, features.pt, detector.pt), e.g. to measure another features file "
+                        "(default: models/assets/, or FASHION_ASSETS)")
     e.add_argument("--beam", type=COUNT, default=3)
     e.add_argument("--limit", type=COUNT, default=None)
     e.add_argument("--json", action="store_true")

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageEnhance
 
-from .data import data_root, load_catalog, load_splits, products_dir
+from .data import ASSETS, data_root, load_catalog, load_splits, products_dir
 from .train_attributes import CACHE
 
 
@@ -57,7 +57,6 @@ def make_hard(item: Image.Image, background: Image.Image, rng: np.random.Generat
 def assets_digest(assets=None) -> str:
     """A short hash of the models that index the catalog and of how, so a cached index follows them."""
     import hashlib
-    from .data import ASSETS
     from .pipeline import ALTERNATIVE_P
     folder = Path(assets) if assets else ASSETS
     h = hashlib.sha1(f"runners-up {ALTERNATIVE_P}".encode())
@@ -174,7 +173,8 @@ def instance_recall(data=None, n_queries: int = 200, seed: int = 0, assets=None,
             if name in scanned:
                 scanned[name].append((r.scanned + (rh.scanned if rh is not None else 0)) / len(products))
                 scanned[f"{name}_unhedged"].append(r.scanned / len(products))
-    out = {"queries": len(picks), "catalog": len(products), "split": split}
+    out = {"queries": len(picks), "catalog": len(products), "split": split,
+           "assets": str(Path(assets) if assets else ASSETS)}
     for name, r in ranks.items():
         prefix = name.replace("filtered", "instance", 1) if name.startswith("filtered") else name  # the issue's name
         out.update({f"{prefix}_recall_at_{n}": float(np.mean(np.array(r) <= n)) for n in (1, 10)})

@@ -174,15 +174,18 @@ def fit_codebook(bits: int = 256, image_size: int = 160, instance_views: int = 2
     return report
 
 
-def eval_retrieval(data=None, limit: int | None = None, split: str | None = None, log=print) -> dict:
-    """`fashion-search eval retrieval`: a catalog folder's own split gives the queries, the rest the gallery."""
+def eval_retrieval(data=None, limit: int | None = None, split: str | None = None, log=print,
+                   assets=None) -> dict:
+    """`fashion-search eval retrieval`: a catalog folder's own split gives the queries, the rest the gallery.
+    `assets`: the model folder to measure (default models/assets, or FASHION_ASSETS)."""
     from .features import load_features
     from .data import products_dir
     folder = data or products_dir()
     products = load_catalog(folder)
     if limit:
         products = products[:limit]
-    ext, book = load_features(ASSETS / "features.pt")
+    assets = Path(assets or ASSETS)
+    ext, book = load_features(assets / "features.pt")
     feats, hists = (shared_catalog_features(products, ext) if data is None and not limit
                     else catalog_features(products, ext, None))
     codes = book.encode(feats)
@@ -192,16 +195,17 @@ def eval_retrieval(data=None, limit: int | None = None, split: str | None = None
     else:  # another catalog: its own deterministic 10 % as queries
         rng = np.random.default_rng(0)
         queries = np.sort(rng.choice(len(products), max(1, len(products) // 10), replace=False))
-    w = float(torch.load(ASSETS / "features.pt", weights_only=True).get("w_colour", torch.tensor(0.3)))
+    w = float(torch.load(assets / "features.pt", weights_only=True).get("w_colour", torch.tensor(0.3)))
     # float = the code book's projection before the threshold, so map_float - map_binary is what
     # binarising costs (the learnt projection is part of both)
-    report = {"data": str(folder), **retrieval_report(book.project(feats), codes, hists, products, queries, w)}
+    report = {"data": str(folder), "assets": str(assets),
+              **retrieval_report(book.project(feats), codes, hists, products, queries, w)}
     # the inverted index's promise as the system filters: attributes the model reads on each query
     from .filter_eval import filter_report, read_queries
     from .instance_eval import catalog_index_cache, index_catalog_items
     from .pipeline import WHAT_IT_IS, Pipeline
-    pipeline = Pipeline.load()
-    cache = catalog_index_cache(folder, len(products), pipeline.bits) if data is None and not limit else None
+    pipeline = Pipeline.load(assets)
+    cache = catalog_index_cache(folder, len(products), pipeline.bits, assets) if data is None and not limit else None
     catalog = index_catalog_items(pipeline, products, cache=cache, log=log)
     analyses = read_queries(pipeline, products, queries, log=log)
     report.update(filter_report(pipeline, products, queries, catalog, analyses, log=log))

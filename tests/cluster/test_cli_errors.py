@@ -108,3 +108,31 @@ def test_training_on_a_gpu_where_torch_sees_none_is_a_clear_error(tmp_path, caps
     assert main(["train", "attributes", "--device", "cuda", "--epochs", "1", "--out", str(out)]) == 2
     assert "--device cuda: this machine has no GPU that torch can use" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_eval_measures_the_model_folder_it_is_given(tmp_path, capsys):
+    """`eval instances --assets DIR` reads DIR's models (tiny ones here: no detector), not the shipped ones."""
+    import json
+
+    from .test_rest import small_catalog
+    from .tiny_assets import make_tiny_assets
+    assets = make_tiny_assets(tmp_path / "assets")
+    catalog = small_catalog(tmp_path / "catalog", n=8)
+    rows = (catalog / "styles.csv").read_text().splitlines()
+    (catalog / "styles.csv").write_text("\n".join([rows[0]] + rows[2:]) + "\n")   # without the broken photo
+    assert main(["eval", "instances", "--data", str(catalog), "--assets", str(assets), "--limit", "3", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["assets"] == str(assets) and report["queries"] == 3
+    assert report["detector_roi_fraction"] == 0.0       # the shipped folder has a detector; this one has none
+
+
+@pytest.mark.parametrize("argv, said", [
+    (["eval", "retrieval", "--weights", "features.pt"], "give --assets DIR"),
+    (["eval", "attributes", "--assets", "models/assets"], "give --weights FILE"),
+    (["eval", "instances", "--assets", "EMPTY"], "a model folder needs text.pt, attributes.pt, features.pt"),
+])
+def test_eval_refuses_weights_it_would_not_read(tmp_path, capsys, argv, said):
+    (tmp_path / "empty").mkdir()
+    argv = [str(tmp_path / "empty") if a == "EMPTY" else a for a in argv]
+    assert main(argv) == 2
+    assert said in capsys.readouterr().err

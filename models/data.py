@@ -120,7 +120,11 @@ def decode_image(data: bytes | os.PathLike | str, max_pixels: int = MAX_PIXELS) 
             img.load()
         except InvalidInput:
             raise
-        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+        except UnidentifiedImageError as exc:     # its own text names a BytesIO object, not the file
+            where = "" if isinstance(data, (bytes, bytearray)) else f" {data}"
+            raise InvalidInput(f"not a readable image{where}: not a format Pillow decodes "
+                               f"(JPEG, PNG, WebP, GIF, BMP, TIFF, ...)") from exc
+        except (OSError, ValueError, Image.DecompressionBombError) as exc:
             raise InvalidInput(f"not a readable image: {exc}") from exc
     if img.width < 8 or img.height < 8:
         raise InvalidInput(f"image of {img.width}x{img.height} pixels is too small")

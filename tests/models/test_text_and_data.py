@@ -42,8 +42,12 @@ def test_catalog_errors(tmp_path):
 def test_bad_images_are_invalid_input(tmp_path):
     with pytest.raises(InvalidInput):
         decode_image(b"")
-    with pytest.raises(InvalidInput):
+    with pytest.raises(InvalidInput, match="not a format Pillow decodes") as refused:
         decode_image(b"this is not an image")
+    assert "BytesIO" not in str(refused.value)          # the user's upload, not our stream object
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(InvalidInput, match=f"not a readable image {tmp_path / 'notes.txt'}"):
+        decode_image(tmp_path / "notes.txt")
     good = tmp_path / "a.png"
     Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(good)
     data = good.read_bytes()

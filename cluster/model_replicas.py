@@ -39,12 +39,14 @@ class AttributeReplica:
     def categories(self) -> list[str]:
         return [t.split("=", 1)[1] for t in self.pipeline.taxonomy.category_tokens()]
 
-    def from_titles(self, titles: list[str]) -> list[str | None]:
-        return self.pipeline.categories_from_titles(titles)
+    def read_titles(self, titles: list[str]) -> list[tuple[str | None, dict]]:
+        """Per title: its category (or None) and the gender and colour it states."""
+        return self.pipeline.read_titles(titles)
 
     @serve.batch(max_batch_size=BATCH, batch_wait_timeout_s=BATCH_WAIT_S)
-    async def recognise(self, items: list[tuple[np.ndarray, str | None, bool]]) -> list[tuple[list, list]]:
-        """(attributes, runners-up) per (crop, category, runners-up wanted): [(token, probability)] each.
+    async def recognise(self, items: list[tuple[np.ndarray, str | None, bool, dict | None]]) -> list[tuple[list, list]]:
+        """(attributes, runners-up) per (crop, category, runners-up wanted, what its title states):
+        [(token, probability)] each.
 
         A catalog item's runners-up go down to ALTERNATIVE_P (it is indexed under them,
         models/pipeline.py index_tokens), a query's to HEDGE_P (its runner-up category is
@@ -53,13 +55,13 @@ class AttributeReplica:
         import torch
 
         from models.pipeline import ALTERNATIVE_P, HEDGE_P
-        imgs = [Image.fromarray(a) for a, _, _ in items]
+        imgs = [Image.fromarray(a) for a, _, _, _ in items]
         with torch.no_grad():
             read = self.pipeline.attributes.generate_with_alternatives(
-                self.pipeline._attribute_input(imgs), beam=self.pipeline.beam, categories=[c for _, c, _ in items],
-                min_p=min(ALTERNATIVE_P, HEDGE_P))
+                self.pipeline._attribute_input(imgs), beam=self.pipeline.beam, categories=[c for _, c, _, _ in items],
+                min_p=min(ALTERNATIVE_P, HEDGE_P), stated=[s for _, _, _, s in items])
         return [(seq, [(t, p) for t, p in alts if p >= (ALTERNATIVE_P if w else HEDGE_P)])
-                for (seq, alts), (_, _, w) in zip(read, items)]
+                for (seq, alts), (_, _, w, _) in zip(read, items)]
 
 
 @serve.deployment

@@ -236,10 +236,10 @@ class Frontend:
 
     # ------------------------------------------------------------ the analysis of one image
     async def _analyse(self, arr: np.ndarray, category: str | None, box, roi_mode: str = "detector",
-                       runners_up: bool = False) -> dict:
+                       runners_up: bool = False, stated: dict | None = None) -> dict:
         """ROI (the user's box, the guided detector, or the whole photo), then the attributes
         and the code + histogram inside it, read at the same time (models/pipeline.py reads them
-        in turn, on one process)."""
+        in turn, on one process). `stated`: the gender and colour a catalog item's title states."""
         from models.colour import check_box
         t0 = time.perf_counter()
         crop_box = check_box(box, (arr.shape[1], arr.shape[0])) if box is not None else None
@@ -264,7 +264,7 @@ class Frontend:
             reading = self.features.describe.remote(crop)
         # The attributes and the appearance of one ROI are read on two replicas at once.
         ((attrs, alternatives), t_attr), ((code, hist), t_feat) = await asyncio.gather(
-            _timed(self.attributes.recognise.remote((crop, category, runners_up))), _timed(reading))
+            _timed(self.attributes.recognise.remote((crop, category, runners_up, stated))), _timed(reading))
         auto_cat = next((t.split("=", 1)[1] for t, _ in attrs if t.startswith("articleType=")), None)
         return {"attributes": attrs, "alternatives": alternatives, "category": category or auto_cat,
                 "category_source": "user" if category else "auto",
@@ -414,8 +414,8 @@ class Frontend:
         from models.pipeline import index_tokens
         given = parse_tokens(attributes)
         arr, data = await self._image(image)
-        cats = await self.attributes.from_titles.remote([title])
-        a = await self._analyse(arr, cats[0], None, runners_up=not given)
+        [(category, stated)] = await self.attributes.read_titles.remote([title])
+        a = await self._analyse(arr, category, None, runners_up=not given, stated=stated)
         tokens = list(given) if given else index_tokens(a["attributes"], a["alternatives"])
         replaced = await self._uploaded_image(item_id) if id else None
         path = self.uploads / f"{uuid.uuid4().hex}.img"

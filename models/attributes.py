@@ -150,29 +150,37 @@ class AttributeModel(nn.Module):
         return ok
 
     @torch.no_grad()
-    def generate(self, x, beam: int = 1, categories: list[str | None] | None = None, max_len: int = 12):
+    def generate(self, x, beam: int = 1, categories: list[str | None] | None = None, max_len: int = 12,
+                 stated: list[dict | None] | None = None):
         """Per image: [(token, probability), ...] in field order.
 
         categories[i], if given, guides image i: its category token (and the
-        category's great-category) are fed at their positions instead of generated.
+        category's great-category) are fed at their positions instead of generated;
+        stated[i] likewise for the gender and colour a title states.
         """
-        return [seq for seq, _ in self.generate_with_alternatives(x, beam, categories, max_len)]
+        return [seq for seq, _ in self.generate_with_alternatives(x, beam, categories, max_len, stated=stated)]
 
     @torch.no_grad()
     def generate_with_alternatives(self, x, beam: int = 1, categories: list[str | None] | None = None,
-                                   max_len: int = 12, min_p: float | None = None):
+                                   max_len: int = 12, min_p: float | None = None,
+                                   stated: list[dict | None] | None = None):
         """Per image: (generate()'s sequence, its runners-up).
 
-        The runners-up are, at each generated step, the other values of the emitted
-        token's field with probability >= min_p there (none when min_p is None; never for
-        a forced token). A catalog item is indexed under them too (models/pipeline.py).
+        stated[i], if given, is what image i's title states ({"gender": ..., "baseColour": ...},
+        models/text.py): those values are fed at their positions too, as the category is.
+        The runners-up are, at each step, the other values of the emitted token's field with
+        probability >= min_p there (none when min_p is None; never for a forced category or
+        great-category; for a stated value, the other values the photo itself suggests).
+        A catalog item is indexed under them too (models/pipeline.py).
         """
         tax = self.taxonomy
         f, (h, c) = self.encode(x)
         out = []
         for i in range(x.shape[0]):
             forced = tax.forced_prefix(tax.check_category(categories[i])) if categories and categories[i] else {}
-            out.append(self._beam(f[i: i + 1], h[:, i: i + 1], c[:, i: i + 1], forced, beam, max_len, min_p))
+            told = tax.stated_tokens(stated[i]) if stated and stated[i] else {}
+            out.append(self._beam(f[i: i + 1], h[:, i: i + 1], c[:, i: i + 1], {**told, **forced}, beam, max_len,
+                                  min_p, told=set(told) - set(forced)))
         return out
 
     def _runners_up(self, p: torch.Tensor, t: int, min_p: float | None) -> list[tuple[str, float]]:
@@ -181,9 +189,13 @@ class AttributeModel(nn.Module):
         same = ((self.field_of == self.field_of[t]) & (p >= min_p)).nonzero().flatten().tolist()
         return [(self.taxonomy.tokens[j], float(p[j])) for j in same if j != t]
 
-    def _beam(self, f, h, c, forced: dict, beam: int, max_len: int, min_p: float | None = None):
+    def _beam(self, f, h, c, forced: dict, beam: int, max_len: int, min_p: float | None = None,
+              told: set = frozenset()):
+        """`forced`: field index -> token fed at that position; `told`: those of its fields that a title
+        stated, which keep their runners-up."""
         tax = self.taxonomy
         forced_ids = {tax.index[t] for t in forced.values()}
+        quiet_ids = {tax.index[t] for ff, t in forced.items() if ff not in told}
         hyps = [(0.0, [BOS], [], -1, (h, c), [])]   # (log p, tokens, probabilities, last field, state, runners-up)
         done = []
         for _ in range(max_len):
@@ -206,7 +218,7 @@ class AttributeModel(nn.Module):
                     if t == EOS:
                         done.append((logp + step, toks, probs, alts))
                     else:
-                        more = [] if t in forced_ids else self._runners_up(p, t, min_p)
+                        more = [] if t in quiet_ids else self._runners_up(p, t, min_p)
                         cand.append((logp + step, toks + [t], probs + [float(p[t])], int(self.field_of[t]),
                                      new_state, alts + more))
             if not cand:

@@ -18,10 +18,12 @@ def set_scores(pred: list[set], true: list[set]) -> dict:
 
 @torch.no_grad()
 def evaluate_attributes(model, images: torch.Tensor, seqs: torch.Tensor, true_sets: list[set],
-                        categories: list[str | None] | None = None, beam: int = 3, batch: int = 64) -> dict:
-    """images: N x 3 x S x S normalised; seqs: N x L token ids; categories: guidance per image."""
+                        categories: list[str | None] | None = None, beam: int = 3, batch: int = 64,
+                        stated: list[dict | None] | None = None) -> dict:
+    """images: N x 3 x S x S normalised; seqs: N x L token ids; categories: guidance per image;
+    stated: what each title states besides (gender, colour), read as a catalog item is (`title_guided_*`)."""
     model.eval()
-    preds, guided, base = [], [], []
+    preds, guided, titled, base = [], [], [], []
     nll_sum, nll_n = 0.0, 0
     for i in range(0, len(images), batch):
         x = images[i: i + batch]
@@ -35,11 +37,16 @@ def evaluate_attributes(model, images: torch.Tensor, seqs: torch.Tensor, true_se
         if categories is not None:
             preds_g = model.generate(x, beam=beam, categories=categories[i: i + batch])
             guided += [{t for t, _ in seq} for seq in preds_g]
+        if stated is not None:
+            preds_t = model.generate(x, beam=beam, categories=categories[i: i + batch], stated=stated[i: i + batch])
+            titled += [{t for t, _ in seq} for seq in preds_t]
         base += [{t for t, _ in row} for row in model.predict_binary(x)]
     out = {"images": len(images), **set_scores(preds, true_sets), "nll": nll_sum / max(nll_n, 1)}
     if categories is not None:
         g = set_scores(guided, true_sets)
         out.update({f"guided_{k}": v for k, v in g.items()})
+    if stated is not None:
+        out.update({f"title_guided_{k}": v for k, v in set_scores(titled, true_sets).items()})
     b = set_scores(base, true_sets)
     out.update({f"baseline_{k}": v for k, v in b.items()})
     return out

@@ -59,7 +59,7 @@ def assets_digest(assets=None) -> str:
     import hashlib
     from .pipeline import ALTERNATIVE_P
     folder = Path(assets) if assets else ASSETS
-    h = hashlib.sha1(f"runners-up {ALTERNATIVE_P}".encode())
+    h = hashlib.sha1(f"runners-up {ALTERNATIVE_P}, title's gender and colour forced".encode())
     for name in ("text.pt", "attributes.pt", "features.pt"):
         h.update((folder / name).read_bytes())
     return h.hexdigest()[:12]

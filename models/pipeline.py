@@ -27,7 +27,7 @@ from .attributes import AttributeModel, normalise
 from .colour import DEFAULT_BINS, check_box, hsv_histogram
 from .data import ASSETS
 from .features import CodeBook, FeatureExtractor, load_features
-from .text import TitleClassifier
+from .text import TitleClassifier, title_statements
 
 # Attributes at least this probable are required (relaxable); the rest optional. Tuned on
 # the validation split (200 hard queries, models/RESULTS.md), last with the runners-up in the
@@ -201,11 +201,14 @@ class Pipeline:
 
     # ------------------------------------------------------------ pieces
     def categories_from_titles(self, titles: list[str]) -> list[str | None]:
+        return [cat for cat, _ in self.read_titles(titles)]
+
+    def read_titles(self, titles: list[str]) -> list[tuple[str | None, dict[str, str]]]:
+        """Per seller's title: the category it names (None when unsure or unknown here) and the
+        gender and colour it states (models/text.py title_statements)."""
         known = {t.split("=", 1)[1] for t in self.taxonomy.category_tokens()}
-        out = []
-        for r in self.text.predict(titles):
-            out.append(r["category"] if r["category"] in known else None)
-        return out
+        return [(r["category"] if r["category"] in known else None, title_statements(r))
+                for r in self.text.predict(titles)]
 
     def _attribute_input(self, images: list[Image.Image]) -> torch.Tensor:
         s = self.attributes.cfg.encoder.image_size
@@ -221,8 +224,9 @@ class Pipeline:
     def analyse_batch(self, images: list[Image.Image], categories: list[str | None] | None = None,
                       boxes: list | None = None, sources: list[str] | None = None, detect: bool = True,
                       beam: int | None = None, described: tuple | None = None,
-                      runners_up: bool = False) -> list[Analysis]:
+                      runners_up: bool = False, stated: list[dict | None] | None = None) -> list[Analysis]:
         """`described` = (codes, hists) already computed for the boxes' crops (skips the features step).
+        `stated`: per photo, the gender and colour its title states, forced as the category is.
         `runners_up`: read each field's runners-up down to ALTERNATIVE_P (catalog items: indexed
         under them), not HEDGE_P (a query: its runner-up category is hedged)."""
         n = len(images)
@@ -248,7 +252,7 @@ class Pipeline:
         crops = [im.crop(r) for im, r in zip(images, rois)]
         with torch.no_grad():
             read = self.attributes.generate_with_alternatives(self._attribute_input(crops), beam=beam or self.beam,
-                                                              categories=cats,
+                                                              categories=cats, stated=stated,
                                                               min_p=ALTERNATIVE_P if runners_up else HEDGE_P)
         attrs = [seq for seq, _ in read]
         t2 = time.perf_counter()
@@ -311,15 +315,17 @@ class Pipeline:
         return self.items([image], [title])[0]
 
     def items(self, images: list[Image.Image], titles: list[str], detect: bool = False) -> list[Analysis]:
-        """Catalog items: the title names the category, which guides the attributes.
+        """Catalog items: the title names the category, and states the gender and colour more often
+        than not; what it says guides the attributes (the photo reads the rest, and the other
+        colours it suggests are indexed as runners-up).
 
         Studio product photos show one item on a plain background, so by default their
         ROI is the whole photo (the detector, trained on street photos, costs ~0.4 s an
         image on a CPU); detect=True runs the guided detector on them too.
         """
-        cats = self.categories_from_titles(titles)
-        return self.analyse_batch(images, cats, sources=["title"] * len(images), detect=detect, beam=1,
-                                  runners_up=True)
+        read = self.read_titles(titles)
+        return self.analyse_batch(images, [c for c, _ in read], sources=["title"] * len(images), detect=detect,
+                                  beam=1, runners_up=True, stated=[s for _, s in read])
 
     def detector_classes(self, category: str | None) -> set[str] | None:
         from .detector import guidance

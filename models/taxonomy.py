@@ -21,6 +21,7 @@ from .data import ASSETS, Product
 
 FILE = ASSETS / "taxonomy.json"
 FIELDS = ("masterCategory", "articleType", "gender", "subCategory", "baseColour", "season", "usage")
+STATED_FIELDS = ("gender", "baseColour")      # what a seller's title states in words (models/text.py)
 PAD, BOS, EOS = 0, 1, 2
 SPECIALS = ("<pad>", "<bos>", "<eos>")
 
@@ -84,6 +85,13 @@ class Taxonomy:
         if great is not None:
             forced[self.fields.index(self.great_field)] = self.token(self.great_field, great)
         return forced
+
+    def stated_tokens(self, stated: dict[str, str]) -> dict[int, str]:
+        """Field index -> token for what a title states (e.g. {"gender": "Men", "baseColour": "Navy Blue"}),
+        which guided generation forces as it does the category. Values outside the vocabulary
+        (or its rare-value bucket) say nothing definite and are left to the model."""
+        return {self.fields.index(f): f"{f}={v}" for f, v in stated.items()
+                if f in self.fields and v != "other" and v in self.values[f]}
 
     # ------------------------------------------------------------ file
     def to_json(self) -> dict:

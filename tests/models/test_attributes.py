@@ -62,6 +62,34 @@ def test_runners_up_are_other_values_of_generated_fields():
                 assert field in read and t != read[field] and field not in forced and 0.02 <= p <= 1
 
 
+def test_what_a_title_states_is_forced_and_keeps_the_photo_s_runners_up():
+    """A catalog item's gender and colour from its title are emitted as stated, with or without its category;
+    a value the taxonomy lacks is left to the model; the photo's other colours stay as runners-up."""
+    tax, _ = tiny_taxonomy()
+    torch.manual_seed(0)
+    model = AttributeModel(TINY, tax).eval()
+    x = torch.randn(4, 3, 80, 80)
+    plain = model.generate(x, beam=3)
+    for want in ("Black", "Blue"):
+        stated = [{"gender": "Women", "baseColour": want}, {"baseColour": want}, {"baseColour": "Mauve"}, None]
+        cats = ["Shirts", None, "Shirts", None]
+        for beam in (1, 3):
+            out = model.generate_with_alternatives(x, beam=beam, categories=cats, stated=stated, min_p=0.02)
+            tokens = [[t for t, _ in seq] for seq, _ in out]
+            assert {"gender=Women", f"baseColour={want}", "articleType=Shirts"} <= set(tokens[0])
+            assert f"baseColour={want}" in tokens[1]
+            alone = model.generate(x[2:3], beam=beam, categories=["Shirts"])[0]
+            colour = [t for t in tokens[2] if t.startswith("baseColour=")]
+            assert colour == [t for t, _ in alone if t.startswith("baseColour=")]
+            for seq in tokens:
+                fields = [tax.fields.index(t.split("=")[0]) for t in seq]
+                assert fields == sorted(set(fields))
+            other = "Blue" if want == "Black" else "Black"
+            assert ("baseColour=" + other) in [t for t, _ in out[1][1]]     # untrained: flat, so the other is >= 0.02
+            assert not any(t.split("=")[0] in ("articleType", "masterCategory") for t, _ in out[0][1])
+    assert model.generate(x, beam=3, stated=[None] * 4) == plain
+
+
 def test_unknown_category_is_a_clear_error():
     tax, _ = tiny_taxonomy()
     model = AttributeModel(TINY, tax).eval()

@@ -66,7 +66,6 @@ def read_queries(path: str) -> list[dict]:
 def run_batch(cluster, rows: list[dict], out_path: str, k: int = 20, batch: int = 16, log=print) -> dict:
     """Search every query of `rows` (read_queries) and write one JSON line each, in order."""
     from models.data import decode_image
-    from models.hedge import answers, hedge_query, hedged_category, with_hedges
     from models.pipeline import Pipeline
     pipeline = Pipeline.load()
     t0 = time.perf_counter()
@@ -74,47 +73,56 @@ def run_batch(cluster, rows: list[dict], out_path: str, k: int = 20, batch: int 
     with open(out_path, "w") as out:
         for i in range(0, len(rows), batch):
             part = rows[i: i + batch]
+            lines: list[dict | None] = [None] * len(part)     # written in the rows' order at the chunk's end
             good, images = [], []
-            for r in part:
+            for j, r in enumerate(part):
                 try:
                     images.append(decode_image(r["image"]))
-                    good.append(r)
+                    good.append(j)
                 except InvalidInput as exc:
-                    out.write(json.dumps({"query": r, "error": str(exc)}) + "\n")
-                    errors += 1
-            if not good:
-                continue
-            try:
-                analyses = pipeline.analyse_batch(images, [r.get("category") or None for r in good],
-                                                  [parse_box(r.get("box")) for r in good])
-            except InvalidInput:  # one bad category or box: fall back to one at a time
-                analyses = []
-                for r, im in zip(good, images):
-                    try:
-                        analyses.append(pipeline.query(im, r.get("category") or None, parse_box(r.get("box"))))
-                    except InvalidInput as e:
-                        analyses.append(e)
-            read = [a for a in analyses if not isinstance(a, Exception)]
-            queries = [Query(code=a.code, hist=a.hist, k=k, w_colour=pipeline.w_colour, **a.query_terms())
-                       for a in read]
-            hedges = [hedge_query(q, a.hedge_terms()) for q, a in zip(queries, read)]   # models/hedge.py
-            results = iter(zip(answers(cluster.search_batch(with_hedges(queries, hedges)), hedges), hedges))
-            for r, a in zip(good, analyses):
-                if isinstance(a, Exception):
-                    out.write(json.dumps({"query": r, "error": str(a)}) + "\n")
-                    errors += 1
-                    continue
-                (res, hits, hedge_res), hedge = next(results)
-                out.write(json.dumps({"query": r, "category": a.category, "roi": a.roi,
-                                      "attributes": [{"token": t, "probability": p} for t, p in a.attributes],
-                                      "relaxed": list(res.relaxed), "widened": list(res.widened),
-                                      "hedged": hedged_category(hedge),
-                                      "partial": res.partial or (hedge_res is not None and hedge_res.partial),
-                                      "results": [h.to_dict() for h in hits]}) + "\n")
-                done += 1
+                    lines[j] = {"query": r, "error": str(exc)}
+            if good:
+                read = _read_and_search(cluster, pipeline, [part[j] for j in good], images, k)
+                for j, line in zip(good, read):
+                    lines[j] = line
+            for line in lines:
+                out.write(json.dumps(line) + "\n")
+            errors += sum("error" in line for line in lines)
+            done += sum("error" not in line for line in lines)
             log(f"{done + errors}/{len(rows)} queries ({done / (time.perf_counter() - t0):.1f}/s)")
     return {"queries": len(rows), "answered": done, "errors": errors, "out": out_path,
             "seconds": time.perf_counter() - t0}
+
+
+def _read_and_search(cluster, pipeline, rows: list[dict], images: list, k: int) -> list[dict]:
+    """One answer line per row: its reading and hits, or why it could not be searched."""
+    from models.hedge import answers, hedge_query, hedged_category, with_hedges
+    try:
+        analyses = pipeline.analyse_batch(images, [r.get("category") or None for r in rows],
+                                          [parse_box(r.get("box")) for r in rows])
+    except InvalidInput:  # one bad category or box: fall back to one at a time
+        analyses = []
+        for r, im in zip(rows, images):
+            try:
+                analyses.append(pipeline.query(im, r.get("category") or None, parse_box(r.get("box"))))
+            except InvalidInput as e:
+                analyses.append(e)
+    read = [a for a in analyses if not isinstance(a, Exception)]
+    queries = [Query(code=a.code, hist=a.hist, k=k, w_colour=pipeline.w_colour, **a.query_terms()) for a in read]
+    hedges = [hedge_query(q, a.hedge_terms()) for q, a in zip(queries, read)]   # models/hedge.py
+    results = iter(zip(answers(cluster.search_batch(with_hedges(queries, hedges)), hedges), hedges))
+    lines = []
+    for r, a in zip(rows, analyses):
+        if isinstance(a, Exception):
+            lines.append({"query": r, "error": str(a)})
+            continue
+        (res, hits, hedge_res), hedge = next(results)
+        lines.append({"query": r, "category": a.category, "roi": a.roi,
+                      "attributes": [{"token": t, "probability": p} for t, p in a.attributes],
+                      "relaxed": list(res.relaxed), "widened": list(res.widened), "hedged": hedged_category(hedge),
+                      "partial": res.partial or (hedge_res is not None and hedge_res.partial),
+                      "results": [h.to_dict() for h in hits]})
+    return lines
 
 
 def submit_job(address: str, argv: list[str]) -> dict:

@@ -448,13 +448,16 @@ def build_parser() -> argparse.ArgumentParser:
     ix.set_defaults(func=cmd_index)
 
     bt = sub.add_parser("batch", help="run a file of queries, write results as JSONL",
-                        description="QUERIES: CSV or JSONL of image paths with optional category and box. "
+                        description="QUERIES: CSV (header: image[,category][,box]) or JSONL ({\"image\": ...}) "
+                                    "of photos, one query a row; a relative image path is read from the "
+                                    "queries file's folder; category names one (option 2), box is x,y,w,h "
+                                    "(option 3). Each line of OUT answers its row, or says why it could not. "
                                     "With --address the job is submitted to the cluster (Ray job API).")
-    bt.add_argument("queries")
-    bt.add_argument("--out", required=True)
-    bt.add_argument("--k", type=number(int, 1, 1000), default=20)
-    bt.add_argument("--storage", default=DEFAULT_STORAGE)
-    bt.add_argument("--address", default=None)
+    bt.add_argument("queries", help="the queries file (CSV or JSONL)")
+    bt.add_argument("--out", required=True, help="where the answers go, one JSON line per query, in order")
+    bt.add_argument("--k", type=number(int, 1, 1000), default=20, help="hits per query (default 20)")
+    bt.add_argument("--storage", default=DEFAULT_STORAGE, help="the cluster's storage root")
+    bt.add_argument("--address", default=None, help="a running Ray cluster to submit the job to")
     bt.add_argument("--in-process", action="store_true", help=argparse.SUPPRESS)
     bt.add_argument("--json", action="store_true")
     bt.set_defaults(func=cmd_batch)

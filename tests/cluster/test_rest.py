@@ -394,15 +394,17 @@ def test_a_batch_job_answers_every_good_query_and_reports_the_bad_ones(server):
     photos = sorted((tmp / "catalog" / "images").glob("*.jpg"))[1:4]      # the first one is broken
     (tmp / "q").mkdir(exist_ok=True)
     queries = tmp / "q" / "queries.csv"
+    missing = tmp / "catalog" / "images" / "missing.jpg"
     queries.write_text("image,category,box\n"
                        f"{photos[0]},,\n"
+                       f"{missing},,\n"
                        f"{photos[1]},Tshirts,\n"
-                       f"{photos[2]},,\"5,5,40,40\"\n"
-                       f"{tmp / 'catalog' / 'images' / 'missing.jpg'},,\n")
+                       f"{photos[2]},,\"5,5,40,40\"\n")
     out = tmp / "q" / "results.jsonl"
     report = run_batch(server["cluster"], read_queries(str(queries)), str(out), k=5, log=lambda s: None)
     assert report["queries"] == 4 and report["answered"] == 3 and report["errors"] == 1
     lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [d["query"]["image"] for d in lines] == [str(p) for p in (photos[0], missing, photos[1], photos[2])]
     answers = [d for d in lines if "error" not in d]
     assert len(lines) == 4 and len(answers) == 3
     for d in answers:

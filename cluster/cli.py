@@ -243,13 +243,15 @@ def cmd_serve(args) -> dict:
 
 
 def cmd_index(args) -> dict:
+    from pathlib import Path
     from cluster.indexing import index_catalog, read_catalog
     from cluster.runtime import open_cluster
     from coordinator.placement import N_BUCKETS, check_shard_count
     check_shard_count(args.shards, N_BUCKETS)
     rows = read_catalog(args.catalog, args.images)   # a bad catalog fails here, before Ray starts or storage is made
     with open_cluster(args.storage, address=args.address, shards=args.shards) as c:
-        return index_catalog(c, rows, errors_path=args.errors, concurrency=args.concurrency,
+        errors = args.errors or str(Path(args.storage) / "index-errors.jsonl")    # the root exists by now
+        return index_catalog(c, rows, errors_path=errors, concurrency=args.concurrency,
                              log=lambda s: print(s, file=sys.stderr, flush=True))
 
 
@@ -439,11 +441,13 @@ def build_parser() -> argparse.ArgumentParser:
                                     "coordinator. Rows with missing or broken images go to the errors file.")
     ix.add_argument("--catalog", required=True, help="styles.csv (or its folder)")
     ix.add_argument("--images", default=None, help="images folder (default: images/ beside the CSV)")
-    ix.add_argument("--storage", default=DEFAULT_STORAGE)
-    ix.add_argument("--address", default=None)
-    ix.add_argument("--shards", type=COUNT, default=4)
+    ix.add_argument("--storage", default=DEFAULT_STORAGE, help="the cluster's storage root (made if new)")
+    ix.add_argument("--address", default=None, help="a running Ray cluster (default: a local one)")
+    ix.add_argument("--shards", type=COUNT, default=4, help="shards of a new cluster")
     ix.add_argument("--concurrency", type=COUNT, default=1, help="model actors in the pool")
-    ix.add_argument("--errors", default="index-errors.jsonl")
+    ix.add_argument("--errors", default=None,
+                    help="rows that could not be indexed, one JSON line each, appended (default: "
+                         "index-errors.jsonl in the storage root)")
     ix.add_argument("--json", action="store_true")
     ix.set_defaults(func=cmd_index)
 

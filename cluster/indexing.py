@@ -17,6 +17,7 @@ import numpy as np
 import ray
 
 from models.data import load_catalog
+from shards.codes import id_from_text
 from shards.errors import InvalidInput
 
 
@@ -54,10 +55,6 @@ class ItemAnalyzer:
                 "code": codes, "hist": hists, "attributes": attrs}
 
 
-def _as_id(raw: str):
-    return int(raw) if raw.isascii() and raw.isdigit() and len(raw) < 19 else raw
-
-
 def read_catalog(catalog: str, images: str | None = None) -> list:
     """The catalog's rows: `catalog` is its CSV (any name) or a folder holding styles.csv; the
     photos are in `images` or in images/ beside the CSV. A missing CSV, column or photo
@@ -72,17 +69,21 @@ def read_catalog(catalog: str, images: str | None = None) -> list:
 
 
 def first_of_each_id(products: list) -> tuple[list, list]:
-    """(the first row of each id, the rows that repeat an earlier id): one item per id, and the
-    repeats reported rather than silently overwriting it."""
+    """(the first row of each valid id, [(row, why it is set aside)]): one item per id; a row that
+    repeats an earlier id, or whose id cannot be an item's, is reported rather than indexed."""
     seen: dict = {}
-    repeats = []
+    aside = []
     for p in products:
-        key = _as_id(p.id)
+        try:
+            key = id_from_text(p.id)
+        except InvalidInput as exc:
+            aside.append((p, f"not an item id: {exc}"))
+            continue
         if key in seen:
-            repeats.append(p)
+            aside.append((p, "the id repeats an earlier row; the first row is indexed"))
         else:
             seen[key] = p
-    return list(seen.values()), repeats
+    return list(seen.values()), aside
 
 
 def index_catalog(cluster, rows: list, errors_path: str = "index-errors.jsonl", batch: int = 32,
@@ -90,14 +91,13 @@ def index_catalog(cluster, rows: list, errors_path: str = "index-errors.jsonl", 
     """Index a catalog's rows (read_catalog): what is already indexed is skipped, a broken photo or
     a repeated id goes to the errors file."""
     t0 = time.perf_counter()
-    products, repeats = first_of_each_id(rows)
-    if repeats:
+    products, aside = first_of_each_id(rows)
+    if aside:
         with open(errors_path, "a") as errors:
-            for p in repeats:
-                errors.write(json.dumps({"id": p.id, "image": str(p.image),
-                                         "error": "the id repeats an earlier row; the first row is indexed"}) + "\n")
-        log(f"{len(repeats)} rows repeat an earlier id; written to {errors_path}")
-    ids = [_as_id(p.id) for p in products]
+            for p, why in aside:
+                errors.write(json.dumps({"id": p.id, "image": str(p.image), "error": why}) + "\n")
+        log(f"{len(aside)} rows repeat an earlier id or have no valid id; written to {errors_path}")
+    ids = [id_from_text(p.id) for p in products]
     done = set()
     for i in range(0, len(ids), 5000):
         chunk = ids[i: i + 5000]
@@ -121,12 +121,13 @@ def index_catalog(cluster, rows: list, errors_path: str = "index-errors.jsonl", 
                     continue
                 codes = np.stack([np.frombuffer(b["code"][i], np.uint64) for i in ok])
                 hists = np.stack([np.frombuffer(b["hist"][i], np.float32) for i in ok])
-                cluster.upsert([_as_id(str(b["id"][i])) for i in ok], codes, hists,
+                cluster.upsert([id_from_text(str(b["id"][i])) for i in ok], codes, hists,
                                [json.loads(b["attributes"][i]) for i in ok],
                                [{"title": str(b["title"][i]), "image": str(b["image"][i])} for i in ok])
                 written += len(ok)
                 log(f"indexed {written + failed}/{len(todo)} ({written / (time.perf_counter() - t0):.1f} items/s)")
     seconds = time.perf_counter() - t0
-    return {"rows": len(products) + len(repeats), "skipped_existing": len(done), "indexed": written,
-            "repeated_ids": len(repeats), "errors": failed + len(repeats),
+    repeated = sum(why.startswith("the id repeats") for _, why in aside)
+    return {"rows": len(products) + len(aside), "skipped_existing": len(done), "indexed": written,
+            "repeated_ids": repeated, "invalid_ids": len(aside) - repeated, "errors": failed + len(aside),
             "errors_file": errors_path, "seconds": seconds, "items_per_s": written / seconds if seconds else 0.0}

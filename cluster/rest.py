@@ -108,8 +108,9 @@ def _is(exc: BaseException, kind: type) -> bool:
 
 
 def parse_id(raw: str):
-    """Path ids: digits are integer ids, anything else a string id."""
-    return int(raw) if raw.isascii() and raw.isdigit() and len(raw) < 19 else raw
+    """Path and form ids (shards/codes.py id_from_text): "42" is item 42, "007" and "sku-1" string ids."""
+    from shards.codes import id_from_text
+    return id_from_text(raw)
 
 
 def parse_box(raw):
@@ -409,8 +410,6 @@ class Frontend:
         if not title.strip() or len(title) > 1000:
             raise InvalidInput("title must be 1..1000 characters")
         item_id = parse_id(id) if id else uuid.uuid4().hex
-        from shards.codes import id_key
-        id_key(item_id)
         from models.pipeline import index_tokens
         given = parse_tokens(attributes)
         arr, data = await self._image(image)

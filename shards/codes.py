@@ -51,6 +51,21 @@ def id_key(item_id) -> int:
     return int.from_bytes(digest, "little") | (1 << 63)
 
 
+def id_from_text(raw: str):
+    """The id that a text names (a URL path, a form field, a catalog's CSV cell).
+
+    Digits without a leading zero (fewer than 19 of them) are an integer id; anything else is
+    a string id, so SKU "007" stays "007" and never lands on item 7. A '/' is refused: no
+    URL path (GET /items/{id}) could name such an item.
+    """
+    if raw.isascii() and raw.isdigit() and len(raw) < 19 and (raw == "0" or raw[0] != "0"):
+        return int(raw)
+    if "/" in raw:
+        raise InvalidInput(f"an item id given as text cannot hold '/' (no URL could name it), got {raw!r}")
+    id_key(raw)
+    return raw
+
+
 def id_keys(ids) -> np.ndarray:
     """Keys of many ids as a uint64 array (fast path when every id is an int)."""
     ids = list(ids)

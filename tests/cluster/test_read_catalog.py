@@ -57,8 +57,25 @@ def test_rows_that_repeat_an_id_are_set_aside_and_the_first_is_kept(tmp_path):
     path = small_copy(tmp_path, rows=4, name="c.csv")
     lines = path.read_text().splitlines()
     repeated = lines[2].split(",", 1)[0] + ",Other," + lines[2].split(",", 2)[2]  # same id, another gender
-    path.write_text("\n".join(lines + [repeated, lines[1]]) + "\n")
-    kept, repeats = first_of_each_id(read_catalog(str(path), images=str(DEMO / "images")))
-    assert [p.id for p in kept] == [line.split(",", 1)[0] for line in lines[1:]]
-    assert [p.id for p in repeats] == [lines[2].split(",", 1)[0], lines[1].split(",", 1)[0]]
+    slashed = "a/b," + lines[3].split(",", 1)[1]
+    padded = "0" + lines[3]                              # SKU "0<id>" is another item than <id>
+    path.write_text("\n".join(lines + [repeated, slashed, lines[1], padded]) + "\n")
+    kept, aside = first_of_each_id(read_catalog(str(path), images=str(DEMO / "images")))
+    assert [p.id for p in kept] == [line.split(",", 1)[0] for line in lines[1:]] + ["0" + lines[3].split(",")[0]]
+    assert [p.id for p, _ in aside] == [lines[2].split(",", 1)[0], "a/b", lines[1].split(",", 1)[0]]
+    assert ["repeats" in why for _, why in aside] == [True, False, True] and "'/'" in aside[1][1]
     assert kept[1].fields.get("gender") != "Other"
+
+
+@pytest.mark.parametrize("raw, want", [("42", 42), ("0", 0), ("007", "007"), ("sku-1", "sku-1"),
+                                       ("9" * 19, "9" * 19), ("ünï", "ünï")])
+def test_an_id_written_as_text(raw, want):
+    from shards.codes import id_from_text
+    assert id_from_text(raw) == want and type(id_from_text(raw)) is type(want)
+
+
+@pytest.mark.parametrize("raw", ["a/b", "", "x" * 300, "tab\there"])
+def test_an_id_no_url_could_name_is_refused(raw):
+    from shards.codes import id_from_text
+    with pytest.raises(InvalidInput):
+        id_from_text(raw)

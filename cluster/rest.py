@@ -14,6 +14,7 @@ fault it is: 4xx for the request, 503 with Retry-After when a shard is away.
 """
 
 import asyncio
+import contextlib
 import hmac
 import json
 import time
@@ -70,6 +71,22 @@ app = FastAPI(title="fashion-search", version="0.1.0",
 class HttpError(Exception):
     def __init__(self, status: int, message: str, headers: dict | None = None):
         self.status, self.message, self.headers = status, message, headers or {}
+
+
+@contextlib.contextmanager
+def _naming(i: int, upload: UploadFile):
+    """Errors about one photo of a batch name it: 'image 1 (b.jpg): ...'."""
+    try:
+        yield
+    except InvalidInput as exc:
+        raise InvalidInput(f"image {i} ({upload.filename}): {exc}") from exc
+    except HttpError as exc:
+        raise HttpError(exc.status, f"image {i} ({upload.filename}): {exc.message}", exc.headers) from exc
+
+
+async def _named(i: int, upload: UploadFile, work):
+    with _naming(i, upload):
+        return await work
 
 
 @app.exception_handler(HttpError)
@@ -395,10 +412,14 @@ class Frontend:
             if given is not None and len(given) != len(image):
                 raise InvalidInput(f"give one {name} per image (an empty one for none), or none: "
                                    f"{len(given)} for {len(image)} images")
-        cats = [await self._category(c or None) for c in (category or [None] * len(image))]
-        boxes = [parse_box(b) for b in (box or [None] * len(image))]
-        arrs = [(await self._image(u))[0] for u in image]
-        analyses = await asyncio.gather(*(self._analyse(a, c, b) for a, c, b in zip(arrs, cats, boxes)))
+        cats, boxes, arrs = [], [], []
+        for i, (u, c, b) in enumerate(zip(image, category or [None] * len(image), box or [None] * len(image))):
+            with _naming(i, u):       # an error says which photo of the batch it is about
+                cats.append(await self._category(c or None))
+                boxes.append(parse_box(b))
+                arrs.append((await self._image(u))[0])
+        analyses = await asyncio.gather(*(_named(i, u, self._analyse(a, c, b))
+                                          for i, (u, a, c, b) in enumerate(zip(image, arrs, cats, boxes))))
         return {"queries": await self._search(analyses, k_val, filt)}
 
     @app.post("/items", status_code=201, summary="Add (or replace) a catalog item; searchable on return",

@@ -323,9 +323,14 @@ def test_batch_stats_and_docs(server):
     for bad, says in (({"box": ["30,40,60,80"]}, "give one box per image"),
                       ({"filters": "not a token"}, "field=value"),
                       ({"category": ["Tshirts", "", ""]}, "give one category per image"),
-                      ({"box": ["1,2,3", ""]}, "box is")):
+                      ({"box": ["1,2,3", ""]}, "image 0 (a.jpg): box is"),
+                      ({"box": ["", "0,0,5000,10"]}, "image 1 (b.jpg): box (0.0, 0.0, 5000.0, 10.0) runs outside"),
+                      ({"category": ["", "Spaceships"]}, "image 1 (b.jpg): unknown category")):
         r = httpx.post(url + "/search/batch", files=files, data={"k": "3", **bad}, timeout=60)
         assert r.status_code == 400 and says in r.json()["error"], r.text
+    broken = files[:1] + [("image", ("c.jpg", b"not a photo", "image/jpeg"))]
+    r = httpx.post(url + "/search/batch", files=broken, data={"k": "3"}, timeout=60)
+    assert r.status_code == 400 and r.json()["error"].startswith("image 1 (c.jpg): not a readable image"), r.text
     st = httpx.get(url + "/stats").json()
     assert st["items"] >= 23 and len(st["shards"]) == 2
     assert httpx.get(url + "/openapi.json").json()["paths"]["/search"]

@@ -200,9 +200,6 @@ class Pipeline:
         return p.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
     # ------------------------------------------------------------ pieces
-    def categories_from_titles(self, titles: list[str]) -> list[str | None]:
-        return [cat for cat, _ in self.read_titles(titles)]
-
     def read_titles(self, titles: list[str]) -> list[tuple[str | None, dict[str, str]]]:
         """Per seller's title: the category it names (None when unsure or unknown here) and the
         gender and colour it states (models/text.py title_statements)."""

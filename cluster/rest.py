@@ -450,9 +450,12 @@ class Frontend:
         if replaced is not None and replaced != path:
             replaced.unlink(missing_ok=True)  # the item's previous photo, now referenced by nothing
         # attributes: what the item is indexed under (as GET /items/{id} says); recognised and
-        # runners_up: the model's read and the close second values that were indexed too
+        # runners_up: the model's read and the close second values that were indexed too;
+        # from_title: the values the title fixed (their probability is the photo's own opinion)
+        told = ([f"articleType={category}"] if category else []) + [f"{f}={v}" for f, v in stated.items()]
         return {"id": item_id, "attributes": tokens, "category": a["category"], "roi": a["roi"],
                 "roi_source": a["roi_source"],
+                "from_title": [t for t, _ in a["attributes"] if t in told],
                 "recognised": [{"token": t, "probability": p} for t, p in a["attributes"]],
                 "runners_up": [{"token": t, "probability": p} for t, p in a["alternatives"] if t in tokens]}
 

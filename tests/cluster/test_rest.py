@@ -204,6 +204,7 @@ def test_add_then_find_then_delete(server):
     # tests/models/test_query_constraints.py checks the item path with them)
     assert added["attributes"] == read + [a["token"] for a in added["runners_up"]]
     assert {"gender=Men", "baseColour=Green"} <= set(read)    # as the title says
+    assert {"gender=Men", "baseColour=Green"} <= set(added["from_title"]) <= set(read)
     found = search(url, {"k": "5"}, image=img).json()
     assert found["results"][0]["id"] == "sku-new-1" and found["results"][0]["hamming"] == 0
     got = httpx.get(url + "/items/sku-new-1").json()

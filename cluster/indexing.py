@@ -68,6 +68,9 @@ def read_catalog(catalog: str, images: str | None = None) -> list:
     return products
 
 
+REPEATED = "the id repeats an earlier row; the first row is indexed"
+
+
 def first_of_each_id(products: list) -> tuple[list, list]:
     """(the first row of each valid id, [(row, why it is set aside)]): one item per id; a row that
     repeats an earlier id, or whose id cannot be an item's, is reported rather than indexed."""
@@ -80,7 +83,7 @@ def first_of_each_id(products: list) -> tuple[list, list]:
             aside.append((p, f"not an item id: {exc}"))
             continue
         if key in seen:
-            aside.append((p, "the id repeats an earlier row; the first row is indexed"))
+            aside.append((p, REPEATED))
         else:
             seen[key] = p
     return list(seen.values()), aside
@@ -127,7 +130,7 @@ def index_catalog(cluster, rows: list, errors_path: str = "index-errors.jsonl", 
                 written += len(ok)
                 log(f"indexed {written + failed}/{len(todo)} ({written / (time.perf_counter() - t0):.1f} items/s)")
     seconds = time.perf_counter() - t0
-    repeated = sum(why.startswith("the id repeats") for _, why in aside)
+    repeated = sum(why == REPEATED for _, why in aside)
     return {"rows": len(products) + len(aside), "skipped_existing": len(done), "indexed": written,
             "repeated_ids": repeated, "invalid_ids": len(aside) - repeated, "errors": failed + len(aside),
             "errors_file": errors_path, "seconds": seconds, "items_per_s": written / seconds if seconds else 0.0}

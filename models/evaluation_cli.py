@@ -10,8 +10,7 @@ from shards.errors import InvalidInput
 from .attributes import AttributeModel, normalise
 from .data import ASSETS, image_array, load_catalog, load_splits, products_dir
 from .evaluate import evaluate_attributes
-from .text import title_statements
-from .text_pipeline import label, load_text
+from .text_pipeline import label, load_text, read_titles
 from .train_attributes import encode_products
 from .weights import read_weights
 
@@ -57,10 +56,8 @@ def eval_attributes(data=None, split=None, weights=None, beam: int = 3, limit: i
     seqs, _, true_sets = encode_products(products, model.taxonomy)
     cats = stated = None
     if guided:
-        known = {t.split("=", 1)[1] for t in model.taxonomy.category_tokens()}
-        read = load_text().predict([p.title or "untitled" for p in products])
-        cats = [r["category"] if r["category"] in known else None for r in read]
-        stated = [title_statements(r) for r in read]
+        read = read_titles(load_text(), model.taxonomy, [p.title or "untitled" for p in products])
+        cats, stated = [c for c, _ in read], [s for _, s in read]
     out = evaluate_attributes(model, x, seqs.to(device), true_sets, categories=cats, beam=beam, stated=stated)
     out.update({"data": str(data or products_dir()), "split": split, "encoder": kind, "beam": beam})
     return out

@@ -27,7 +27,8 @@ from .attributes import AttributeModel, normalise
 from .colour import DEFAULT_BINS, check_box, hsv_histogram
 from .data import ASSETS
 from .features import CodeBook, FeatureExtractor, load_features
-from .text import TitleClassifier, title_statements
+from .text import TitleClassifier
+from .text_pipeline import read_titles
 
 # Attributes at least this probable are required (relaxable); the rest optional. Tuned on
 # the validation split (200 hard queries, models/RESULTS.md), last with the runners-up in the
@@ -202,10 +203,8 @@ class Pipeline:
     # ------------------------------------------------------------ pieces
     def read_titles(self, titles: list[str]) -> list[tuple[str | None, dict[str, str]]]:
         """Per seller's title: the category it names (None when unsure or unknown here) and the
-        gender and colour it states (models/text.py title_statements)."""
-        known = {t.split("=", 1)[1] for t in self.taxonomy.category_tokens()}
-        return [(r["category"] if r["category"] in known else None, title_statements(r))
-                for r in self.text.predict(titles)]
+        gender and colour it states (models/text_pipeline.py)."""
+        return read_titles(self.text, self.taxonomy, titles)
 
     def _attribute_input(self, images: list[Image.Image]) -> torch.Tensor:
         s = self.attributes.cfg.encoder.image_size

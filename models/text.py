@@ -93,12 +93,6 @@ class TitleClassifier(nn.Module):
         return m.eval()
 
 
-def title_statements(read: dict) -> dict[str, str]:
-    """What one `TitleClassifier.predict` answer states, as taxonomy fields: a catalog item's
-    attributes are then read with them forced (models/taxonomy.py STATED_FIELDS)."""
-    return {f: v for f, v in (("gender", read["gender"]), ("baseColour", read["colour"])) if v}
-
-
 def train_text(titles: list[str], labels: list[str], classes: list[str], colours: list[str],
                cfg: TextConfig = TextConfig(), epochs: int = 15, seed: int = 0, log=print) -> TitleClassifier:
     torch.manual_seed(seed)

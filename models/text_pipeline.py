@@ -32,3 +32,13 @@ def train_and_save_text(out: Path | None = None, epochs: int = 15) -> dict:
 
 def load_text(path: Path | None = None) -> TitleClassifier:
     return TitleClassifier.load(path or WEIGHTS)
+
+
+def read_titles(text: TitleClassifier, taxonomy: Taxonomy, titles: list[str]) -> list[tuple[str | None, dict]]:
+    """Per seller's title: the category it names (None when unsure, or unknown to `taxonomy`) and the
+    gender and colour its words state, as taxonomy fields; guided generation forces all three
+    (models/taxonomy.py STATED_FIELDS)."""
+    known = {t.split("=", 1)[1] for t in taxonomy.category_tokens()}
+    return [(r["category"] if r["category"] in known else None,
+             {f: v for f, v in (("gender", r["gender"]), ("baseColour", r["colour"])) if v})
+            for r in text.predict(titles)]

@@ -280,10 +280,16 @@ def cmd_query(args) -> dict:
     if args.box:
         data["box"] = args.box
     try:
-        with open(args.image, "rb") as f:
-            r = httpx.post(args.url.rstrip("/") + "/search", files={"image": (Path(args.image).name, f, "image/jpeg")},
-                           data=data, timeout=60)
-    except (OSError, httpx.HTTPError) as exc:   # no such file; no server there, or it timed out
+        photo = Path(args.image).read_bytes()
+    except OSError as exc:
+        raise InvalidInput(f"cannot read {args.image}: {exc.strerror or exc}") from exc
+    try:
+        r = httpx.post(args.url.rstrip("/") + "/search", files={"image": (Path(args.image).name, photo, "image/jpeg")},
+                       data=data, timeout=60)
+    except httpx.ConnectError as exc:
+        raise InvalidInput(f"no server answers at {args.url} ({exc}); `fashion-search demo` or `serve` "
+                           "starts one, --url names another") from exc
+    except httpx.HTTPError as exc:   # it timed out, or the connection broke
         raise InvalidInput(f"cannot send {args.image} to {args.url}: {exc}") from exc
     try:
         body = r.json()

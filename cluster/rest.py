@@ -325,12 +325,16 @@ class Frontend:
         t = time.perf_counter()
         rs = await self.router.search_batch(with_hedges(qs, hedges))
         took = (time.perf_counter() - t) * 1e3
-        return [self._result(a, r, hits, rh, h, took) for a, (r, hits, rh), h in zip(analyses, answers(rs, hedges),
-                                                                                       hedges)]
+        return [self._result(a, r, hits, rh, h, took, filters)
+                for a, (r, hits, rh), h in zip(analyses, answers(rs, hedges), hedges)]
 
-    def _result(self, a: dict, r, hits, rh, hedge, t_search: float) -> dict:
+    def _result(self, a: dict, r, hits, rh, hedge, t_search: float, filters: tuple[str, ...] = ()) -> dict:
         from models.hedge import hedged_category
         missing = sorted(set(r.missing) | set(rh.missing if rh is not None else ()))
+        warnings = []
+        if filters and not hits and not missing:   # the photo's own terms relax away; filters never do
+            warnings.append(f"no catalog item carries every filter ({', '.join(filters)}); "
+                            "GET /items/{id} shows the tokens an item is indexed under")
         return {
             "category": a["category"], "category_source": a["category_source"],
             "attributes": [{"token": t, "probability": p} for t, p in a["attributes"]],
@@ -341,6 +345,7 @@ class Frontend:
             "hedged": hedged_category(hedge),   # the runner-up category also searched
             "partial": bool(missing), "missing_shards": missing,
             "candidates": r.candidates + (rh.candidates if rh is not None else 0),
+            "warnings": warnings,
             "timings_ms": {**a["ms"], "search": t_search, "total": a["ms"]["analysis"] + t_search},
         }
 

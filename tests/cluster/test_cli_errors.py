@@ -47,7 +47,14 @@ PHOTO = str(Path(__file__).resolve().parents[2] / "demo" / "samples" / "1349.jpg
 
 def test_query_with_no_server_there_is_a_clear_error(capsys):
     assert main(["query", PHOTO, "--url", "http://127.0.0.1:1"]) == 2
-    assert "cannot send" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "no server answers at http://127.0.0.1:1" in err and "fashion-search demo" in err
+
+
+def test_query_of_a_missing_photo_names_the_photo_not_the_server(capsys):
+    assert main(["query", "/nonexistent/photo.jpg", "--url", "http://127.0.0.1:1"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot read /nonexistent/photo.jpg" in err and "127.0.0.1" not in err
 
 
 def test_query_against_something_that_is_not_the_api_is_a_clear_error(capsys):

@@ -321,6 +321,12 @@ def test_batch_stats_and_docs(server):
     r = httpx.post(url + "/search/batch", files=files, data={"k": "5", "filters": token}, timeout=60)
     assert r.status_code == 200 and all(q["results"] for q in r.json()["queries"]), r.text
     assert all(token in h["matched"] for q in r.json()["queries"] for h in q["results"])
+    assert all(q["warnings"] == [] for q in r.json()["queries"])
+    # a filter nothing carries: no hits, and the answer says why instead of only listing what it relaxed
+    r = httpx.post(url + "/search/batch", files=files, data={"k": "5", "filters": "gender=Nobody"}, timeout=60)
+    assert r.status_code == 200 and all(not q["results"] for q in r.json()["queries"]), r.text
+    assert all("no catalog item carries every filter (gender=Nobody)" in q["warnings"][0]
+               for q in r.json()["queries"])
     for bad, says in (({"box": ["30,40,60,80"]}, "give one box per image"),
                       ({"filters": "not a token"}, "field=value"),
                       ({"category": ["Tshirts", "", ""]}, "give one category per image"),

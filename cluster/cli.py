@@ -230,7 +230,7 @@ def cmd_serve(args) -> dict:
     serve_environment()
     settings = Settings(storage=args.storage, samples=str(SAMPLE_QUERIES), host=args.host, port=args.port,
                         api_key=args.api_key)
-    open_cluster(args.storage, address=args.address, shards=args.shards)
+    cluster = open_cluster(args.storage, address=args.address, shards=args.shards)
     start_server(settings)
     print(f"serving on http://{args.host}:{args.port}/ (writes {'need X-API-Key' if args.api_key else 'are off'})",
           file=sys.stderr, flush=True)
@@ -238,6 +238,7 @@ def cmd_serve(args) -> dict:
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
+        cluster.close()   # a Ray it started stops, and gives the storage root up
         ray.shutdown()
     return {}
 

@@ -13,7 +13,7 @@ from shards.errors import InvalidInput
 from shards.shard import ShardConfig
 
 from .proxy_guard import IMPORT_PATH as PROXY_GUARD
-from .runtime import open_cluster, ray_environment
+from .runtime import open_cluster, ray_environment, release_if_local
 from .settings import Settings
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -76,6 +76,7 @@ def run_demo(settings: Settings, shards: int = 2, log=print, block: bool = True)
                 time.sleep(3600)
         except KeyboardInterrupt:
             serve.shutdown()
+            release_if_local(cluster)
             ray.shutdown()
     return {"url": url, **report}
 

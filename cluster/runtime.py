@@ -26,6 +26,7 @@ from coordinator.router import Router
 from shards.errors import FashionSearchError, InvalidInput
 from shards.shard import ShardConfig
 
+from .ownership import Heartbeat, check_free
 from .shard_actor import NAMESPACE, RayShardClient, actor_name, start_shard
 
 COORDINATOR = "fashion-coordinator"
@@ -74,6 +75,7 @@ class CoordinatorActor:
         from dataclasses import asdict
         self.root = Path(root)
         placement, cfg = _load_settings(self.root, shards, ShardConfig(**config) if config else None)
+        self.heartbeat = Heartbeat(self.root, ray.get_runtime_context().gcs_address)   # cluster/ownership.py
         self.config = asdict(cfg)
         clients = {s: self._client(s) for s in placement.shards}
         self.coordinator = Coordinator(self.root, placement, clients, bits=cfg.bits, hist_bins=cfg.hist_bins,
@@ -97,7 +99,14 @@ class CoordinatorActor:
         names = list(self.coordinator.clients)
         infos = await asyncio.gather(*(self.coordinator.clients[n].ready() for n in names))
         return {"shards": dict(zip(names, infos)), "version": self.coordinator.placement.version,
-                "config": self.config}
+                "config": self.config, "root": str(self.root)}
+
+    def root_path(self) -> str:
+        return str(self.root)
+
+    def release(self) -> None:
+        """Give the storage root up (the cluster is being stopped): another Ray cluster may open it at once."""
+        self.heartbeat.release()
 
     async def search(self, query):
         return (await self.coordinator.search_batch([query]))[0]
@@ -231,6 +240,7 @@ class Cluster:
     def close(self) -> None:
         self._loop.stop()
         if self.started_ray:
+            release_if_local(self)   # a Ray this process started stops here, and the coordinator with it
             ray.shutdown()
 
     def __enter__(self):
@@ -245,19 +255,79 @@ def open_cluster(storage: str | os.PathLike, address: str | None = None, shards:
     started = False
     if not ray.is_initialized():
         ray_environment()
-        ray.init(address=address, namespace=NAMESPACE, include_dashboard=False,
-                 log_to_driver=False, configure_logging=False)
+        try:
+            ray.init(address=address, namespace=NAMESPACE, include_dashboard=False,
+                     log_to_driver=False, configure_logging=False)
+        except (ConnectionError, RuntimeError) as exc:
+            if address is None:
+                raise
+            raise InvalidInput(f"cannot connect to the Ray cluster at {address}: {_why(exc)}") from exc
         started = True
     from dataclasses import asdict
     root = str(Path(storage).resolve())
-    handle = CoordinatorActor.options(name=COORDINATOR, namespace=NAMESPACE, get_if_exists=True,
-                                      lifetime="detached").remote(
-        root, shards, asdict(config) if config else None, timeout_s)
-    return Cluster(handle, started, timeout_s)
+    try:
+        _check_root(root)
+        handle = CoordinatorActor.options(name=COORDINATOR, namespace=NAMESPACE, get_if_exists=True,
+                                          lifetime="detached").remote(
+            root, shards, asdict(config) if config else None, timeout_s)
+        return Cluster(handle, started, timeout_s)
+    except BaseException:
+        if started:
+            ray.shutdown()
+        raise
+
+
+def _why(exc: BaseException) -> str:
+    """The first line of the deepest cause Ray gives, and what to do about token authentication."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    text = str(exc).strip()
+    if "Authentication" in text or "auth" in text.lower():
+        return ("its token authentication refused this process; set RAY_AUTH_MODE=token, with the cluster's "
+                "token in ~/.ray/auth_token or RAY_AUTH_TOKEN (deploy/README.md)")
+    return text.splitlines()[-1] if text else type(exc).__name__
+
+
+def _check_root(root: str) -> None:
+    """One Ray cluster serves one storage root, and one storage root is served by one Ray cluster."""
+    try:
+        running = ray.get_actor(COORDINATOR, namespace=NAMESPACE)
+    except ValueError:
+        running = None
+    if running is not None:
+        theirs = ray.get(running.root_path.remote(), timeout=120)
+        if theirs != root:   # the actor names are per Ray cluster: a second root would get the first one's shards
+            raise InvalidInput(f"the Ray cluster here already serves the storage root {theirs}; one Ray cluster "
+                               f"serves one storage root: give --storage {theirs}, or stop that cluster first")
+        return
+    check_free(root, ray.get_runtime_context().gcs_address)
+
+
+def ray_started_here() -> bool:
+    """Whether this process started the Ray cluster it is connected to, rather than joined one.
+
+    Ray has no public call for it; without the attribute the answer is "no", and a root left
+    unreleased is free STALE_S after its last heartbeat (cluster/ownership.py).
+    """
+    node = getattr(ray._private.worker, "_global_node", None)
+    return bool(getattr(node, "head", False))
+
+
+def release_if_local(cluster: "Cluster") -> None:
+    """Give the storage root up if this process started the Ray cluster (it stops when the process does)."""
+    if ray_started_here():
+        _release(cluster.handle)
+
+
+def _release(handle) -> None:
+    with contextlib.suppress(Exception):   # a coordinator already gone leaves a record that goes stale
+        ray.get(handle.release.remote(), timeout=10)
 
 
 def shutdown_cluster() -> None:
     """Kill the coordinator and shard actors of this namespace (their data stays on disk)."""
+    with contextlib.suppress(ValueError):
+        _release(ray.get_actor(COORDINATOR, namespace=NAMESPACE))
     for info in ray.util.list_named_actors(all_namespaces=True):
         if info.get("namespace") == NAMESPACE and info["name"].startswith("fashion-"):
             with contextlib.suppress(ValueError):

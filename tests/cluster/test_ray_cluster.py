@@ -1,11 +1,14 @@
 """The real thing on one machine: shard actors and the coordinator actor on Ray."""
+import json
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 import ray
 
+from cluster.ownership import OWNER, STALE_S
 from cluster.runtime import open_cluster, shutdown_cluster
 from cluster.shard_actor import NAMESPACE, actor_name
 from shards.errors import InvalidInput
@@ -26,6 +29,19 @@ def cluster(tmp_path_factory):
     yield c
     shutdown_cluster()
     ray.shutdown()
+
+
+def test_one_ray_cluster_serves_one_storage_root(cluster, tmp_path):
+    """A second root would get the first one's shard actors (their names are per Ray cluster): refused."""
+    served = cluster.coordinator_call("root_path")
+    with pytest.raises(InvalidInput, match=f"already serves the storage root {served}"):
+        open_cluster(tmp_path / "another", shards=2, config=CFG)
+    assert not (tmp_path / "another").exists()
+    again = open_cluster(served, config=CFG)   # the same root attaches, as a second command does
+    assert again.stats()["items"] == cluster.stats()["items"]
+    again.close()
+    owner = json.loads((Path(served) / OWNER).read_text())   # the coordinator's heartbeat names this Ray
+    assert owner["ray"] == ray.get_runtime_context().gcs_address and time.time() - owner["time"] < STALE_S
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,81 @@
+"""Which Ray cluster serves a storage root, so that a second one does not open it too.
+
+Nothing else stops two Ray clusters (a command run without `--address`, say, which
+starts a local Ray) from opening the same shard directories and writing over each
+other's logs. The coordinator actor keeps a heartbeat in `owner.json` at the root,
+naming its Ray cluster by GCS address; `open_cluster` refuses a root whose heartbeat
+names another cluster and is fresh. A cluster that stops cleanly (`shutdown_cluster`,
+or a command closing the Ray it started) removes the file; one that crashed stops
+beating, and after `STALE_S` the root is free.
+
+This is a guard against mistakes, not a distributed lock: two clusters opening one
+root within the same second can both pass.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+
+from shards.errors import InvalidInput
+
+OWNER = "owner.json"
+HEARTBEAT_S = 2.0
+STALE_S = 15.0
+
+
+def read_owner(root: str | os.PathLike) -> dict | None:
+    """The root's heartbeat record, or None (none yet, or unreadable: a write caught half-way)."""
+    try:
+        d = json.loads((Path(root) / OWNER).read_text())
+    except (OSError, ValueError):
+        return None
+    return d if isinstance(d, dict) and isinstance(d.get("ray"), str) else None
+
+
+def check_free(root: str | os.PathLike, me: str, now: float | None = None) -> None:
+    """Raise InvalidInput if another Ray cluster's heartbeat at `root` is fresh; `me` is this cluster's GCS address."""
+    owner = read_owner(root)
+    if owner is None or owner["ray"] == me:
+        return
+    age = (time.time() if now is None else now) - float(owner.get("time", 0))
+    if age < STALE_S:
+        raise InvalidInput(
+            f"storage root {root} is served by the Ray cluster at {owner['ray']} (coordinator on "
+            f"{owner.get('host', '?')}, last heartbeat {max(age, 0):.0f} s ago); pass --address {owner['ray']} "
+            f"to use that cluster. If it is gone, the root is free {STALE_S:.0f} s after its last heartbeat.")
+
+
+class Heartbeat:
+    """A daemon thread that rewrites `owner.json` every HEARTBEAT_S (atomically: a temporary file, then rename)."""
+
+    def __init__(self, root: str | os.PathLike, me: str):
+        self.path, self.me = Path(root) / OWNER, me
+        self._stop = threading.Event()
+        self._beat()
+        self._thread = threading.Thread(target=self._run, name="owner-heartbeat", daemon=True)
+        self._thread.start()
+
+    def _beat(self) -> None:
+        record = {"ray": self.me, "host": socket.gethostname(), "pid": os.getpid(), "time": time.time()}
+        tmp = self.path.with_name(f".{OWNER}.{os.getpid()}")
+        tmp.write_text(json.dumps(record))
+        os.replace(tmp, self.path)
+
+    def _run(self) -> None:
+        while not self._stop.wait(HEARTBEAT_S):
+            try:
+                self._beat()
+            except OSError:
+                pass   # a storage hiccup: the next beat tries again; a long outage lets the record go stale
+
+    def release(self) -> None:
+        """Stop beating and remove the record if it is still ours: the root is free at once."""
+        self._stop.set()
+        self._thread.join(timeout=5)
+        owner = read_owner(self.path.parent)
+        if owner is not None and owner["ray"] == self.me:
+            self.path.unlink(missing_ok=True)

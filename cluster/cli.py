@@ -513,6 +513,9 @@ def main(argv=None) -> int:
     except FashionSearchError as exc:
         print(f"fashion-search: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:   # Ctrl-C: what was acknowledged is durable; no traceback for it
+        print("fashion-search: interrupted", file=sys.stderr)
+        return 130
     _print(result, getattr(args, "json", False))
     return 1 if result.get("ok") is False else 0
 

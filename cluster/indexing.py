@@ -89,6 +89,28 @@ def first_of_each_id(products: list) -> tuple[list, list]:
     return list(seen.values()), aside
 
 
+def _write_batches(cluster, batches, errors, total: int, t0: float, log) -> tuple[int, int]:
+    """Upsert each analysed batch (acknowledged = durable); a row that failed goes to `errors`."""
+    written = failed = 0
+    for b in batches:
+        ok = [i for i, e in enumerate(b["error"]) if not e]
+        for i, e in enumerate(b["error"]):
+            if e:
+                row = {"id": str(b["id"][i]), "image": str(b["image"][i]), "error": e}
+                errors.write(json.dumps(row) + "\n")
+                failed += 1
+        if not ok:
+            continue
+        codes = np.stack([np.frombuffer(b["code"][i], np.uint64) for i in ok])
+        hists = np.stack([np.frombuffer(b["hist"][i], np.float32) for i in ok])
+        cluster.upsert([id_from_text(str(b["id"][i])) for i in ok], codes, hists,
+                       [json.loads(b["attributes"][i]) for i in ok],
+                       [{"title": str(b["title"][i]), "image": str(b["image"][i])} for i in ok])
+        written += len(ok)
+        log(f"indexed {written + failed}/{total} ({written / (time.perf_counter() - t0):.1f} items/s)")
+    return written, failed
+
+
 def index_catalog(cluster, rows: list, errors_path: str = "index-errors.jsonl", batch: int = 32,
                   concurrency: int = 1, log=print) -> dict:
     """Index a catalog's rows (read_catalog): what is already indexed is skipped, a broken photo or
@@ -111,24 +133,15 @@ def index_catalog(cluster, rows: list, errors_path: str = "index-errors.jsonl", 
     if todo:
         ds = ray.data.from_items([{"id": p.id, "title": p.title, "image": str(p.image)} for p in todo],
                                  override_num_blocks=max(1, len(todo) // batch))
-        ds = ds.map_batches(ItemAnalyzer, batch_size=batch, concurrency=concurrency, num_cpus=1)
+        ds = ds.map_batches(ItemAnalyzer, batch_size=batch, compute=ray.data.ActorPoolStrategy(size=concurrency),
+                            num_cpus=1)
         with open(errors_path, "a") as errors:
-            for b in ds.iter_batches(batch_size=batch, batch_format="numpy"):
-                ok = [i for i, e in enumerate(b["error"]) if not e]
-                for i, e in enumerate(b["error"]):
-                    if e:
-                        row = {"id": str(b["id"][i]), "image": str(b["image"][i]), "error": e}
-                        errors.write(json.dumps(row) + "\n")
-                        failed += 1
-                if not ok:
-                    continue
-                codes = np.stack([np.frombuffer(b["code"][i], np.uint64) for i in ok])
-                hists = np.stack([np.frombuffer(b["hist"][i], np.float32) for i in ok])
-                cluster.upsert([id_from_text(str(b["id"][i])) for i in ok], codes, hists,
-                               [json.loads(b["attributes"][i]) for i in ok],
-                               [{"title": str(b["title"][i]), "image": str(b["image"][i])} for i in ok])
-                written += len(ok)
-                log(f"indexed {written + failed}/{len(todo)} ({written / (time.perf_counter() - t0):.1f} items/s)")
+            try:
+                written, failed = _write_batches(cluster, ds.iter_batches(batch_size=batch, batch_format="numpy"),
+                                                 errors, len(todo), t0, log)
+            except KeyboardInterrupt:
+                log("interrupted: what was indexed is kept; the same command again indexes the rest")
+                raise
     seconds = time.perf_counter() - t0
     repeated = sum(why == REPEATED for _, why in aside)
     return {"rows": len(products) + len(aside), "skipped_existing": len(done), "indexed": written,

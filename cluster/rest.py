@@ -467,7 +467,8 @@ class Frontend:
     @app.get("/items/{item_id}", responses=READ_ERRORS)
     async def get_item(self, item_id: str):
         got = await self.coordinator.get.remote(parse_id(item_id))
-        return {"id": got["id"], "attributes": got["attributes"], "meta": got["meta"],
+        meta = {k: v for k, v in got["meta"].items() if k != "image"}   # a server path; image_url serves it
+        return {"id": got["id"], "attributes": got["attributes"], "meta": meta,
                 "image_url": f"/items/{got['id']}/image"}
 
     @app.get("/items/{item_id}/image", responses=READ_ERRORS)

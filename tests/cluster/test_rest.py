@@ -209,6 +209,7 @@ def test_add_then_find_then_delete(server):
     assert found["results"][0]["id"] == "sku-new-1" and found["results"][0]["hamming"] == 0
     got = httpx.get(url + "/items/sku-new-1").json()
     assert got["meta"]["title"] == "Test Men Green Tshirts"
+    assert "image" not in got["meta"] and got["image_url"] == f"/items/{got['id']}/image"   # no server paths out
     assert sorted(got["attributes"]) == sorted(added["attributes"])
     assert httpx.get(url + "/items/sku-new-1/image").content == img
     assert len(set(uploads.iterdir()) - before) == 1

@@ -403,14 +403,14 @@ class Frontend:
 
     @app.post("/search/batch", summary="Several photos in one request",
               description="`category` and `box` fields, when given, come once per image, in order (an "
-                          "empty one: none for that image), as options 2 and 3 of `/search`; `filters` and "
-                          "`k` hold for every image.",
+                          "empty one: none for that image), as options 2 and 3 of `/search`; `filters`, "
+                          "`k` and `roi` hold for every image (`roi` for those without a box).",
               responses=READ_ERRORS)
     async def search_batch(self, request: Request, image: list[UploadFile] = File(...),
                            category: list[str] | None = Form(None), box: list[str] | None = Form(None),
-                           k: str = Form("20"), filters: str | None = Form(None)):
+                           k: str = Form("20"), filters: str | None = Form(None), roi: str | None = Form(None)):
         self._limit(request)
-        k_val, filt = parse_k(k), parse_tokens(filters)
+        k_val, filt, mode = parse_k(k), parse_tokens(filters), parse_roi_mode(roi)
         if len(image) > self.settings.max_batch:
             raise InvalidInput(f"at most {self.settings.max_batch} images per batch, got {len(image)}")
         for name, given in (("category", category), ("box", box)):
@@ -423,7 +423,7 @@ class Frontend:
                 cats.append(await self._category(c or None))
                 boxes.append(parse_box(b))
                 arrs.append((await self._image(u))[0])
-        analyses = await asyncio.gather(*(_named(i, u, self._analyse(a, c, b))
+        analyses = await asyncio.gather(*(_named(i, u, self._analyse(a, c, b, mode))
                                           for i, (u, a, c, b) in enumerate(zip(image, arrs, cats, boxes))))
         return {"queries": await self._search(analyses, k_val, filt)}
 

@@ -316,6 +316,11 @@ def test_batch_stats_and_docs(server):
     first, second = r.json()["queries"]
     assert first["roi_source"] == "user" and first["roi"] == [30, 40, 60, 80] and first["category_source"] == "auto"
     assert second["category"] == "Tshirts" and second["category_source"] == "user" and second["roi_source"] != "user"
+    # roi=match for every image without a box (the tiny models have no detector: the whole photo wins)
+    r = httpx.post(url + "/search/batch", files=files, data={"k": "3", "roi": "match", "box": ["30,40,60,80", ""]},
+                   timeout=60)
+    assert r.status_code == 200, r.text
+    assert [q["roi_source"] for q in r.json()["queries"]] == ["user", "whole image"]
     # a hard filter for every image: a token an indexed item carries (the tiny models read at random)
     some_id = sorted((server["tmp"] / "catalog" / "images").glob("*.jpg"))[1].stem
     token = httpx.get(url + f"/items/{some_id}").json()["attributes"][0]
@@ -330,6 +335,7 @@ def test_batch_stats_and_docs(server):
                for q in r.json()["queries"])
     for bad, says in (({"box": ["30,40,60,80"]}, "give one box per image"),
                       ({"filters": "not a token"}, "field=value"),
+                      ({"roi": "telepathy"}, "roi is one of"),
                       ({"category": ["Tshirts", "", ""]}, "give one category per image"),
                       ({"box": ["1,2,3", ""]}, "image 0 (a.jpg): box is"),
                       ({"box": ["", "0,0,5000,10"]}, "image 1 (b.jpg): box (0.0, 0.0, 5000.0, 10.0) runs outside"),

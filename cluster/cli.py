@@ -280,6 +280,8 @@ def cmd_query(args) -> dict:
         data["category"] = args.category
     if args.box:
         data["box"] = args.box
+    if args.roi:
+        data["roi"] = args.roi
     try:
         photo = Path(args.image).read_bytes()
     except OSError as exc:
@@ -479,6 +481,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--url", default="http://127.0.0.1:8000")
     q.add_argument("--category", default=None, help="option 2: name the category")
     q.add_argument("--box", default=None, help="option 3: x,y,w,h of the item in the photo")
+    q.add_argument("--roi", choices=("detector", "match"), default=None,
+                   help="without --box: the detector's region (default) or the one the catalog matches best")
     q.add_argument("--k", type=number(int, 1, 200), default=10)
     q.add_argument("--json", action="store_true")
     q.set_defaults(func=cmd_query)

@@ -76,6 +76,34 @@ def test_query_against_something_that_is_not_the_api_is_a_clear_error(capsys):
     assert "answered 502 with no JSON" in capsys.readouterr().err
 
 
+def test_query_sends_the_options_it_is_given():
+    bodies = []
+
+    class Recorder(BaseHTTPRequestHandler):
+        def do_POST(self):
+            bodies.append(self.rfile.read(int(self.headers["Content-Length"])))
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(b'{"results": []}')
+
+        def log_message(self, *args):
+            pass
+    server = HTTPServer(("127.0.0.1", 0), Recorder)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}"
+        assert main(["query", PHOTO, "--url", url, "--roi", "match", "--category", "Dresses", "--json"]) == 0
+        assert main(["query", PHOTO, "--url", url, "--json"]) == 0
+    finally:
+        server.shutdown()
+    sent, plain = bodies
+    for field, value in ((b"roi", b"match"), (b"category", b"Dresses")):
+        assert b'name="' + field + b'"\r\n\r\n' + value in sent
+        assert b'name="' + field + b'"' not in plain
+    assert Path(PHOTO).read_bytes() in sent
+
+
 @pytest.mark.parametrize("command", [["demo"], ["serve", "--storage", "STORAGE"]])
 def test_a_port_in_use_is_a_clear_error_before_anything_starts(tmp_path, capsys, command):
     import socket

@@ -8,7 +8,7 @@
     fashion-search stats --storage DIR                                       what the storage root holds
     fashion-search chaos                                                      faults under load, nothing lost
 
-Every subcommand has --help. Errors of ours become one line on stderr and exit 2.
+Every subcommand has --help. Errors of ours become one line on stderr and exit 2; Ctrl-C exits 130.
 """
 from __future__ import annotations
 

@@ -357,12 +357,11 @@ class Shard:
                 while len(c) <= q.widen:
                     c.append(self._matches(self._scan_key(q, len(c), keys), hidden, cache)[0])
                 upto = max(upto, q.widen + 1)
-            if lv is None:
-                budget = 0.0
-                if q.scan_budget > 0:   # this shard alone: the budget is a share of what it holds
+                if lv is None:   # this shard alone: the budget is a share of what it holds
                     size = self._visible_size(hidden, cache) if size is None else size
-                    budget = q.scan_budget * size
-                lv = choose_level(c, q.k, top, q.widen, budget)
+                    lv = choose_level(c, q.k, top, q.widen, q.scan_budget * size)
+            elif lv is None:     # choose_level without a budget: the first level with k candidates
+                lv = top if enough is None else enough
             elif not isinstance(lv, int) or isinstance(lv, bool) or not 0 <= lv <= top:
                 raise InvalidInput(f"level must be in [0, {top}], got {lv!r}")
             counts.append(tuple(c[:upto]))
@@ -428,19 +427,20 @@ class Shard:
             heaps = kernels.new_heaps(len(qs), int(batch.k.max()))
             plan = ScanPlan(self.blocks, batch, self.inv_bits, heaps)
             scanned = np.zeros(len(qs), np.int64)
+            bonus = [bool(q.optional) and q.w_optional > 0 for q in qs]   # which queries score optional tokens
             for tokens, members in groups.items():
-                scanned[members] = self._plan_group(tokens, members, qs, hidden, cache, plan)
+                scanned[members] = self._plan_group(tokens, members, qs, hidden, cache, plan, bonus)
             plan.run()
             size = self._visible_size(hidden, cache) if any(q.scan_budget > 0 for q in qs) else 0
             return self._answer(qs, chosen, counts, scanned, heaps, version, size)
 
-    def _plan_group(self, tokens, members: list[int], qs, hidden, cache, plan: ScanPlan) -> int:
+    def _plan_group(self, tokens, members: list[int], qs, hidden, cache, plan: ScanPlan, bonus: list[bool]) -> int:
         """The scan tasks of one constraint set for the queries `members`; returns the rows they scan."""
         total, where = self._matches(tokens, hidden, cache)
         if not where:
             return 0
         mlo, mhi = plan.add_members(members)
-        use_bonus = any(qs[i].optional and qs[i].w_optional > 0 for i in members)
+        use_bonus = any(map(bonus.__getitem__, members))
         for bid, cand in where:
             block = self.blocks[bid]
             bonus = self._bonus(block, [qs[i] for i in members]) if use_bonus else None

@@ -33,7 +33,9 @@ def read_owner(root: str | os.PathLike) -> dict | None:
         d = json.loads((Path(root) / OWNER).read_text())
     except (OSError, ValueError):
         return None
-    return d if isinstance(d, dict) and isinstance(d.get("ray"), str) else None
+    ok = (isinstance(d, dict) and isinstance(d.get("ray"), str) and isinstance(d.get("time"), (int, float))
+          and not isinstance(d["time"], bool))
+    return d if ok else None
 
 
 def check_free(root: str | os.PathLike, me: str, now: float | None = None) -> None:
@@ -41,7 +43,7 @@ def check_free(root: str | os.PathLike, me: str, now: float | None = None) -> No
     owner = read_owner(root)
     if owner is None or owner["ray"] == me:
         return
-    age = (time.time() if now is None else now) - float(owner.get("time", 0))
+    age = (time.time() if now is None else now) - owner["time"]
     if age < STALE_S:
         raise InvalidInput(
             f"storage root {root} is served by the Ray cluster at {owner['ray']} (coordinator on "

@@ -17,7 +17,9 @@ def test_a_fresh_heartbeat_of_another_cluster_refuses_and_a_stale_one_does_not(t
     check_free(tmp_path, "10.0.0.1:6379", now=1000.0 + STALE_S + 0.5)
 
 
-@pytest.mark.parametrize("text", ["", "{not json", "[1, 2]", '{"time": 5}', '{"ray": 7}'])
+@pytest.mark.parametrize("text", ["", "{not json", "[1, 2]", '{"time": 5}', '{"ray": 7, "time": 5}',
+                                  '{"ray": "10.0.0.2:6379"}', '{"ray": "10.0.0.2:6379", "time": "soon"}',
+                                  '{"ray": "10.0.0.2:6379", "time": true}'])
 def test_an_unreadable_record_counts_as_none(tmp_path, text):
     (tmp_path / OWNER).write_text(text)
     assert read_owner(tmp_path) is None

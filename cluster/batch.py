@@ -30,7 +30,7 @@ def read_queries(path: str) -> list[dict]:
     """
     p = Path(path)
     try:
-        text = p.read_text()
+        text = p.read_text(encoding="utf-8-sig")   # a spreadsheet's BOM is not part of the first column's name
     except (OSError, UnicodeDecodeError) as exc:
         raise InvalidInput(f"cannot read {path}: {exc}") from exc
     if p.suffix == ".jsonl":

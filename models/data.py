@@ -50,7 +50,7 @@ def read_csv(path: Path, columns, what: str) -> list[dict]:
     """A CSV's rows as dicts; a missing file, a missing column, an unreadable or empty file is a
     clear InvalidInput (`what` names the file in the message: "catalog", "tags file")."""
     try:
-        with open(path, newline="", encoding="utf-8") as f:
+        with open(path, newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)
             missing = [c for c in columns if c not in (reader.fieldnames or [])]
             if missing:
@@ -131,11 +131,16 @@ def decode_image(data: bytes | os.PathLike | str, max_pixels: int = MAX_PIXELS) 
     return img.convert("RGB")
 
 
+def photo_in(folder: Path, name: str) -> Path:
+    """A photo a folder's annotations name: relative to the folder, or else to its images/."""
+    return folder / name if (folder / name).exists() else folder / "images" / Path(name).name
+
+
 def load_coco(folder: str | os.PathLike) -> dict:
     """A COCO detection folder: annotations.json + images/. Returns the parsed json with paths."""
     folder = Path(folder)
     try:
-        d = json.loads((folder / "annotations.json").read_text())
+        d = json.loads((folder / "annotations.json").read_text(encoding="utf-8-sig"))
     except (OSError, ValueError) as exc:
         raise InvalidInput(f"{folder}: no readable annotations.json: {exc}") from exc
     for key in ("images", "annotations", "categories"):
@@ -145,10 +150,34 @@ def load_coco(folder: str | os.PathLike) -> dict:
     for a in d["annotations"]:
         by_image[a["image_id"]].append(a)
     for im in d["images"]:
-        name = im["file_name"]
-        im["path"] = folder / name if (folder / name).exists() else folder / "images" / Path(name).name
+        im["path"] = photo_in(folder, im["file_name"])
         im["boxes"] = by_image.get(im["id"], [])
     return d
+
+
+def usable_products(products: list[Product]) -> tuple[list[Product], dict]:
+    """What an evaluation can measure: the first row of each id, if its photo decodes.
+
+    Returns (products, report); the report counts what was left out, so a folder with a
+    missing or broken photo is measured on the rest and says so, rather than failing or
+    scoring a blank image.
+    """
+    seen, kept, unreadable, repeated = set(), [], [], 0
+    for p in products:
+        if p.id in seen:
+            repeated += 1
+            continue
+        seen.add(p.id)
+        try:
+            decode_image(p.image)
+        except InvalidInput:
+            unreadable.append(p.id)
+            continue
+        kept.append(p)
+    if not kept:
+        raise InvalidInput(f"none of the {len(products)} rows has a readable photo")
+    return kept, {"unreadable_images": len(unreadable), "unreadable_ids": unreadable[:20],
+                  "repeated_ids": repeated}
 
 
 def image_array(products: list[Product], size: int, cache: Path | None = None) -> np.ndarray:

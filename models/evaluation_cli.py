@@ -8,7 +8,7 @@ import torch
 from shards.errors import InvalidInput
 
 from .attributes import AttributeModel, normalise
-from .data import ASSETS, image_array, load_catalog, load_splits, products_dir
+from .data import ASSETS, image_array, load_catalog, load_splits, products_dir, usable_products
 from .evaluate import evaluate_attributes
 from .text_pipeline import label, load_text, read_titles
 from .train_attributes import encode_products
@@ -46,7 +46,7 @@ def load_attributes(weights=None) -> AttributeModel:
 def eval_attributes(data=None, split=None, weights=None, beam: int = 3, limit: int | None = None,
                     guided: bool = True, device: str = "cpu") -> dict:
     """`guided`: also read each photo guided by the category its title gives (the text model)."""
-    products = _products(data, split)
+    products, skipped = usable_products(_products(data, split))
     if limit:
         products = products[:limit]
     model = load_attributes(weights).to(device)
@@ -59,5 +59,5 @@ def eval_attributes(data=None, split=None, weights=None, beam: int = 3, limit: i
         read = read_titles(load_text(), model.taxonomy, [p.title or "untitled" for p in products])
         cats, stated = [c for c, _ in read], [s for _, s in read]
     out = evaluate_attributes(model, x, seqs.to(device), true_sets, categories=cats, beam=beam, stated=stated)
-    out.update({"data": str(data or products_dir()), "split": split, "encoder": kind, "beam": beam})
+    out.update({"data": str(data or products_dir()), "split": split, "encoder": kind, "beam": beam, **skipped})
     return out

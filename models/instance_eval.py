@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageEnhance
 
-from .data import ASSETS, data_root, load_catalog, load_splits, products_dir
+from .data import ASSETS, data_root, load_catalog, load_splits, products_dir, usable_products
 from .train_attributes import CACHE
 
 
@@ -109,7 +109,7 @@ def instance_recall(data=None, n_queries: int = 200, seed: int = 0, assets=None,
     from .hedge import hedge_query, merge_hits, paired, with_hedges
     from .pipeline import Pipeline
     folder = Path(data) if data else products_dir()
-    products = load_catalog(folder)
+    products, skipped = usable_products(load_catalog(folder))
     pipeline = Pipeline.load(assets)
     cache = catalog_index_cache(folder, len(products), pipeline.bits, assets) if data is None else None
     codes, hists, tokens = index_catalog_items(pipeline, products, cache=cache, log=log)
@@ -173,8 +173,8 @@ def instance_recall(data=None, n_queries: int = 200, seed: int = 0, assets=None,
             if name in scanned:
                 scanned[name].append((r.scanned + (rh.scanned if rh is not None else 0)) / len(products))
                 scanned[f"{name}_unhedged"].append(r.scanned / len(products))
-    out = {"queries": len(picks), "catalog": len(products), "split": split,
-           "assets": str(Path(assets) if assets else ASSETS)}
+    out = {"queries": len(picks), "catalog": len(products), "split": split if data is None else None,
+           "assets": str(Path(assets) if assets else ASSETS), **skipped}
     for name, r in ranks.items():
         prefix = name.replace("filtered", "instance", 1) if name.startswith("filtered") else name  # the name
         out.update({f"{prefix}_recall_at_{n}": float(np.mean(np.array(r) <= n)) for n in (1, 10)})

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from shards.errors import InvalidInput
 
-from .data import data_root, decode_image, read_csv
+from .data import data_root, decode_image, photo_in, read_csv
 from .detector import MAPPING_FILE, guidance
 
 
@@ -31,11 +31,14 @@ def street_recognition(folder: Path | None = None, limit: int | None = None, ass
     pipe = pl.Pipeline.load(assets)
     # the detector's own guidance map; without a detector, the shipped one
     mapping = pipe.detector.mapping if pipe.detector is not None else json.loads(MAPPING_FILE.read_text())
-    read = right = sure = sure_right = unreadable = 0
+    read = right = sure = sure_right = unreadable = untagged = 0
     for r in rows:
-        tags = set(filter(None, r["tags"].split("|")))
+        tags = set(filter(None, (r["tags"] or "").split("|")))
+        if not tags:                 # nothing to check a reading against
+            untagged += 1
+            continue
         try:
-            image = decode_image(folder / r["file_name"])
+            image = decode_image(photo_in(folder, r["file_name"]))
         except InvalidInput:
             unreadable += 1
             continue
@@ -49,7 +52,8 @@ def street_recognition(folder: Path | None = None, limit: int | None = None, ass
         if f"articleType={a.category}" in a.query_terms()["required"]:
             sure += 1
             sure_right += hit
-    n = len(rows) - unreadable
-    return {"photos": len(rows), "unreadable": unreadable, "data": str(folder), "category_read": read / max(n, 1),
+    n = len(rows) - unreadable - untagged
+    return {"photos": len(rows), "unreadable": unreadable, "untagged": untagged, "data": str(folder),
+            "category_read": read / max(n, 1),
             "category_in_tags": right / max(read, 1), "category_required": sure / max(n, 1),
             "required_category_in_tags": sure_right / max(sure, 1), "required_p": pl.REQUIRED_P}

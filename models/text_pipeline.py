@@ -37,8 +37,11 @@ def load_text(path: Path | None = None) -> TitleClassifier:
 def read_titles(text: TitleClassifier, taxonomy: Taxonomy, titles: list[str]) -> list[tuple[str | None, dict]]:
     """Per seller's title: the category it names (None when unsure, or unknown to `taxonomy`) and the
     gender and colour its words state, as taxonomy fields; guided generation forces all three
-    (models/taxonomy.py STATED_FIELDS)."""
+    (models/taxonomy.py STATED_FIELDS). A blank title states nothing: the photo reads it all."""
     known = {t.split("=", 1)[1] for t in taxonomy.category_tokens()}
-    return [(r["category"] if r["category"] in known else None,
-             {f: v for f, v in (("gender", r["gender"]), ("baseColour", r["colour"])) if v})
-            for r in text.predict(titles)]
+    said = [i for i, t in enumerate(titles) if not (isinstance(t, str) and not t.strip())]  # a non-str: its error
+    out: list[tuple[str | None, dict]] = [(None, {}) for _ in titles]
+    for i, r in zip(said, text.predict([titles[i] for i in said]) if said else []):
+        out[i] = (r["category"] if r["category"] in known else None,
+                  {f: v for f, v in (("gender", r["gender"]), ("baseColour", r["colour"])) if v})
+    return out

@@ -17,6 +17,7 @@ import math
 import os
 import random
 import time
+from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -274,8 +275,18 @@ def evaluate_detector(detector: Detector, folder: Path | None = None, split: str
     mapping = detector.mapping
     reach = {c: set().union(*[set(v) for v in mapping.values() if c in v]) | {c} for c in classes}
     dets, guided, softmax, gts = [], [], [], []
+    unreadable, unknown, small = [], Counter(), 0     # what the figures leave out, said in the report
     for im in images:
-        img = decode_image(im["path"])
+        try:
+            img = decode_image(im["path"])
+        except InvalidInput:
+            unreadable.append(im["file_name"])
+            continue
+        for a in im["boxes"]:
+            if a["category_id"] not in label_of:
+                unknown[names.get(a["category_id"], f"category id {a['category_id']}")] += 1
+            elif min(a["bbox"][2:]) < 2:
+                small += 1
         t = targets(im, label_of)
         g = {"boxes": t["boxes"].numpy(), "labels": t["labels"].numpy()}
         present = {classes[int(lab) - 1] for lab in g["labels"]}
@@ -287,7 +298,13 @@ def evaluate_detector(detector: Detector, folder: Path | None = None, split: str
         dets.append(d)
         guided.append({k: v[keep] if len(keep) else v for k, v in d.items()})
         gts.append(g)
-    return {"images": len(images), "map": {str(t): mean_ap(dets, gts, len(classes), t) for t in IOUS},
+    if not gts:
+        raise InvalidInput(f"none of the {len(images)} images could be read")
+    return {"images": len(gts), "unreadable_images": len(unreadable), "unreadable_files": unreadable[:20],
+            "boxes": int(sum(len(g["labels"]) for g in gts)),
+            # boxes of classes the detector does not know (by name), and boxes under 2 px: not counted
+            "boxes_of_unknown_classes": dict(unknown.most_common()), "boxes_too_small": small,
+            "map": {str(t): mean_ap(dets, gts, len(classes), t) for t in IOUS},
             "guided_map": {str(t): mean_ap(guided, gts, len(classes), t) for t in IOUS},
             "guided_softmax_map": {str(t): mean_ap(softmax, gts, len(classes), t) for t in IOUS},
             "classes": len(classes), "split": split, "ap_score_floor": AP_SCORE_FLOOR, "ap_detections": AP_DETECTIONS}

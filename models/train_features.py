@@ -17,7 +17,7 @@ import torch
 from shards.errors import InvalidInput
 
 from .colour import hsv_histogram
-from .data import ASSETS, Product, load_catalog, load_splits
+from .data import ASSETS, Product, load_catalog, load_splits, usable_products
 from .features import CodeBook, FeatureConfig, FeatureExtractor, save_features
 from .train_attributes import CACHE
 
@@ -181,7 +181,7 @@ def eval_retrieval(data=None, limit: int | None = None, split: str | None = None
     from .features import load_features
     from .data import products_dir
     folder = data or products_dir()
-    products = load_catalog(folder)
+    products, skipped = usable_products(load_catalog(folder))
     if limit:
         products = products[:limit]
     assets = Path(assets or ASSETS)
@@ -198,7 +198,7 @@ def eval_retrieval(data=None, limit: int | None = None, split: str | None = None
     w = float(torch.load(assets / "features.pt", weights_only=True).get("w_colour", torch.tensor(0.3)))
     # float = the code book's projection before the threshold, so map_float - map_binary is what
     # binarising costs (the learnt projection is part of both)
-    report = {"data": str(folder), "assets": str(assets),
+    report = {"data": str(folder), "assets": str(assets), **skipped,
               **retrieval_report(book.project(feats), codes, hists, products, queries, w)}
     # the inverted index's promise as the system filters: attributes the model reads on each query
     from .filter_eval import filter_report, read_queries

@@ -152,12 +152,11 @@ def test_eval_measures_the_model_folder_it_is_given(tmp_path, capsys):
     from .test_rest import small_catalog
     from .tiny_assets import make_tiny_assets
     assets = make_tiny_assets(tmp_path / "assets")
-    catalog = small_catalog(tmp_path / "catalog", n=8)
-    rows = (catalog / "styles.csv").read_text().splitlines()
-    (catalog / "styles.csv").write_text("\n".join([rows[0]] + rows[2:]) + "\n")   # without the broken photo
+    catalog = small_catalog(tmp_path / "catalog", n=8)         # one photo broken: measured without it, and said
     assert main(["eval", "instances", "--data", str(catalog), "--assets", str(assets), "--limit", "3", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["assets"] == str(assets) and report["queries"] == 3
+    assert report["catalog"] == 7 and report["unreadable_images"] == 1
     assert report["detector_roi_fraction"] == 0.0       # the shipped folder has a detector; this one has none
 
 
@@ -171,3 +170,19 @@ def test_eval_refuses_weights_it_would_not_read(tmp_path, capsys, argv, said):
     argv = [str(tmp_path / "empty") if a == "EMPTY" else a for a in argv]
     assert main(argv) == 2
     assert said in capsys.readouterr().err
+
+
+def test_eval_attributes_and_text_measure_any_product_folder_and_say_what_they_left_out(tmp_path, capsys):
+    """Another catalog in the product format, as a user's would be: a broken photo, a repeated row."""
+    import json
+
+    from .test_rest import small_catalog
+    catalog = small_catalog(tmp_path / "catalog", n=6)              # its first photo is broken
+    with open(catalog / "styles.csv", "a") as f:
+        f.write((catalog / "styles.csv").read_text().splitlines()[2] + "\n")
+    assert main(["eval", "attributes", "--data", str(catalog), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["images"] == 5 and report["unreadable_images"] == 1 and report["repeated_ids"] == 1
+    assert 0.0 <= report["precision"] <= 1.0 and 0.0 <= report["guided_precision"] <= 1.0
+    assert main(["eval", "text", "--data", str(catalog), "--json"]) == 0   # titles need no photo
+    assert json.loads(capsys.readouterr().out)["images"] == 7

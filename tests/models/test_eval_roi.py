@@ -46,3 +46,20 @@ def test_eval_roi_guided_figures_never_fall_below_the_plain_ones(tmp_path):
     assert out["guided_map"]["0.5"] > out["map"]["0.5"]
     # the detector's thresholds are restored after the measurement
     assert detector.model.roi_heads.score_thresh == floor
+
+
+def test_eval_roi_measures_what_it_can_read_and_says_what_it_left_out(tmp_path):
+    torch.manual_seed(0)
+    cfg = DetectorConfig(classes=CLASSES, min_size=128, max_size=160)
+    detector = Detector(build_detector(cfg, pretrained=False), cfg, {"Dresses": ["dress"]})
+    folder = tiny_coco(tmp_path / "coco", n=4)
+    d = json.loads((folder / "annotations.json").read_text())
+    d["images"].append({"id": 99, "file_name": "gone.jpg", "width": 160, "height": 128})
+    d["categories"].append({"id": 9, "name": "spacesuit"})
+    d["annotations"] += [{"id": 901, "image_id": 0, "category_id": 9, "bbox": [5, 5, 50, 50]},
+                         {"id": 902, "image_id": 1, "category_id": 1, "bbox": [5, 5, 1, 40]},
+                         {"id": 903, "image_id": 99, "category_id": 1, "bbox": [5, 5, 50, 50]}]
+    (folder / "annotations.json").write_text("\ufeff" + json.dumps(d), encoding="utf-8")   # a BOM, as some tools write
+    out = evaluate_detector(detector, folder)
+    assert out["images"] == 4 and out["unreadable_images"] == 1 and out["unreadable_files"] == ["gone.jpg"]
+    assert out["boxes"] == 8 and out["boxes_of_unknown_classes"] == {"spacesuit": 1} and out["boxes_too_small"] == 1

@@ -1,4 +1,7 @@
 """Instance-level retrieval: the hard query maker, and the whole evaluation at tiny sizes."""
+import csv
+import shutil
+
 import numpy as np
 from PIL import Image
 
@@ -26,12 +29,21 @@ def test_make_hard_pastes_the_product_inside_the_street_photo():
 
 def test_instance_recall_runs_end_to_end_at_tiny_sizes(tmp_path):
     assets = make_tiny_assets(tmp_path / "assets")
-    catalog = small_catalog(tmp_path / "catalog", n=12)
-    rows = (catalog / "styles.csv").read_text().splitlines()
-    (catalog / "images" / f"{rows[1].split(',')[0]}.jpg").unlink()   # small_catalog breaks the first photo
-    (catalog / "styles.csv").write_text("\n".join([rows[0]] + rows[2:]) + "\n")
+    catalog = small_catalog(tmp_path / "catalog", n=12)   # its first photo is broken
+    with open(catalog / "styles.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    (catalog / "images" / f"{rows[1]['id']}.jpg").unlink()          # and the second is missing
+    untitled = {**rows[2], "id": "900001", "productDisplayName": ""}
+    shutil.copy(catalog / "images" / f"{rows[2]['id']}.jpg", catalog / "images" / "900001.jpg")
+    with open(catalog / "styles.csv", "w", newline="", encoding="utf-8-sig") as f:   # a spreadsheet's BOM
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows + [rows[3], untitled])                     # a repeated row, a blank title
     out = instance_recall(catalog, n_queries=4, assets=assets, log=lambda s: None)
+    # measured on what can be: 13 ids, 2 photos unreadable; the repeat counted once; the photo reads the untitled
     assert out["queries"] == 4 and out["catalog"] == 11
+    assert out["unreadable_images"] == 2 and sorted(out["unreadable_ids"]) == sorted([rows[0]["id"], rows[1]["id"]])
+    assert out["repeated_ids"] == 1 and out["split"] is None
     for key in ("instance_recall_at_1", "instance_recall_at_10", "user_box_recall_at_1", "named_category_recall_at_1",
                 "scanned_fraction", "named_category_scanned_fraction"):
         assert 0.0 <= out[key] <= 1.0

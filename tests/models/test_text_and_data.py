@@ -56,3 +56,13 @@ def test_bad_images_are_invalid_input(tmp_path):
     assert decode_image(data).size == (20, 20)
     with pytest.raises(InvalidInput, match="over the limit"):
         decode_image(data, max_pixels=100)
+
+
+def test_a_blank_title_states_nothing_and_the_photo_reads_it_all():
+    from models.taxonomy import FILE, Taxonomy
+    from models.text_pipeline import load_text, read_titles
+    read = read_titles(load_text(), Taxonomy.load(FILE), ["Nike Men Black Tshirts", "", "   "])
+    assert read[0][0] == "Tshirts" and read[0][1].get("gender") == "Men"
+    assert read[1] == (None, {}) and read[2] == (None, {})
+    with pytest.raises(InvalidInput):
+        read_titles(load_text(), Taxonomy.load(FILE), [None])      # not a title at all: still an error

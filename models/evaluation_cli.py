@@ -43,6 +43,7 @@ def load_attributes(weights=None) -> AttributeModel:
     return AttributeModel.from_checkpoint(ck)
 
 
+@torch.no_grad()   # not set_grad_enabled(False), which would outlive the call in the caller's process
 def eval_attributes(data=None, split=None, weights=None, beam: int = 3, limit: int | None = None,
                     guided: bool = True, device: str = "cpu") -> dict:
     """`guided`: also read each photo guided by the category its title gives (the text model)."""
@@ -50,13 +51,12 @@ def eval_attributes(data=None, split=None, weights=None, beam: int = 3, limit: i
     if limit:
         products = products[:limit]
     model = load_attributes(weights).to(device)
-    torch.set_grad_enabled(False)
     size, kind = model.cfg.encoder.image_size, model.cfg.encoder.kind
     x = normalise(torch.from_numpy(image_array(products, size)).to(device), kind)
     seqs, _, true_sets = encode_products(products, model.taxonomy)
     cats = stated = None
     if guided:
-        read = read_titles(load_text(), model.taxonomy, [p.title or "untitled" for p in products])
+        read = read_titles(load_text(), model.taxonomy, [p.title for p in products])   # a blank one states nothing
         cats, stated = [c for c, _ in read], [s for _, s in read]
     out = evaluate_attributes(model, x, seqs.to(device), true_sets, categories=cats, beam=beam, stated=stated)
     out.update({"data": str(data or products_dir()), "split": split, "encoder": kind, "beam": beam, **skipped})

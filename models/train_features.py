@@ -27,8 +27,9 @@ def catalog_features(products: list[Product], ext: FeatureExtractor, name: str |
     from PIL import Image
     size = ext.cfg.image_size
     imgs = image_array(products, size, CACHE / f"{name}-{size}.npy" if name else None)
-    torch.set_grad_enabled(False)
-    feats = np.concatenate([ext(torch.from_numpy(imgs[i: i + batch])).numpy() for i in range(0, len(imgs), batch)])
+    with torch.no_grad():   # not set_grad_enabled(False): that would outlive the call in the caller's process
+        feats = np.concatenate([ext(torch.from_numpy(imgs[i: i + batch])).numpy()
+                                for i in range(0, len(imgs), batch)])
     hists = np.stack([hsv_histogram(Image.fromarray(a)) for a in imgs])
     return feats, hists
 

@@ -176,6 +176,8 @@ def test_eval_attributes_and_text_measure_any_product_folder_and_say_what_they_l
     """Another catalog in the product format, as a user's would be: a broken photo, a repeated row."""
     import json
 
+    import torch
+
     from .test_rest import small_catalog
     catalog = small_catalog(tmp_path / "catalog", n=6)              # its first photo is broken
     with open(catalog / "styles.csv", "a") as f:
@@ -186,3 +188,4 @@ def test_eval_attributes_and_text_measure_any_product_folder_and_say_what_they_l
     assert 0.0 <= report["precision"] <= 1.0 and 0.0 <= report["guided_precision"] <= 1.0
     assert main(["eval", "text", "--data", str(catalog), "--json"]) == 0   # titles need no photo
     assert json.loads(capsys.readouterr().out)["images"] == 7
+    assert torch.is_grad_enabled()      # an evaluation leaves the process as it found it (training may follow)

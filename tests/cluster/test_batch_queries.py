@@ -24,6 +24,15 @@ def test_csv_and_jsonl_queries_resolve_images_beside_the_file_and_keep_extra_col
     assert parse_box(rows[0]["box"]) == (1.0, 2.0, 3.0, 4.0)
 
 
+def test_a_spreadsheet_csv_with_a_bom_and_crlf_reads_as_any_other(tmp_path):
+    p = tmp_path / "q.csv"
+    p.write_bytes("\ufeffimage,category\r\na.jpg,Tshirts\r\n".encode("utf-8"))
+    assert read_queries(str(p)) == [{"image": str(tmp_path / "a.jpg"), "category": "Tshirts"}]
+    p = tmp_path / "q.jsonl"
+    p.write_bytes('\ufeff{"image": "a.jpg"}\r\n'.encode("utf-8"))
+    assert read_queries(str(p)) == [{"image": str(tmp_path / "a.jpg")}]
+
+
 @pytest.mark.parametrize("name, text, says", [
     ("q.jsonl", '{"image": "a.jpg"}\n{bad json\n', "line 2: not JSON"),
     ("q.jsonl", '["a.jpg"]\n', "line 1: a query is an object"),

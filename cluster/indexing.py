@@ -46,7 +46,7 @@ class ItemAnalyzer:
         hists = [b""] * n
         attrs = [""] * n
         if images:
-            titles = [str(batch["title"][i]) or "untitled" for i in good]
+            titles = [str(batch["title"][i]) for i in good]   # a blank one states nothing (read_titles)
             for i, a in zip(good, self.pipeline.items(images, titles)):
                 codes[i] = a.code.tobytes()
                 hists[i] = a.hist.astype(np.float32).tobytes()

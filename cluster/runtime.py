@@ -99,7 +99,7 @@ class CoordinatorActor:
         names = list(self.coordinator.clients)
         infos = await asyncio.gather(*(self.coordinator.clients[n].ready() for n in names))
         return {"shards": dict(zip(names, infos)), "version": self.coordinator.placement.version,
-                "config": self.config, "root": str(self.root)}
+                "config": self.config}
 
     def root_path(self) -> str:
         return str(self.root)

@@ -47,9 +47,8 @@ def load_attributes(weights=None) -> AttributeModel:
 def eval_attributes(data=None, split=None, weights=None, beam: int = 3, limit: int | None = None,
                     guided: bool = True, device: str = "cpu") -> dict:
     """`guided`: also read each photo guided by the category its title gives (the text model)."""
-    products, skipped = usable_products(_products(data, split))
-    if limit:
-        products = products[:limit]
+    products = _products(data, split)
+    products, skipped = usable_products(products[:limit] if limit else products)   # decodes each photo once more
     model = load_attributes(weights).to(device)
     size, kind = model.cfg.encoder.image_size, model.cfg.encoder.kind
     x = normalise(torch.from_numpy(image_array(products, size)).to(device), kind)

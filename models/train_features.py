@@ -182,9 +182,8 @@ def eval_retrieval(data=None, limit: int | None = None, split: str | None = None
     from .features import load_features
     from .data import products_dir
     folder = data or products_dir()
-    products, skipped = usable_products(load_catalog(folder))
-    if limit:
-        products = products[:limit]
+    products = load_catalog(folder)
+    products, skipped = usable_products(products[:limit] if limit else products)
     assets = Path(assets or ASSETS)
     ext, book = load_features(assets / "features.pt")
     feats, hists = (shared_catalog_features(products, ext) if data is None and not limit

@@ -1,0 +1,160 @@
+"""A rebalance cut short at every step (the coordinator's process dies): the next
+coordinator on the same storage root finishes or undoes the move, and every
+acknowledged item is found exactly once, then and after the rebalance is run again."""
+import asyncio
+
+import numpy as np
+import pytest
+
+import coordinator.coordinator
+from coordinator.coordinator import Coordinator
+from coordinator.placement import Placement
+from coordinator.protocol import LocalShardClient
+from shards.query import Query
+from shards.shard import Shard, ShardConfig
+
+from ..shards.helpers import random_items
+
+CFG = ShardConfig(bits=128, hist_bins=8)
+EVERYTHING = Query(code=np.zeros(2, np.uint64), hist=np.ones(8), k=1000)
+
+
+class Crash(Exception):
+    """The coordinator's process dies here: nothing after this point happens."""
+
+
+class Steps:
+    """Counts the durable steps of a rebalance and crashes at step `at`."""
+
+    def __init__(self, at: int):
+        self.at, self.n = at, 0
+
+    def tick(self):
+        self.n += 1
+        if self.n == self.at:
+            raise Crash(f"crash at step {self.n}")
+
+
+class CrashingShard(LocalShardClient):
+    """A shard client whose rebalance calls count as steps, before and after they run."""
+
+    def __init__(self, name, shard, steps):
+        super().__init__(name, shard)
+        self.steps = steps
+
+    async def _step(self, method, *a):
+        self.steps.tick()
+        out = await getattr(super(), method)(*a)
+        self.steps.tick()
+        return out
+
+    async def export_buckets(self, *a):
+        return await self._step("export_buckets", *a)
+
+    async def upsert(self, batch):
+        return await self._step("upsert", batch)
+
+    async def delete_buckets(self, *a):
+        return await self._step("delete_buckets", *a)
+
+
+def open_coordinator(root, steps=None):
+    """A coordinator as a restarted process makes one: the saved map, shards reopened from disk."""
+    placement = Placement.load(root) or Placement.initial(2)
+
+    def client(name):
+        shard = Shard(root / name, CFG)
+        return LocalShardClient(name, shard) if steps is None else CrashingShard(name, shard, steps)
+    coord = Coordinator(root, placement, {s: client(s) for s in placement.shards}, bits=128, hist_bins=8,
+                        make_client=client)
+    asyncio.run(coord.start())
+    return coord
+
+
+def close(coord):
+    for c in coord.clients.values():
+        c.shard.close()
+
+
+def check_exactly_once(coord, acked):
+    r = asyncio.run(coord.search(EVERYTHING))
+    got = [h.id for h in r.hits]
+    assert not r.partial and len(got) == len(set(got)) and set(got) == acked
+    held = [i for name in coord.placement.shards for i in coord.clients[name].shard.ids()]
+    assert sorted(held, key=str) == sorted(acked, key=str)     # no stale copy left on any shard
+
+
+def rebalance_until_crash(root, at, n_shards, monkeypatch):
+    steps = Steps(at)
+    coord = open_coordinator(root, steps)
+    # saving a map version is a step too: a crash just after it is durable, before it is pushed
+    save = Placement.save
+    monkeypatch.setattr(Placement, "save", lambda self, r: (save(self, r), steps.tick())[0])
+    try:
+        asyncio.run(coord.rebalance(n_shards))
+        crashed = False
+    except Exception as exc:   # a shard call's failure reaches the coordinator as ShardUnavailable
+        if not isinstance(exc, Crash) and not isinstance(exc.__cause__, Crash):
+            raise
+        crashed = True
+    finally:
+        monkeypatch.setattr(Placement, "save", save)
+        close(coord)
+    return crashed, steps.n
+
+
+def test_a_rebalance_cut_at_any_step_loses_nothing_and_leaves_no_copy(tmp_path, monkeypatch):
+    monkeypatch.setattr(coordinator.coordinator, "MOVE_GROUP", 4096)   # one move per (src, dst): few steps
+    rng = np.random.default_rng(5)
+    ids, codes, hists, attrs = random_items(rng, 200, 2, 8, str_ids=True)
+    at, seen_crash_while_moving = 1, set()
+    while True:
+        root = tmp_path / f"crash-{at}"
+        coord = open_coordinator(root)
+        asyncio.run(coord.upsert(ids, codes, hists, attrs))
+        close(coord)
+
+        crashed, n_steps = rebalance_until_crash(root, at, 3, monkeypatch)
+        saved = Placement.load(root)
+        if saved.moving:
+            seen_crash_while_moving.add("moving")
+        if saved.draining:
+            seen_crash_while_moving.add("draining")
+
+        coord = open_coordinator(root)      # the restarted coordinator: start() recovers
+        assert not coord.placement.moving and not coord.placement.draining
+        check_exactly_once(coord, set(ids))
+        # the user runs the rebalance again and it completes from wherever the crash left it
+        asyncio.run(coord.rebalance(3))
+        assert sorted(coord.placement.counts().values()) == [1365, 1365, 1366]
+        check_exactly_once(coord, set(ids))
+        close(coord)
+        if not crashed:
+            break
+        at += 1
+    assert at > 10, f"the rebalance had only {n_steps} steps to crash at"
+    # crashes landed both while buckets were being copied and while stale copies waited to go
+    assert seen_crash_while_moving == {"moving", "draining"}
+
+
+@pytest.mark.parametrize("at", [3, 6])
+def test_writes_acknowledged_after_a_crashed_move_are_kept(tmp_path, monkeypatch, at):
+    """Writes that reach a coordinator restarted mid-move land where the finished map looks."""
+    monkeypatch.setattr(coordinator.coordinator, "MOVE_GROUP", 4096)
+    rng = np.random.default_rng(6)
+    ids, codes, hists, attrs = random_items(rng, 150, 2, 8)
+    root = tmp_path / "root"
+    coord = open_coordinator(root)
+    asyncio.run(coord.upsert(ids, codes, hists, attrs))
+    close(coord)
+    crashed, _ = rebalance_until_crash(root, at, 3, monkeypatch)
+    assert crashed
+    coord = open_coordinator(root)
+    more, c2, h2, a2 = random_items(rng, 80, 2, 8, start=1000)
+    asyncio.run(coord.upsert(more, c2, h2, a2))
+    asyncio.run(coord.delete(ids[:20]))
+    acked = set(ids[20:]) | set(more)
+    check_exactly_once(coord, acked)
+    asyncio.run(coord.rebalance(3))
+    check_exactly_once(coord, acked)
+    close(coord)

@@ -8,7 +8,8 @@
     fashion-search stats --storage DIR                                       what the storage root holds
     fashion-search chaos                                                      faults under load, nothing lost
 
-Every subcommand has --help. Errors of ours become one line on stderr and exit 2; Ctrl-C exits 130.
+Every subcommand has --help. Errors of ours become one line on stderr and exit 2; Ctrl-C exits 130,
+SIGTERM 143 (`demo` and `serve` stop cleanly on either and exit 0).
 """
 from __future__ import annotations
 
@@ -20,6 +21,15 @@ import sys
 from shards.errors import FashionSearchError, InvalidInput
 
 DEFAULT_STORAGE = "./fashion-search-data"
+
+
+def _open(storage, **kwargs):
+    """open_cluster, after which SIGTERM stops the command as Ctrl-C does (cluster/stopping.py)."""
+    from cluster.runtime import open_cluster
+    from cluster.stopping import stop_on_sigterm
+    c = open_cluster(storage, **kwargs)
+    stop_on_sigterm()
+    return c
 
 
 def number(kind=int, lo=None, hi=None, *, above: bool = False, below: bool = False):
@@ -93,19 +103,17 @@ def existing_placement(args):
 
 
 def cmd_rebalance(args) -> dict:
-    from cluster.runtime import open_cluster
     from coordinator.placement import check_shard_count
     placement = existing_placement(args)
     if placement is not None:
         check_shard_count(args.shards, placement.n_buckets)   # before Ray starts
-    with open_cluster(args.storage, address=args.address) as c:
+    with _open(args.storage, address=args.address) as c:
         return c.coordinator_call("rebalance", args.shards)
 
 
 def cmd_stats(args) -> dict:
-    from cluster.runtime import open_cluster
     existing_placement(args)
-    with open_cluster(args.storage, address=args.address) as c:
+    with _open(args.storage, address=args.address) as c:
         return c.coordinator_call("stats")
 
 
@@ -221,7 +229,6 @@ def cmd_serve(args) -> dict:
     import ray
     from cluster.demo import SAMPLE_QUERIES, start_server
     from cluster.demo import check_port_free, serve_environment
-    from cluster.runtime import open_cluster
     from cluster.settings import Settings
     from coordinator.placement import N_BUCKETS, check_shard_count
     check_shard_count(args.shards, N_BUCKETS)
@@ -230,7 +237,7 @@ def cmd_serve(args) -> dict:
     serve_environment()
     settings = Settings(storage=args.storage, samples=str(SAMPLE_QUERIES), host=args.host, port=args.port,
                         api_key=args.api_key)
-    cluster = open_cluster(args.storage, address=args.address, shards=args.shards)
+    cluster = _open(args.storage, address=args.address, shards=args.shards)
     start_server(settings)
     print(f"serving on http://{args.host}:{args.port}/ (writes {'need X-API-Key' if args.api_key else 'are off'})",
           file=sys.stderr, flush=True)
@@ -246,11 +253,10 @@ def cmd_serve(args) -> dict:
 def cmd_index(args) -> dict:
     from pathlib import Path
     from cluster.indexing import index_catalog, read_catalog
-    from cluster.runtime import open_cluster
     from coordinator.placement import N_BUCKETS, check_shard_count
     check_shard_count(args.shards, N_BUCKETS)
     rows = read_catalog(args.catalog, args.images)   # a bad catalog fails here, before Ray starts or storage is made
-    with open_cluster(args.storage, address=args.address, shards=args.shards) as c:
+    with _open(args.storage, address=args.address, shards=args.shards) as c:
         errors = args.errors or str(Path(args.storage) / "index-errors.jsonl")    # the root exists by now
         return index_catalog(c, rows, errors_path=errors, concurrency=args.concurrency,
                              log=lambda s: print(s, file=sys.stderr, flush=True))
@@ -266,9 +272,8 @@ def cmd_batch(args) -> dict:
         absolute = [str(Path(x).resolve()) for x in (args.queries, args.out, args.storage)]
         argv = ["batch", absolute[0], "--out", absolute[1], "--k", str(args.k), "--storage", absolute[2]]
         return submit_job(args.address, argv)
-    from cluster.runtime import open_cluster
     existing_placement(args)      # searching a storage root with no cluster would answer nothing, silently
-    with open_cluster(args.storage, address=args.address if args.in_process else None) as c:
+    with _open(args.storage, address=args.address if args.in_process else None) as c:
         return run_batch(c, rows, args.out, k=args.k, log=lambda s: print(s, file=sys.stderr, flush=True))
 
 
@@ -517,7 +522,11 @@ def main(argv=None) -> int:
     except FashionSearchError as exc:
         print(f"fashion-search: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:   # Ctrl-C: what was acknowledged is durable; no traceback for it
+    except KeyboardInterrupt as exc:   # Ctrl-C or SIGTERM: what was acknowledged is durable; no traceback
+        from cluster.stopping import Terminated
+        if isinstance(exc, Terminated):
+            print("fashion-search: stopped (SIGTERM)", file=sys.stderr)
+            return 143
         print("fashion-search: interrupted", file=sys.stderr)
         return 130
     _print(result, getattr(args, "json", False))

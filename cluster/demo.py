@@ -13,7 +13,8 @@ from shards.errors import InvalidInput
 from shards.shard import ShardConfig
 
 from .proxy_guard import IMPORT_PATH as PROXY_GUARD
-from .runtime import open_cluster, ray_environment, release_if_local
+from .runtime import open_cluster, ray_environment, stop_local_ray
+from .stopping import stop_on_sigterm
 from .settings import Settings
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -71,13 +72,15 @@ def run_demo(settings: Settings, shards: int = 2, log=print, block: bool = True)
     log(f"  API key for writes (X-API-Key): {settings.api_key}")
     log("  Ctrl-C stops it.")
     if block:
+        stop_on_sigterm()   # docker stop / systemctl stop: the clean stop below, as on Ctrl-C
         try:
             while True:
                 time.sleep(3600)
         except KeyboardInterrupt:
-            serve.shutdown()
-            release_if_local(cluster)
-            ray.shutdown()
+            t = time.perf_counter()
+            log("stopping")
+            stop_local_ray(cluster)     # run_demo started this Ray: Serve and the actors stop with it
+            log(f"stopped in {time.perf_counter() - t:.1f} s")
     return {"url": url, **report}
 
 

@@ -6,7 +6,8 @@ other's logs. The coordinator actor keeps a heartbeat in `owner.json` at the roo
 naming its Ray cluster by GCS address; `open_cluster` refuses a root whose heartbeat
 names another cluster and is fresh. A cluster that stops cleanly (`shutdown_cluster`,
 or a command closing the Ray it started) removes the file; one that crashed stops
-beating, and after `STALE_S` the root is free.
+beating, and after `STALE_S` the root is free. Sooner if its head was this machine:
+when nothing listens at its GCS address any more, that cluster is gone.
 
 This is a guard against mistakes, not a distributed lock: two clusters opening one
 root within the same second can both pass.
@@ -44,11 +45,35 @@ def check_free(root: str | os.PathLike, me: str, now: float | None = None) -> No
     if owner is None or owner["ray"] == me:
         return
     age = (time.time() if now is None else now) - owner["time"]
-    if age < STALE_S:
+    if age < STALE_S and not gone_from_here(owner["ray"]):
         raise InvalidInput(
             f"storage root {root} is served by the Ray cluster at {owner['ray']} (coordinator on "
             f"{owner.get('host', '?')}, last heartbeat {max(age, 0):.0f} s ago); pass --address {owner['ray']} "
-            f"to use that cluster. If it is gone, the root is free {STALE_S:.0f} s after its last heartbeat.")
+            f"to use that cluster. If it is gone, the root is free {STALE_S:.0f} s after its last heartbeat "
+            f"(at once if that cluster's head was this machine).")
+
+
+def gone_from_here(address: str, timeout_s: float = 0.5) -> bool:
+    """Whether the Ray cluster at `address` certainly stopped: its GCS address is one of this
+    machine's, and the port refuses connections.
+
+    Only a local address is asked: a refusal from another machine may come from a
+    firewall, and a timeout proves nothing, so both count as "maybe alive".
+    """
+    host, _, port = address.rpartition(":")
+    try:
+        port = int(port)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind((host, 0))             # succeeds only for an address of this machine
+    except (OSError, ValueError, OverflowError):
+        return False
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return False
+    except ConnectionRefusedError:
+        return True
+    except OSError:
+        return False
 
 
 class Heartbeat:
@@ -78,6 +103,11 @@ class Heartbeat:
         """Stop beating and remove the record if it is still ours: the root is free at once."""
         self._stop.set()
         self._thread.join(timeout=5)
-        owner = read_owner(self.path.parent)
-        if owner is not None and owner["ray"] == self.me:
-            self.path.unlink(missing_ok=True)
+        release_record(self.path.parent, self.me)
+
+
+def release_record(root: str | os.PathLike, me: str) -> None:
+    """Remove the root's record if it still names the Ray cluster `me`, leaving another cluster's alone."""
+    owner = read_owner(root)
+    if owner is not None and owner["ray"] == me:
+        (Path(root) / OWNER).unlink(missing_ok=True)

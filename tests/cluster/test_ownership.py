@@ -1,10 +1,11 @@
 """The storage root's heartbeat record (cluster/ownership.py), on real files, without Ray."""
 import json
+import socket
 import time
 
 import pytest
 
-from cluster.ownership import OWNER, STALE_S, Heartbeat, check_free, read_owner
+from cluster.ownership import OWNER, STALE_S, Heartbeat, check_free, gone_from_here, read_owner
 from shards.errors import InvalidInput
 
 
@@ -15,6 +16,21 @@ def test_a_fresh_heartbeat_of_another_cluster_refuses_and_a_stale_one_does_not(t
     with pytest.raises(InvalidInput, match="pass --address 10.0.0.2:6379"):
         check_free(tmp_path, "10.0.0.1:6379", now=1000.0 + STALE_S - 0.5)
     check_free(tmp_path, "10.0.0.1:6379", now=1000.0 + STALE_S + 0.5)
+
+
+def test_a_fresh_heartbeat_of_a_ray_that_stopped_on_this_machine_frees_the_root_at_once(tmp_path):
+    """A crashed or killed local cluster: nothing listens at its GCS port any more."""
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        alive = f"127.0.0.1:{listening.getsockname()[1]}"
+        (tmp_path / OWNER).write_text(json.dumps({"ray": alive, "host": "here", "time": time.time()}))
+        with pytest.raises(InvalidInput, match=f"pass --address {alive}"):
+            check_free(tmp_path, "127.0.0.1:1")
+    assert gone_from_here(alive)           # the same port, closed now: refused
+    check_free(tmp_path, "127.0.0.1:1")
+    # an address of another machine is never probed: a refusal there may be a firewall's
+    assert not gone_from_here("198.51.100.7:6379") and not gone_from_here("not-an-address")
 
 
 @pytest.mark.parametrize("text", ["", "{not json", "[1, 2]", '{"time": 5}', '{"ray": 7, "time": 5}',

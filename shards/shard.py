@@ -31,6 +31,8 @@ from .query import MAX_K, PreparedQuery, Query, ShardResult, choose_level, prepa
 from .snapshot import list_snapshots, read_snapshot, write_snapshot
 from .wal import WalWriter, fsync_dir, list_segments, read_segment, segment_name
 
+SNAPSHOT_FORMAT = 1   # the layout of _dump_doc; a reader refuses a newer one rather than guess
+
 log = logging.getLogger(__name__)
 
 MAX_TITLE = 1000
@@ -635,9 +637,16 @@ class Shard:
                            "postings": {t: bm.serialize() for t, bm in b.postings.items()},
                            "str_ids": {int(r): s for r, s in b.str_ids.items()},
                            "meta": {int(r): m for r, m in b.meta.items()}})
-        return {"format": 1, "seq": self.seq, "config": asdict(self.config), "blocks": blocks}
+        return {"format": SNAPSHOT_FORMAT, "seq": self.seq, "config": asdict(self.config), "blocks": blocks}
 
     def _load_doc(self, doc: dict) -> None:
+        fmt = doc.get("format") if isinstance(doc, dict) else None
+        if isinstance(fmt, int) and not isinstance(fmt, bool) and fmt > SNAPSHOT_FORMAT:
+            # not damage: falling back to an older snapshot could open with acknowledged items missing
+            raise StorageError(f"{self.path}: a snapshot in format {fmt}, written by a newer fashion-search; "
+                               f"this one reads format {SNAPSHOT_FORMAT}. Nothing was changed; run the newer version")
+        if fmt != SNAPSHOT_FORMAT:
+            raise CorruptData(f"snapshot format {fmt!r} is not one this version wrote")
         try:
             if doc["config"] != asdict(self.config):
                 raise CorruptData(f"snapshot config {doc['config']} differs from shard.json")

@@ -163,3 +163,25 @@ def test_all_snapshots_damaged_and_log_pruned_is_a_clear_error(tmp_path):
 def test_missing_directory_is_a_clear_error(tmp_path):
     with pytest.raises(StorageError, match="no shard"):
         Shard(tmp_path / "nowhere", create=False)
+
+
+def test_a_snapshot_from_a_newer_version_is_refused_and_nothing_changes(tmp_path):
+    """Not taken for damage: falling back to an older snapshot could open with items missing."""
+    from shards.snapshot import read_snapshot, write_snapshot
+    rng = np.random.default_rng(5)
+    shard, model = fill(tmp_path / "s", rng)
+    shard.compact()
+    shard.close()
+    newest = sorted((tmp_path / "s").glob("snapshot-*.msgpack"))[-1]
+    doc = read_snapshot(newest)
+    doc["format"] = 2
+    write_snapshot(tmp_path / "s", int(newest.stem.split("-")[1]), doc)
+    before = {p.name: p.read_bytes() for p in (tmp_path / "s").iterdir()}
+    with pytest.raises(StorageError, match="format 2, written by a newer fashion-search") as err:
+        Shard(tmp_path / "s")
+    assert not isinstance(err.value, CorruptData)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "s").iterdir()} == before
+    # the format this version writes opens as before
+    doc["format"] = 1
+    write_snapshot(tmp_path / "s", int(newest.stem.split("-")[1]), doc)
+    assert_same(Shard(tmp_path / "s"), model, rng)

@@ -63,35 +63,78 @@ def read_queries(path: str) -> list[dict]:
     return out
 
 
-def run_batch(cluster, rows: list[dict], out_path: str, k: int = 20, batch: int = 16, log=print) -> dict:
-    """Search every query of `rows` (read_queries) and write one JSON line each, in order."""
+def resume_point(out_path: str, rows: list[dict]) -> tuple[int, int]:
+    """(rows an earlier run answered in `out_path`, the byte offset where their lines end).
+
+    Whole lines only: a line cut short by a crash does not count, and the run that
+    resumes writes from the offset over it. Line i must answer row i, so the results of
+    another queries file are an error, never a silent mix. Reads; changes nothing.
+    """
+    try:
+        data = Path(out_path).read_bytes()
+    except FileNotFoundError:
+        return 0, 0
+    except OSError as exc:
+        raise InvalidInput(f"cannot read {out_path}: {exc.strerror or exc}") from exc
+    end = data.rfind(b"\n") + 1
+    lines = data[:end].splitlines()
+    for n, raw in enumerate(lines, 1):
+        try:
+            line = json.loads(raw)
+        except ValueError:
+            raise InvalidInput(f"{out_path}, line {n}: not an answer line; --resume continues a file that "
+                               "`fashion-search batch` wrote") from None
+        if n > len(rows) or not isinstance(line, dict) or line.get("query") != rows[n - 1]:
+            raise InvalidInput(f"{out_path}, line {n} does not answer row {n} of the queries file; --resume "
+                               "continues the results of the same queries")
+    return len(lines), end
+
+
+def run_batch(cluster, rows: list[dict], out_path: str, k: int = 20, batch: int = 16, log=print,
+              resume: bool = False) -> dict:
+    """Search every query of `rows` (read_queries) and write one JSON line each, in order.
+
+    With `resume`, the rows already answered in `out_path` (resume_point) are skipped
+    and the rest written after them; else `out_path` is written anew. Lines reach the
+    file chunk by chunk, so an interrupted job keeps what it answered.
+    """
     from models.data import decode_image
     from models.pipeline import Pipeline
+    start, offset = resume_point(out_path, rows) if resume else (0, 0)
     pipeline = Pipeline.load()
     t0 = time.perf_counter()
     done = errors = 0
-    with open(out_path, "w") as out:
-        for i in range(0, len(rows), batch):
-            part = rows[i: i + batch]
-            lines: list[dict | None] = [None] * len(part)     # written in the rows' order at the chunk's end
-            good, images = [], []
-            for j, r in enumerate(part):
-                try:
-                    images.append(decode_image(r["image"]))
-                    good.append(j)
-                except InvalidInput as exc:
-                    lines[j] = {"query": r, "error": str(exc)}
-            if good:
-                read = _read_and_search(cluster, pipeline, [part[j] for j in good], images, k)
-                for j, line in zip(good, read):
-                    lines[j] = line
-            for line in lines:
-                out.write(json.dumps(line) + "\n")
-            errors += sum("error" in line for line in lines)
-            done += sum("error" not in line for line in lines)
-            log(f"{done + errors}/{len(rows)} queries ({done / (time.perf_counter() - t0):.1f}/s)")
-    return {"queries": len(rows), "answered": done, "errors": errors, "out": out_path,
-            "seconds": time.perf_counter() - t0}
+    if start:
+        log(f"{start} of {len(rows)} queries already answered in {out_path}; going on from there")
+    with open(out_path, "r+" if offset else "w") as out:
+        out.seek(offset)
+        out.truncate()      # a line cut short by a crash goes
+        try:
+            for i in range(start, len(rows), batch):
+                part = rows[i: i + batch]
+                lines: list[dict | None] = [None] * len(part)     # written in the rows' order at the chunk's end
+                good, images = [], []
+                for j, r in enumerate(part):
+                    try:
+                        images.append(decode_image(r["image"]))
+                        good.append(j)
+                    except InvalidInput as exc:
+                        lines[j] = {"query": r, "error": str(exc)}
+                if good:
+                    read = _read_and_search(cluster, pipeline, [part[j] for j in good], images, k)
+                    for j, line in zip(good, read):
+                        lines[j] = line
+                out.write("".join(json.dumps(line) + "\n" for line in lines))
+                out.flush()
+                errors += sum("error" in line for line in lines)
+                done += sum("error" not in line for line in lines)
+                log(f"{start + done + errors}/{len(rows)} queries ({done / (time.perf_counter() - t0):.1f}/s)")
+        except KeyboardInterrupt:
+            log(f"interrupted: the {start + done + errors} answers written are kept in {out_path}; the same "
+                "command with --resume goes on from there")
+            raise
+    return {"queries": len(rows), "already_answered": start, "answered": done, "errors": errors,
+            "out": out_path, "seconds": time.perf_counter() - t0}
 
 
 def _read_and_search(cluster, pipeline, rows: list[dict], images: list, k: int) -> list[dict]:

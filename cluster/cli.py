@@ -264,17 +264,20 @@ def cmd_index(args) -> dict:
 
 def cmd_batch(args) -> dict:
     from pathlib import Path
-    from cluster.batch import read_queries, run_batch, submit_job
+    from cluster.batch import read_queries, resume_point, run_batch, submit_job
     if Path(args.queries).exists() or not args.address:
         rows = read_queries(args.queries)  # a malformed file fails here, before Ray starts or a job is submitted
+        if args.resume:
+            resume_point(args.out, rows)   # and results that do not answer these queries
     if args.address and not args.in_process:
         # absolute paths: the job runs in another working directory, on a node that sees the same storage
         absolute = [str(Path(x).resolve()) for x in (args.queries, args.out, args.storage)]
         argv = ["batch", absolute[0], "--out", absolute[1], "--k", str(args.k), "--storage", absolute[2]]
-        return submit_job(args.address, argv)
+        return submit_job(args.address, argv + ["--resume"] * args.resume)
     existing_placement(args)      # searching a storage root with no cluster would answer nothing, silently
     with _open(args.storage, address=args.address if args.in_process else None) as c:
-        return run_batch(c, rows, args.out, k=args.k, log=lambda s: print(s, file=sys.stderr, flush=True))
+        return run_batch(c, rows, args.out, k=args.k, log=lambda s: print(s, file=sys.stderr, flush=True),
+                         resume=args.resume)
 
 
 def cmd_query(args) -> dict:
@@ -474,6 +477,9 @@ def build_parser() -> argparse.ArgumentParser:
     bt.add_argument("queries", help="the queries file (CSV or JSONL)")
     bt.add_argument("--out", required=True, help="where the answers go, one JSON line per query, in order")
     bt.add_argument("--k", type=number(int, 1, 1000), default=20, help="hits per query (default 20)")
+    bt.add_argument("--resume", action="store_true",
+                    help="keep the answers OUT already holds for these queries (an interrupted job) and "
+                         "search only the rest; without it OUT is written anew")
     bt.add_argument("--storage", default=DEFAULT_STORAGE, help="the cluster's storage root")
     bt.add_argument("--address", default=None, help="a running Ray cluster to submit the job to")
     bt.add_argument("--in-process", action="store_true", help=argparse.SUPPRESS)

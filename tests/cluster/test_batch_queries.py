@@ -69,3 +69,23 @@ def test_the_batch_command_rejects_a_malformed_file_before_it_starts_anything(tm
     assert main(["batch", queries, "--out", str(out), "--storage", str(storage)]) == 2
     assert "line 2: more fields than the header has" in capsys.readouterr().err
     assert not storage.exists() and not out.exists()
+
+
+def test_resume_point_counts_whole_answer_lines_of_the_same_queries_and_changes_nothing(tmp_path):
+    from cluster.batch import resume_point
+    rows = read_queries(write(tmp_path, "q.jsonl", "".join(f'{{"image": "p{i}.jpg", "id": {i}}}\n' for i in range(4))))
+    out = tmp_path / "results.jsonl"
+    assert resume_point(str(out), rows) == (0, 0)                    # no file yet: from the start
+    done = "".join(json.dumps({"query": r, "results": []}) + "\n" for r in rows[:2])
+    out.write_text(done + '{"query": {"ima')                          # a third line cut by a crash
+    assert resume_point(str(out), rows) == (2, len(done))
+    assert out.read_text() == done + '{"query": {"ima'                # read only
+    out.write_text(json.dumps({"query": rows[1], "results": []}) + "\n")
+    with pytest.raises(InvalidInput, match="line 1 does not answer row 1"):
+        resume_point(str(out), rows)                                  # the results of other queries
+    out.write_text("not json\n")
+    with pytest.raises(InvalidInput, match="line 1: not an answer line"):
+        resume_point(str(out), rows)
+    out.write_text(done + done)                                       # more answers than queries
+    with pytest.raises(InvalidInput, match="line 3 does not answer row 3"):
+        resume_point(str(out), rows[:2])

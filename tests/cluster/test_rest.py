@@ -433,3 +433,40 @@ def test_a_batch_job_answers_every_good_query_and_reports_the_bad_ones(server):
     assert answers[1]["category"] == "Tshirts"
     assert answers[2]["roi"] == [5, 5, 40, 40]
     assert "missing.jpg" in next(d for d in lines if "error" in d)["query"]["image"]
+
+
+def test_an_interrupted_batch_job_resumes_where_it_stopped(server):
+    """Ctrl-C mid-job keeps every whole answer written; --resume searches only the rest."""
+    import json
+
+    from cluster.batch import read_queries, run_batch
+    tmp = server["tmp"]
+    photos = sorted((tmp / "catalog" / "images").glob("*.jpg"))[1:6]
+    (tmp / "resume").mkdir(exist_ok=True)
+    queries = tmp / "resume" / "queries.csv"
+    queries.write_text("image\n" + "".join(f"{p}\n" for p in photos))
+    rows = read_queries(str(queries))
+    out = tmp / "resume" / "results.jsonl"
+    chunks = []
+
+    def interrupt_after_the_first_chunk(line):
+        chunks.append(line)
+        raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        run_batch(server["cluster"], rows, str(out), k=3, batch=2, log=interrupt_after_the_first_chunk)
+    kept = out.read_text()
+    assert [json.loads(x)["query"] for x in kept.splitlines()] == rows[:2]
+    with open(out, "a") as f:
+        f.write('{"query": {"image": "')                 # and a line cut short, as a crash leaves one
+    searched = []
+    report = run_batch(server["cluster"], rows, str(out), k=3, batch=2, log=searched.append, resume=True)
+    assert report["already_answered"] == 2 and report["answered"] + report["errors"] == 3
+    text = out.read_text()
+    assert text.startswith(kept)                          # the kept answers are untouched
+    lines = [json.loads(x) for x in text.splitlines()]
+    assert [d["query"] for d in lines] == rows            # every query once, in order
+    assert all(1 <= len(d["results"]) <= 3 for d in lines)
+    assert searched[0].startswith("2 of 5 queries already answered")
+    # without --resume the file is written anew
+    run_batch(server["cluster"], rows[:1], str(out), k=3, log=lambda s: None)
+    assert [json.loads(x)["query"] for x in out.read_text().splitlines()] == rows[:1]

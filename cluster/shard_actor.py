@@ -83,8 +83,7 @@ class ShardActor:
 
     def _maybe_compact(self) -> None:
         # keep replay short: fold the log into a snapshot once it holds ~compact_every items' worth
-        if self.shard.wal is not None and self.shard.wal.size > self.compact_every * 200:
-            self.shard.compact()
+        if self.shard.maybe_compact(self.compact_every * 200):
             release_free_memory()
 
 

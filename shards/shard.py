@@ -83,6 +83,7 @@ class Shard:
         self.warnings: list[str] = []
         self.seq = 0
         self.wal: WalWriter | None = None
+        self.compaction_error: str | None = None   # the last failed maybe_compact, until one succeeds
         self.view: tuple[int, int, tuple[int, ...]] = (0, 1, ())  # see set_view
         self._token_fields: dict[str, str] = {}  # tokens already checked -> their field
         self.config = self._load_or_create_config(config, create)
@@ -250,7 +251,8 @@ class Shard:
                     "rows": sum(b.n for b in self.blocks), "seq": self.seq,
                     "bytes": sum(b.nbytes() for b in self.blocks) + self.index.nbytes(self.blocks),
                     "wal_bytes": self.wal.size if self.wal else 0,
-                    "config": asdict(self.config), "warnings": list(self.warnings)}
+                    "config": asdict(self.config), "warnings": list(self.warnings),
+                    "compaction_error": self.compaction_error}
 
     # ---------------------------------------------------------------- search
     def prepare(self, query: Query) -> PreparedQuery:
@@ -678,9 +680,11 @@ class Shard:
             self._densify()
             if self.path is None:
                 return
+            # before the log is closed: if the snapshot cannot be written (a full disk), writes
+            # go on appending to the same log, and nothing acknowledged depends on the snapshot
+            write_snapshot(self.path, self.seq, self._dump_doc(), self.fsync)
             if self.wal is not None:
                 self.wal.close()
-            write_snapshot(self.path, self.seq, self._dump_doc(), self.fsync)
             snaps = list_snapshots(self.path)
             keep_from = snaps[-2][0] if len(snaps) >= 2 else snaps[-1][0]
             for seq, p in snaps[:-2]:
@@ -693,6 +697,24 @@ class Shard:
                     p.unlink()
             self.wal = WalWriter(self.path / segment_name(new_first), self.fsync)
             fsync_dir(self.path)
+
+    def maybe_compact(self, max_log_bytes: int) -> bool:
+        """compact() once the log passes `max_log_bytes` (to keep a restart's replay short).
+
+        Called after a write, which is durable in the log whatever happens here: a
+        compaction that fails (a full disk) is not the write's error. It is kept in
+        stats()["compaction_error"] and tried again after the next write.
+        """
+        if self.wal is None or self.wal.size <= max_log_bytes:
+            return False
+        try:
+            self.compact()
+        except StorageError as exc:
+            self.compaction_error = str(exc)
+            log.warning("shard %s: %s; the log keeps growing until a snapshot can be written", self.path, exc)
+            return False
+        self.compaction_error = None
+        return True
 
     def _densify(self) -> None:
         self.blocks = [b.compacted() for b in self.blocks if b.n_alive]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import msgpack
 
-from .errors import CorruptData
+from .errors import CorruptData, StorageError
 from .wal import MSGPACK_LIMITS, fsync_dir
 
 MAGIC = b"FSSNAP1\n"
@@ -38,14 +38,18 @@ def write_snapshot(directory: Path, seq: int, doc: dict, fsync: bool = True) -> 
     body = msgpack.packb(doc, use_bin_type=True)
     final = directory / snapshot_name(seq)
     tmp = final.with_suffix(".tmp")
-    with open(tmp, "wb") as f:
-        f.write(MAGIC)
-        f.write(body)
-        f.write(struct.pack("<I", zlib.crc32(body)))
-        f.flush()
-        if fsync:
-            os.fsync(f.fileno())
-    os.replace(tmp, final)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(MAGIC)
+            f.write(body)
+            f.write(struct.pack("<I", zlib.crc32(body)))
+            f.flush()
+            if fsync:
+                os.fsync(f.fileno())
+        os.replace(tmp, final)
+    except OSError as exc:   # a full disk, say: no half-written file is left to fill it further
+        tmp.unlink(missing_ok=True)
+        raise StorageError(f"cannot write snapshot {final.name}: {exc.strerror or exc}") from exc
     if fsync:
         fsync_dir(directory)
     return final

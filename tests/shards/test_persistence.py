@@ -185,3 +185,37 @@ def test_a_snapshot_from_a_newer_version_is_refused_and_nothing_changes(tmp_path
     doc["format"] = 1
     write_snapshot(tmp_path / "s", int(newest.stem.split("-")[1]), doc)
     assert_same(Shard(tmp_path / "s"), model, rng)
+
+
+def test_a_full_disk_at_compaction_fails_no_write_and_leaves_no_half_file(tmp_path, monkeypatch):
+    """The snapshot cannot be written (ENOSPC): writes go on into the log, and once space is
+    back a compaction succeeds; nothing acknowledged is lost on the way."""
+    import errno
+
+    import shards.snapshot
+    rng = np.random.default_rng(6)
+    shard, model = fill(tmp_path / "s", rng)
+
+    class FullDisk:   # the snapshot writer's `os`: its fsync finds the disk full (the log's does not)
+        def __getattr__(self, name):
+            return getattr(os, name)
+
+        @staticmethod
+        def fsync(fd):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    monkeypatch.setattr(shards.snapshot, "os", FullDisk())
+    with pytest.raises(StorageError, match="cannot write snapshot .*No space left on device"):
+        shard.compact()
+    assert not list((tmp_path / "s").glob("*.tmp"))                   # the half-written snapshot is gone
+    ids, codes, hists, attrs = random_items(rng, 40, 2, 8, start=7000)
+    shard.upsert(ids, codes, hists, attrs)                            # the log is still open
+    model_add(model, ids, codes, hists, attrs, 8)
+    assert shard.maybe_compact(0) is False                            # after a write: kept, not raised
+    assert "No space left" in shard.stats()["compaction_error"]
+    shard.delete([7000])
+    model.pop(7000)
+    assert_same(Shard(tmp_path / "s"), model, rng)                    # a restart now finds it all
+    monkeypatch.setattr(shards.snapshot, "os", os)                    # space again
+    assert shard.maybe_compact(0) is True and shard.stats()["compaction_error"] is None
+    shard.close()
+    assert_same(Shard(tmp_path / "s"), model, rng)

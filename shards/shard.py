@@ -84,6 +84,7 @@ class Shard:
         self.seq = 0
         self.wal: WalWriter | None = None
         self.compaction_error: str | None = None   # the last failed maybe_compact, until one succeeds
+        self.closed = False
         self.view: tuple[int, int, tuple[int, ...]] = (0, 1, ())  # see set_view
         self._token_fields: dict[str, str] = {}  # tokens already checked -> their field
         self.config = self._load_or_create_config(config, create)
@@ -171,7 +172,12 @@ class Shard:
                 "codes": codes, "hists": hists, "attrs": attrs, "meta": metas}
 
     def _log(self, record: dict) -> None:
-        if self.wal is not None:
+        """Make the record durable (a shard with a directory) before it is applied."""
+        if self.path is not None:
+            if self.closed:
+                raise StorageError(f"shard {self.path} is closed")
+            if self.wal is None:   # a compaction wrote its snapshot but could not open the next segment
+                self.wal = WalWriter(self.path / segment_name(self.seq + 1), self.fsync)
             self.wal.append(self.seq + 1, record)
         self.seq += 1
 
@@ -683,8 +689,9 @@ class Shard:
             # before the log is closed: if the snapshot cannot be written (a full disk), writes
             # go on appending to the same log, and nothing acknowledged depends on the snapshot
             write_snapshot(self.path, self.seq, self._dump_doc(), self.fsync)
-            if self.wal is not None:
-                self.wal.close()
+            old, self.wal = self.wal, None
+            if old is not None:
+                old.close()
             snaps = list_snapshots(self.path)
             keep_from = snaps[-2][0] if len(snaps) >= 2 else snaps[-1][0]
             for seq, p in snaps[:-2]:
@@ -695,7 +702,7 @@ class Shard:
                 last = segments[i + 1][0] - 1 if i + 1 < len(segments) else self.seq
                 if last <= keep_from and first != new_first:
                     p.unlink()
-            self.wal = WalWriter(self.path / segment_name(new_first), self.fsync)
+            self.wal = WalWriter(self.path / segment_name(new_first), self.fsync)   # failing, _log tries again
             fsync_dir(self.path)
 
     def maybe_compact(self, max_log_bytes: int) -> bool:
@@ -724,6 +731,7 @@ class Shard:
 
     def close(self) -> None:
         with self.lock:
+            self.closed = True
             if self.wal is not None:
                 self.wal.close()
                 self.wal = None

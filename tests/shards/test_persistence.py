@@ -219,3 +219,26 @@ def test_a_full_disk_at_compaction_fails_no_write_and_leaves_no_half_file(tmp_pa
     assert shard.maybe_compact(0) is True and shard.stats()["compaction_error"] is None
     shard.close()
     assert_same(Shard(tmp_path / "s"), model, rng)
+
+
+def test_a_new_log_segment_that_cannot_be_opened_is_opened_by_the_next_write(tmp_path, monkeypatch):
+    """The snapshot was written, then creating the next segment failed (a full disk, no
+    file descriptors left): the next write opens it and is durable like any other."""
+    import shards.shard
+    rng = np.random.default_rng(7)
+    shard, model = fill(tmp_path / "s", rng)
+    real = shards.shard.WalWriter
+
+    def cannot_open(path, fsync=True):
+        raise StorageError(f"cannot open write-ahead log {path}: No space left on device")
+    monkeypatch.setattr(shards.shard, "WalWriter", cannot_open)
+    assert shard.maybe_compact(0) is False and "cannot open" in shard.stats()["compaction_error"]
+    monkeypatch.setattr(shards.shard, "WalWriter", real)
+    ids, codes, hists, attrs = random_items(rng, 25, 2, 8, start=8000)
+    shard.upsert(ids, codes, hists, attrs)
+    model_add(model, ids, codes, hists, attrs, 8)
+    assert_same(Shard(tmp_path / "s"), model, rng)       # found after a restart: it reached the log
+    shard.close()
+    with pytest.raises(StorageError, match="is closed"):  # a closed shard never acknowledges a write
+        shard.upsert([9999], codes[:1], hists[:1], attrs[:1])
+    assert 9999 not in shard.ids()

@@ -23,11 +23,25 @@ from shards.errors import FashionSearchError, InvalidInput
 DEFAULT_STORAGE = "./fashion-search-data"
 
 
-def _open(storage, **kwargs):
-    """open_cluster, after which SIGTERM stops the command as Ctrl-C does (cluster/stopping.py)."""
+def _open(storage, *, codes_photos: bool = False, **kwargs):
+    """open_cluster, after which SIGTERM stops the command as Ctrl-C does (cluster/stopping.py).
+
+    A command that codes photos for the root first checks that its feature model made the
+    codes the root holds (cluster/model_record.py): before Ray starts where the root exists,
+    and once the cluster has made a new root, to record it there.
+    """
+    from cluster.model_record import check_models
     from cluster.runtime import open_cluster
     from cluster.stopping import stop_on_sigterm
+    if codes_photos:
+        check_models(storage)
     c = open_cluster(storage, **kwargs)
+    try:
+        if codes_photos:
+            check_models(storage)
+    except BaseException:
+        c.close()
+        raise
     stop_on_sigterm()
     return c
 
@@ -237,7 +251,7 @@ def cmd_serve(args) -> dict:
     serve_environment()
     settings = Settings(storage=args.storage, samples=str(SAMPLE_QUERIES), host=args.host, port=args.port,
                         api_key=args.api_key)
-    cluster = _open(args.storage, address=args.address, shards=args.shards)
+    cluster = _open(args.storage, codes_photos=True, address=args.address, shards=args.shards)
     start_server(settings)
     print(f"serving on http://{args.host}:{args.port}/ (writes {'need X-API-Key' if args.api_key else 'are off'})",
           file=sys.stderr, flush=True)
@@ -256,7 +270,7 @@ def cmd_index(args) -> dict:
     from coordinator.placement import N_BUCKETS, check_shard_count
     check_shard_count(args.shards, N_BUCKETS)
     rows = read_catalog(args.catalog, args.images)   # a bad catalog fails here, before Ray starts or storage is made
-    with _open(args.storage, address=args.address, shards=args.shards) as c:
+    with _open(args.storage, codes_photos=True, address=args.address, shards=args.shards) as c:
         errors = args.errors or str(Path(args.storage) / "index-errors.jsonl")    # the root exists by now
         return index_catalog(c, rows, errors_path=errors, concurrency=args.concurrency,
                              log=lambda s: print(s, file=sys.stderr, flush=True))
@@ -275,7 +289,7 @@ def cmd_batch(args) -> dict:
         argv = ["batch", absolute[0], "--out", absolute[1], "--k", str(args.k), "--storage", absolute[2]]
         return submit_job(args.address, argv + ["--resume"] * args.resume)
     existing_placement(args)      # searching a storage root with no cluster would answer nothing, silently
-    with _open(args.storage, address=args.address if args.in_process else None) as c:
+    with _open(args.storage, codes_photos=True, address=args.address if args.in_process else None) as c:
         return run_batch(c, rows, args.out, k=args.k, log=lambda s: print(s, file=sys.stderr, flush=True),
                          resume=args.resume)
 

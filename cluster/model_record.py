@@ -29,6 +29,15 @@ def features_digest(assets: str | os.PathLike) -> str:
     return hashlib.sha256(data).hexdigest()[:16]
 
 
+def recorded_model(root: str | os.PathLike) -> str | None:
+    """The digest `models.json` names, or None (no record yet, or unreadable)."""
+    try:
+        d = json.loads((Path(root) / RECORD).read_text())
+    except (OSError, ValueError):
+        return None
+    return d.get("features") if isinstance(d, dict) else None
+
+
 def check_models(root: str | os.PathLike, assets: str | os.PathLike | None = None) -> str:
     """Refuse models whose codes differ from those the root holds; record ours on first use.
 

@@ -26,6 +26,7 @@ from coordinator.router import Router
 from shards.errors import FashionSearchError, InvalidInput
 from shards.shard import ShardConfig
 
+from .model_record import recorded_model
 from .ownership import Heartbeat, check_free, release_record
 from .shard_actor import NAMESPACE, RayShardClient, actor_name, start_shard
 
@@ -135,6 +136,7 @@ class CoordinatorActor:
     async def stats(self):
         st = await self.coordinator.stats()
         st["nodes"] = len([n for n in ray.nodes() if n["Alive"]])
+        st["features_model"] = recorded_model(self.root)   # which model's codes the catalog holds
         return st
 
     async def placement(self):

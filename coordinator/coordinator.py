@@ -272,7 +272,7 @@ class Coordinator:
                 "buckets_per_shard": self.placement.counts(),
                 "items": sum(a["items"] for a in answers.values()),
                 "shards": {n: {"items": a["items"], "bytes": a["bytes"], "rss_bytes": a.get("rss_bytes"),
-                                "warnings": a["warnings"]}
+                                "warnings": a["warnings"], "compaction_error": a.get("compaction_error")}
                            for n, a in answers.items()},
                 "unavailable": sorted(failed), "moving": len(self.placement.moving)}
 

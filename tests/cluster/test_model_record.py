@@ -6,7 +6,7 @@ import pytest
 import ray
 
 from cluster.cli import main
-from cluster.model_record import RECORD, check_models, features_digest
+from cluster.model_record import RECORD, check_models, features_digest, recorded_model
 from coordinator.placement import Placement
 from shards.errors import InvalidInput
 
@@ -25,7 +25,7 @@ def test_the_first_model_is_recorded_and_another_one_refused(tmp_path):
     root.mkdir()
     check_models(root, a)
     record = (root / RECORD).read_text()
-    assert json.loads(record)["features"] == features_digest(a)
+    assert json.loads(record)["features"] == features_digest(a) == recorded_model(root)
     check_models(root, assets(tmp_path / "a2", b"model a"))   # the same model in another folder
     with pytest.raises(InvalidInput, match=f"coded with the feature model {features_digest(a)}.*"
                                            f"have {features_digest(b)}"):

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import hmac
 import json
+import os
 import time
 import uuid
 from collections import defaultdict
@@ -31,8 +32,9 @@ from pydantic import BaseModel
 from ray import serve
 
 from coordinator.router import Router
-from shards.errors import FashionSearchError, InvalidInput, NotFound
+from shards.errors import FashionSearchError, InvalidInput, NotFound, StorageError
 from shards.query import Query
+from shards.wal import fsync_dir
 
 from .settings import Settings
 from .shard_actor import NAMESPACE, RayShardClient, actor_name
@@ -117,6 +119,20 @@ async def _ray_error(request, exc):
         return await _ours(request, cause)
     return JSONResponse({"error": f"a part of the cluster is restarting ({type(exc).__name__}); retry shortly"},
                         status_code=503, headers={"Retry-After": "1"})
+
+
+def _store_durably(path: Path, data: bytes) -> Path:
+    """Write and fsync the file and its folder: an item acknowledged with a photo keeps it after a crash."""
+    try:
+        with open(path, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        fsync_dir(path.parent)
+    except OSError as exc:   # a full disk, say: nothing indexed yet, nothing half-written kept
+        path.unlink(missing_ok=True)
+        raise StorageError(f"cannot store the uploaded photo: {exc.strerror or exc}") from exc
+    return path
 
 
 def _is(exc: BaseException, kind: type) -> bool:
@@ -443,8 +459,7 @@ class Frontend:
         a = await self._analyse(arr, category, None, runners_up=not given, stated=stated)
         tokens = list(given) if given else index_tokens(a["attributes"], a["alternatives"])
         replaced = await self._uploaded_image(item_id) if id else None
-        path = self.uploads / f"{uuid.uuid4().hex}.img"
-        path.write_bytes(data)
+        path = _store_durably(self.uploads / f"{uuid.uuid4().hex}.img", data)
         meta = {"title": title, "image": str(path)}
         try:
             await self.coordinator.upsert.remote([item_id], a["code"][None], a["hist"][None], [tokens], [meta])

@@ -89,8 +89,13 @@ class WalWriter:
         self.path = path
         self.fsync = fsync
         try:
+            new = not path.exists()
             self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            if new and fsync:   # the new file's name must be durable before a record in it is acknowledged
+                fsync_dir(path.parent)
         except OSError as exc:
+            if getattr(self, "fd", -1) >= 0:
+                os.close(self.fd)
             raise StorageError(f"cannot open write-ahead log {path}: {exc}") from exc
         self.size = os.fstat(self.fd).st_size
 

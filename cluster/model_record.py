@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 
 from shards.errors import InvalidInput
+from shards.files import write_atomically
 
 RECORD = "models.json"
 
@@ -54,9 +55,8 @@ def check_models(root: str | os.PathLike, assets: str | os.PathLike | None = Non
         theirs = json.loads(record.read_text())
     except FileNotFoundError:
         if root.is_dir():
-            tmp = root / f".{RECORD}.{os.getpid()}"
-            tmp.write_text(json.dumps({"features": mine, "file": str(Path(assets).resolve() / "features.pt")}))
-            os.replace(tmp, record)
+            write_atomically(record, json.dumps({"features": mine,
+                                                 "file": str(Path(assets).resolve() / "features.pt")}))
         return mine
     except (OSError, ValueError) as exc:
         raise InvalidInput(f"{record} is unreadable ({exc}); it names the model the catalog's codes came "

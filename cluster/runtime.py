@@ -24,6 +24,7 @@ from coordinator.coordinator import Coordinator
 from coordinator.placement import Placement
 from coordinator.router import Router
 from shards.errors import FashionSearchError, InvalidInput
+from shards.files import write_atomically
 from shards.shard import ShardConfig
 
 from .model_record import recorded_model
@@ -61,7 +62,7 @@ def _load_settings(root: Path, shards: int, config: ShardConfig | None) -> tuple
     else:
         config = config or ShardConfig()
         root.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(asdict(config)))
+        write_atomically(path, json.dumps(asdict(config)))
     if placement is None:
         placement = Placement.initial(shards)
         placement.save(root)

@@ -12,7 +12,6 @@ carries the state of a rebalance in progress:
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import numpy as np
 
 from shards.codes import bucket_of_keys, id_keys
 from shards.errors import CorruptData, InvalidInput
+from shards.files import write_atomically
 
 N_BUCKETS = 4096
 FILE = "placement.json"
@@ -126,17 +126,7 @@ class Placement:
     def save(self, root: Path) -> None:
         root = Path(root)
         root.mkdir(parents=True, exist_ok=True)
-        tmp = root / (FILE + ".tmp")
-        with open(tmp, "w") as f:
-            json.dump(self.to_json(), f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, root / FILE)
-        fd = os.open(root, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        write_atomically(root / FILE, json.dumps(self.to_json()))
 
     @classmethod
     def load(cls, root: Path) -> "Placement | None":

@@ -25,6 +25,7 @@ from .answer import Answer, token_mask
 from .block import Block
 from .codes import (as_codes, bucket_of_keys, check_bits, check_token, id_key, id_keys, quantize_hists, token_field)
 from .errors import CorruptData, InvalidInput, NotFound, StorageError
+from .files import write_atomically
 from .idindex import MISSING, IdIndex
 from .plan import QueryArrays, ScanPlan
 from .query import MAX_K, PreparedQuery, Query, ShardResult, choose_level, prepare, prepare_many
@@ -572,10 +573,7 @@ class Shard:
             raise CorruptData(f"{self.path}: snapshots without shard.json; refusing to start empty")
         config = config or ShardConfig()
         self.path.mkdir(parents=True, exist_ok=True)
-        tmp = meta.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(config)))
-        os.replace(tmp, meta)
-        fsync_dir(self.path)
+        write_atomically(meta, json.dumps(asdict(config)))
         return config
 
     def _recover(self) -> None:

@@ -7,7 +7,9 @@ naming its Ray cluster by GCS address; `open_cluster` refuses a root whose heart
 names another cluster and is fresh. A cluster that stops cleanly (`shutdown_cluster`,
 or a command closing the Ray it started) removes the file; one that crashed stops
 beating, and after `STALE_S` the root is free. Sooner if its head was this machine:
-when nothing listens at its GCS address any more, that cluster is gone.
+when nothing listens at its GCS address any more, that cluster is gone. A record that
+looks stale is read again `CONFIRM_S` later and counts only if it did not change, so a
+live cluster whose clock runs behind is not taken for a dead one.
 
 This is a guard against mistakes, not a distributed lock: two clusters opening one
 root within the same second can both pass.
@@ -26,6 +28,7 @@ from shards.errors import InvalidInput
 OWNER = "owner.json"
 HEARTBEAT_S = 2.0
 STALE_S = 15.0
+CONFIRM_S = 1.5 * HEARTBEAT_S   # a record that looks stale is read again after this long
 
 
 def read_owner(root: str | os.PathLike) -> dict | None:
@@ -45,7 +48,15 @@ def check_free(root: str | os.PathLike, me: str, now: float | None = None) -> No
     if owner is None or owner["ray"] == me:
         return
     age = (time.time() if now is None else now) - owner["time"]
-    if age < STALE_S and not gone_from_here(owner["ray"]):
+    if age >= STALE_S:
+        # An old time may also be a live cluster whose clock runs behind this one's: a live
+        # one rewrites the record within HEARTBEAT_S, so look again before taking the root.
+        time.sleep(CONFIRM_S)
+        again = read_owner(root)
+        if again is None or again == owner or again["ray"] == me:
+            return
+        owner, age = again, 0.0
+    if not gone_from_here(owner["ray"]):
         raise InvalidInput(
             f"storage root {root} is served by the Ray cluster at {owner['ray']} (coordinator on "
             f"{owner.get('host', '?')}, last heartbeat {max(age, 0):.0f} s ago); pass --address {owner['ray']} "

@@ -33,6 +33,30 @@ def test_a_fresh_heartbeat_of_a_ray_that_stopped_on_this_machine_frees_the_root_
     assert not gone_from_here("198.51.100.7:6379") and not gone_from_here("not-an-address")
 
 
+def test_a_live_cluster_whose_clock_runs_behind_is_not_taken_for_a_dead_one(tmp_path, monkeypatch):
+    """Its heartbeat's times look stale, but the record keeps changing: refused."""
+    import cluster.ownership as ownership
+
+    class SlowClock:   # the heartbeat's machine: its clock a minute behind
+        def __getattr__(self, name):
+            return getattr(time, name)
+
+        @staticmethod
+        def time():
+            return time.time() - 60
+    monkeypatch.setattr(ownership, "HEARTBEAT_S", 0.05)
+    monkeypatch.setattr(ownership, "CONFIRM_S", 0.3)
+    monkeypatch.setattr(ownership, "time", SlowClock())
+    hb = Heartbeat(tmp_path, "10.0.0.1:6379")
+    try:
+        with pytest.raises(InvalidInput, match="pass --address 10.0.0.1:6379"):
+            check_free(tmp_path, "10.0.0.9:6379", now=time.time())
+    finally:
+        hb._stop.set()
+        hb._thread.join()
+    check_free(tmp_path, "10.0.0.9:6379", now=time.time())    # it stopped beating: the old record is free
+
+
 @pytest.mark.parametrize("text", ["", "{not json", "[1, 2]", '{"time": 5}', '{"ray": 7, "time": 5}',
                                   '{"ray": "10.0.0.2:6379"}', '{"ray": "10.0.0.2:6379", "time": "soon"}',
                                   '{"ray": "10.0.0.2:6379", "time": true}'])

@@ -37,7 +37,7 @@ from shards.query import Query
 from shards.wal import fsync_dir
 
 from .settings import Settings
-from .shard_actor import NAMESPACE, RayShardClient, actor_name
+from .shard_actor import NAMESPACE, shard_client
 
 WEB = Path(__file__).resolve().parent / "web"
 MAX_K = 200
@@ -215,8 +215,7 @@ class Frontend:
         placement = await self.coordinator.placement.remote()
         clients = {}
         for name in placement["shards"]:
-            old = self.router.clients.get(name)
-            clients[name] = old or RayShardClient(name, ray.get_actor(actor_name(name), namespace=NAMESPACE))
+            clients[name] = shard_client(name, self.router.clients.get(name))
         self.router.clients, self.router.version = clients, placement["version"]
 
     # ------------------------------------------------------------ guards

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import threading
 import time
@@ -22,17 +23,18 @@ import uvloop
 
 from coordinator.coordinator import Coordinator
 from coordinator.placement import Placement
-from coordinator.router import Router
+from coordinator.router import Router, fan_out
 from shards.errors import FashionSearchError, InvalidInput
 from shards.files import write_atomically
 from shards.shard import ShardConfig
 
 from .model_record import recorded_model
 from .ownership import Heartbeat, check_free, release_record
-from .shard_actor import NAMESPACE, RayShardClient, actor_name, start_shard
+from .shard_actor import NAMESPACE, RayShardClient, actor_name, shard_client, start_shard
 
 COORDINATOR = "fashion-coordinator"
 SETTINGS = "cluster.json"
+log = logging.getLogger(__name__)
 
 # Replies up to this size travel inline with the actor's answer rather than through the
 # object store (Ray's default limit is 100 KiB). A 256-query shard answer with titles and
@@ -97,11 +99,20 @@ class CoordinatorActor:
             self.recovered = True
 
     async def ready(self) -> dict:
+        """Each shard's info, or why it cannot serve (`unavailable`): a shard that cannot open
+        (a damaged directory, say) leaves the others serving, and queries answer `partial`."""
         await self._ready()
-        names = list(self.coordinator.clients)
-        infos = await asyncio.gather(*(self.coordinator.clients[n].ready() for n in names))
-        return {"shards": dict(zip(names, infos)), "version": self.coordinator.placement.version,
-                "config": self.config}
+        names = list(self.coordinator.placement.shards)
+        infos, failed = await fan_out({n: self.coordinator.clients[n].ready() for n in names}, 120)
+        if failed:   # one that could not open may have been repaired since: started again, once a call
+            for n in failed:
+                self.coordinator.clients[n] = self._client(n)
+                if n in self.coordinator.router.clients:
+                    self.coordinator.router.clients[n] = self.coordinator.clients[n]
+            more, failed = await fan_out({n: self.coordinator.clients[n].ready() for n in failed}, 120)
+            infos.update(more)
+        return {"shards": infos, "unavailable": {n: exc.reason for n, exc in failed.items()},
+                "version": self.coordinator.placement.version, "config": self.config}
 
     def root_path(self) -> str:
         return str(self.root)
@@ -177,7 +188,10 @@ class Cluster:
         self.started_ray = started_ray
         self.root = root
         self._loop = _LoopThread()
-        info = self.coordinator_call("ready", timeout=120)
+        info = self.coordinator_call("ready", timeout=150)
+        self.unavailable = info["unavailable"]   # shard -> why it does not answer (commands print it)
+        for name, why in self.unavailable.items():
+            log.warning("shard %s is unavailable, answers will be partial: %s", name, why)
         cfg = info["config"]
         self.router = Router({}, 0, bits=cfg["bits"], hist_bins=cfg["hist_bins"], timeout_s=timeout_s,
                              refresh=self._refresh)
@@ -187,8 +201,7 @@ class Cluster:
         placement = await self.handle.placement.remote()
         clients = {}
         for name in placement["shards"]:
-            old = self.router.clients.get(name)
-            clients[name] = old or RayShardClient(name, ray.get_actor(actor_name(name), namespace=NAMESPACE))
+            clients[name] = shard_client(name, self.router.clients.get(name))
         self.router.clients = clients
         self.router.version = placement["version"]
 

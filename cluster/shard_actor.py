@@ -18,6 +18,7 @@ import ray
 from coordinator.placement import Placement
 from coordinator.protocol import QueryBatch
 from shards.answer import Answer
+from shards.errors import ShardUnavailable
 from shards.shard import Shard, ShardConfig
 from shards.wire import decode_answer, decode_queries, encode_answer
 
@@ -168,3 +169,27 @@ class RayShardClient:
 
     async def contains_many(self, ids):
         return await self._call("contains_many", ids)
+
+
+class UnreachableShard:
+    """A shard whose actor Ray cannot find (it failed to start, and Ray dropped its name):
+    every call is ShardUnavailable, so queries answer `partial` and name it."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __getattr__(self, method: str):
+        async def unavailable(*args):
+            raise ShardUnavailable(self.name, "its actor is not running (`fashion-search stats` says why)")
+        return unavailable
+
+
+def shard_client(name: str, old=None):
+    """The client of a named shard actor (`old`, if it reached one); see UnreachableShard."""
+    if isinstance(old, RayShardClient):
+        return old
+    try:
+        return RayShardClient(name, ray.get_actor(actor_name(name), namespace=NAMESPACE))
+    except ValueError:
+        return UnreachableShard(name)
+

@@ -274,7 +274,8 @@ class Coordinator:
                 "shards": {n: {"items": a["items"], "bytes": a["bytes"], "rss_bytes": a.get("rss_bytes"),
                                 "warnings": a["warnings"], "compaction_error": a.get("compaction_error")}
                            for n, a in answers.items()},
-                "unavailable": sorted(failed), "moving": len(self.placement.moving)}
+                "unavailable": sorted(failed), "why_unavailable": {n: exc.reason for n, exc in failed.items()},
+                "moving": len(self.placement.moving)}
 
 
 def _take(batch: dict, idx: list[int]) -> dict:

@@ -16,6 +16,7 @@ item twice or misses one that moved.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable
@@ -60,7 +61,14 @@ async def call(name: str, coro, timeout_s: float):
         cause = getattr(exc, "cause", None)  # Ray wraps errors raised inside the actor
         if isinstance(cause, FashionSearchError) and not isinstance(cause, ShardUnavailable):
             raise cause from None
-        raise ShardUnavailable(name, f"{type(exc).__name__}: {exc}") from exc
+        raise ShardUnavailable(name, f"{type(exc).__name__}: {last_line(str(exc))}") from exc
+
+
+def last_line(text: str) -> str:
+    """The last line of an error's text, without terminal colours: where Ray's message of an
+    actor that died puts the exception that killed it (its traceback comes before)."""
+    lines = [line.strip() for line in re.sub(r"\x1b\[[0-9;]*m", "", text).splitlines() if line.strip()]
+    return lines[-1] if lines else text
 
 
 async def fan_out(calls: dict, timeout_s: float) -> tuple[dict, dict]:

@@ -23,8 +23,8 @@ import uvloop
 
 from coordinator.coordinator import Coordinator
 from coordinator.placement import Placement
-from coordinator.router import Router, fan_out
-from shards.errors import FashionSearchError, InvalidInput
+from coordinator.router import Router, fan_out, last_line
+from shards.errors import FashionSearchError, InvalidInput, StorageError
 from shards.files import write_atomically
 from shards.shard import ShardConfig
 
@@ -227,6 +227,8 @@ class Cluster:
                 if isinstance(cause, FashionSearchError):
                     raise cause from None
                 raise
+            except ray.exceptions.ActorDiedError as exc:   # it could not start: say why, not Ray's traceback
+                raise StorageError(f"the coordinator of {self.root} cannot run: {last_line(str(exc))}") from None
 
     def search(self, query):
         return self.search_batch([query])[0]

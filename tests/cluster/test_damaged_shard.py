@@ -55,3 +55,22 @@ def test_a_shard_that_cannot_open_leaves_the_others_serving_until_it_is_repaired
     finally:
         shutdown_cluster()
         ray.shutdown()
+
+
+def test_a_damaged_placement_map_is_a_clear_error_and_is_left_as_it_is(tmp_path):
+    import pytest
+
+    from coordinator.placement import Placement
+    from shards.errors import StorageError
+    root = tmp_path / "root"
+    root.mkdir()
+    Placement.initial(2).save(root)
+    (root / "placement.json").write_text('{"version": 3, "n_buck')     # cut short
+    ray.init(num_cpus=2, namespace=NAMESPACE, include_dashboard=False, log_to_driver=False)
+    try:
+        with pytest.raises(StorageError, match="cannot run: .*unreadable placement map"):
+            open_cluster(root, shards=2, config=CFG)
+        assert (root / "placement.json").read_text() == '{"version": 3, "n_buck'
+    finally:
+        shutdown_cluster()
+        ray.shutdown()

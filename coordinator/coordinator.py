@@ -26,7 +26,7 @@ from typing import Callable
 import numpy as np
 
 from shards.codes import as_codes, check_token, id_keys, quantize_hists
-from shards.errors import InvalidInput
+from shards.errors import InvalidInput, ShardUnavailable
 from shards.query import PreparedQuery, Query
 
 from .placement import Placement
@@ -184,12 +184,14 @@ class Coordinator:
             t0 = time.perf_counter()
             await self.recover()
             new_shards, moves = self.placement.plan(n_shards)
-            for s in new_shards:
+            added = [s for s in new_shards if s not in self.placement.shards]
+            for s in added:
                 if s not in self.clients:
                     if self.make_client is None:
                         raise InvalidInput("this coordinator cannot create shards")
                     self.clients[s] = self.make_client(s)
-            if set(new_shards) - set(self.placement.shards):
+            if added:
+                await self._started(added)
                 await self._commit(shards=sorted(set(self.placement.shards) | set(new_shards)))
             groups: dict[tuple[str, str], list[int]] = defaultdict(list)
             for b, src, dst in moves:
@@ -211,6 +213,20 @@ class Coordinator:
             return {"shards": new_shards, "moved_buckets": len(moves), "moved_items": moved_items,
                     "removed_shards": removed, "version": self.placement.version,
                     "seconds": time.perf_counter() - t0}
+
+    async def _started(self, shards: list[str]) -> None:
+        """Wait until new shards answer, before the map names them: a shard that cannot start
+        (no node with room for it, say) would make every later query wait for it and answer
+        partial. If one does not, the rebalance stops here and nothing has changed."""
+        _, failed = await self._fan_out({s: self.clients[s].stats() for s in shards}, self.write_timeout_s)
+        if failed:
+            for s in shards:
+                self.clients.pop(s, None)
+                if self.retire_client:
+                    self.retire_client(s)
+            why = "; ".join(str(exc) for exc in failed.values())
+            raise ShardUnavailable(", ".join(sorted(failed)), f"a new shard did not start, nothing was moved ({why}). "
+                                   "Does the cluster have room for it (FASHION_SHARD_CPUS)?")
 
     async def _move(self, buckets: list[int], src: str, dst: str) -> int:
         nb = self.placement.n_buckets

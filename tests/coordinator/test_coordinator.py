@@ -11,7 +11,7 @@ from coordinator.coordinator import Coordinator
 from coordinator.merge import global_level, merge_answers, merge_by_full_sort
 from coordinator.placement import Placement
 from coordinator.protocol import LocalShardClient
-from shards.errors import InvalidInput
+from shards.errors import InvalidInput, ShardUnavailable
 from shards.oracle import brute_force_search
 from shards.shard import Shard, ShardConfig
 
@@ -317,3 +317,33 @@ def test_a_widened_query_says_which_tokens_the_budget_let_go_and_which_were_rela
     assert wide.to_dict()["widened"] == ["baseColour=Red"]
     few = ask(0.3, k=20)                    # 10 red shirts are too few for k: relaxed, not widened
     assert few.level == 1 and few.relaxed == ("baseColour=Red",) and few.widened == ()
+
+
+def test_a_new_shard_that_never_starts_stops_the_rebalance_before_the_map_names_it(tmp_path):
+    """No room for it on the cluster, say: the map is left as it was and queries stay whole."""
+    coord = make(tmp_path, 2)
+    rng = np.random.default_rng(8)
+    ids, codes, hists, attrs = random_items(rng, 100, 2, 8)
+    asyncio.run(coord.upsert(ids, codes, hists, attrs))
+    before = coord.placement.to_json()
+    saved = (tmp_path / "placement.json").read_bytes() if (tmp_path / "placement.json").exists() else None
+    retired = []
+
+    class NeverStarts:   # an actor Ray cannot place: every call waits
+        def __init__(self, name):
+            self.name = name
+
+        def __getattr__(self, method):
+            return lambda *a: asyncio.sleep(3600)
+
+    coord.make_client = NeverStarts
+    coord.retire_client = retired.append
+    coord.write_timeout_s = coord.timeout_s = 0.2
+    with pytest.raises(ShardUnavailable, match="did not start, nothing was moved"):
+        asyncio.run(coord.rebalance(4))
+    assert coord.placement.to_json() == before
+    assert ((tmp_path / "placement.json").read_bytes() if (tmp_path / "placement.json").exists() else None) == saved
+    assert sorted(retired) == ["shard-002", "shard-003"] and sorted(coord.clients) == ["shard-000", "shard-001"]
+    from shards.query import Query
+    r = asyncio.run(coord.search(Query(code=np.zeros(2, np.uint64), hist=np.ones(8), k=1000)))
+    assert not r.partial and len(r.hits) == 100

@@ -3,12 +3,15 @@
 QUERIES is a CSV (columns image[, category][, box]) or JSONL ({"image": path,
 "category": ..., "box": "x,y,w,h" or [x, y, w, h]}). Attached to a Ray cluster (--address), the
 job is submitted through Ray's job submission API and runs there; otherwise it
-runs in this process against a local cluster on the storage root.
+runs from this process against a local cluster on the storage root. Either way a pool
+of actors reads the photos (Ray Data), and the job's process searches and writes.
 """
 from __future__ import annotations
 
 import csv
 import json
+import math
+import pickle
 import shlex
 import time
 from pathlib import Path
@@ -90,18 +93,67 @@ def resume_point(out_path: str, rows: list[dict]) -> tuple[int, int]:
     return len(lines), end
 
 
+class QueryAnalyzer:
+    """One actor of the pool: the query path of models/pipeline.py on a batch of query rows.
+
+    Returns each row's reading (an Analysis) or why it could not be read (a string),
+    pickled: the rows go back to the driver, which searches and writes them in order.
+    """
+
+    def __init__(self):
+        import torch
+        from models.pipeline import Pipeline
+        torch.set_num_threads(2)
+        self.pipeline = Pipeline.load()
+
+    def __call__(self, batch: dict) -> dict:
+        from models.data import decode_image
+        rows = [json.loads(r) for r in batch["row"]]
+        read: list = [None] * len(rows)
+        good, images = [], []
+        for j, r in enumerate(rows):
+            try:
+                images.append(decode_image(r["image"]))
+                good.append(j)
+            except InvalidInput as exc:
+                read[j] = str(exc)
+        for j, a in zip(good, self._analyse([rows[j] for j in good], images)):
+            read[j] = str(a) if isinstance(a, Exception) else a
+        return {"row": batch["row"], "read": [pickle.dumps(a) for a in read]}
+
+    def _analyse(self, rows: list[dict], images: list) -> list:
+        if not rows:
+            return []
+        try:
+            return self.pipeline.analyse_batch(images, [r.get("category") or None for r in rows],
+                                               [parse_box(r.get("box")) for r in rows])
+        except InvalidInput:  # one bad category or box: one at a time, so the others are read
+            out = []
+            for r, im in zip(rows, images):
+                try:
+                    out.append(self.pipeline.query(im, r.get("category") or None, parse_box(r.get("box"))))
+                except InvalidInput as e:
+                    out.append(e)
+            return out
+
+
 def run_batch(cluster, rows: list[dict], out_path: str, k: int = 20, batch: int = 16, log=print,
-              resume: bool = False) -> dict:
+              resume: bool = False, concurrency: int | None = None) -> dict:
     """Search every query of `rows` (read_queries) and write one JSON line each, in order.
 
-    With `resume`, the rows already answered in `out_path` (resume_point) are skipped
-    and the rest written after them; else `out_path` is written anew. Lines reach the
-    file chunk by chunk, so an interrupted job keeps what it answered.
+    The photos are read by a pool of `concurrency` actors (Ray Data, as indexing does;
+    default one per CPU of the cluster), so a job grows with the cluster; this process
+    searches each chunk as it comes back and writes it. With `resume`, the rows already
+    answered in `out_path` (resume_point) are skipped and the rest written after them;
+    else `out_path` is written anew. Lines reach the file chunk by chunk, so an
+    interrupted job keeps what it answered.
     """
-    from models.data import decode_image
-    from models.pipeline import Pipeline
+    import ray
+
+    from models.data import ASSETS
+    from models.features import colour_weight
     start, offset = resume_point(out_path, rows) if resume else (0, 0)
-    pipeline = Pipeline.load()
+    w_colour = colour_weight(ASSETS / "features.pt")
     t0 = time.perf_counter()
     done = errors = 0
     if start:
@@ -109,21 +161,21 @@ def run_batch(cluster, rows: list[dict], out_path: str, k: int = 20, batch: int 
     with open(out_path, "r+" if offset else "w") as out:
         out.seek(offset)
         out.truncate()      # a line cut short by a crash goes
+        todo = rows[start:]
+        if not todo:
+            return {"queries": len(rows), "already_answered": start, "answered": 0, "errors": 0,
+                    "out": out_path, "seconds": time.perf_counter() - t0}
+        concurrency = concurrency or max(1, int(ray.cluster_resources().get("CPU", 1)))
+        options = ray.data.DataContext.get_current().execution_options
+        kept, options.preserve_order = options.preserve_order, True   # line i answers row i
+        ds = ray.data.from_items([{"row": json.dumps(r)} for r in todo],
+                                 override_num_blocks=max(1, math.ceil(len(todo) / batch)))
+        ds = ds.map_batches(QueryAnalyzer, batch_size=batch, num_cpus=1,
+                            compute=ray.data.ActorPoolStrategy(size=concurrency))
         try:
-            for i in range(start, len(rows), batch):
-                part = rows[i: i + batch]
-                lines: list[dict | None] = [None] * len(part)     # written in the rows' order at the chunk's end
-                good, images = [], []
-                for j, r in enumerate(part):
-                    try:
-                        images.append(decode_image(r["image"]))
-                        good.append(j)
-                    except InvalidInput as exc:
-                        lines[j] = {"query": r, "error": str(exc)}
-                if good:
-                    read = _read_and_search(cluster, pipeline, [part[j] for j in good], images, k)
-                    for j, line in zip(good, read):
-                        lines[j] = line
+            for b in ds.iter_batches(batch_size=batch, batch_format="numpy"):
+                part = [json.loads(r) for r in b["row"]]
+                lines = _search(cluster, part, [pickle.loads(x) for x in b["read"]], k, w_colour)
                 out.write("".join(json.dumps(line) + "\n" for line in lines))
                 out.flush()
                 errors += sum("error" in line for line in lines)
@@ -133,31 +185,23 @@ def run_batch(cluster, rows: list[dict], out_path: str, k: int = 20, batch: int 
             log(f"interrupted: the {start + done + errors} answers written are kept in {out_path}; the same "
                 "command with --resume goes on from there")
             raise
+        finally:
+            options.preserve_order = kept
     return {"queries": len(rows), "already_answered": start, "answered": done, "errors": errors,
             "out": out_path, "seconds": time.perf_counter() - t0}
 
 
-def _read_and_search(cluster, pipeline, rows: list[dict], images: list, k: int) -> list[dict]:
+def _search(cluster, rows: list[dict], reads: list, k: int, w_colour: float) -> list[dict]:
     """One answer line per row: its reading and hits, or why it could not be searched."""
     from models.hedge import answers, hedge_query, hedged_category, with_hedges
-    try:
-        analyses = pipeline.analyse_batch(images, [r.get("category") or None for r in rows],
-                                          [parse_box(r.get("box")) for r in rows])
-    except InvalidInput:  # one bad category or box: fall back to one at a time
-        analyses = []
-        for r, im in zip(rows, images):
-            try:
-                analyses.append(pipeline.query(im, r.get("category") or None, parse_box(r.get("box"))))
-            except InvalidInput as e:
-                analyses.append(e)
-    read = [a for a in analyses if not isinstance(a, Exception)]
-    queries = [Query(code=a.code, hist=a.hist, k=k, w_colour=pipeline.w_colour, **a.query_terms()) for a in read]
+    read = [a for a in reads if not isinstance(a, str)]
+    queries = [Query(code=a.code, hist=a.hist, k=k, w_colour=w_colour, **a.query_terms()) for a in read]
     hedges = [hedge_query(q, a.hedge_terms()) for q, a in zip(queries, read)]   # models/hedge.py
     results = iter(zip(answers(cluster.search_batch(with_hedges(queries, hedges)), hedges), hedges))
     lines = []
-    for r, a in zip(rows, analyses):
-        if isinstance(a, Exception):
-            lines.append({"query": r, "error": str(a)})
+    for r, a in zip(rows, reads):
+        if isinstance(a, str):
+            lines.append({"query": r, "error": a})
             continue
         (res, hits, hedge_res), hedge = next(results)
         lines.append({"query": r, "category": a.category, "roi": a.roi,

@@ -287,11 +287,12 @@ def cmd_batch(args) -> dict:
         # absolute paths: the job runs in another working directory, on a node that sees the same storage
         absolute = [str(Path(x).resolve()) for x in (args.queries, args.out, args.storage)]
         argv = ["batch", absolute[0], "--out", absolute[1], "--k", str(args.k), "--storage", absolute[2]]
+        argv += ["--concurrency", str(args.concurrency)] if args.concurrency else []
         return submit_job(args.address, argv + ["--resume"] * args.resume)
     existing_placement(args)      # searching a storage root with no cluster would answer nothing, silently
     with _open(args.storage, codes_photos=True, address=args.address if args.in_process else None) as c:
         return run_batch(c, rows, args.out, k=args.k, log=lambda s: print(s, file=sys.stderr, flush=True),
-                         resume=args.resume)
+                         resume=args.resume, concurrency=args.concurrency)
 
 
 def cmd_query(args) -> dict:
@@ -491,6 +492,9 @@ def build_parser() -> argparse.ArgumentParser:
     bt.add_argument("queries", help="the queries file (CSV or JSONL)")
     bt.add_argument("--out", required=True, help="where the answers go, one JSON line per query, in order")
     bt.add_argument("--k", type=number(int, 1, 1000), default=20, help="hits per query (default 20)")
+    bt.add_argument("--concurrency", type=COUNT, default=None,
+                    help="actors reading the photos, one CPU each, anywhere on the cluster "
+                         "(default: one per CPU of the cluster)")
     bt.add_argument("--resume", action="store_true",
                     help="keep the answers OUT already holds for these queries (an interrupted job) and "
                          "search only the rest; without it OUT is written anew")

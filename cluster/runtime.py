@@ -103,13 +103,13 @@ class CoordinatorActor:
         (a damaged directory, say) leaves the others serving, and queries answer `partial`."""
         await self._ready()
         names = list(self.coordinator.placement.shards)
-        infos, failed = await fan_out({n: self.coordinator.clients[n].ready() for n in names}, 120)
+        infos, failed = await fan_out({n: self.coordinator.clients[n].ready() for n in names}, 60)
         if failed:   # one that could not open may have been repaired since: started again, once a call
             for n in failed:
                 self.coordinator.clients[n] = self._client(n)
                 if n in self.coordinator.router.clients:
                     self.coordinator.router.clients[n] = self.coordinator.clients[n]
-            more, failed = await fan_out({n: self.coordinator.clients[n].ready() for n in failed}, 120)
+            more, failed = await fan_out({n: self.coordinator.clients[n].ready() for n in failed}, 60)
             infos.update(more)
         return {"shards": infos, "unavailable": {n: exc.reason for n, exc in failed.items()},
                 "version": self.coordinator.placement.version, "config": self.config}
@@ -188,7 +188,7 @@ class Cluster:
         self.started_ray = started_ray
         self.root = root
         self._loop = _LoopThread()
-        info = self.coordinator_call("ready", timeout=150)
+        info = self.coordinator_call("ready", timeout=150)   # ready() waits for the shards at most 2 x 60 s
         self.unavailable = info["unavailable"]   # shard -> why it does not answer (commands print it)
         for name, why in self.unavailable.items():
             log.warning("shard %s is unavailable, answers will be partial: %s", name, why)

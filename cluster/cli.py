@@ -476,7 +476,8 @@ def build_parser() -> argparse.ArgumentParser:
     ix.add_argument("--storage", default=DEFAULT_STORAGE, help="the cluster's storage root (made if new)")
     ix.add_argument("--address", default=None, help="a running Ray cluster (default: a local one)")
     ix.add_argument("--shards", type=COUNT, default=4, help="shards of a new cluster")
-    ix.add_argument("--concurrency", type=COUNT, default=1, help="model actors in the pool")
+    ix.add_argument("--concurrency", type=COUNT, default=None,
+                    help="model actors in the pool, one CPU each (default: one per CPU of the cluster)")
     ix.add_argument("--errors", default=None,
                     help="rows that could not be indexed, one JSON line each, appended (default: "
                          "index-errors.jsonl in the storage root)")

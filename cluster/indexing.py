@@ -112,7 +112,7 @@ def _write_batches(cluster, batches, errors, total: int, t0: float, log) -> tupl
 
 
 def index_catalog(cluster, rows: list, errors_path: str = "index-errors.jsonl", batch: int = 32,
-                  concurrency: int = 1, log=print) -> dict:
+                  concurrency: int | None = None, log=print) -> dict:
     """Index a catalog's rows (read_catalog): what is already indexed is skipped, a broken photo or
     a repeated id goes to the errors file."""
     t0 = time.perf_counter()
@@ -133,6 +133,7 @@ def index_catalog(cluster, rows: list, errors_path: str = "index-errors.jsonl", 
     if todo:
         ds = ray.data.from_items([{"id": p.id, "title": p.title, "image": str(p.image)} for p in todo],
                                  override_num_blocks=max(1, len(todo) // batch))
+        concurrency = concurrency or max(1, int(ray.cluster_resources().get("CPU", 1)))   # one per CPU
         ds = ds.map_batches(ItemAnalyzer, batch_size=batch, compute=ray.data.ActorPoolStrategy(size=concurrency),
                             num_cpus=1)
         with open(errors_path, "a") as errors:

@@ -9,7 +9,7 @@ from pathlib import Path
 import ray
 from ray import serve
 
-from shards.errors import InvalidInput
+from shards.errors import InvalidInput, StorageError
 from shards.shard import ShardConfig
 
 from .proxy_guard import IMPORT_PATH as PROXY_GUARD
@@ -48,9 +48,18 @@ def check_port_free(host: str, port: int) -> None:
 
 
 def start_server(settings: Settings):
+    from models.pipeline import Pipeline
+
     from .rest import build_app
+    # the replicas load these files; a missing or wrong one is a clear error here, rather than
+    # replicas that Serve starts again and again before it gives up without saying why
+    Pipeline.load(device="cpu")
     serve.start(http_options={"host": settings.host, "port": settings.port})
-    serve.run(build_app(settings), name=APP, route_prefix="/")
+    try:
+        serve.run(build_app(settings), name=APP, route_prefix="/")
+    except RuntimeError as exc:   # Serve's "Deploying application ... failed": the replicas' logs say why
+        raise StorageError(f"{exc} (the replicas' errors are in Ray's logs, "
+                           "/tmp/ray/session_latest/logs/serve/)") from None
 
 
 def run_demo(settings: Settings, shards: int = 2, log=print, block: bool = True) -> dict:

@@ -189,3 +189,27 @@ def test_eval_attributes_and_text_measure_any_product_folder_and_say_what_they_l
     assert main(["eval", "text", "--data", str(catalog), "--json"]) == 0   # titles need no photo
     assert json.loads(capsys.readouterr().out)["images"] == 7
     assert torch.is_grad_enabled()      # an evaluation leaves the process as it found it (training may follow)
+
+
+def test_serve_with_a_model_file_missing_says_which_before_serve_gives_up(tmp_path):
+    """Not Serve's "Deploying application failed" after its replicas failed again and again."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from models.data import SHIPPED
+    assets = tmp_path / "assets"
+    assets.mkdir()
+    for name in ("features.pt", "taxonomy.json"):        # no attributes.pt
+        shutil.copy(Path(SHIPPED) / name, assets / name)
+    project = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "FASHION_ASSETS": str(assets), "PYTHONPATH": str(project)}
+    from .test_rest import free_port
+    port = free_port()
+    cli = "import sys; from cluster.cli import main; sys.exit(main(sys.argv[1:]))"
+    run = subprocess.run([sys.executable, "-c", cli, "serve", "--storage", str(tmp_path / "storage"),
+                          "--port", str(port)], cwd=project, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2, run.stderr[-2000:]
+    assert f"no attribute model weights at {assets / 'attributes.pt'}" in run.stderr
+    assert "Traceback" not in run.stderr

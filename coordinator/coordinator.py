@@ -51,12 +51,22 @@ class Coordinator:
         self.retire_client = retire_client
         self.bucket_locks: dict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
         self.rebalance_lock = asyncio.Lock()
+        self.recovery_error: str | None = None   # an interrupted rebalance start() could not finish yet
         self.router = Router({n: clients[n] for n in placement.shards}, placement.version, bits=bits,
                              hist_bins=hist_bins, timeout_s=timeout_s)
 
     async def start(self) -> None:
-        """Finish an interrupted rebalance, then give every shard its view of the map."""
-        await self.recover()
+        """Finish an interrupted rebalance, then give every shard its view of the map.
+
+        A shard that recovery needs but cannot reach (its node is down too) does not stop the
+        start: the map's moving and draining buckets keep every query and write right
+        meanwhile, and the next start or rebalance finishes the recovery.
+        """
+        try:
+            await self.recover()
+            self.recovery_error = None
+        except ShardUnavailable as exc:
+            self.recovery_error = str(exc)
         await self.push_views()
 
     async def _call(self, name: str, coro, timeout: float | None = None):
@@ -291,7 +301,7 @@ class Coordinator:
                                 "warnings": a["warnings"], "compaction_error": a.get("compaction_error")}
                            for n, a in answers.items()},
                 "unavailable": sorted(failed), "why_unavailable": {n: exc.reason for n, exc in failed.items()},
-                "moving": len(self.placement.moving)}
+                "moving": len(self.placement.moving), "recovery_error": self.recovery_error}
 
 
 def _take(batch: dict, idx: list[int]) -> dict:

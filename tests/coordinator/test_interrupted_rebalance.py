@@ -2,6 +2,7 @@
 coordinator on the same storage root finishes or undoes the move, and every
 acknowledged item is found exactly once, then and after the rebalance is run again."""
 import asyncio
+import shutil
 
 import numpy as np
 import pytest
@@ -157,4 +158,53 @@ def test_writes_acknowledged_after_a_crashed_move_are_kept(tmp_path, monkeypatch
     check_exactly_once(coord, acked)
     asyncio.run(coord.rebalance(3))
     check_exactly_once(coord, acked)
+    close(coord)
+
+
+def test_a_crashed_move_whose_shard_is_still_down_leaves_the_rest_serving(tmp_path, monkeypatch):
+    """The coordinator restarts while the move's new shard is away too (the same node died):
+    it starts all the same, every item is found once, and the next start finishes the job."""
+    from shards.errors import ShardUnavailable
+    monkeypatch.setattr(coordinator.coordinator, "MOVE_GROUP", 4096)
+    rng = np.random.default_rng(9)
+    ids, codes, hists, attrs = random_items(rng, 150, 2, 8)
+    root = tmp_path / "root"
+    coord = open_coordinator(root)
+    asyncio.run(coord.upsert(ids, codes, hists, attrs))
+    close(coord)
+    for at in range(1, 20):      # the first crash that leaves a copy half-made
+        shutil.rmtree(tmp_path / "try", ignore_errors=True)
+        shutil.copytree(root, tmp_path / "try")
+        crashed, _ = rebalance_until_crash(tmp_path / "try", at, 3, monkeypatch)
+        if crashed and Placement.load(tmp_path / "try").moving:
+            break
+    root = tmp_path / "try"
+    away = sorted(set(Placement.load(root).moving.values()))
+
+    class Away:
+        def __init__(self, name):
+            self.name = name
+
+        def __getattr__(self, method):
+            async def unavailable(*a):
+                raise ShardUnavailable(self.name, "its node is down")
+            return unavailable
+
+    placement = Placement.load(root)
+    clients = {s: Away(s) if s in away else LocalShardClient(s, Shard(root / s, CFG)) for s in placement.shards}
+    coord = Coordinator(root, placement, clients, bits=128, hist_bins=8)
+    asyncio.run(coord.start())                                 # does not raise
+    stats = asyncio.run(coord.stats())
+    assert "its node is down" in stats["recovery_error"] and stats["unavailable"] == away
+    r = asyncio.run(coord.search(EVERYTHING))
+    got = [h.id for h in r.hits]
+    assert r.partial and r.missing == away and sorted(got) == sorted(ids)   # each item once, from its owner
+    for c in clients.values():
+        if isinstance(c, LocalShardClient):
+            c.shard.close()
+    coord = open_coordinator(root)                             # the node is back: recovery finishes
+    assert not coord.placement.moving and coord.recovery_error is None
+    check_exactly_once(coord, set(ids))
+    asyncio.run(coord.rebalance(3))
+    check_exactly_once(coord, set(ids))
     close(coord)

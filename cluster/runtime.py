@@ -30,10 +30,10 @@ from shards.shard import ShardConfig
 
 from .model_record import recorded_model
 from .ownership import Heartbeat, check_free, release_record
-from .shard_actor import NAMESPACE, RayShardClient, actor_name, shard_client, start_shard
+from .shard_actor import (NAMESPACE, SETTINGS, RayShardClient, actor_name, check_root_here, shard_client,
+                          start_shard)
 
 COORDINATOR = "fashion-coordinator"
-SETTINGS = "cluster.json"
 log = logging.getLogger(__name__)
 
 # Replies up to this size travel inline with the actor's answer rather than through the
@@ -75,9 +75,11 @@ def _load_settings(root: Path, shards: int, config: ShardConfig | None) -> tuple
 class CoordinatorActor:
     """Hosts the Coordinator; an async actor, so queries run while a rebalance moves buckets."""
 
-    def __init__(self, root: str, shards: int, config: dict | None, timeout_s: float):
+    def __init__(self, root: str, shards: int, config: dict | None, timeout_s: float, existing: bool = False):
         from dataclasses import asdict
         self.root = Path(root)
+        if existing:   # the driver saw a cluster there: this node must see it too, not make a new one
+            check_root_here(root)
         placement, cfg = _load_settings(self.root, shards, ShardConfig(**config) if config else None)
         self.heartbeat = Heartbeat(self.root, ray.get_runtime_context().gcs_address)   # cluster/ownership.py
         self.config = asdict(cfg)
@@ -287,7 +289,7 @@ def open_cluster(storage: str | os.PathLike, address: str | None = None, shards:
         _check_root(root)
         handle = CoordinatorActor.options(name=COORDINATOR, namespace=NAMESPACE, get_if_exists=True,
                                           lifetime="detached").remote(
-            root, shards, asdict(config) if config else None, timeout_s)
+            root, shards, asdict(config) if config else None, timeout_s, (Path(root) / SETTINGS).exists())
         return Cluster(handle, started, timeout_s, root)
     except BaseException:
         if started:

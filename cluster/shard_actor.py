@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import os
+import socket
 import time
 from pathlib import Path
 
@@ -18,17 +19,30 @@ import ray
 from coordinator.placement import Placement
 from coordinator.protocol import QueryBatch
 from shards.answer import Answer
-from shards.errors import ShardUnavailable
+from shards.errors import ShardUnavailable, StorageError
 from shards.shard import Shard, ShardConfig
 from shards.wire import decode_answer, decode_queries, encode_answer
 
 NAMESPACE = "fashion-search"
+SETTINGS = "cluster.json"   # written at the storage root before any actor of the cluster starts
+
+
+def check_root_here(root: str) -> None:
+    """Refuse to start on a node where the shared storage root is not mounted.
+
+    There the root's path is an empty local folder: a shard opened in it would start empty
+    and take writes the other nodes never see.
+    """
+    if not (Path(root) / SETTINGS).exists():
+        raise StorageError(f"the storage root {root} holds no cluster on {socket.gethostname()} (no {SETTINGS}): "
+                           "mount the shared storage root at that path on every node (deploy/README.md)")
 
 
 @ray.remote(max_restarts=-1, max_task_retries=0, num_cpus=0)
 class ShardActor:
     def __init__(self, root: str, name: str, config: dict):
         self.name = name
+        check_root_here(root)
         self.shard = Shard(Path(root) / name, ShardConfig(**config))
         # a restarted shard takes its view (hidden buckets) from the saved map
         placement = Placement.load(Path(root))

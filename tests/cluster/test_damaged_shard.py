@@ -1,13 +1,18 @@
-"""A shard whose directory cannot be opened (here: a snapshot from a newer release) leaves
-the rest of the cluster serving: it opens, answers `partial` naming that shard, and says
-why; once the directory is repaired, the next command brings the shard back."""
+"""Storage the cluster cannot use. A shard whose directory cannot be opened (here: a
+snapshot from a newer release) leaves the rest serving: the cluster opens, answers
+`partial` naming that shard, and says why; once the directory is repaired, the next
+command brings it back. A damaged placement map, and a node where the shared storage
+root is not mounted, are clear errors that create or change nothing."""
 from pathlib import Path
 
 import numpy as np
+import pytest
 import ray
 
-from cluster.runtime import open_cluster, shutdown_cluster
-from cluster.shard_actor import NAMESPACE
+from cluster.runtime import CoordinatorActor, open_cluster, shutdown_cluster
+from cluster.shard_actor import NAMESPACE, check_root_here, start_shard
+from coordinator.placement import Placement
+from shards.errors import StorageError
 from shards.query import Query
 from shards.shard import Shard, ShardConfig
 from shards.snapshot import read_snapshot, write_snapshot
@@ -58,10 +63,6 @@ def test_a_shard_that_cannot_open_leaves_the_others_serving_until_it_is_repaired
 
 
 def test_a_damaged_placement_map_is_a_clear_error_and_is_left_as_it_is(tmp_path):
-    import pytest
-
-    from coordinator.placement import Placement
-    from shards.errors import StorageError
     root = tmp_path / "root"
     root.mkdir()
     Placement.initial(2).save(root)
@@ -71,6 +72,28 @@ def test_a_damaged_placement_map_is_a_clear_error_and_is_left_as_it_is(tmp_path)
         with pytest.raises(StorageError, match="cannot run: .*unreadable placement map"):
             open_cluster(root, shards=2, config=CFG)
         assert (root / "placement.json").read_text() == '{"version": 3, "n_buck'
+    finally:
+        shutdown_cluster()
+        ray.shutdown()
+
+
+def test_an_actor_on_a_node_without_the_shared_root_refuses_to_start_empty(tmp_path):
+    """What a node sees where the storage root is not mounted: an empty folder at its path.
+    A shard there would start empty and take writes no other node sees."""
+    unmounted = tmp_path / "mnt" / "fashion"
+    unmounted.mkdir(parents=True)
+    ray.init(num_cpus=2, namespace=NAMESPACE, include_dashboard=False, log_to_driver=False)
+    try:
+        shard = start_shard(str(unmounted), "shard-000", {"bits": 128, "hist_bins": 8})
+        with pytest.raises(ray.exceptions.ActorDiedError, match="holds no cluster on .*mount the shared storage"):
+            ray.get(shard.ready.remote(), timeout=60)
+        assert list(unmounted.iterdir()) == []                 # nothing made there
+        coordinator = CoordinatorActor.remote(str(unmounted), 2, None, 5.0, True)   # the driver saw a cluster
+        with pytest.raises(ray.exceptions.ActorDiedError, match="holds no cluster on"):
+            ray.get(coordinator.root_path.remote(), timeout=60)
+        assert list(unmounted.iterdir()) == []
+        with pytest.raises(StorageError):
+            check_root_here(str(unmounted))
     finally:
         shutdown_cluster()
         ray.shutdown()

@@ -75,7 +75,8 @@ $('go').addEventListener('click', async () => {
   $('status').textContent = `${d.results.length} results in ${total.toFixed(0)} ms; category ${d.category} (${d.category_source}); ` +
     `ROI from ${d.roi_source}` + (d.relaxed.length ? `; relaxed ${d.relaxed.join(', ')}` : '') +
     (d.widened.length ? `; widened past ${d.widened.join(', ')}` : '') +
-    (d.hedged ? `; also searched ${d.hedged.split('=')[1]}` : '') + (d.partial ? '; PARTIAL' : '');
+    (d.hedged ? `; also searched ${d.hedged.split('=')[1]}` : '') +
+    (d.partial ? `; PARTIAL: ${d.missing_shards.join(', ')} did not answer, their items are missing` : '');
   $('tags').innerHTML = d.attributes.map((a) =>
     `<span class="${a.probability < 0.5 ? 'weak' : ''}" title="p=${a.probability.toFixed(2)}">#${esc(a.token.split('=')[1])}</span>`).join('');
   $('grid').innerHTML = d.results.map((h) => `<div class="hit"><img src="${h.image_url}" loading="lazy">

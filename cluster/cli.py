@@ -128,7 +128,10 @@ def cmd_rebalance(args) -> dict:
 def cmd_stats(args) -> dict:
     existing_placement(args)
     with _open(args.storage, address=args.address) as c:
-        return c.coordinator_call("stats")
+        st = c.coordinator_call("stats")
+    # for a monitor: exit 1 while a shard does not answer or a rebalance waits to be finished
+    st["ok"] = not st["unavailable"] and not st.get("recovery_error")
+    return st
 
 
 def cmd_train(args) -> dict:

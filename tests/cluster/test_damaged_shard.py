@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import ray
 
+from cluster.cli import main
 from cluster.runtime import CoordinatorActor, open_cluster, shutdown_cluster
 from cluster.shard_actor import NAMESPACE, check_root_here, start_shard
 from coordinator.placement import Placement
@@ -51,12 +52,14 @@ def test_a_shard_that_cannot_open_leaves_the_others_serving_until_it_is_repaired
         assert {h.id for h in r.hits} == set(ids) - on_001 and on_001
         st = c.stats()
         assert st["unavailable"] == ["shard-001"] and "newer fashion-search" in st["why_unavailable"]["shard-001"]
+        assert main(["stats", "--storage", str(root), "--json"]) == 1        # a monitor sees it
 
         set_format(root / "shard-001", 1)      # repaired (say, the newer release is back)
         c = open_cluster(root, shards=2, config=CFG)
         assert c.unavailable == {}
         r = c.search(EVERYTHING)
         assert not r.partial and sorted(h.id for h in r.hits) == sorted(ids)
+        assert main(["stats", "--storage", str(root), "--json"]) == 0
     finally:
         shutdown_cluster()
         ray.shutdown()

@@ -72,6 +72,15 @@ def open_coordinator(root, steps=None):
     return coord
 
 
+def indexed_root(root, rng, n):
+    """A storage root holding n random items on 2 shards; returns (root, their ids)."""
+    ids, codes, hists, attrs = random_items(rng, n, 2, 8)
+    coord = open_coordinator(root)
+    asyncio.run(coord.upsert(ids, codes, hists, attrs))
+    close(coord)
+    return root, ids
+
+
 def close(coord):
     for c in coord.clients.values():
         c.shard.close()
@@ -143,11 +152,7 @@ def test_writes_acknowledged_after_a_crashed_move_are_kept(tmp_path, monkeypatch
     """Writes that reach a coordinator restarted mid-move land where the finished map looks."""
     monkeypatch.setattr(coordinator.coordinator, "MOVE_GROUP", 4096)
     rng = np.random.default_rng(6)
-    ids, codes, hists, attrs = random_items(rng, 150, 2, 8)
-    root = tmp_path / "root"
-    coord = open_coordinator(root)
-    asyncio.run(coord.upsert(ids, codes, hists, attrs))
-    close(coord)
+    root, ids = indexed_root(tmp_path / "root", rng, 150)
     crashed, _ = rebalance_until_crash(root, at, 3, monkeypatch)
     assert crashed
     coord = open_coordinator(root)
@@ -166,12 +171,7 @@ def test_a_crashed_move_whose_shard_is_still_down_leaves_the_rest_serving(tmp_pa
     it starts all the same, every item is found once, and the next start finishes the job."""
     from shards.errors import ShardUnavailable
     monkeypatch.setattr(coordinator.coordinator, "MOVE_GROUP", 4096)
-    rng = np.random.default_rng(9)
-    ids, codes, hists, attrs = random_items(rng, 150, 2, 8)
-    root = tmp_path / "root"
-    coord = open_coordinator(root)
-    asyncio.run(coord.upsert(ids, codes, hists, attrs))
-    close(coord)
+    root, ids = indexed_root(tmp_path / "root", np.random.default_rng(9), 150)
     for at in range(1, 20):      # the first crash that leaves a copy half-made
         shutil.rmtree(tmp_path / "try", ignore_errors=True)
         shutil.copytree(root, tmp_path / "try")

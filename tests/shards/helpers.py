@@ -1,4 +1,7 @@
-"""Random catalogs and a model of what a shard should hold, for oracle tests."""
+"""Random catalogs and a model of what a shard should hold, for oracle tests; a full disk."""
+import errno
+import os
+
 import numpy as np
 
 from shards.codes import quantize_hists
@@ -52,3 +55,15 @@ def random_query(rng, words, bins):
 
 def as_tuples(result):
     return [(h.id, h.score, h.hamming, h.colour_distance, h.matched) for h in result.hits]
+
+
+class FullDisk:
+    """Stands in for a module's `os` (monkeypatch): its fsync finds the disk full, the rest is os."""
+
+    def __getattr__(self, name):
+        return getattr(os, name)
+
+    @staticmethod
+    def fsync(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+

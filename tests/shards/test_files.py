@@ -1,11 +1,10 @@
 """Small files replaced whole (shards/files.py): the old content or the new, never half, no leftovers."""
-import errno
-import os
-
 import pytest
 
 import shards.files
 from shards.files import write_atomically
+
+from .helpers import FullDisk
 
 
 def test_a_replacement_that_fails_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch):
@@ -14,13 +13,6 @@ def test_a_replacement_that_fails_leaves_the_old_file_and_no_temporary(tmp_path,
     write_atomically(target, b'{"version": 2}')
     assert target.read_text() == '{"version": 2}'
 
-    class FullDisk:
-        def __getattr__(self, name):
-            return getattr(os, name)
-
-        @staticmethod
-        def fsync(fd):
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
     monkeypatch.setattr(shards.files, "os", FullDisk())
     with pytest.raises(OSError, match="No space left"):
         write_atomically(target, '{"version": 3}')

@@ -13,7 +13,7 @@ from shards.errors import CorruptData, StorageError
 from shards.oracle import brute_force_search
 from shards.shard import Shard, ShardConfig
 
-from .helpers import as_tuples, model_add, random_items, random_query
+from .helpers import FullDisk, as_tuples, model_add, random_items, random_query
 
 CFG = ShardConfig(bits=128, hist_bins=8)
 
@@ -190,19 +190,10 @@ def test_a_snapshot_from_a_newer_version_is_refused_and_nothing_changes(tmp_path
 def test_a_full_disk_at_compaction_fails_no_write_and_leaves_no_half_file(tmp_path, monkeypatch):
     """The snapshot cannot be written (ENOSPC): writes go on into the log, and once space is
     back a compaction succeeds; nothing acknowledged is lost on the way."""
-    import errno
-
     import shards.snapshot
     rng = np.random.default_rng(6)
     shard, model = fill(tmp_path / "s", rng)
 
-    class FullDisk:   # the snapshot writer's `os`: its fsync finds the disk full (the log's does not)
-        def __getattr__(self, name):
-            return getattr(os, name)
-
-        @staticmethod
-        def fsync(fd):
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
     monkeypatch.setattr(shards.snapshot, "os", FullDisk())
     with pytest.raises(StorageError, match="cannot write snapshot .*No space left on device"):
         shard.compact()

@@ -23,25 +23,11 @@ from shards.errors import FashionSearchError, InvalidInput
 DEFAULT_STORAGE = "./fashion-search-data"
 
 
-def _open(storage, *, codes_photos: bool = False, **kwargs):
-    """open_cluster, after which SIGTERM stops the command as Ctrl-C does (cluster/stopping.py).
-
-    A command that codes photos for the root first checks that its feature model made the
-    codes the root holds (cluster/model_record.py): before Ray starts where the root exists,
-    and once the cluster has made a new root, to record it there.
-    """
-    from cluster.model_record import check_models
+def _open(storage, **kwargs):
+    """open_cluster, after which SIGTERM stops the command as Ctrl-C does (cluster/stopping.py)."""
     from cluster.runtime import open_cluster
     from cluster.stopping import stop_on_sigterm
-    if codes_photos:
-        check_models(storage)
     c = open_cluster(storage, **kwargs)
-    try:
-        if codes_photos:
-            check_models(storage)
-    except BaseException:
-        c.close()
-        raise
     stop_on_sigterm()
     return c
 

@@ -13,7 +13,6 @@ from shards.errors import InvalidInput, StorageError
 from shards.shard import ShardConfig
 
 from .proxy_guard import IMPORT_PATH as PROXY_GUARD
-from .model_record import check_models
 from .runtime import open_cluster, ray_environment, stop_local_ray
 from .stopping import stop_on_sigterm
 from .settings import Settings
@@ -65,13 +64,12 @@ def start_server(settings: Settings):
 def run_demo(settings: Settings, shards: int = 2, log=print, block: bool = True) -> dict:
     t0 = time.perf_counter()
     check_port_free(settings.host, settings.port)
-    check_models(settings.storage)   # a root indexed with other models: refused before Ray starts
     serve_environment()
     ray_environment()
     ray.init(namespace="fashion-search", include_dashboard=False, log_to_driver=False,
              configure_logging=False)
-    cluster = open_cluster(settings.storage, shards=shards, config=ShardConfig(bits=256, hist_bins=64))
-    check_models(settings.storage)   # a new root: its codes' model is recorded
+    cluster = open_cluster(settings.storage, shards=shards, config=ShardConfig(bits=256, hist_bins=64),
+                           codes_photos=True)
     from .indexing import index_catalog, read_catalog
     report = index_catalog(cluster, read_catalog(str(SAMPLE_CATALOG)),
                            errors_path=str(Path(settings.storage) / "index-errors.jsonl"), log=lambda s: log(f"  {s}"))

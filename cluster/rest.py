@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import hmac
 import json
-import os
 import time
 import uuid
 from collections import defaultdict
@@ -33,8 +32,8 @@ from ray import serve
 
 from coordinator.router import Router
 from shards.errors import FashionSearchError, InvalidInput, NotFound, StorageError
+from shards.files import write_atomically
 from shards.query import Query
-from shards.wal import fsync_dir
 
 from .settings import Settings
 from .shard_actor import NAMESPACE, shard_client
@@ -122,15 +121,10 @@ async def _ray_error(request, exc):
 
 
 def _store_durably(path: Path, data: bytes) -> Path:
-    """Write and fsync the file and its folder: an item acknowledged with a photo keeps it after a crash."""
+    """The photo on disk, fsync'd, before its item is acknowledged: it survives a crash as the item does."""
     try:
-        with open(path, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        fsync_dir(path.parent)
+        write_atomically(path, data)
     except OSError as exc:   # a full disk, say: nothing indexed yet, nothing half-written kept
-        path.unlink(missing_ok=True)
         raise StorageError(f"cannot store the uploaded photo: {exc.strerror or exc}") from exc
     return path
 

@@ -28,7 +28,7 @@ from shards.errors import FashionSearchError, InvalidInput, StorageError
 from shards.files import write_atomically
 from shards.shard import ShardConfig
 
-from .model_record import recorded_model
+from .model_record import check_models, recorded_model
 from .ownership import Heartbeat, check_free, release_record
 from .shard_actor import (NAMESPACE, SETTINGS, RayShardClient, actor_name, check_root_here, shard_client,
                           start_shard)
@@ -108,9 +108,7 @@ class CoordinatorActor:
         infos, failed = await fan_out({n: self.coordinator.clients[n].ready() for n in names}, 60)
         if failed:   # one that could not open may have been repaired since: started again, once a call
             for n in failed:
-                self.coordinator.clients[n] = self._client(n)
-                if n in self.coordinator.router.clients:
-                    self.coordinator.router.clients[n] = self.coordinator.clients[n]
+                self.coordinator.restart_client(n)
             more, failed = await fan_out({n: self.coordinator.clients[n].ready() for n in failed}, 60)
             infos.update(more)
         return {"shards": infos, "unavailable": {n: exc.reason for n, exc in failed.items()},
@@ -271,7 +269,15 @@ class Cluster:
 
 
 def open_cluster(storage: str | os.PathLike, address: str | None = None, shards: int = 4,
-                 config: ShardConfig | None = None, timeout_s: float = 5.0) -> Cluster:
+                 config: ShardConfig | None = None, timeout_s: float = 5.0, codes_photos: bool = False) -> Cluster:
+    """The cluster on `storage`, made if the root is new; Ray is started unless connected.
+
+    `codes_photos`: the caller codes photos for this root, so its feature model must be the one
+    that coded the root's catalog (cluster/model_record.py): checked before Ray starts where the
+    root exists, and recorded once a new root is made.
+    """
+    if codes_photos:
+        check_models(storage)
     started = False
     if not ray.is_initialized():
         ray_environment()
@@ -290,11 +296,18 @@ def open_cluster(storage: str | os.PathLike, address: str | None = None, shards:
         handle = CoordinatorActor.options(name=COORDINATOR, namespace=NAMESPACE, get_if_exists=True,
                                           lifetime="detached").remote(
             root, shards, asdict(config) if config else None, timeout_s, (Path(root) / SETTINGS).exists())
-        return Cluster(handle, started, timeout_s, root)
+        cluster = Cluster(handle, started, timeout_s, root)
     except BaseException:
         if started:
             ray.shutdown()
         raise
+    if codes_photos:
+        try:
+            check_models(root)
+        except BaseException:
+            cluster.close()
+            raise
+    return cluster
 
 
 def _why(exc: BaseException) -> str:

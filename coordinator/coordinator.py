@@ -69,6 +69,13 @@ class Coordinator:
             self.recovery_error = str(exc)
         await self.push_views()
 
+    def restart_client(self, name: str) -> None:
+        """A new client of shard `name` (make_client), for the writes and the router alike:
+        a shard whose actor could not start gets a new one."""
+        self.clients[name] = self.make_client(name)
+        if name in self.router.clients:
+            self.router.clients[name] = self.clients[name]
+
     async def _call(self, name: str, coro, timeout: float | None = None):
         return await call(name, coro, timeout or self.timeout_s)
 

@@ -1,6 +1,7 @@
 """The command line's errors: a mistyped storage root or shard count, or no server to query, is a clear
 error (exit 2), and nothing starts."""
 import threading
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
@@ -57,46 +58,39 @@ def test_query_of_a_missing_photo_names_the_photo_not_the_server(capsys):
     assert "cannot read /nonexistent/photo.jpg" in err and "127.0.0.1" not in err
 
 
-def test_query_against_something_that_is_not_the_api_is_a_clear_error(capsys):
-    class NotOurs(BaseHTTPRequestHandler):
+@contextmanager
+def http_server(status: int, body: bytes, bodies: list):
+    """A server on a free local port answering every POST with `status` and `body`; what it is
+    sent goes to `bodies`. Yields its URL."""
+    class Answer(BaseHTTPRequestHandler):
         def do_POST(self):
-            self.rfile.read(int(self.headers["Content-Length"]))
-            self.send_response(502)
+            bodies.append(self.rfile.read(int(self.headers["Content-Length"])))
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json" if body.startswith(b"{") else "text/html")
             self.end_headers()
-            self.wfile.write(b"<html>bad gateway</html>")
+            self.wfile.write(body)
 
         def log_message(self, *args):
             pass
-    server = HTTPServer(("127.0.0.1", 0), NotOurs)
+    server = HTTPServer(("127.0.0.1", 0), Answer)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        assert main(["query", PHOTO, "--url", f"http://127.0.0.1:{server.server_port}"]) == 2
+        yield f"http://127.0.0.1:{server.server_port}"
     finally:
         server.shutdown()
+
+
+def test_query_against_something_that_is_not_the_api_is_a_clear_error(capsys):
+    with http_server(502, b"<html>bad gateway</html>", []) as url:
+        assert main(["query", PHOTO, "--url", url]) == 2
     assert "answered 502 with no JSON" in capsys.readouterr().err
 
 
 def test_query_sends_the_options_it_is_given():
     bodies = []
-
-    class Recorder(BaseHTTPRequestHandler):
-        def do_POST(self):
-            bodies.append(self.rfile.read(int(self.headers["Content-Length"])))
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.end_headers()
-            self.wfile.write(b'{"results": []}')
-
-        def log_message(self, *args):
-            pass
-    server = HTTPServer(("127.0.0.1", 0), Recorder)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{server.server_port}"
+    with http_server(200, b'{"results": []}', bodies) as url:
         assert main(["query", PHOTO, "--url", url, "--roi", "match", "--category", "Dresses", "--json"]) == 0
         assert main(["query", PHOTO, "--url", url, "--json"]) == 0
-    finally:
-        server.shutdown()
     sent, plain = bodies
     for field, value in ((b"roi", b"match"), (b"category", b"Dresses")):
         assert b'name="' + field + b'"\r\n\r\n' + value in sent

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import hmac
 import json
+import logging
 import time
 import uuid
 from collections import defaultdict
@@ -30,16 +31,18 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel
 from ray import serve
 
-from coordinator.router import Router
+from coordinator.router import Router, last_line
 from shards.errors import FashionSearchError, InvalidInput, NotFound, StorageError
 from shards.files import write_atomically
 from shards.query import Query
 
 from .settings import Settings
 from .shard_actor import NAMESPACE, shard_client
+from .uncancelled import submit
 
 WEB = Path(__file__).resolve().parent / "web"
 MAX_K = 200
+log = logging.getLogger("ray.serve")   # a replica's log file under Ray's session logs/serve
 
 
 async def _timed(awaitable):
@@ -116,6 +119,9 @@ async def _ray_error(request, exc):
     cause = getattr(exc, "cause", None)
     if isinstance(cause, FashionSearchError):
         return await _ours(request, cause)
+    # the replica's log (Ray Serve's) keeps what went wrong; the client gets a short retry notice
+    if not isinstance(exc, ray.exceptions.TaskCancelledError):   # cancelled: the client has gone
+        log.warning("%s %s answered 503: %s", request.method, request.url.path, last_line(str(exc)))
     return JSONResponse({"error": f"a part of the cluster is restarting ({type(exc).__name__}); retry shortly"},
                         status_code=503, headers={"Retry-After": "1"})
 
@@ -206,7 +212,7 @@ class Frontend:
         self.w_colour = colour_weight(ASSETS / "features.pt")
 
     async def _refresh(self):
-        placement = await self.coordinator.placement.remote()
+        placement = await submit(self.coordinator.placement)
         clients = {}
         for name in placement["shards"]:
             clients[name] = shard_client(name, self.router.clients.get(name))
@@ -455,7 +461,7 @@ class Frontend:
         path = _store_durably(self.uploads / f"{uuid.uuid4().hex}.img", data)
         meta = {"title": title, "image": str(path)}
         try:
-            await self.coordinator.upsert.remote([item_id], a["code"][None], a["hist"][None], [tokens], [meta])
+            await submit(self.coordinator.upsert, [item_id], a["code"][None], a["hist"][None], [tokens], [meta])
         except Exception as exc:
             if _is(exc, InvalidInput):       # refused before anything was written: keep nothing
                 path.unlink(missing_ok=True)
@@ -474,14 +480,14 @@ class Frontend:
 
     @app.get("/items/{item_id}", responses=READ_ERRORS)
     async def get_item(self, item_id: str):
-        got = await self.coordinator.get.remote(parse_id(item_id))
+        got = await submit(self.coordinator.get, parse_id(item_id))
         meta = {k: v for k, v in got["meta"].items() if k != "image"}   # a server path; image_url serves it
         return {"id": got["id"], "attributes": got["attributes"], "meta": meta,
                 "image_url": f"/items/{got['id']}/image"}
 
     @app.get("/items/{item_id}/image", responses=READ_ERRORS)
     async def item_image(self, item_id: str):
-        got = await self.coordinator.get.remote(parse_id(item_id))
+        got = await submit(self.coordinator.get, parse_id(item_id))
         path = Path(got["meta"].get("image", ""))
         if not path.is_file():
             raise HttpError(404, "this item has no stored image")
@@ -491,7 +497,7 @@ class Frontend:
     async def delete_item(self, request: Request, item_id: str):
         self._auth(request)
         existed, photo = await self._lookup(parse_id(item_id))
-        n = await self.coordinator.delete.remote([parse_id(item_id)])
+        n = await submit(self.coordinator.delete, [parse_id(item_id)])
         # n counts what the owner shard deleted in the try that answered: a try whose answer was lost
         # to a shard restart may have deleted it already, and the retry finds nothing. The item is gone
         # either way; it is 404 only if it was not there before.
@@ -508,7 +514,7 @@ class Frontend:
     async def _lookup(self, item_id) -> tuple[bool, Path | None]:
         """Whether the item is indexed, and its photo if it was added through POST /items."""
         try:
-            got = await self.coordinator.get.remote(item_id)
+            got = await submit(self.coordinator.get, item_id)
         except Exception as exc:
             if _is(exc, NotFound):
                 return False, None
@@ -518,7 +524,7 @@ class Frontend:
 
     @app.get("/stats", responses=READ_ERRORS)
     async def stats(self):
-        st = await self.coordinator.stats.remote()
+        st = await submit(self.coordinator.stats)
         try:
             app_status = serve.status().applications.get("fashion-search")
             st["replicas"] = {name: len(getattr(d, "replica_states", {}) or {}) or d.status
@@ -539,7 +545,7 @@ class Frontend:
         shards = body.get("shards") if isinstance(body, dict) else None
         if not isinstance(shards, int) or isinstance(shards, bool) or not 1 <= shards <= 256:
             raise InvalidInput(f"body must be {{\"shards\": N}} with N in [1, 256], got {body!r}")
-        report = await self.coordinator.rebalance.remote(shards)
+        report = await submit(self.coordinator.rebalance, shards)
         await self._refresh()
         return report
 

@@ -23,6 +23,8 @@ from shards.errors import ShardUnavailable, StorageError
 from shards.shard import Shard, ShardConfig
 from shards.wire import decode_answer, decode_queries, encode_answer
 
+from .uncancelled import submit
+
 NAMESPACE = "fashion-search"
 SETTINGS = "cluster.json"   # written at the storage root before any actor of the cluster starts
 
@@ -147,7 +149,7 @@ class RayShardClient:
         deadline, pause = time.monotonic() + self.restart_s, 0.1
         while True:
             try:
-                return await getattr(self.handle, method).remote(*args)
+                return await submit(getattr(self.handle, method), *args)
             except ray.exceptions.ActorUnavailableError:
                 if time.monotonic() + pause > deadline:
                     raise
@@ -155,7 +157,7 @@ class RayShardClient:
                 pause = min(1.0, pause * 2)
 
     async def search_batch(self, batch: QueryBatch) -> Answer:
-        return decode_answer(await self.handle.search_wire.remote(batch.payload))
+        return decode_answer(await submit(self.handle.search_wire, batch.payload))
 
     async def ready(self):
         return await self._call("ready")

@@ -42,3 +42,6 @@ class ShardUnavailable(FashionSearchError):
         super().__init__(f"shard {shard!r} unavailable: {reason}")
         self.shard = shard
         self.reason = reason
+
+    def __reduce__(self):   # Exception pickles its args (the message): Ray must rebuild it from (shard, reason)
+        return type(self), (self.shard, self.reason)

@@ -13,7 +13,7 @@ from cluster.cli import main
 from cluster.runtime import CoordinatorActor, open_cluster, shutdown_cluster
 from cluster.shard_actor import NAMESPACE, check_root_here, start_shard
 from coordinator.placement import Placement
-from shards.errors import StorageError
+from shards.errors import ShardUnavailable, StorageError
 from shards.query import Query
 from shards.shard import Shard, ShardConfig
 from shards.snapshot import read_snapshot, write_snapshot
@@ -50,6 +50,8 @@ def test_a_shard_that_cannot_open_leaves_the_others_serving_until_it_is_repaired
         r = c.search(EVERYTHING)
         assert r.partial and r.missing == ["shard-001"]
         assert {h.id for h in r.hits} == set(ids) - on_001 and on_001
+        with pytest.raises(ShardUnavailable, match="shard 'shard-001' unavailable"):   # its reason, across Ray
+            c.get(sorted(on_001)[0])
         st = c.stats()
         assert st["unavailable"] == ["shard-001"] and "newer fashion-search" in st["why_unavailable"]["shard-001"]
         assert main(["stats", "--storage", str(root), "--json"]) == 1        # a monitor sees it

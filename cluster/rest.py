@@ -36,12 +36,14 @@ from shards.errors import FashionSearchError, InvalidInput, NotFound, StorageErr
 from shards.files import write_atomically
 from shards.query import Query
 
+from .health import cluster_health
 from .settings import Settings
 from .shard_actor import NAMESPACE, shard_client
 from .uncancelled import submit
 
 WEB = Path(__file__).resolve().parent / "web"
 MAX_K = 200
+HEALTH_TIMEOUT_S = 2.0   # a probe must not wait long: a shard slower than this counts as unavailable
 log = logging.getLogger("ray.serve")   # a replica's log file under Ray's session logs/serve
 
 
@@ -395,7 +397,9 @@ class Frontend:
 
     @app.get("/health", responses=READ_ERRORS)
     async def health(self):
-        return {"status": "ok"}
+        """`ok`, `degraded` (searches answer, maybe partial; writes may wait) or `down` (503): see cluster/health.py."""
+        status, body = await cluster_health(self._refresh(), lambda: self.router.clients, HEALTH_TIMEOUT_S)
+        return JSONResponse(body, status_code=status, headers={"Retry-After": "1"} if status == 503 else None)
 
     @app.post("/search", summary="Search by photo (option 1: nothing else; 2: a category; 3: a box)",
               description="Without a box, `roi=detector` (default) takes the detector's most confident "

@@ -3,6 +3,7 @@ snapshot from a newer release) leaves the rest serving: the cluster opens, answe
 `partial` naming that shard, and says why; once the directory is repaired, the next
 command brings it back. A damaged placement map, and a node where the shared storage
 root is not mounted, are clear errors that create or change nothing."""
+import asyncio
 from pathlib import Path
 
 import numpy as np
@@ -10,8 +11,9 @@ import pytest
 import ray
 
 from cluster.cli import main
+from cluster.health import cluster_health
 from cluster.runtime import CoordinatorActor, open_cluster, shutdown_cluster
-from cluster.shard_actor import NAMESPACE, check_root_here, start_shard
+from cluster.shard_actor import NAMESPACE, check_root_here, shard_client, start_shard
 from coordinator.placement import Placement
 from shards.errors import ShardUnavailable, StorageError
 from shards.query import Query
@@ -29,6 +31,13 @@ def set_format(shard_dir: Path, fmt: int) -> None:
     doc = read_snapshot(newest)
     doc["format"] = fmt
     write_snapshot(shard_dir, int(newest.stem.split("-")[1]), doc)
+
+
+def health() -> tuple[int, str, list]:
+    """GET /health's verdict over the shard actors, as the REST front asks them."""
+    clients = {n: shard_client(n) for n in ("shard-000", "shard-001")}
+    code, body = asyncio.run(cluster_health(asyncio.sleep(0), lambda: clients, 5.0))
+    return code, body["status"], sorted(body["unavailable"])
 
 
 def test_a_shard_that_cannot_open_leaves_the_others_serving_until_it_is_repaired(tmp_path):
@@ -55,6 +64,7 @@ def test_a_shard_that_cannot_open_leaves_the_others_serving_until_it_is_repaired
         st = c.stats()
         assert st["unavailable"] == ["shard-001"] and "newer fashion-search" in st["why_unavailable"]["shard-001"]
         assert main(["stats", "--storage", str(root), "--json"]) == 1        # a monitor sees it
+        assert health() == (200, "degraded", ["shard-001"])                  # so does GET /health
 
         set_format(root / "shard-001", 1)      # repaired (say, the newer release is back)
         c = open_cluster(root, shards=2, config=CFG)
@@ -62,6 +72,7 @@ def test_a_shard_that_cannot_open_leaves_the_others_serving_until_it_is_repaired
         r = c.search(EVERYTHING)
         assert not r.partial and sorted(h.id for h in r.hits) == sorted(ids)
         assert main(["stats", "--storage", str(root), "--json"]) == 0
+        assert health() == (200, "ok", [])
     finally:
         shutdown_cluster()
         ray.shutdown()

@@ -265,7 +265,8 @@ def test_bad_input_is_a_clear_4xx(server, data, image, ctype, status):
     r = search(server["url"], data, image, ctype)
     assert r.status_code == status, r.text
     assert "error" in r.json()
-    assert httpx.get(server["url"] + "/health").json() == {"status": "ok"}
+    assert httpx.get(server["url"] + "/health").json() == {"status": "ok", "shards": 2, "answering": 2,
+                                                            "unavailable": {}, "coordinator": "ok"}
 
 
 def test_limits_titles_and_admin_json(server):

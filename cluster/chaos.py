@@ -8,8 +8,8 @@ whole catalog straight from the shards and checks every complete answer against 
 record. The faults come one after another:
 
     kill a shard actor | kill a model replica | remove a worker node | kill the coordinator
-    | kill the REST front's replica | rebalance to one more shard | stop everything and start
-    again from the storage root
+    | kill the REST front's replica | clients hanging up mid-request | rebalance to one more
+    shard | stop everything and start again from the storage root
 
 After each: the cluster must give a complete answer again, every acknowledged item is
 there exactly once (ids and count checked against the client's record), no deleted item
@@ -18,6 +18,7 @@ answer `partial: true` or 503 with Retry-After.
 """
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import csv
 import os
@@ -308,7 +309,8 @@ class Chaos:
         result = {"fault": name, **detail, "recovered_s": None if recovered is None else round(recovered, 1),
                   "took_s": round(time.monotonic() - t0, 1),
                   "client": dict(self.client.outcomes - before_c), "probe": dict(self.probe.outcomes - before_p),
-                  "check": check, "survived": recovered is not None and check["ok"]}
+                  "check": check,
+                  "survived": recovered is not None and check["ok"] and not detail.get("unreadable_after")}
         self.log(f"  {result}")
         self.steps.append(result)
         return result
@@ -342,6 +344,30 @@ class Chaos:
         self.workers.remove(by_id[victim])
         return {"shards_on_it": sorted(s for s, n in placed.items() if n == victim)}
 
+    def clients_give_up(self) -> dict:
+        """Bursts of reads and searches whose clients hang up after 5-200 ms: Serve cancels each
+        request, and Ray every actor call made under it. Then every acknowledged item must
+        still be read through the coordinator (`verify`), and through the REST API here."""
+        ids = sorted(self.record.snapshot()[0])[:40]
+        photo = self.client.queries[0]
+
+        async def burst(timeout_s: float) -> int:
+            async with httpx.AsyncClient(timeout=timeout_s) as c:
+                calls = ([c.get(f"{self.url}/items/{i}") for i in ids]
+                         + [c.get(f"{self.url}/items/{i}/image") for i in ids]
+                         + [c.post(self.url + "/search", files={"image": ("q.jpg", photo, "image/jpeg")})
+                            for _ in range(5)])
+                answers = await asyncio.gather(*calls, return_exceptions=True)
+            return sum(isinstance(a, httpx.TimeoutException) for a in answers)
+
+        gone = sum(asyncio.run(burst(t)) for t in (0.005, 0.01, 0.02, 0.05, 0.1, 0.2))
+        with self.client.turn, httpx.Client(timeout=60) as c:   # the client paused: nothing deleted meanwhile
+            present, uncertain = self.record.snapshot()
+            unread = {i: r.status_code for i in sorted(present - uncertain)
+                      if (r := c.get(f"{self.url}/items/{i}")).status_code != 200}
+        return {"requests": 6 * (2 * len(ids) + 5), "given_up": gone, "unreadable_after": len(unread),
+                "unreadable_examples": dict(list(unread.items())[:3])}
+
     def kill_coordinator(self) -> dict:
         ray.kill(ray.get_actor(COORDINATOR, namespace=NAMESPACE), no_restart=False)
         return {}
@@ -372,6 +398,7 @@ class Chaos:
                                 ("remove a worker node", self.remove_node),
                                 ("kill the coordinator actor", self.kill_coordinator),
                                 ("kill the REST front's replica", self.kill_front),
+                                ("clients hang up mid-request", self.clients_give_up),
                                 ("rebalance to one more shard under load", self.rebalance),
                                 ("stop the whole cluster, start again from the storage root",
                                  self.restart_everything)]:

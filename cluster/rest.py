@@ -39,7 +39,7 @@ from shards.query import Query
 from .health import cluster_health
 from .settings import Settings
 from .shard_actor import NAMESPACE, shard_client
-from .uncancelled import submit
+from .uncancelled import run_to_end, submit
 
 WEB = Path(__file__).resolve().parent / "web"
 MAX_K = 200
@@ -462,6 +462,19 @@ class Frontend:
         a = await self._analyse(arr, category, None, runners_up=not given, stated=stated)
         tokens = list(given) if given else index_tokens(a["attributes"], a["alternatives"])
         replaced = await self._uploaded_image(item_id) if id else None
+        await run_to_end(self._write_item(item_id, a, tokens, title, data, replaced))
+        # attributes: what the item is indexed under (as GET /items/{id} says); recognised and
+        # runners_up: the model's read and the close second values that were indexed too;
+        # from_title: the values the title fixed (their probability is the photo's own opinion)
+        told = ([f"articleType={category}"] if category else []) + [f"{f}={v}" for f, v in stated.items()]
+        return {"id": item_id, "attributes": tokens, "category": a["category"], "roi": a["roi"],
+                "roi_source": a["roi_source"],
+                "from_title": [t for t, _ in a["attributes"] if t in told],
+                "recognised": [{"token": t, "probability": p} for t, p in a["attributes"]],
+                "runners_up": [{"token": t, "probability": p} for t, p in a["alternatives"] if t in tokens]}
+
+    async def _write_item(self, item_id, a: dict, tokens: list, title: str, data: bytes, replaced: Path | None):
+        """Store the photo, index the item, remove the photo it replaced: all of it, or (refused) none."""
         path = _store_durably(self.uploads / f"{uuid.uuid4().hex}.img", data)
         meta = {"title": title, "image": str(path)}
         try:
@@ -472,15 +485,6 @@ class Frontend:
             raise                            # otherwise it may have been written: the image stays
         if replaced is not None and replaced != path:
             replaced.unlink(missing_ok=True)  # the item's previous photo, now referenced by nothing
-        # attributes: what the item is indexed under (as GET /items/{id} says); recognised and
-        # runners_up: the model's read and the close second values that were indexed too;
-        # from_title: the values the title fixed (their probability is the photo's own opinion)
-        told = ([f"articleType={category}"] if category else []) + [f"{f}={v}" for f, v in stated.items()]
-        return {"id": item_id, "attributes": tokens, "category": a["category"], "roi": a["roi"],
-                "roi_source": a["roi_source"],
-                "from_title": [t for t, _ in a["attributes"] if t in told],
-                "recognised": [{"token": t, "probability": p} for t, p in a["attributes"]],
-                "runners_up": [{"token": t, "probability": p} for t, p in a["alternatives"] if t in tokens]}
 
     @app.get("/items/{item_id}", responses=READ_ERRORS)
     async def get_item(self, item_id: str):
@@ -501,15 +505,19 @@ class Frontend:
     async def delete_item(self, request: Request, item_id: str):
         self._auth(request)
         existed, photo = await self._lookup(parse_id(item_id))
-        n = await submit(self.coordinator.delete, [parse_id(item_id)])
+        n = await run_to_end(self._delete_item(parse_id(item_id), photo))
         # n counts what the owner shard deleted in the try that answered: a try whose answer was lost
         # to a shard restart may have deleted it already, and the retry finds nothing. The item is gone
         # either way; it is 404 only if it was not there before.
         if not n and not existed:
             raise HttpError(404, f"no item with id {item_id!r}")
+        return {"deleted": item_id}
+
+    async def _delete_item(self, item_id, photo: Path | None) -> int:
+        n = await submit(self.coordinator.delete, [item_id])
         if photo is not None:
             photo.unlink(missing_ok=True)     # after the delete is durable, never before
-        return {"deleted": item_id}
+        return n
 
     async def _uploaded_image(self, item_id) -> Path | None:
         """The stored photo of an item added through POST /items (not a catalog's own file), if any."""

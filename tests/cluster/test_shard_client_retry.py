@@ -68,7 +68,7 @@ def test_a_delete_whose_landed_try_lost_its_answer_is_still_a_delete(tmp_path):
     real = Frontend.func_or_class      # its methods on a plain object: no Serve, no replica
 
     class Front:
-        delete_item, _lookup = real.delete_item, real._lookup
+        delete_item, _delete_item, _lookup = real.delete_item, real._delete_item, real._lookup
 
         def _auth(self, request):
             pass

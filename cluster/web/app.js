@@ -44,7 +44,18 @@ $('drop').addEventListener('drop', (e) => {
   if (e.dataTransfer.files[0]) load(e.dataTransfer.files[0]);
 });
 
+async function showHealth() {
+  // ok: quiet; degraded: which shards are missing (their items are left out of answers); down: nothing answers
+  const h = await (await fetch('/health')).json();
+  const missing = Object.entries(h.unavailable || {}).map(([n, why]) => `${n} (${why})`).join(', ');
+  $('health').className = h.status;
+  $('health').textContent = h.status === 'ok' ? `${h.answering} of ${h.shards} shards answering`
+    : `${h.status.toUpperCase()}: ${h.answering} of ${h.shards} shards answering` +
+      (missing ? `; missing ${missing}` : '') + (h.coordinator !== 'ok' ? `; coordinator: ${h.coordinator}` : '');
+}
+
 async function init() {
+  showHealth();
   const cats = await (await fetch('/categories')).json();
   $('category').innerHTML = cats.map((c) => `<option>${c}</option>`).join('');
   $('category').addEventListener('change', () => { document.querySelector('input[value=category]').checked = true; });

@@ -2,6 +2,7 @@
 the CLI against it, and the web page in headless Chromium."""
 import csv
 import io
+import json
 import os
 import shutil
 import socket
@@ -88,7 +89,6 @@ def search(url, data=None, image=None, ctype="image/jpeg"):
 
 def test_a_batch_job_submitted_to_the_cluster_runs_there(server):
     """`fashion-search batch --address`: the Ray job API runs the job on the cluster, from any working directory."""
-    import json
     import time
 
     from ray.job_submission import JobStatus, JobSubmissionClient
@@ -358,7 +358,6 @@ def test_cli_query_against_the_server(server, tmp_path):
     out = subprocess.run([sys.executable, "-m", "cluster.cli", "query", str(img), "--url", server["url"], "--json",
                           "--k", "3"], capture_output=True, text=True, cwd=PROJECT, timeout=120)
     assert out.returncode == 0, out.stderr
-    import json
     assert len(json.loads(out.stdout)["results"]) == 3
 
 
@@ -376,6 +375,8 @@ def test_web_page_in_chromium(server, tmp_path):
         page = browser.new_page()
         page.goto(server["url"] + "/")
         page.wait_for_selector("#samples img")
+        page.wait_for_function("document.getElementById('health').textContent !== ''")
+        assert page.locator("#health").inner_text() == "2 of 2 shards answering"
         page.set_input_files("#file", str(img))
         page.wait_for_selector("#canvas", state="visible")
         box = page.locator("#canvas").bounding_box()
@@ -390,6 +391,16 @@ def test_web_page_in_chromium(server, tmp_path):
         assert page.locator("#tags span").count() > 0
         assert "ROI from user" in page.locator("#status").inner_text()
         page.screenshot(path=str(tmp_path / "page.png"))
+        # how the page shows a degraded cluster (the body as cluster/health.py makes it)
+        degraded = {"status": "degraded", "shards": 2, "answering": 1, "coordinator": "ok",
+                    "unavailable": {"shard-001": "its actor is not running"}}
+        other = browser.new_page()
+        other.route("**/health", lambda route: route.fulfill(status=200, content_type="application/json",
+                                                             body=json.dumps(degraded)))
+        other.goto(server["url"] + "/")
+        other.wait_for_function("document.getElementById('health').textContent !== ''")
+        assert other.locator("#health").inner_text() == (
+            "DEGRADED: 1 of 2 shards answering; missing shard-001 (its actor is not running)")
         browser.close()
 
 
@@ -407,7 +418,6 @@ def test_openapi_fuzzing_finds_no_server_errors_or_schema_violations(server):
 
 def test_a_batch_job_answers_every_good_query_and_reports_the_bad_ones(server):
     """`fashion-search batch`: a CSV of photos in, one JSON line per query out, in order."""
-    import json
 
     from cluster.batch import read_queries, run_batch
     tmp = server["tmp"]
@@ -438,7 +448,6 @@ def test_a_batch_job_answers_every_good_query_and_reports_the_bad_ones(server):
 
 def test_an_interrupted_batch_job_resumes_where_it_stopped(server):
     """Ctrl-C mid-job keeps every whole answer written; --resume searches only the rest."""
-    import json
 
     from cluster.batch import read_queries, run_batch
     tmp = server["tmp"]

@@ -38,7 +38,7 @@ from shards.query import Query
 
 from .health import cluster_health
 from .settings import Settings
-from .shard_actor import NAMESPACE, shard_client
+from .shard_actor import NAMESPACE, shard_clients
 from .uncancelled import run_to_end, submit
 
 WEB = Path(__file__).resolve().parent / "web"
@@ -215,10 +215,8 @@ class Frontend:
 
     async def _refresh(self):
         placement = await submit(self.coordinator.placement)
-        clients = {}
-        for name in placement["shards"]:
-            clients[name] = shard_client(name, self.router.clients.get(name))
-        self.router.clients, self.router.version = clients, placement["version"]
+        self.router.clients = shard_clients(placement["shards"], self.router.clients)
+        self.router.version = placement["version"]
 
     # ------------------------------------------------------------ guards
     def _limit(self, request: Request) -> None:

@@ -30,7 +30,7 @@ from shards.shard import ShardConfig
 
 from .model_record import check_models, recorded_model
 from .ownership import Heartbeat, check_free, release_record
-from .shard_actor import (NAMESPACE, SETTINGS, RayShardClient, actor_name, check_root_here, shard_client,
+from .shard_actor import (NAMESPACE, SETTINGS, RayShardClient, actor_name, check_root_here, shard_clients,
                           start_shard)
 
 COORDINATOR = "fashion-coordinator"
@@ -199,10 +199,7 @@ class Cluster:
 
     async def _refresh(self) -> None:
         placement = await self.handle.placement.remote()
-        clients = {}
-        for name in placement["shards"]:
-            clients[name] = shard_client(name, self.router.clients.get(name))
-        self.router.clients = clients
+        self.router.clients = shard_clients(placement["shards"], self.router.clients)
         self.router.version = placement["version"]
 
     # calls that may run twice: a restarting coordinator answers "may or may not have been executed"

@@ -209,3 +209,7 @@ def shard_client(name: str, old=None):
     except ValueError:
         return UnreachableShard(name)
 
+
+def shard_clients(names, old: dict) -> dict:
+    """Clients of the shards a placement map names, keeping each one `old` already has."""
+    return {name: shard_client(name, old.get(name)) for name in names}

@@ -1,19 +1,27 @@
-"""A storage root remembers which feature model made its codes (cluster/model_record.py):
-commands that code photos with another one are refused before they write or answer."""
+"""A storage root remembers which models made its index (cluster/model_record.py): the
+feature model behind its codes and the attribute vocabulary behind its postings. Commands
+that code photos with others are refused before they write or answer."""
 import json
 
 import pytest
 import ray
+import torch
 
 from cluster.cli import main
-from cluster.model_record import RECORD, check_models, features_digest, recorded_model
+from cluster.model_record import RECORD, check_models, features_digest, recorded_model, vocabulary_digest
 from coordinator.placement import Placement
 from shards.errors import InvalidInput
 
 
-def assets(folder, content: bytes):
+COLOURS = ["Black", "Blue"]
+
+
+def assets(folder, content: bytes, colours=COLOURS, weights=0.0):
+    """A features.pt of `content`, and an attributes.pt whose taxonomy has these colours."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "features.pt").write_bytes(content)
+    taxonomy = {"fields": ["articleType", "baseColour"], "values": {"articleType": ["Shirts"], "baseColour": colours}}
+    torch.save({"taxonomy": taxonomy, "state": {"w": torch.tensor([weights])}}, folder / "attributes.pt")
     return folder
 
 
@@ -36,6 +44,44 @@ def test_the_first_model_is_recorded_and_another_one_refused(tmp_path):
         check_models(root, a)
     with pytest.raises(InvalidInput, match="cannot read the feature model"):
         check_models(tmp_path / "root", tmp_path / "nowhere")
+
+
+def test_an_attribute_model_of_another_vocabulary_is_refused(tmp_path):
+    a = assets(tmp_path / "a", b"model a")
+    root = tmp_path / "root"
+    root.mkdir()
+    check_models(root, a)
+    assert json.loads((root / RECORD).read_text())["vocabulary"] == vocabulary_digest(a)
+    retrained = assets(tmp_path / "retrained", b"model a", weights=1.0)    # other weights, same tokens
+    assert check_models(root, retrained) == features_digest(a)
+    record = (root / RECORD).read_text()
+    other = assets(tmp_path / "other", b"model a", colours=["Black", "Blue", "Red"])
+    with pytest.raises(InvalidInput, match=f"indexed under the attribute vocabulary {vocabulary_digest(a)}.*"
+                                           f"reads the vocabulary {vocabulary_digest(other)}"):
+        check_models(root, other)
+    assert (root / RECORD).read_text() == record          # refused: nothing changed
+
+
+def test_a_record_from_before_vocabularies_gains_ours(tmp_path):
+    a = assets(tmp_path / "a", b"model a")
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / RECORD).write_text(json.dumps({"features": features_digest(a), "file": "/x/features.pt"}))
+    check_models(root, a)
+    d = json.loads((root / RECORD).read_text())
+    assert d["features"] == features_digest(a) and d["file"] == "/x/features.pt"
+    assert d["vocabulary"] == vocabulary_digest(a)
+    with pytest.raises(InvalidInput, match="attribute vocabulary"):
+        check_models(root, assets(tmp_path / "other", b"model a", colours=["Red"]))
+
+
+def test_the_shipped_vocabulary_digest_follows_the_shipped_taxonomy():
+    """The digest reads the tokens the attribute model emits: those of its own taxonomy."""
+    from models.data import ASSETS
+    from models.evaluation_cli import load_attributes
+    import hashlib
+    tokens = [t for t in load_attributes(ASSETS / "attributes.pt").taxonomy.tokens if "=" in t]
+    assert vocabulary_digest(ASSETS) == hashlib.sha256("\n".join(sorted(tokens)).encode()).hexdigest()[:16]
 
 
 def test_index_with_other_models_is_refused_before_ray_starts(tmp_path, capsys, monkeypatch):

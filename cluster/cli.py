@@ -6,6 +6,7 @@
     fashion-search bench scan|filtered|memory|ingest|cluster|rebalance ...   benchmarks (JSON)
     fashion-search rebalance --storage DIR --shards N                        move buckets online
     fashion-search stats --storage DIR                                       what the storage root holds
+    fashion-search backup DEST --storage DIR                                 copy the root, online
     fashion-search chaos                                                      faults under load, nothing lost
 
 Every subcommand has --help. Errors of ours become one line on stderr and exit 2; Ctrl-C exits 130,
@@ -118,6 +119,14 @@ def cmd_stats(args) -> dict:
     # for a monitor: exit 1 while a shard does not answer or a rebalance waits to be finished
     st["ok"] = not st["unavailable"] and not st.get("recovery_error")
     return st
+
+
+def cmd_backup(args) -> dict:
+    from cluster.backup import check_destination
+    existing_placement(args)
+    dest = check_destination(args.storage, args.dest)   # before Ray starts
+    with _open(args.storage, address=args.address) as c:
+        return c.backup(dest)
 
 
 def cmd_train(args) -> dict:
@@ -512,6 +521,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--address", default=None)
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_stats)
+
+    k = sub.add_parser("backup", help="copy the storage root into a new folder while the cluster serves",
+                       description="Writes wait while the files are copied (queries go on), so the copy holds every "
+                                   "write acknowledged before it began and none half-done. DEST appears only once "
+                                   "whole (until then it is DEST.partial); it is a storage root: serve from it to "
+                                   "restore. On several machines DEST must be a path the coordinator's node can "
+                                   "write, as the storage root is (deploy/README.md).")
+    k.add_argument("dest", help="a folder that does not exist yet, outside the storage root")
+    k.add_argument("--storage", default=DEFAULT_STORAGE)
+    k.add_argument("--address", default=None)
+    k.add_argument("--json", action="store_true")
+    k.set_defaults(func=cmd_backup)
 
     c = sub.add_parser("chaos", help="inject faults into a live 3-node cluster under a client's load; check nothing "
                        "acknowledged is lost",

@@ -18,6 +18,7 @@ each item exactly once throughout.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -193,6 +194,17 @@ class Coordinator:
     def _locks(self, buckets):
         """The locks of these buckets, taken in bucket order (no deadlock)."""
         return _MultiLock([self.bucket_locks[b] for b in np.unique(buckets).tolist()])
+
+    @contextlib.asynccontextmanager
+    async def writes_paused(self):
+        """Inside, no write and no rebalance step runs, so the shards' files stand still; queries go on.
+
+        Writes already running finish first (each holds its buckets' locks); new ones wait. A
+        rebalance running is waited for, whole.
+        """
+        async with self.rebalance_lock:
+            async with _MultiLock([self.bucket_locks[b] for b in range(self.placement.n_buckets)]):
+                yield
 
     # ------------------------------------------------------------ rebalancing
     async def rebalance(self, n_shards: int, on_progress: Callable[[int, int], None] | None = None) -> dict:

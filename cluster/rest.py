@@ -193,6 +193,18 @@ def parse_tokens(raw: str | None) -> tuple[str, ...]:
     return tuple(check_token(t.strip()) for t in raw.split(",") if t.strip())
 
 
+# before the class: serve.ingress pickles the app's routes, and what they call, as it decorates
+async def _json_object(request: Request) -> dict:
+    """The request's JSON body, which must be an object ({} when empty)."""
+    try:
+        body = json.loads(await request.body() or b"{}")
+    except ValueError as exc:
+        raise InvalidInput(f"malformed JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise InvalidInput(f"the body must be a JSON object, got {body!r}")
+    return body
+
+
 @serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=64)
 @serve.ingress(app)
 class Frontend:
@@ -548,16 +560,25 @@ class Frontend:
     @app.post("/admin/rebalance", responses=WRITE_ERRORS)
     async def rebalance(self, request: Request):
         self._auth(request)
-        try:
-            body = json.loads(await request.body() or b"{}")
-        except ValueError as exc:
-            raise InvalidInput(f"malformed JSON: {exc}") from exc
-        shards = body.get("shards") if isinstance(body, dict) else None
+        body = await _json_object(request)
+        shards = body.get("shards")
         if not isinstance(shards, int) or isinstance(shards, bool) or not 1 <= shards <= 256:
             raise InvalidInput(f"body must be {{\"shards\": N}} with N in [1, 256], got {body!r}")
         report = await submit(self.coordinator.rebalance, shards)
         await self._refresh()
         return report
+
+    @app.post("/admin/backup", responses=WRITE_ERRORS,
+              summary="Copy the storage root into a new folder on the cluster's storage, writes paused meanwhile")
+    async def backup(self, request: Request):
+        """`fashion-search backup` (deploy/README.md): `{"dest": "/absolute/new/folder"}`, a folder the
+        coordinator's node can write that does not exist yet; the answer says what was copied."""
+        self._auth(request)
+        body = await _json_object(request)
+        dest = body.get("dest")
+        if not isinstance(dest, str) or not dest.startswith("/"):
+            raise InvalidInput(f"body must be {{\"dest\": \"/absolute/new/folder\"}}, got {body!r}")
+        return await submit(self.coordinator.backup, dest)
 
 
 def build_app(settings: Settings):

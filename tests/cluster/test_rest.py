@@ -287,6 +287,24 @@ def test_limits_titles_and_admin_json(server):
     assert httpx.get(url + "/health").status_code == 200
 
 
+def test_admin_backup_copies_the_catalog_and_refuses_bad_folders(server):
+    url, h, tmp = server["url"], {"X-API-Key": KEY}, server["tmp"]
+    dest = tmp / "backups" / "first"
+    assert httpx.post(url + "/admin/backup", json={"dest": str(dest)}).status_code == 401
+    for body in (b"{not json", b"[]", b"{}", b'{"dest": "relative/folder"}', b'{"dest": 3}'):
+        r = httpx.post(url + "/admin/backup", content=body, headers=h)
+        assert r.status_code == 400 and "error" in r.json(), body
+    r = httpx.post(url + "/admin/backup", json={"dest": str(dest)}, headers=h, timeout=120)
+    assert r.status_code == 200, r.text
+    report = r.json()
+    assert report["items"] == httpx.get(url + "/stats").json()["items"] and not report["unavailable"]
+    assert {"placement.json", "cluster.json", "models.json", "shard-000", "shard-001"} <= {
+        p.name for p in dest.iterdir()}
+    r = httpx.post(url + "/admin/backup", json={"dest": str(dest)}, headers=h)
+    assert r.status_code == 400 and "exists" in r.json()["error"]
+    assert httpx.get(url + "/health").json()["status"] == "ok"
+
+
 def test_a_killed_model_replica_gives_503_then_recovers(server):
     import time
     url = server["url"]

@@ -25,6 +25,7 @@ from shards.wal import fsync_dir
 from .ownership import OWNER
 
 ABOUT = "backup.json"   # when, from where, what: written into the backup
+UPLOADS = "uploads"     # photos added through the REST API (cluster/rest.py)
 
 
 def check_destination(root: str | os.PathLike, dest: str | os.PathLike) -> Path:
@@ -65,7 +66,10 @@ def copy_root(root: str | os.PathLike, dest: str | os.PathLike, about: dict | No
                         os.fsync(dst.fileno())
                         size += dst.tell()
                 except FileNotFoundError:
-                    continue   # a deleted item's photo, removed after its delete was acknowledged
+                    if rel.parts[:1] == (UPLOADS,):
+                        continue   # a deleted item's photo, removed after its delete was acknowledged
+                    raise StorageError(f"{rel / name} went away during the copy (a shard restarted and folded "
+                                       f"its log?); nothing is at {dest}: run the backup again") from None
                 files += 1
             fsync_dir(out)
         report = {"backup": str(dest), "source": str(root), "files": files, "bytes": size,
@@ -73,6 +77,8 @@ def copy_root(root: str | os.PathLike, dest: str | os.PathLike, about: dict | No
         write_atomically(partial / ABOUT, json.dumps(report, indent=1))
         os.rename(partial, dest)
         fsync_dir(dest.parent)
+    except StorageError:
+        raise
     except OSError as exc:
         raise StorageError(f"the backup to {dest} failed ({exc.strerror or exc}); nothing is at {dest}, and what "
                            f"was copied is in {partial}") from exc

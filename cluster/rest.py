@@ -36,6 +36,7 @@ from shards.errors import FashionSearchError, InvalidInput, NotFound, StorageErr
 from shards.files import write_atomically
 from shards.query import Query
 
+from .backup import UPLOADS
 from .health import cluster_health
 from .settings import Settings
 from .shard_actor import NAMESPACE, shard_clients
@@ -218,7 +219,7 @@ class Frontend:
                              timeout_s=self.settings.shard_timeout_s, refresh=self._refresh)
         burst = 2 * self.settings.rate_limit   # a new client starts with a full bucket
         self.buckets: dict[str, list[float]] = defaultdict(lambda: [burst, time.monotonic()])
-        self.uploads = Path(self.settings.storage) / "uploads"
+        self.uploads = Path(self.settings.storage) / UPLOADS
         self.uploads.mkdir(parents=True, exist_ok=True)
         self._categories = None
         from models.data import ASSETS

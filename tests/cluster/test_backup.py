@@ -79,6 +79,22 @@ def test_a_backup_cut_short_leaves_no_dest_and_the_next_one_replaces_it(tmp_path
     assert "placement.json" in tree(tmp_path / "b") and not (tmp_path / "b.partial").exists()
 
 
+def test_a_shard_file_that_goes_away_fails_the_backup_a_photo_does_not(tmp_path, monkeypatch):
+    root = a_root(tmp_path)
+    (root / "uploads").mkdir()
+    real_walk = os.walk
+
+    def walk_listing_a_gone_file(top, gone):
+        for folder, subfolders, names in real_walk(top):
+            yield folder, subfolders, names + ([gone[1]] if folder.endswith(gone[0]) else [])
+    monkeypatch.setattr(os, "walk", lambda top: walk_listing_a_gone_file(top, ("uploads", "42.jpg")))
+    assert "uploads/42.jpg" not in tree(copy_root(root, tmp_path / "b") and tmp_path / "b")
+    monkeypatch.setattr(os, "walk", lambda top: walk_listing_a_gone_file(top, ("shard-000", "wal-2.log")))
+    with pytest.raises(StorageError, match="shard-000/wal-2.log went away during the copy.*run the backup again"):
+        copy_root(root, tmp_path / "c")
+    assert not (tmp_path / "c").exists()
+
+
 def test_writes_wait_while_paused_and_queries_do_not(tmp_path):
     """The coordinator's pause, against in-process shards: a write sent inside waits for the end."""
     coord = make(tmp_path, 2)

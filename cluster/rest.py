@@ -38,6 +38,7 @@ from shards.query import Query
 
 from .backup import UPLOADS
 from .health import cluster_health
+from .metrics import SearchMetrics
 from .settings import Settings
 from .shard_actor import NAMESPACE, shard_clients
 from .uncancelled import run_to_end, submit
@@ -222,6 +223,7 @@ class Frontend:
         self.uploads = Path(self.settings.storage) / UPLOADS
         self.uploads.mkdir(parents=True, exist_ok=True)
         self._categories = None
+        self.metrics = SearchMetrics()
         from models.data import ASSETS
         from models.features import colour_weight
         self.w_colour = colour_weight(ASSETS / "features.pt")
@@ -353,8 +355,11 @@ class Frontend:
         t = time.perf_counter()
         rs = await self.router.search_batch(with_hedges(qs, hedges))
         took = (time.perf_counter() - t) * 1e3
-        return [self._result(a, r, hits, rh, h, took, filters)
-                for a, (r, hits, rh), h in zip(analyses, answers(rs, hedges), hedges)]
+        out = [self._result(a, r, hits, rh, h, took, filters)
+               for a, (r, hits, rh), h in zip(analyses, answers(rs, hedges), hedges)]
+        for result in out:
+            self.metrics.searched(result)
+        return out
 
     def _result(self, a: dict, r, hits, rh, hedge, t_search: float, filters: tuple[str, ...] = ()) -> dict:
         from models.hedge import hedged_category
@@ -474,6 +479,7 @@ class Frontend:
         tokens = list(given) if given else index_tokens(a["attributes"], a["alternatives"])
         replaced = await self._uploaded_image(item_id) if id else None
         await run_to_end(self._write_item(item_id, a, tokens, title, data, replaced))
+        self.metrics.written("add")
         # attributes: what the item is indexed under (as GET /items/{id} says); recognised and
         # runners_up: the model's read and the close second values that were indexed too;
         # from_title: the values the title fixed (their probability is the photo's own opinion)
@@ -522,6 +528,7 @@ class Frontend:
         # either way; it is 404 only if it was not there before.
         if not n and not existed:
             raise HttpError(404, f"no item with id {item_id!r}")
+        self.metrics.written("delete")
         return {"deleted": item_id}
 
     async def _delete_item(self, item_id, photo: Path | None) -> int:

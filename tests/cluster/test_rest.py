@@ -52,8 +52,9 @@ def server(tmp_path_factory):
     serve_environment()
     # a batch job runs `fashion-search` on the cluster: it must be on the nodes' PATH, as on a real one
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    metrics_port = free_port()
     ray.init(namespace="fashion-search", include_dashboard=True, log_to_driver=False,   # the job API needs it
-             runtime_env={"env_vars": {"FASHION_ASSETS": str(assets)}})
+             runtime_env={"env_vars": {"FASHION_ASSETS": str(assets)}}, _metrics_export_port=metrics_port)
     from cluster.demo import start_server
     from cluster.indexing import index_catalog, read_catalog
     from cluster.runtime import open_cluster, shutdown_cluster
@@ -67,7 +68,8 @@ def server(tmp_path_factory):
     port = free_port()
     start_server(Settings(storage=str(storage), samples=str(PROJECT / "demo" / "samples"), port=port,
                           api_key=KEY, rate_limit=1000, max_upload_bytes=2_000_000))
-    yield {"url": f"http://127.0.0.1:{port}", "index": report, "tmp": tmp, "cluster": cluster}
+    yield {"url": f"http://127.0.0.1:{port}", "index": report, "tmp": tmp, "cluster": cluster,
+           "metrics": f"http://127.0.0.1:{metrics_port}/metrics"}
     serve.shutdown()
     shutdown_cluster()
     ray.shutdown()
@@ -298,11 +300,43 @@ def test_admin_backup_copies_the_catalog_and_refuses_bad_folders(server):
     assert r.status_code == 200, r.text
     report = r.json()
     assert report["items"] == httpx.get(url + "/stats").json()["items"] and not report["unavailable"]
-    assert {"placement.json", "cluster.json", "models.json", "shard-000", "shard-001"} <= {
-        p.name for p in dest.iterdir()}
+    root = server["tmp"] / "storage"
+    in_root = {p.name for p in root.iterdir() if not p.name.endswith(".tmp")} - {"owner.json"}
+    assert {p.name for p in dest.iterdir()} - {"backup.json"} == in_root
+    assert {"placement.json", "cluster.json", "shard-000", "shard-001"} <= {p.name for p in dest.iterdir()}
     r = httpx.post(url + "/admin/backup", json={"dest": str(dest)}, headers=h)
     assert r.status_code == 400 and "exists" in r.json()["error"]
     assert httpx.get(url + "/health").json()["status"] == "ok"
+
+
+def exported(metrics_url: str, name: str, **tags) -> float:
+    """The sum of a Ray-exported metric's samples that carry these tags (0 when none yet)."""
+    total = 0.0
+    for line in httpx.get(metrics_url, timeout=10).text.splitlines():
+        if line.startswith(name) and all(f'{k}="{v}"' in line for k, v in tags.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_searches_and_writes_are_counted_for_prometheus(server):
+    """cluster/metrics.py through Ray's metrics agent: what an operator's Prometheus would scrape."""
+    import time
+    url, h = server["url"], {"X-API-Key": KEY}
+    for _ in range(2):
+        assert search(url, {"box": "10,10,60,80", "k": "3"}).status_code == 200     # option 3
+    files = {"image": ("x.jpg", jpeg(), "image/jpeg")}
+    assert httpx.post(url + "/items", files=files, data={"title": "Men Blue Shirt", "id": "metered"},
+                      headers=h, timeout=60).status_code == 201
+    assert httpx.delete(url + "/items/metered", headers=h).status_code == 200
+    deadline = time.monotonic() + 90       # the agent exports every few seconds
+    while time.monotonic() < deadline:
+        counts = (exported(server["metrics"], "ray_fashion_search_queries", option="3", partial="false"),
+                  exported(server["metrics"], "ray_fashion_search_stage_ms_count", stage="total"),
+                  exported(server["metrics"], "ray_fashion_search_items_written", op="delete"))
+        if counts[0] >= 2 and counts[2] >= 1:
+            break
+        time.sleep(2)
+    assert counts[0] >= 2 and counts[1] >= 2 and counts[2] >= 1, counts
 
 
 def test_a_killed_model_replica_gives_503_then_recovers(server):

@@ -38,8 +38,9 @@ class CountingRouter:
         return await self.coordinator.search_batch(queries)
 
 
-def _front(router):
-    front = SimpleNamespace(router=router, w_colour=0.4, _given=FRONT._given)
+def _front(router, counted=None):
+    front = SimpleNamespace(router=router, w_colour=0.4, _given=FRONT._given,
+                            metrics=SimpleNamespace(searched=(counted if counted is not None else []).append))
     front._query = functools.partial(FRONT._query, front)
     front._result = functools.partial(FRONT._result, front)
     return front
@@ -67,13 +68,15 @@ def test_a_hedging_photo_gets_the_merged_answer_of_both_searches_in_one_batch(tm
     model_add(items, ids, codes, hists, attrs, 8)
     analyses = [_analysis(rng) for _ in range(12)] + [_analysis(rng, "user") for _ in range(4)]
     router = CountingRouter(coord)
+    counted = []
 
     async def run():
         await coord.start()
         await coord.upsert(ids, codes, hists, attrs)
-        return await FRONT._search(_front(router), analyses, 6, ("gender=Women",))
+        return await FRONT._search(_front(router, counted), analyses, 6, ("gender=Women",))
     out = asyncio.run(run())
     assert router.batches == [12 + 12 + 4]                       # the 12 hedges ride in the same batch
+    assert counted == out                                          # every answer is counted (cluster/metrics.py)
     for a, answer in zip(analyses, out):
         given = a["category"] if a["category_source"] == "user" else None
         q = Query(code=a["code"], hist=a["hist"], k=6, filters=("gender=Women",), w_colour=0.4,

@@ -3,6 +3,7 @@
 The logic with a stand-in handle; the real restart is in test_multinode.py and
 test_ray_cluster.py (a node removed, an actor killed during writes)."""
 import asyncio
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -75,13 +76,15 @@ def test_a_delete_whose_landed_try_lost_its_answer_is_still_a_delete(tmp_path):
 
     front = Front()
     front.uploads = tmp_path
+    written = []
+    front.metrics = SimpleNamespace(written=written.append)
     photo = tmp_path / "sku-1.jpg"
     photo.write_bytes(b"jpeg")
     front.coordinator = Handle(get=Flaky(0, {"meta": {"image": str(photo)}}), delete=Flaky(0, 0))
     assert asyncio.run(front.delete_item(None, "sku-1")) == {"deleted": "sku-1"}
-    assert not photo.exists()
+    assert not photo.exists() and written == ["delete"]
     front.coordinator = Handle(get=Flaky(1, None, error=lambda: NotFound("no item with id 'sku-2'")),
                                delete=Flaky(0, 0))
     with pytest.raises(HttpError) as gone:
         asyncio.run(front.delete_item(None, "sku-2"))
-    assert gone.value.status == 404 and front.coordinator.delete.calls == 1
+    assert gone.value.status == 404 and front.coordinator.delete.calls == 1 and written == ["delete"]

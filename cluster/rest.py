@@ -195,6 +195,11 @@ def parse_tokens(raw: str | None) -> tuple[str, ...]:
     return tuple(check_token(t.strip()) for t in raw.split(",") if t.strip())
 
 
+def _hit(h) -> dict:
+    """A hit as the API answers it: its image by URL, no server path out."""
+    return {**{k: v for k, v in h.to_dict().items() if k != "image"}, "image_url": f"/items/{h.id}/image"}
+
+
 # before the class: serve.ingress pickles the app's routes, and what they call, as it decorates
 async def _json_object(request: Request) -> dict:
     """The request's JSON body, which must be an object ({} when empty)."""
@@ -372,8 +377,7 @@ class Frontend:
             "category": a["category"], "category_source": a["category_source"],
             "attributes": [{"token": t, "probability": p} for t, p in a["attributes"]],
             "roi": a["roi"], "roi_source": a["roi_source"],
-            "results": [{**{k: v for k, v in h.to_dict().items() if k != "image"},   # no server paths out
-                         "image_url": f"/items/{h.id}/image"} for h in hits],
+            "results": [_hit(h) for h in hits],
             "relaxed": list(r.relaxed), "widened": list(r.widened),
             "hedged": hedged_category(hedge),   # the runner-up category also searched
             "partial": bool(missing), "missing_shards": missing,
@@ -509,6 +513,23 @@ class Frontend:
         meta = {k: v for k, v in got["meta"].items() if k != "image"}   # a server path; image_url serves it
         return {"id": got["id"], "attributes": got["attributes"], "meta": meta,
                 "image_url": f"/items/{got['id']}/image"}
+
+    @app.get("/items/{item_id}/similar", summary="Catalog items that look like this one (no photo needed)",
+             description="The item's own code and colour are the query; its category and gender are required "
+                         "(gender relaxed first when too few items carry both), its other tokens add to a "
+                         "hit's score (models/similar.py). `filters` (comma-separated tokens) are hard "
+                         "constraints, as on /search. The item itself is left out.",
+             responses=READ_ERRORS)
+    async def similar(self, request: Request, item_id: str, k: str = "20", filters: str | None = None):
+        from models.similar import similar_query, without_item
+        self._limit(request)
+        k_val, filt = parse_k(k), parse_tokens(filters)
+        item = await submit(self.coordinator.get, parse_id(item_id))
+        [r] = await self.router.search_batch([similar_query(item, k_val, self.w_colour, filt)])
+        return {"id": item["id"], "attributes": item["attributes"],
+                "results": [_hit(h) for h in without_item(r.hits, item["id"], k_val)],
+                "relaxed": list(r.relaxed), "partial": bool(r.missing), "missing_shards": sorted(r.missing),
+                "candidates": r.candidates}
 
     @app.get("/items/{item_id}/image", responses=READ_ERRORS)
     async def item_image(self, item_id: str):

@@ -124,6 +124,12 @@ def quantize_hists(hists, bins: int, n: int | None = None) -> np.ndarray:
     return np.rint(HIST_SCALE * np.sqrt(arr / total)).astype(np.uint8)
 
 
+def dequantize_hist(qhist) -> np.ndarray:
+    """A stored histogram (quantize_hists' uint8 form) read back as a float one that quantises to it
+    again, up to a rounding step in a rare bin: how a stored item becomes a query."""
+    return (np.asarray(qhist, np.float64) / HIST_SCALE) ** 2
+
+
 def colour_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Distance between stored histograms a (n, bins) and b (bins,), in [0, 1]."""
     dot = a.astype(np.int64) @ b.astype(np.int64)

@@ -90,9 +90,30 @@ $('go').addEventListener('click', async () => {
     (d.partial ? `; PARTIAL: ${d.missing_shards.join(', ')} did not answer, their items are missing` : '');
   $('tags').innerHTML = d.attributes.map((a) =>
     `<span class="${a.probability < 0.5 ? 'weak' : ''}" title="p=${a.probability.toFixed(2)}">#${esc(a.token.split('=')[1])}</span>`).join('');
-  $('grid').innerHTML = d.results.map((h) => `<div class="hit"><img src="${h.image_url}" loading="lazy">
-      <div>${esc(h.title || h.id)}</div><div>score ${h.score.toFixed(3)} &middot; ham ${h.hamming}</div>
-      <div class="m">${h.matched.map((m) => '#' + esc(m.split('=')[1])).join(' ')}</div></div>`).join('');
+  showHits(d.results);
 });
+
+// Each hit offers the catalog items that look like it (GET /items/{id}/similar: no photo sent).
+function showHits(results) {
+  $('grid').innerHTML = results.map((h) => `<div class="hit"><img src="${h.image_url}" loading="lazy">
+      <div>${esc(h.title || h.id)}</div><div>score ${h.score.toFixed(3)} &middot; ham ${h.hamming}</div>
+      <div class="m">${h.matched.map((m) => '#' + esc(m.split('=')[1])).join(' ')}</div>
+      <a href="#" class="similar" data-id="${esc(h.id)}" data-title="${esc(h.title || h.id)}">similar items</a></div>`).join('');
+  for (const a of $('grid').querySelectorAll('a.similar')) {
+    a.addEventListener('click', async (e) => { e.preventDefault(); similar(a.dataset.id, a.dataset.title); });
+  }
+}
+
+async function similar(id, title) {
+  $('status').textContent = `Looking for items like ${title}...`;
+  const r = await fetch(`/items/${encodeURIComponent(id)}/similar?k=24`);
+  const d = await r.json();
+  if (!r.ok) { $('status').textContent = 'Error: ' + d.error; return; }
+  $('status').textContent = `${d.results.length} items like ${title}` +
+    (d.relaxed.length ? `; relaxed ${d.relaxed.join(', ')}` : '') +
+    (d.partial ? `; PARTIAL: ${d.missing_shards.join(', ')} did not answer, their items are missing` : '');
+  $('tags').innerHTML = d.attributes.map((t) => `<span>#${esc(t.split('=')[1])}</span>`).join('');
+  showHits(d.results);
+}
 
 init();

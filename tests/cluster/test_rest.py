@@ -309,6 +309,32 @@ def test_admin_backup_copies_the_catalog_and_refuses_bad_folders(server):
     assert httpx.get(url + "/health").json()["status"] == "ok"
 
 
+def test_similar_items_of_a_catalog_item_equal_brute_force(server):
+    """GET /items/{id}/similar: the item's own code, colour and tokens as the query, the item left out."""
+    from models.features import colour_weight
+    from models.similar import similar_query
+    from shards.oracle import brute_force_search
+    from shards.query import prepare
+    url, cluster = server["url"], server["cluster"]
+    ids = [int(r["id"]) for r in csv.DictReader(open(server["tmp"] / "catalog" / "styles.csv"))][1:]
+    items = {i: cluster.get(i) for i in ids}
+    model = {i: (it["code"], it["hist"], set(it["attributes"])) for i, it in items.items()}
+    w_colour = colour_weight(Path(os.environ["FASHION_ASSETS"]) / "features.pt")
+    for i in ids[:6]:
+        r = httpx.get(f"{url}/items/{i}/similar", params={"k": "4"})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        q = similar_query(items[i], 4, w_colour)
+        hits, _, _ = brute_force_search(model, prepare(q, 256, 64))
+        want = [h for h in hits if h[0] != i][:4]
+        assert [(h["id"], h["score"]) for h in body["results"]] == [(h[0], h[1]) for h in want]
+        assert body["id"] == i and i not in [h["id"] for h in body["results"]] and not body["partial"]
+        assert len(body["results"]) == 4
+        assert all(h["image_url"] == f"/items/{h['id']}/image" for h in body["results"])
+    assert httpx.get(f"{url}/items/999999999/similar").status_code == 404
+    assert httpx.get(f"{url}/items/{ids[0]}/similar", params={"k": "0"}).status_code == 400
+
+
 def exported(metrics_url: str, name: str, **tags) -> float:
     """The sum of a Ray-exported metric's samples that carry these tags (0 when none yet)."""
     total = 0.0
@@ -443,6 +469,14 @@ def test_web_page_in_chromium(server, tmp_path):
         assert page.locator("#tags span").count() > 0
         assert "ROI from user" in page.locator("#status").inner_text()
         page.screenshot(path=str(tmp_path / "page.png"))
+        # a hit's "similar items": the grid shows items like it, itself left out
+        first = page.locator("a.similar").first
+        item_id, title = first.get_attribute("data-id"), first.get_attribute("data-title")
+        first.click()
+        page.wait_for_function("/^\\d+ items like /.test(document.getElementById('status').textContent)")
+        assert f" items like {title}" in page.locator("#status").inner_text()
+        shown = page.locator("a.similar").evaluate_all("els => els.map((e) => e.dataset.id)")
+        assert shown and item_id not in shown
         # how the page shows a degraded cluster (the body as cluster/health.py makes it)
         degraded = {"status": "degraded", "shards": 2, "answering": 1, "coordinator": "ok",
                     "unavailable": {"shard-001": "its actor is not running"}}

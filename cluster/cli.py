@@ -7,6 +7,7 @@
     fashion-search rebalance --storage DIR --shards N                        move buckets online
     fashion-search stats --storage DIR                                       what the storage root holds
     fashion-search backup DEST --storage DIR                                 copy the root, online
+    fashion-search similar-items --out FILE --storage DIR                   every item's similar items
     fashion-search chaos                                                      faults under load, nothing lost
 
 Every subcommand has --help. Errors of ours become one line on stderr and exit 2; Ctrl-C exits 130,
@@ -127,6 +128,19 @@ def cmd_backup(args) -> dict:
     dest = check_destination(args.storage, args.dest)   # before Ray starts
     with _open(args.storage, address=args.address) as c:
         return c.backup(dest)
+
+
+def cmd_similar_items(args) -> dict:
+    from pathlib import Path
+    from models.data import ASSETS
+    from models.features import colour_weight
+    existing_placement(args)
+    out = Path(args.out).resolve()
+    if out.exists():   # before Ray starts
+        raise InvalidInput(f"{out} exists: the job writes a new file, it writes over nothing")
+    with _open(args.storage, codes_photos=True, address=args.address) as c:
+        return c.similar_items(out, args.k, colour_weight(ASSETS / "features.pt"),
+                               log=lambda s: print(s, file=sys.stderr, flush=True))
 
 
 def cmd_train(args) -> dict:
@@ -533,6 +547,18 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--address", default=None)
     k.add_argument("--json", action="store_true")
     k.set_defaults(func=cmd_backup)
+
+    m = sub.add_parser("similar-items", help="every catalog item's most similar items, one JSON line each",
+                       description="What a shop computes ahead for its product pages: GET /items/{id}/similar for "
+                                   "every item, read bucket by bucket from the shards and searched in batches. "
+                                   "OUT appears only once whole (until then OUT.partial). Exit 1 if a shard did "
+                                   "not answer some search (those lines say partial).")
+    m.add_argument("--out", required=True, help="the JSONL file to write (must not exist)")
+    m.add_argument("--k", type=number(int, 1, 999), default=12, help="similar items per item (default 12)")
+    m.add_argument("--storage", default=DEFAULT_STORAGE)
+    m.add_argument("--address", default=None)
+    m.add_argument("--json", action="store_true")
+    m.set_defaults(func=cmd_similar_items)
 
     c = sub.add_parser("chaos", help="inject faults into a live 3-node cluster under a client's load; check nothing "
                        "acknowledged is lost",

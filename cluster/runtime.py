@@ -267,6 +267,14 @@ class Cluster:
     def stats(self):
         return self.coordinator_call("stats")
 
+    def similar_items(self, out, k: int, w_colour: float, log=print) -> dict:
+        """Every item's k most similar items, one JSON line each, into the new file `out` (cluster/similar_job.py)."""
+        from .similar_job import similar_items
+
+        async def placement():
+            return await self.handle.placement.remote()
+        return self._loop.run(similar_items(self.router, placement, out, k, w_colour, log=log), timeout=None)
+
     def backup(self, dest) -> dict:
         """A backup of the storage root in the new folder `dest` (cluster/backup.py), taken online."""
         return self.coordinator_call("backup", str(Path(dest).resolve()), timeout=None)

@@ -17,6 +17,8 @@ import ray
 from PIL import Image
 from ray import serve
 
+from shards.errors import InvalidInput
+
 from .tiny_assets import make_tiny_assets
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -333,6 +335,24 @@ def test_similar_items_of_a_catalog_item_equal_brute_force(server):
         assert all(h["image_url"] == f"/items/{h['id']}/image" for h in body["results"])
     assert httpx.get(f"{url}/items/999999999/similar").status_code == 404
     assert httpx.get(f"{url}/items/{ids[0]}/similar", params={"k": "0"}).status_code == 400
+
+
+def test_the_similar_items_job_answers_every_item_as_the_api_does(server):
+    """`fashion-search similar-items` on the live cluster: one line per item, each as GET /items/{id}/similar."""
+    from models.features import colour_weight
+    url, cluster, tmp = server["url"], server["cluster"], server["tmp"]
+    out = tmp / "similar" / "items.jsonl"
+    out.parent.mkdir()
+    w_colour = colour_weight(Path(os.environ["FASHION_ASSETS"]) / "features.pt")
+    report = cluster.similar_items(out, 4, w_colour, log=lambda s: None)
+    got = {d["id"]: d for d in map(json.loads, out.read_text().splitlines())}
+    assert report["ok"] and report["items"] == len(got) == cluster.stats()["items"]
+    for item_id in list(got)[:5]:
+        api = httpx.get(f"{url}/items/{item_id}/similar", params={"k": "4"}).json()
+        assert [(h["id"], h["score"]) for h in got[item_id]["similar"]] == [
+            (h["id"], h["score"]) for h in api["results"]]
+    with pytest.raises(InvalidInput, match="exists"):
+        cluster.similar_items(out, 4, w_colour)
 
 
 def exported(metrics_url: str, name: str, **tags) -> float:

@@ -184,3 +184,19 @@ def bench_rebalance(rows: int, n_from: int, n_to: int, bits: int = 256) -> dict:
     return {"rows": rows, "from": n_from, "to": n_to, "moved": report["moved_items"],
             "moved_buckets": report["moved_buckets"], "seconds": report["seconds"],
             "items_after": after["items"], "probe_size": len(truth), **stats}
+
+
+def bench_similar(rows: int, n_shards: int, bits: int = 256, k: int = 12) -> dict:
+    """`fashion-search similar-items` over a synthetic catalog: every item's k similar items, timed."""
+    with tempfile.TemporaryDirectory() as storage:
+        ray_environment()
+        ray.init(include_dashboard=False, log_to_driver=False, namespace="fashion-search")
+        try:
+            c = open_cluster(storage, shards=n_shards, config=ShardConfig(bits=bits))
+            _fill(c.upsert, rows, bits)
+            report = c.similar_items(f"{storage}/similar.jsonl", k, 0.3, log=lambda s: None)
+        finally:
+            shutdown_cluster()
+            ray.shutdown()
+    return {"rows": rows, "shards": n_shards, "categories": N_CAT, **{key: report[key] for key in (
+        "items", "k", "seconds", "items_per_s", "partial_lines", "rereads")}}

@@ -89,6 +89,8 @@ def cmd_bench(args) -> dict:
         return cluster_bench.bench_cluster(args.rows, args.shards, args.bits)
     if args.what == "rebalance":
         return cluster_bench.bench_rebalance(args.rows, args.from_shards, args.to_shards, args.bits)
+    if args.what == "similar":
+        return cluster_bench.bench_similar(args.rows, args.shards, args.bits)
     raise AssertionError(args.what)
 
 
@@ -352,13 +354,14 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="benchmarks of the shard and the cluster; print JSON with --json",
                        description="Benchmarks. Results and the commands that made them: benchmarks/RESULTS.md")
     b.add_argument("what", choices=["scan", "filtered", "memory", "ingest", "cluster", "rebalance", "serve",
-                                    "inference", "soak"],
+                                    "inference", "soak", "similar"],
                    help="scan: unfiltered Hamming top-10 vs faiss; filtered: category-filtered query vs faiss "
                         "with an ID selector; memory: resident bytes per item; ingest: upserts/s with the "
                         "log fsync'd, and reopen time; cluster: Ray cluster vs in-process latency and batch "
                         "throughput; rebalance: move buckets while a client queries; serve: POST /search against the "
                         "demo with 1 and 4 clients; inference: the query path's models on this CPU; soak: the demo "
-                        "under a steady rate of mixed reads and writes for --minutes (errors, p99, RSS drift)")
+                        "under a steady rate of mixed reads and writes for --minutes (errors, p99, RSS drift); "
+                        "similar: `similar-items` over --rows synthetic items on --shards shards")
     b.add_argument("--rows", type=COUNT, default=1_000_000, help="catalog items (default 1,000,000)")
     b.add_argument("--bits", type=number(int, 64), default=256, help="code length in bits (default 256)")
     b.add_argument("--selectivity", type=number(float, 0.0, 1.0, above=True), default=0.01,

@@ -18,7 +18,7 @@ import shutil
 import time
 from pathlib import Path
 
-from shards.errors import InvalidInput, StorageError
+from shards.errors import InvalidInput, StorageError, storage_error
 from shards.files import write_atomically
 from shards.wal import fsync_dir
 
@@ -80,7 +80,7 @@ def copy_root(root: str | os.PathLike, dest: str | os.PathLike, about: dict | No
     except StorageError:
         raise
     except OSError as exc:
-        raise StorageError(f"the backup to {dest} failed ({exc.strerror or exc}); nothing is at {dest}, and what "
-                           f"was copied is in {partial}") from exc
+        raise storage_error(f"the backup to {dest} failed ({exc.strerror or exc}); nothing is at {dest}, and what "
+                            f"was copied is in {partial}", exc) from exc
     report["copy_s"] = round(time.monotonic() - t0, 3)
     return report

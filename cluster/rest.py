@@ -32,7 +32,7 @@ from pydantic import BaseModel
 from ray import serve
 
 from coordinator.router import Router, last_line
-from shards.errors import FashionSearchError, InvalidInput, NotFound, StorageError
+from shards.errors import FashionSearchError, InvalidInput, NotFound, StorageFull, storage_error
 from shards.files import write_atomically
 from shards.query import Query
 
@@ -69,7 +69,7 @@ def _errors(*codes: int) -> dict:
 
 
 READ_ERRORS = _errors(400, 404, 413, 415, 422, 429, 503)
-WRITE_ERRORS = _errors(400, 401, 403, 404, 413, 415, 422, 429, 503)
+WRITE_ERRORS = _errors(400, 401, 403, 404, 413, 415, 422, 429, 503, 507)   # 507: the disk is full
 
 app = FastAPI(title="fashion-search", version="0.1.0",
               description="Visual search over a fashion catalog: recognised attributes filter an inverted "
@@ -114,6 +114,8 @@ async def _ours(request, exc: FashionSearchError):
         return JSONResponse({"error": str(exc)}, status_code=400)
     if isinstance(exc, NotFound):
         return JSONResponse({"error": str(exc)}, status_code=404)
+    if isinstance(exc, StorageFull):   # no Retry-After: retrying waits for someone to free space
+        return JSONResponse({"error": str(exc)}, status_code=507)
     return JSONResponse({"error": str(exc)}, status_code=503, headers={"Retry-After": "1"})
 
 
@@ -135,7 +137,7 @@ def _store_durably(path: Path, data: bytes) -> Path:
     try:
         write_atomically(path, data)
     except OSError as exc:   # a full disk, say: nothing indexed yet, nothing half-written kept
-        raise StorageError(f"cannot store the uploaded photo: {exc.strerror or exc}") from exc
+        raise storage_error(f"cannot store the uploaded photo: {exc.strerror or exc}", exc) from exc
     return path
 
 

@@ -4,12 +4,14 @@
      ├── InvalidInput (ValueError)     a caller's argument is wrong; nothing was changed
      ├── NotFound (KeyError)           no item with that id
      ├── StorageError (OSError)        a shard's files could not be read or written
+     │    ├── StorageFull              the disk or quota is full: retrying waits for space
      │    └── CorruptData              a file is damaged beyond what recovery may repair
      └── ShardUnavailable              a shard did not answer in time, or is gone
 
 Callers at a boundary (the REST front, the CLI) translate these into a status code
 and a one-line message; anything else escaping is a bug.
 """
+import errno
 
 
 class FashionSearchError(Exception):
@@ -29,6 +31,17 @@ class NotFound(FashionSearchError, KeyError):
 
 class StorageError(FashionSearchError, OSError):
     """A shard's files could not be read or written."""
+
+
+class StorageFull(StorageError):
+    """No space left (or the quota is spent): nothing was written, and retrying will not help
+    until space is freed (REST: 507, not 503)."""
+
+
+def storage_error(message: str, exc: OSError) -> StorageError:
+    """StorageFull when `exc` says the disk or quota is full, else StorageError; `message` names what failed."""
+    full = getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT)
+    return (StorageFull if full else StorageError)(message)
 
 
 class CorruptData(StorageError):

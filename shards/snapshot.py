@@ -14,7 +14,7 @@ from pathlib import Path
 
 import msgpack
 
-from .errors import CorruptData, StorageError
+from .errors import CorruptData, storage_error
 from .wal import MSGPACK_LIMITS, fsync_dir
 
 MAGIC = b"FSSNAP1\n"
@@ -49,7 +49,7 @@ def write_snapshot(directory: Path, seq: int, doc: dict, fsync: bool = True) -> 
         os.replace(tmp, final)
     except OSError as exc:   # a full disk, say: no half-written file is left to fill it further
         tmp.unlink(missing_ok=True)
-        raise StorageError(f"cannot write snapshot {final.name}: {exc.strerror or exc}") from exc
+        raise storage_error(f"cannot write snapshot {final.name}: {exc.strerror or exc}", exc) from exc
     if fsync:
         fsync_dir(directory)
     return final

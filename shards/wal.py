@@ -17,7 +17,7 @@ from pathlib import Path
 
 import msgpack
 
-from .errors import StorageError
+from .errors import storage_error
 
 HEADER = struct.Struct("<IIQ")
 MAX_RECORD = 1 << 30              # a frame claiming more than this is garbage
@@ -96,7 +96,7 @@ class WalWriter:
         except OSError as exc:
             if getattr(self, "fd", -1) >= 0:
                 os.close(self.fd)
-            raise StorageError(f"cannot open write-ahead log {path}: {exc}") from exc
+            raise storage_error(f"cannot open write-ahead log {path}: {exc}", exc) from exc
         self.size = os.fstat(self.fd).st_size
 
     def append(self, seq: int, record: dict) -> None:
@@ -114,7 +114,7 @@ class WalWriter:
                 os.ftruncate(self.fd, self.size)
             except OSError:
                 pass
-            raise StorageError(f"write-ahead log append failed: {exc}") from exc
+            raise storage_error(f"write-ahead log append failed: {exc}", exc) from exc
         self.size += len(frame)
 
     def close(self) -> None:

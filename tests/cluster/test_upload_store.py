@@ -1,9 +1,13 @@
-"""POST /items keeps the item's photo durably before the item is indexed (cluster/rest.py)."""
+"""POST /items keeps the item's photo durably before the item is indexed (cluster/rest.py), and a
+full disk is told apart from a passing failure."""
+import asyncio
+import json
+
 import pytest
 
 import cluster.rest
 import shards.files
-from shards.errors import StorageError
+from shards.errors import ShardUnavailable, StorageError, StorageFull
 
 from ..shards.helpers import FullDisk
 
@@ -13,6 +17,17 @@ def test_a_photo_is_stored_whole_or_not_at_all(tmp_path, monkeypatch):
     assert path.read_bytes() == b"photo bytes"
 
     monkeypatch.setattr(shards.files, "os", FullDisk())   # its fsync finds the disk full
-    with pytest.raises(StorageError, match="cannot store the uploaded photo: No space left on device"):
+    with pytest.raises(StorageFull, match="cannot store the uploaded photo: No space left on device"):
         cluster.rest._store_durably(tmp_path / "b.img", b"more")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.img"]
+
+
+@pytest.mark.parametrize("exc,status,retry", [
+    (StorageFull("write-ahead log append failed: No space left on device"), 507, None),   # wait for space
+    (StorageError("shard /x is closed"), 503, "1"),                                        # passing: retry
+    (ShardUnavailable("shard-001", "no answer within 5.0 s"), 503, "1"),
+])
+def test_a_full_disk_is_507_without_retry_after_and_other_storage_errors_503(exc, status, retry):
+    r = asyncio.run(cluster.rest._ours(None, exc))
+    assert r.status_code == status and r.headers.get("retry-after") == retry
+    assert json.loads(r.body) == {"error": str(exc)}

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from shards.errors import CorruptData, StorageError
+from shards.errors import CorruptData, StorageError, StorageFull
 from shards.oracle import brute_force_search
 from shards.shard import Shard, ShardConfig
 
@@ -184,6 +184,26 @@ def test_a_snapshot_from_a_newer_version_is_refused_and_nothing_changes(tmp_path
     # the format this version writes opens as before
     doc["format"] = 1
     write_snapshot(tmp_path / "s", int(newest.stem.split("-")[1]), doc)
+    assert_same(Shard(tmp_path / "s"), model, rng)
+
+
+def test_a_write_the_full_disk_refuses_is_storage_full_and_changes_nothing(tmp_path, monkeypatch):
+    """The log cannot take the record (ENOSPC at its fsync): StorageFull (REST 507), nothing applied,
+    the log cut back; with space again the same write goes through, and a restart finds it."""
+    import shards.wal
+    rng = np.random.default_rng(9)
+    shard, model = fill(tmp_path / "s", rng)
+    ids, codes, hists, attrs = random_items(rng, 30, 2, 8, start=8000)
+    monkeypatch.setattr(shards.wal, "os", FullDisk())
+    with pytest.raises(StorageFull, match="write-ahead log append failed: .*No space left on device"):
+        shard.upsert(ids, codes, hists, attrs)
+    with pytest.raises(StorageFull):
+        shard.delete(list(model)[:5])
+    assert_same(shard, model, rng)
+    monkeypatch.setattr(shards.wal, "os", os)
+    shard.upsert(ids, codes, hists, attrs)
+    model_add(model, ids, codes, hists, attrs, 8)
+    shard.close()
     assert_same(Shard(tmp_path / "s"), model, rng)
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import statistics
 import tempfile
 import threading
@@ -36,6 +37,19 @@ def _fill(upsert, rows, bits, batch=20_000):
         ids, codes, hists, attrs = synthetic_batch(rng, start, min(batch, rows - start), bits // 64,
                                                    n_categories=N_CAT)
         upsert(ids, codes, hists, attrs)
+
+
+@contextlib.contextmanager
+def _local_cluster(n_shards: int, bits: int):
+    """A cluster of n_shards on a fresh local Ray and a temporary storage root, stopped after."""
+    with tempfile.TemporaryDirectory() as storage:
+        ray_environment()
+        ray.init(include_dashboard=False, log_to_driver=False, namespace="fashion-search")
+        try:
+            yield open_cluster(storage, shards=n_shards, config=ShardConfig(bits=bits)), storage
+        finally:
+            shutdown_cluster()
+            ray.shutdown()
 
 
 def _latencies(fn, queries):
@@ -102,25 +116,18 @@ def bench_cluster(rows: int, n_shards: int, bits: int = 256, n_queries: int = 30
     local = None  # free its memory before the sharded copy is built
     sharded_lat, sharded_batch_s = _in_process_sharded(rows, n_shards, bits, queries, batch_queries)
 
-    with tempfile.TemporaryDirectory() as storage:
-        ray_environment()
-        ray.init(include_dashboard=False, log_to_driver=False, namespace="fashion-search")
-        try:
-            c = open_cluster(storage, shards=n_shards, config=ShardConfig(bits=bits))
-            t = time.perf_counter()
-            _fill(c.upsert, rows, bits)
-            ingest_s = time.perf_counter() - t
-            for q in queries[:20]:
-                c.search(q)  # warm up the actors' code paths
-            lat = _latencies(c.search, queries)
-            empty = _latencies(lambda _: c._loop.run(_empty_round(c), 10), queries)
-            c.search_batch(batch_queries)
-            batch_s = _median_seconds(lambda: c.search_batch(batch_queries))
-            job_s = _median_seconds(lambda: c.search_batch(job_queries), reps=3)
-            shards = c.stats()["shards"].values()
-        finally:
-            shutdown_cluster()
-            ray.shutdown()
+    with _local_cluster(n_shards, bits) as (c, _):
+        t = time.perf_counter()
+        _fill(c.upsert, rows, bits)
+        ingest_s = time.perf_counter() - t
+        for q in queries[:20]:
+            c.search(q)  # warm up the actors' code paths
+        lat = _latencies(c.search, queries)
+        empty = _latencies(lambda _: c._loop.run(_empty_round(c), 10), queries)
+        c.search_batch(batch_queries)
+        batch_s = _median_seconds(lambda: c.search_batch(batch_queries))
+        job_s = _median_seconds(lambda: c.search_batch(job_queries), reps=3)
+        shards = c.stats()["shards"].values()
     p50, p99 = statistics.median(lat), float(np.percentile(lat, 99))
     lp50 = statistics.median(local_lat)
     empty_p50 = statistics.median(empty)
@@ -145,42 +152,35 @@ def bench_cluster(rows: int, n_shards: int, bits: int = 256, n_queries: int = 30
 
 def bench_rebalance(rows: int, n_from: int, n_to: int, bits: int = 256) -> dict:
     """Resize n_from -> n_to shards while a client queries continuously and checks every answer."""
-    with tempfile.TemporaryDirectory() as storage:
-        ray_environment()
-        ray.init(include_dashboard=False, log_to_driver=False, namespace="fashion-search")
-        try:
-            c = open_cluster(storage, shards=n_from, config=ShardConfig(bits=bits))
-            _fill(c.upsert, rows, bits)
-            # the probe: a query whose true answer is known exactly (a category of ~rows/N_CAT items,
-            # k above its size) so each answer can be checked for misses and duplicates
-            probe = Query(code=np.zeros(bits // 64, np.uint64), hist=np.ones(64), k=1000,
-                          filters=("articleType=a7", "season=s1"))
-            truth = {h.id for h in c.search(probe).hits}
-            stats = {"queries": 0, "failed": 0, "missing": 0, "duplicates": 0, "partial": 0}
-            stop = threading.Event()
+    with _local_cluster(n_from, bits) as (c, _):
+        _fill(c.upsert, rows, bits)
+        # the probe: a query whose true answer is known exactly (a category of ~rows/N_CAT items,
+        # k above its size) so each answer can be checked for misses and duplicates
+        probe = Query(code=np.zeros(bits // 64, np.uint64), hist=np.ones(64), k=1000,
+                      filters=("articleType=a7", "season=s1"))
+        truth = {h.id for h in c.search(probe).hits}
+        stats = {"queries": 0, "failed": 0, "missing": 0, "duplicates": 0, "partial": 0}
+        stop = threading.Event()
 
-            def client():
-                while not stop.is_set():
-                    try:
-                        r = c.search(probe)
-                    except Exception:
-                        stats["failed"] += 1
-                        continue
-                    got = [h.id for h in r.hits]
-                    stats["queries"] += 1
-                    stats["partial"] += int(r.partial)
-                    stats["duplicates"] += len(got) - len(set(got))
-                    stats["missing"] += len(truth - set(got))
+        def client():
+            while not stop.is_set():
+                try:
+                    r = c.search(probe)
+                except Exception:
+                    stats["failed"] += 1
+                    continue
+                got = [h.id for h in r.hits]
+                stats["queries"] += 1
+                stats["partial"] += int(r.partial)
+                stats["duplicates"] += len(got) - len(set(got))
+                stats["missing"] += len(truth - set(got))
 
-            th = threading.Thread(target=client)
-            th.start()
-            report = c.rebalance(n_to)
-            stop.set()
-            th.join()
-            after = c.stats()
-        finally:
-            shutdown_cluster()
-            ray.shutdown()
+        th = threading.Thread(target=client)
+        th.start()
+        report = c.rebalance(n_to)
+        stop.set()
+        th.join()
+        after = c.stats()
     return {"rows": rows, "from": n_from, "to": n_to, "moved": report["moved_items"],
             "moved_buckets": report["moved_buckets"], "seconds": report["seconds"],
             "items_after": after["items"], "probe_size": len(truth), **stats}
@@ -188,15 +188,8 @@ def bench_rebalance(rows: int, n_from: int, n_to: int, bits: int = 256) -> dict:
 
 def bench_similar(rows: int, n_shards: int, bits: int = 256, k: int = 12) -> dict:
     """`fashion-search similar-items` over a synthetic catalog: every item's k similar items, timed."""
-    with tempfile.TemporaryDirectory() as storage:
-        ray_environment()
-        ray.init(include_dashboard=False, log_to_driver=False, namespace="fashion-search")
-        try:
-            c = open_cluster(storage, shards=n_shards, config=ShardConfig(bits=bits))
-            _fill(c.upsert, rows, bits)
-            report = c.similar_items(f"{storage}/similar.jsonl", k, 0.3, log=lambda s: None)
-        finally:
-            shutdown_cluster()
-            ray.shutdown()
+    with _local_cluster(n_shards, bits) as (c, storage):
+        _fill(c.upsert, rows, bits)
+        report = c.similar_items(f"{storage}/similar.jsonl", k, 0.3, log=lambda s: None)
     return {"rows": rows, "shards": n_shards, "categories": N_CAT, **{key: report[key] for key in (
         "items", "k", "seconds", "items_per_s", "partial_lines", "rereads")}}

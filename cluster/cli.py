@@ -346,6 +346,13 @@ def cmd_query(args) -> dict:
     return {}
 
 
+def _cluster_arguments(parser) -> None:
+    """What every admin command on an existing cluster takes: where it is, and JSON output."""
+    parser.add_argument("--storage", default=DEFAULT_STORAGE, help="storage root (a path every node can read)")
+    parser.add_argument("--address", default=None, help="Ray cluster address (default: start a local one)")
+    parser.add_argument("--json", action="store_true")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fashion-search", description=__doc__.split("\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -534,9 +541,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("stats", help="items per shard, placement map version, nodes",
                        description="Open the cluster on a storage root and print its state.")
-    s.add_argument("--storage", default=DEFAULT_STORAGE)
-    s.add_argument("--address", default=None)
-    s.add_argument("--json", action="store_true")
+    _cluster_arguments(s)
     s.set_defaults(func=cmd_stats)
 
     k = sub.add_parser("backup", help="copy the storage root into a new folder while the cluster serves",
@@ -546,9 +551,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "restore. On several machines DEST must be a path the coordinator's node can "
                                    "write, as the storage root is (deploy/README.md).")
     k.add_argument("dest", help="a folder that does not exist yet, outside the storage root")
-    k.add_argument("--storage", default=DEFAULT_STORAGE)
-    k.add_argument("--address", default=None)
-    k.add_argument("--json", action="store_true")
+    _cluster_arguments(k)
     k.set_defaults(func=cmd_backup)
 
     m = sub.add_parser("similar-items", help="every catalog item's most similar items, one JSON line each",
@@ -558,9 +561,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "not answer some search (those lines say partial).")
     m.add_argument("--out", required=True, help="the JSONL file to write (must not exist)")
     m.add_argument("--k", type=number(int, 1, 999), default=12, help="similar items per item (default 12)")
-    m.add_argument("--storage", default=DEFAULT_STORAGE)
-    m.add_argument("--address", default=None)
-    m.add_argument("--json", action="store_true")
+    _cluster_arguments(m)
     m.set_defaults(func=cmd_similar_items)
 
     c = sub.add_parser("chaos", help="inject faults into a live 3-node cluster under a client's load; check nothing "

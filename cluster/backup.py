@@ -12,6 +12,7 @@ serves the root) is not copied: a restored root belongs to no cluster yet.
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -84,3 +85,16 @@ def copy_root(root: str | os.PathLike, dest: str | os.PathLike, about: dict | No
                             f"was copied is in {partial}", exc) from exc
     report["copy_s"] = round(time.monotonic() - t0, 3)
     return report
+
+
+async def backup_root(coordinator, root: str | os.PathLike, dest: str | os.PathLike) -> dict:
+    """The backup: `coordinator` (coordinator.Coordinator) pauses writes while the root is copied."""
+    check_destination(root, dest)
+    t0 = time.monotonic()
+    async with coordinator.writes_paused():
+        t1 = time.monotonic()
+        st = await coordinator.stats()
+        about = {"placement_version": st["version"], "items": st["items"], "shards": len(st["buckets_per_shard"]),
+                 "unavailable": st["unavailable"]}   # their items are copied, not counted
+        report = await asyncio.to_thread(copy_root, root, dest, about)
+    return {**report, "waited_s": round(t1 - t0, 3), "writes_paused_s": round(time.monotonic() - t1, 3)}

@@ -28,7 +28,7 @@ from shards.errors import FashionSearchError, InvalidInput, StorageError
 from shards.files import write_atomically
 from shards.shard import ShardConfig
 
-from .backup import check_destination, copy_root
+from .backup import backup_root
 from .model_record import check_models, recorded_model
 from .ownership import Heartbeat, check_free, release_record
 from .shard_actor import (NAMESPACE, SETTINGS, RayShardClient, actor_name, check_root_here, shard_clients,
@@ -149,15 +149,7 @@ class CoordinatorActor:
     async def backup(self, dest: str) -> dict:
         """Copy the storage root to `dest` with writes paused, queries going on (cluster/backup.py)."""
         await self._ready()
-        check_destination(self.root, dest)
-        t0 = time.monotonic()
-        async with self.coordinator.writes_paused():
-            t1 = time.monotonic()
-            st = await self.coordinator.stats()
-            about = {"placement_version": st["version"], "items": st["items"], "shards": len(st["buckets_per_shard"]),
-                     "unavailable": st["unavailable"]}   # their items are copied, not counted
-            report = await asyncio.to_thread(copy_root, self.root, dest, about)
-        return {**report, "waited_s": round(t1 - t0, 3), "writes_paused_s": round(time.monotonic() - t1, 3)}
+        return await backup_root(self.coordinator, self.root, dest)
 
     async def stats(self):
         st = await self.coordinator.stats()

@@ -112,6 +112,46 @@ def test_writes_wait_while_paused_and_queries_do_not(tmp_path):
     assert asyncio.run(run()) == 50
 
 
+def test_no_write_lands_while_the_backup_copies_and_all_land_after(tmp_path, monkeypatch):
+    """backup_root over in-process shards: a writer runs throughout; the copy (made slow) sees none of
+    its writes land, the backup holds what was there when it began, and every write lands after."""
+    import time
+
+    import cluster.backup
+    from cluster.backup import backup_root
+    root = tmp_path / "root"
+    root.mkdir()
+    coord = make(root, 2)
+    ids, codes, hists, attrs = random_items(np.random.default_rng(2), 60, 2, 8)
+    asyncio.run(coord.upsert(ids[:20], codes[:20], hists[:20], attrs[:20]))
+
+    def held_live():
+        return sum(len(c.shard) for c in coord.clients.values())
+    landed_during, real_copy = [], cluster.backup.copy_root
+
+    def slow_copy(*args):
+        before = held_live()
+        time.sleep(0.3)                                  # the writer tries meanwhile
+        landed_during.append(held_live() - before)
+        return real_copy(*args)
+    monkeypatch.setattr(cluster.backup, "copy_root", slow_copy)
+
+    async def run():
+        async def writer():
+            for i in range(20, 60):
+                await coord.upsert(ids[i:i + 1], codes[i:i + 1], hists[i:i + 1], attrs[i:i + 1])
+                await asyncio.sleep(0.005)
+        w = asyncio.create_task(writer())
+        await asyncio.sleep(0.05)                         # some writes land before the backup
+        report = await backup_root(coord, root, tmp_path / "b")
+        await w
+        return report
+    report = asyncio.run(run())
+    assert landed_during == [0] and report["writes_paused_s"] >= 0.3
+    assert 20 < report["items"] < 60 and len(held(tmp_path / "b")) == report["items"]
+    assert held_live() == 60
+
+
 @pytest.fixture(scope="module")
 def local_ray():
     ray.init(num_cpus=2, namespace=NAMESPACE, include_dashboard=False, log_to_driver=False)

@@ -133,13 +133,11 @@ def cmd_backup(args) -> dict:
 
 
 def cmd_similar_items(args) -> dict:
-    from pathlib import Path
+    from cluster.similar_job import check_new_file
     from models.data import ASSETS
     from models.features import colour_weight
     existing_placement(args)
-    out = Path(args.out).resolve()
-    if out.exists():   # before Ray starts
-        raise InvalidInput(f"{out} exists: the job writes a new file, it writes over nothing")
+    out = check_new_file(args.out)   # before Ray starts
     with _open(args.storage, codes_photos=True, address=args.address) as c:
         return c.similar_items(out, args.k, colour_weight(ASSETS / "features.pt"),
                                log=lambda s: print(s, file=sys.stderr, flush=True))

@@ -30,6 +30,14 @@ GROUP = 64            # buckets read and searched together (4096 buckets: 1/64 o
 REREADS = 10          # times a group is read again while rebalancing moves it, before giving up
 
 
+def check_new_file(path) -> Path:
+    """`path`, absolute; refused when it exists (the job writes over nothing)."""
+    out = Path(path).resolve()
+    if out.exists():
+        raise InvalidInput(f"{out} exists: the job writes a new file, it writes over nothing")
+    return out
+
+
 async def similar_items(router, placement: Callable[[], Awaitable[dict]], out_path, k: int, w_colour: float,
                         group: int = GROUP, timeout_s: float = 120.0, log=print) -> dict:
     """Write every item's `k` most similar items to `out_path` (see the module's notes).
@@ -38,9 +46,7 @@ async def similar_items(router, placement: Callable[[], Awaitable[dict]], out_pa
     current placement map as `Placement.to_json()` gives it.
     """
     from models.similar import similar_query, without_item
-    out = Path(out_path)
-    if out.exists():
-        raise InvalidInput(f"{out} exists: the job writes a new file, it writes over nothing")
+    out = check_new_file(out_path)
     partial = out.with_name(out.name + ".partial")
     t0 = time.perf_counter()
     items = partial_lines = rereads = 0

@@ -193,3 +193,17 @@ def bench_similar(rows: int, n_shards: int, bits: int = 256, k: int = 12) -> dic
         report = c.similar_items(f"{storage}/similar.jsonl", k, 0.3, log=lambda s: None)
     return {"rows": rows, "shards": n_shards, "categories": N_CAT, **{key: report[key] for key in (
         "items", "k", "seconds", "items_per_s", "partial_lines", "rereads")}}
+
+
+def bench_export(rows: int, n_shards: int, bits: int = 256) -> dict:
+    """`fashion-search export` over a synthetic catalog: every item paged out of the shards, timed."""
+    with _local_cluster(n_shards, bits) as (c, storage):
+        _fill(c.upsert, rows, bits)
+        report = c.export(f"{storage}/catalog.jsonl", log=lambda s: None)
+        t0 = time.perf_counter()
+        page = c.coordinator_call("list_items", None, 100)   # GET /items's default page
+        first_page_ms = (time.perf_counter() - t0) * 1e3
+    return {"rows": rows, "shards": n_shards, "items": report["items"], "seconds": report["seconds"],
+            "items_per_s": round(report["items"] / report["seconds"], 1), "pages": -(-report["items"] // 10_000),
+            "first_page_of_100_ms": round(first_page_ms, 1), "first_page_items": len(page["items"])}
+

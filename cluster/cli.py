@@ -8,6 +8,7 @@
     fashion-search stats --storage DIR                                       what the storage root holds
     fashion-search backup DEST --storage DIR                                 copy the root, online
     fashion-search similar-items --out FILE --storage DIR                   every item's similar items
+    fashion-search export --out FILE --storage DIR                          every item, one JSON line each
     fashion-search chaos                                                      faults under load, nothing lost
 
 Every subcommand has --help. Errors of ours become one line on stderr and exit 2; Ctrl-C exits 130,
@@ -91,6 +92,8 @@ def cmd_bench(args) -> dict:
         return cluster_bench.bench_rebalance(args.rows, args.from_shards, args.to_shards, args.bits)
     if args.what == "similar":
         return cluster_bench.bench_similar(args.rows, args.shards, args.bits)
+    if args.what == "export":
+        return cluster_bench.bench_export(args.rows, args.shards, args.bits)
     raise AssertionError(args.what)
 
 
@@ -133,7 +136,7 @@ def cmd_backup(args) -> dict:
 
 
 def cmd_similar_items(args) -> dict:
-    from cluster.similar_job import check_new_file
+    from cluster.new_file import check_new_file
     from models.data import ASSETS
     from models.features import colour_weight
     existing_placement(args)
@@ -141,6 +144,14 @@ def cmd_similar_items(args) -> dict:
     with _open(args.storage, codes_photos=True, address=args.address) as c:
         return c.similar_items(out, args.k, colour_weight(ASSETS / "features.pt"),
                                log=lambda s: print(s, file=sys.stderr, flush=True))
+
+
+def cmd_export(args) -> dict:
+    from cluster.new_file import check_new_file
+    existing_placement(args)
+    out = check_new_file(args.out)   # before Ray starts
+    with _open(args.storage, address=args.address) as c:
+        return c.export(out, log=lambda s: print(s, file=sys.stderr, flush=True))
 
 
 def cmd_train(args) -> dict:
@@ -359,14 +370,15 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="benchmarks of the shard and the cluster; print JSON with --json",
                        description="Benchmarks. Results and the commands that made them: benchmarks/RESULTS.md")
     b.add_argument("what", choices=["scan", "filtered", "memory", "ingest", "cluster", "rebalance", "serve",
-                                    "inference", "soak", "similar"],
+                                    "inference", "soak", "similar", "export"],
                    help="scan: unfiltered Hamming top-10 vs faiss; filtered: category-filtered query vs faiss "
                         "with an ID selector; memory: resident bytes per item; ingest: upserts/s with the "
                         "log fsync'd, and reopen time; cluster: Ray cluster vs in-process latency and batch "
                         "throughput; rebalance: move buckets while a client queries; serve: POST /search against the "
                         "demo with 1 and 4 clients; inference: the query path's models on this CPU; soak: the demo "
                         "under a steady rate of mixed reads and writes for --minutes (errors, p99, RSS drift); "
-                        "similar: `similar-items` over --rows synthetic items on --shards shards")
+                        "similar: `similar-items` over --rows synthetic items on --shards shards; export: "
+                        "`export` (and GET /items's first page) over --rows synthetic items on --shards shards")
     b.add_argument("--rows", type=COUNT, default=1_000_000, help="catalog items (default 1,000,000)")
     b.add_argument("--bits", type=number(int, 64), default=256, help="code length in bits (default 256)")
     b.add_argument("--selectivity", type=number(float, 0.0, 1.0, above=True), default=0.01,
@@ -561,6 +573,15 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--k", type=number(int, 1, 999), default=12, help="similar items per item (default 12)")
     _cluster_arguments(m)
     m.set_defaults(func=cmd_similar_items)
+
+    e = sub.add_parser("export", help="every catalog item (id, attributes, meta), one JSON line each",
+                       description="The catalog as the index holds it, to check against a shop's own records or to "
+                                   "take elsewhere (GET /items pages through the same). Each item indexed before the "
+                                   "export began and not deleted during it is written exactly once, rebalances "
+                                   "included. OUT appears only once whole (until then OUT.partial).")
+    e.add_argument("--out", required=True, help="the JSONL file to write (must not exist)")
+    _cluster_arguments(e)
+    e.set_defaults(func=cmd_export)
 
     c = sub.add_parser("chaos", help="inject faults into a live 3-node cluster under a client's load; check nothing "
                        "acknowledged is lost",

@@ -45,6 +45,7 @@ from .uncancelled import run_to_end, submit
 
 WEB = Path(__file__).resolve().parent / "web"
 MAX_K = 200
+MAX_LIST_PAGE = 1000   # items in a page of GET /items
 HEALTH_TIMEOUT_S = 2.0   # a probe must not wait long: a shard slower than this counts as unavailable
 log = logging.getLogger("ray.serve")   # a replica's log file under Ray's session logs/serve
 
@@ -180,14 +181,18 @@ def parse_roi_mode(raw: str | None) -> str:
     return mode
 
 
-def parse_k(raw) -> int:
+def parse_count(raw, name: str, most: int) -> int:
     try:
-        k = int(str(raw))
-    except ValueError as exc:
-        raise InvalidInput(f"k must be an integer in [1, {MAX_K}], got {raw!r}") from exc
-    if not 1 <= k <= MAX_K:
-        raise InvalidInput(f"k must be an integer in [1, {MAX_K}], got {raw!r}")
-    return k
+        n = int(str(raw))
+    except ValueError:
+        n = 0
+    if not 1 <= n <= most:
+        raise InvalidInput(f"{name} must be an integer in [1, {most}], got {raw!r}")
+    return n
+
+
+def parse_k(raw) -> int:
+    return parse_count(raw, "k", MAX_K)
 
 
 def parse_tokens(raw: str | None) -> tuple[str, ...]:
@@ -195,6 +200,12 @@ def parse_tokens(raw: str | None) -> tuple[str, ...]:
     if not raw:
         return ()
     return tuple(check_token(t.strip()) for t in raw.split(",") if t.strip())
+
+
+def _item(got: dict) -> dict:
+    """An item as GET /items answers it: its stored image is served at image_url, not named by path."""
+    meta = {k: v for k, v in got["meta"].items() if k != "image"}
+    return {"id": got["id"], "attributes": got["attributes"], "meta": meta, "image_url": f"/items/{got['id']}/image"}
 
 
 def _hit(h) -> dict:
@@ -509,12 +520,20 @@ class Frontend:
         if replaced is not None and replaced != path:
             replaced.unlink(missing_ok=True)  # the item's previous photo, now referenced by nothing
 
+    @app.get("/items", summary="The whole catalog, a page at a time",
+             description="Items in a fixed order (not by id): pass each answer's `next_cursor` back as "
+                         "`cursor` for the next page; it is null after the last. Every item indexed before "
+                         "the first page and not deleted meanwhile is listed exactly once, rebalances "
+                         "included; an item added or deleted while you page may or may not be.",
+             responses=READ_ERRORS)
+    async def list_items(self, request: Request, cursor: str | None = None, limit: str = "100"):
+        self._limit(request)
+        page = await submit(self.coordinator.list_items, cursor, parse_count(limit, "limit", MAX_LIST_PAGE))
+        return {"items": [_item(it) for it in page["items"]], "next_cursor": page["next_cursor"]}
+
     @app.get("/items/{item_id}", responses=READ_ERRORS)
     async def get_item(self, item_id: str):
-        got = await submit(self.coordinator.get, parse_id(item_id))
-        meta = {k: v for k, v in got["meta"].items() if k != "image"}   # a server path; image_url serves it
-        return {"id": got["id"], "attributes": got["attributes"], "meta": meta,
-                "image_url": f"/items/{got['id']}/image"}
+        return _item(await submit(self.coordinator.get, parse_id(item_id)))
 
     @app.get("/items/{item_id}/similar", summary="Catalog items that look like this one (no photo needed)",
              description="The item's own code and colour are the query; its category and gender are required "

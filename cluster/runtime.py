@@ -142,6 +142,9 @@ class CoordinatorActor:
     async def existing(self, ids):
         return await self.coordinator.existing(ids)
 
+    async def list_items(self, cursor, limit):
+        return await self.coordinator.list_items(cursor, limit)
+
     async def rebalance(self, n_shards: int):
         await self._ready()
         return await self.coordinator.rebalance(n_shards)
@@ -266,6 +269,11 @@ class Cluster:
         async def placement():
             return await self.handle.placement.remote()
         return self._loop.run(similar_items(self.router, placement, out, k, w_colour, log=log), timeout=None)
+
+    def export(self, out, log=print) -> dict:
+        """Every item, one JSON line each, into the new file `out` (cluster/export.py)."""
+        from .export import export_items
+        return export_items(lambda cursor, limit: self.coordinator_call("list_items", cursor, limit), out, log)
 
     def backup(self, dest) -> dict:
         """A backup of the storage root in the new folder `dest` (cluster/backup.py), taken online."""

@@ -95,6 +95,9 @@ class ShardActor:
     def contains_many(self, ids) -> list[bool]:
         return self.shard.contains_many(ids)
 
+    def list_items(self, buckets, n_buckets, after, limit) -> list[dict]:
+        return self.shard.list_items(buckets, n_buckets, after, limit)
+
     def compact(self) -> None:
         self.shard.compact()
 
@@ -185,6 +188,9 @@ class RayShardClient:
 
     async def contains_many(self, ids):
         return await self._call("contains_many", ids)
+
+    async def list_items(self, buckets, n_buckets, after, limit):
+        return await self._call("list_items", buckets, n_buckets, after, limit)
 
 
 class UnreachableShard:

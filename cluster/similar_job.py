@@ -16,26 +16,18 @@ may be missing from the list); the report counts such lines and the command then
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Awaitable, Callable
 
 from coordinator.router import fan_out
-from shards.errors import InvalidInput, ShardUnavailable, StorageError
-from shards.wal import fsync_dir
+from shards.errors import ShardUnavailable
+
+from .new_file import whole_file
 
 GROUP = 64            # buckets read and searched together (4096 buckets: 1/64 of the catalog)
 REREADS = 10          # times a group is read again while rebalancing moves it, before giving up
-
-
-def check_new_file(path) -> Path:
-    """`path`, absolute; refused when it exists (the job writes over nothing)."""
-    out = Path(path).resolve()
-    if out.exists():
-        raise InvalidInput(f"{out} exists: the job writes a new file, it writes over nothing")
-    return out
 
 
 async def similar_items(router, placement: Callable[[], Awaitable[dict]], out_path, k: int, w_colour: float,
@@ -46,36 +38,28 @@ async def similar_items(router, placement: Callable[[], Awaitable[dict]], out_pa
     current placement map as `Placement.to_json()` gives it.
     """
     from models.similar import similar_query, without_item
-    out = check_new_file(out_path)
-    partial = out.with_name(out.name + ".partial")
     t0 = time.perf_counter()
     items = partial_lines = rereads = 0
-    try:
-        with open(partial, "w") as f:
-            n_buckets = (await placement())["n_buckets"]
-            for start in range(0, n_buckets, group):
-                buckets = list(range(start, min(start + group, n_buckets)))
-                batch, extra = await _read_group(router, placement, buckets, n_buckets, timeout_s)
-                rereads += extra
-                if not batch["ids"]:
-                    continue
-                queries = [similar_query({"code": c, "hist": h, "attributes": a}, k, w_colour)
-                           for c, h, a in zip(batch["codes"], batch["hists"], batch["attributes"])]
-                for item_id, r in zip(batch["ids"], await router.search_batch(queries)):
-                    hits = without_item(r.hits, item_id, k)
-                    f.write(json.dumps({"id": item_id, "similar": [{"id": h.id, "score": h.score} for h in hits],
-                                        "relaxed": list(r.relaxed), "partial": r.partial}) + "\n")
-                    partial_lines += r.partial
-                items += len(batch["ids"])
-                log(f"  {items} items, buckets {buckets[-1] + 1}/{n_buckets} ({time.perf_counter() - t0:.0f} s)")
-            f.flush()
-            os.fsync(f.fileno())
-        os.rename(partial, out)
-        fsync_dir(out.parent)
-    except OSError as exc:
-        raise StorageError(f"cannot write {out}: {exc.strerror or exc}") from exc
+    with whole_file(out_path) as f:
+        n_buckets = (await placement())["n_buckets"]
+        for start in range(0, n_buckets, group):
+            buckets = list(range(start, min(start + group, n_buckets)))
+            batch, extra = await _read_group(router, placement, buckets, n_buckets, timeout_s)
+            rereads += extra
+            if not batch["ids"]:
+                continue
+            queries = [similar_query({"code": c, "hist": h, "attributes": a}, k, w_colour)
+                       for c, h, a in zip(batch["codes"], batch["hists"], batch["attributes"])]
+            for item_id, r in zip(batch["ids"], await router.search_batch(queries)):
+                hits = without_item(r.hits, item_id, k)
+                f.write(json.dumps({"id": item_id, "similar": [{"id": h.id, "score": h.score} for h in hits],
+                                    "relaxed": list(r.relaxed), "partial": r.partial}) + "\n")
+                partial_lines += r.partial
+            items += len(batch["ids"])
+            log(f"  {items} items, buckets {buckets[-1] + 1}/{n_buckets} ({time.perf_counter() - t0:.0f} s)")
     seconds = time.perf_counter() - t0
-    return {"out": str(out), "items": items, "k": k, "partial_lines": partial_lines, "rereads": rereads,
+    return {"out": str(Path(out_path).resolve()), "items": items, "k": k, "partial_lines": partial_lines,
+            "rereads": rereads,
             "seconds": round(seconds, 2), "items_per_s": round(items / seconds, 1) if seconds else None,
             "ok": partial_lines == 0}
 

@@ -29,12 +29,15 @@ import numpy as np
 from shards.codes import as_codes, check_token, id_keys, quantize_hists
 from shards.errors import InvalidInput, ShardUnavailable
 from shards.query import PreparedQuery, Query
+from shards.shard import MAX_LIST
 
+from .listing import merge_pages, parse_cursor
 from .placement import Placement
 from .protocol import ShardClient
 from .router import Router, SearchResult, call, fan_out
 
 MOVE_GROUP = 256  # buckets copied per step of a rebalance
+LIST_REREADS = 3  # times a page is read again while its buckets change owner, before it takes their locks
 
 
 class Coordinator:
@@ -190,6 +193,49 @@ class Coordinator:
         b = int(self.placement.buckets_of([item_id])[0])
         owner = self.placement.owner[b]
         return await self._call(owner, self.clients[owner].get(item_id))
+
+    async def list_items(self, cursor: str | None = None, limit: int = 100) -> dict:
+        """A page of the whole catalog: `limit` items after `cursor` (None: the first page), and
+        the cursor of the next page (None after the last). See listing.py.
+
+        Each bucket is read from its owner. An owner keeps its copy while the bucket moves and
+        deletes it only after a new map version names another owner, so a page whose buckets
+        kept their owners across the read missed nothing; one whose did not is read again, and
+        the last time under those buckets' locks, which a move holds while it changes owners.
+        """
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIST:
+            raise InvalidInput(f"limit must be an integer in [1, {MAX_LIST}], got {limit!r}")
+        nb = self.placement.n_buckets
+        after = parse_cursor(cursor, nb)
+        first = after[0] if after else 0
+        for attempt in range(LIST_REREADS + 1):
+            if attempt < LIST_REREADS:
+                page = await self._list_page(first, after, limit)
+            else:
+                async with self._locks(np.arange(first, nb)):
+                    page = await self._list_page(first, after, limit)
+            if page is not None:
+                return page
+        raise AssertionError("a page read under its buckets' locks saw them change owner")
+
+    async def _list_page(self, first: int, after, limit: int) -> dict | None:
+        """The page after `after`, or None if a bucket it covers changed owner while it was read."""
+        nb = self.placement.n_buckets
+        owners = self.placement.owner[first:]
+        by_owner: dict[str, list[int]] = defaultdict(list)
+        for b, s in enumerate(owners, first):
+            by_owner[s].append(b)
+        answers, failed = await self._fan_out(
+            {s: self.clients[s].list_items(bs, nb, after, limit) for s, bs in by_owner.items()})
+        if failed:
+            raise next(iter(failed.values()))
+        items, following = merge_pages(answers.values(), limit)
+        # the page covers the buckets up to its last item's (to the end when it is the last page)
+        covered = (items[-1]["bucket"] if following else nb - 1) - first + 1
+        if self.placement.owner[first: first + covered] != owners[:covered]:
+            return None
+        return {"items": [{k: it[k] for k in ("id", "attributes", "meta")} for it in items],
+                "next_cursor": following}
 
     def _locks(self, buckets):
         """The locks of these buckets, taken in bucket order (no deadlock)."""

@@ -41,6 +41,7 @@ class ShardClient(Protocol):
     async def delete_buckets(self, buckets: list[int], n_buckets: int) -> int: ...
     async def stats(self) -> dict: ...
     async def contains_many(self, ids: list) -> list[bool]: ...
+    async def list_items(self, buckets: list[int], n_buckets: int, after, limit: int) -> list[dict]: ...
 
 
 class LocalShardClient:
@@ -78,3 +79,6 @@ class LocalShardClient:
 
     async def contains_many(self, ids):
         return self.shard.contains_many(ids)
+
+    async def list_items(self, buckets, n_buckets, after, limit):
+        return self.shard.list_items(buckets, n_buckets, after, limit)

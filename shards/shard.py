@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 MAX_TITLE = 1000
 MAX_META_FIELD = 2000
+MAX_LIST = 10_000   # items in one page of a listing
 
 
 @dataclass(frozen=True)
@@ -540,6 +541,47 @@ class Shard:
         return {"ids": ids, "codes": np.concatenate(codes) if codes else np.zeros((0, self.words), np.uint64),
                 "hists": np.concatenate(hists) if hists else np.zeros((0, self.config.hist_bins), np.uint8),
                 "attributes": attrs, "metas": metas}
+
+    def list_items(self, buckets, n_buckets: int, after: tuple[int, int] | None = None,
+                   limit: int = 1000) -> list[dict]:
+        """The first `limit` items of `buckets` in (bucket, id key) order, strictly after the
+        position `after` = (bucket, key) (None: from the start): one shard's part of a page
+        of the catalog's listing (coordinator/listing.py). An item: id, bucket, key,
+        attributes and meta."""
+        if not 1 <= limit <= MAX_LIST:
+            raise InvalidInput(f"limit must be in [1, {MAX_LIST}], got {limit!r}")
+        wanted = np.zeros(n_buckets, bool)
+        wanted[np.asarray(list(buckets), np.int64)] = True
+        b0, k0 = (int(after[0]), np.uint64(after[1])) if after is not None else (-1, np.uint64(0))
+        with self.lock:
+            parts = []      # (block, its rows past the cursor, their buckets, their keys)
+            for block in self.blocks:
+                rows = block.alive_rows()
+                keys = block.keys[rows]
+                bks = bucket_of_keys(keys, n_buckets)
+                keep = wanted[bks] & ((bks > b0) | ((bks == b0) & (keys > k0)))
+                parts.append((block, rows[keep], bks[keep], keys[keep]))
+            if not parts:
+                return []
+            if sum(len(p[1]) for p in parts) > limit:   # only the buckets the page can reach need sorting
+                counts = np.bincount(np.concatenate([p[2] for p in parts]), minlength=n_buckets)
+                last = int(np.searchsorted(np.cumsum(counts), limit))
+                parts = [(blk, r[b <= last], b[b <= last], k[b <= last]) for blk, r, b, k in parts]
+            which = np.concatenate([np.full(len(p[1]), i) for i, p in enumerate(parts)])
+            rows, bks, keys = (np.concatenate([p[j] for p in parts]) for j in (1, 2, 3))
+            order = np.lexsort((keys, bks))[:limit]
+            which, rows, bks, keys = which[order], rows[order], bks[order], keys[order]
+            tokens = {}     # (part, row) -> tokens: one intersection per posting, not a lookup per row
+            for w in np.unique(which).tolist():
+                block, page_rows = parts[w][0], rows[which == w]
+                tokens.update(((w, r), [block.name] if block.name else []) for r in page_rows.tolist())
+                chosen = BitMap(page_rows.astype(np.uint32))
+                for t, bm in block.postings.items():
+                    for r in bm & chosen:
+                        tokens[(w, r)].append(t)
+            return [{"id": parts[w][0].item_id(r), "bucket": b, "key": k, "attributes": sorted(tokens[(w, r)]),
+                     "meta": dict(parts[w][0].meta.get(r, {}))}
+                    for w, r, b, k in zip(which.tolist(), rows.tolist(), bks.tolist(), keys.tolist())]
 
     def bucket_counts(self, n_buckets: int) -> np.ndarray:
         with self.lock:

@@ -355,6 +355,35 @@ def test_the_similar_items_job_answers_every_item_as_the_api_does(server):
         cluster.similar_items(out, 4, w_colour)
 
 
+def test_paging_through_the_catalog_and_exporting_it(server):
+    """GET /items a page at a time, and `fashion-search export`: every item once, as GET /items/{id} has it."""
+    url, cluster, tmp = server["url"], server["cluster"], server["tmp"]
+    listed, cursor = [], None
+    while True:
+        r = httpx.get(url + "/items", params={"limit": "5", **({"cursor": cursor} if cursor else {})})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert len(body["items"]) <= 5
+        listed += body["items"]
+        if (cursor := body["next_cursor"]) is None:
+            break
+    ids = [it["id"] for it in listed]
+    assert len(ids) == len(set(ids)) == cluster.stats()["items"] > 5
+    for it in listed[:6]:
+        assert it == httpx.get(f"{url}/items/{it['id']}").json()
+    out = tmp / "export" / "catalog.jsonl"
+    out.parent.mkdir()
+    report = cluster.export(out, log=lambda s: None)
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert report["items"] == len(lines) and [d["id"] for d in lines] == ids   # the same order
+    assert all(d["meta"]["title"] == it["meta"]["title"] for d, it in zip(lines, listed))
+    with pytest.raises(InvalidInput, match="exists"):
+        cluster.export(out)
+    for params in ({"limit": "0"}, {"limit": "1001"}, {"limit": "x"}, {"cursor": "nope"}, {"cursor": "99999.1"}):
+        r = httpx.get(url + "/items", params=params)
+        assert r.status_code == 400 and ("limit" in r.text or "cursor" in r.text), (params, r.text)
+
+
 def exported(metrics_url: str, name: str, **tags) -> float:
     """The sum of a Ray-exported metric's samples that carry these tags (0 when none yet)."""
     total = 0.0

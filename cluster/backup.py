@@ -24,9 +24,9 @@ from shards.files import write_atomically
 from shards.wal import fsync_dir
 
 from .ownership import OWNER
+from .uploads import UPLOADS
 
 ABOUT = "backup.json"   # when, from where, what: written into the backup
-UPLOADS = "uploads"     # photos added through the REST API (cluster/rest.py)
 
 
 def check_destination(root: str | os.PathLike, dest: str | os.PathLike) -> Path:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import secrets
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import ray
@@ -53,6 +54,9 @@ def start_server(settings: Settings):
     # the replicas load these files; a missing or wrong one is a clear error here, rather than
     # replicas that Serve starts again and again before it gives up without saying why
     Pipeline.load(device="cpu")
+    # absolute, as the replicas see them: a replica's working directory is not the command's
+    settings = replace(settings, storage=str(Path(settings.storage).resolve()),
+                       samples=str(Path(settings.samples).resolve()))
     serve.start(http_options={"host": settings.host, "port": settings.port})
     try:
         serve.run(build_app(settings), name=APP, route_prefix="/")

@@ -36,12 +36,12 @@ from shards.errors import FashionSearchError, InvalidInput, NotFound, StorageFul
 from shards.files import write_atomically
 from shards.query import Query
 
-from .backup import UPLOADS
 from .health import cluster_health
 from .metrics import SearchMetrics
 from .settings import Settings
 from .shard_actor import NAMESPACE, shard_clients
 from .uncancelled import run_to_end, submit
+from .uploads import UPLOADS, new_upload, photo_path, upload_name
 
 WEB = Path(__file__).resolve().parent / "web"
 MAX_K = 200
@@ -238,7 +238,8 @@ class Frontend:
                              timeout_s=self.settings.shard_timeout_s, refresh=self._refresh)
         burst = 2 * self.settings.rate_limit   # a new client starts with a full bucket
         self.buckets: dict[str, list[float]] = defaultdict(lambda: [burst, time.monotonic()])
-        self.uploads = Path(self.settings.storage) / UPLOADS
+        self.root = Path(self.settings.storage)
+        self.uploads = self.root / UPLOADS
         self.uploads.mkdir(parents=True, exist_ok=True)
         self._categories = None
         self.metrics = SearchMetrics()
@@ -509,8 +510,9 @@ class Frontend:
 
     async def _write_item(self, item_id, a: dict, tokens: list, title: str, data: bytes, replaced: Path | None):
         """Store the photo, index the item, remove the photo it replaced: all of it, or (refused) none."""
-        path = _store_durably(self.uploads / f"{uuid.uuid4().hex}.img", data)
-        meta = {"title": title, "image": str(path)}
+        recorded = new_upload()   # relative to the storage root: a copy of the root finds it (uploads.py)
+        path = _store_durably(self.root / recorded, data)
+        meta = {"title": title, "image": recorded}
         try:
             await submit(self.coordinator.upsert, [item_id], a["code"][None], a["hist"][None], [tokens], [meta])
         except Exception as exc:
@@ -555,8 +557,9 @@ class Frontend:
     @app.get("/items/{item_id}/image", responses=READ_ERRORS)
     async def item_image(self, item_id: str):
         got = await submit(self.coordinator.get, parse_id(item_id))
-        path = Path(got["meta"].get("image", ""))
-        if not path.is_file():
+        recorded = got["meta"].get("image")
+        path = photo_path(recorded, self.root) if recorded else None
+        if path is None or not path.is_file():
             raise HttpError(404, "this item has no stored image")
         return Response(path.read_bytes(), media_type="image/jpeg")
 
@@ -591,8 +594,8 @@ class Frontend:
             if _is(exc, NotFound):
                 return False, None
             raise
-        path = Path(got["meta"].get("image", ""))
-        return True, (path if path.parent.resolve() == self.uploads.resolve() else None)
+        name = upload_name(got["meta"].get("image", ""))
+        return True, (self.uploads / name if name else None)
 
     @app.get("/stats", responses=READ_ERRORS)
     async def stats(self):

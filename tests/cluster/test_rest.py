@@ -298,9 +298,16 @@ def test_admin_backup_copies_the_catalog_and_refuses_bad_folders(server):
     for body in (b"{not json", b"[]", b"{}", b'{"dest": "relative/folder"}', b'{"dest": 3}'):
         r = httpx.post(url + "/admin/backup", content=body, headers=h)
         assert r.status_code == 400 and "error" in r.json(), body
+    img = jpeg((10, 200, 90))
+    r = httpx.post(url + "/items", files={"image": ("b.jpg", img, "image/jpeg")},
+                   data={"title": "Men Green Shirt", "id": "backed-up"}, headers=h, timeout=60)
+    assert r.status_code == 201, r.text
     r = httpx.post(url + "/admin/backup", json={"dest": str(dest)}, headers=h, timeout=120)
     assert r.status_code == 200, r.text
     report = r.json()
+    # the item records its photo relative to the root, so the copy (served from, once restored) holds it
+    recorded = server["cluster"].coordinator_call("get", "backed-up")["meta"]["image"]
+    assert recorded.startswith("uploads/") and (dest / recorded).read_bytes() == img
     assert report["items"] == httpx.get(url + "/stats").json()["items"] and not report["unavailable"]
     root = server["tmp"] / "storage"
     in_root = {p.name for p in root.iterdir() if not p.name.endswith(".tmp")} - {"owner.json"}
@@ -309,6 +316,7 @@ def test_admin_backup_copies_the_catalog_and_refuses_bad_folders(server):
     r = httpx.post(url + "/admin/backup", json={"dest": str(dest)}, headers=h)
     assert r.status_code == 400 and "exists" in r.json()["error"]
     assert httpx.get(url + "/health").json()["status"] == "ok"
+    assert httpx.delete(url + "/items/backed-up", headers=h).status_code == 200
 
 
 def test_similar_items_of_a_catalog_item_equal_brute_force(server):

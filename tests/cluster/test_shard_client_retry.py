@@ -75,12 +75,13 @@ def test_a_delete_whose_landed_try_lost_its_answer_is_still_a_delete(tmp_path):
             pass
 
     front = Front()
-    front.uploads = tmp_path
+    front.uploads = tmp_path / "uploads"
+    front.uploads.mkdir()
     written = []
     front.metrics = SimpleNamespace(written=written.append)
-    photo = tmp_path / "sku-1.jpg"
+    photo = front.uploads / ("0" * 32 + ".img")
     photo.write_bytes(b"jpeg")
-    front.coordinator = Handle(get=Flaky(0, {"meta": {"image": str(photo)}}), delete=Flaky(0, 0))
+    front.coordinator = Handle(get=Flaky(0, {"meta": {"image": f"uploads/{photo.name}"}}), delete=Flaky(0, 0))
     assert asyncio.run(front.delete_item(None, "sku-1")) == {"deleted": "sku-1"}
     assert not photo.exists() and written == ["delete"]
     front.coordinator = Handle(get=Flaky(1, None, error=lambda: NotFound("no item with id 'sku-2'")),

@@ -9,6 +9,7 @@
     fashion-search backup DEST --storage DIR                                 copy the root, online
     fashion-search similar-items --out FILE --storage DIR                   every item's similar items
     fashion-search export --out FILE --storage DIR                          every item, one JSON line each
+    fashion-search prune-uploads --storage DIR [--dry-run]                  remove photos no item records
     fashion-search chaos                                                      faults under load, nothing lost
 
 Every subcommand has --help. Errors of ours become one line on stderr and exit 2; Ctrl-C exits 130,
@@ -152,6 +153,12 @@ def cmd_export(args) -> dict:
     out = check_new_file(args.out)   # before Ray starts
     with _open(args.storage, address=args.address) as c:
         return c.export(out, log=lambda s: print(s, file=sys.stderr, flush=True))
+
+
+def cmd_prune_uploads(args) -> dict:
+    existing_placement(args)
+    with _open(args.storage, address=args.address) as c:
+        return c.prune_uploads(args.min_age_hours * 3600, args.dry_run)
 
 
 def cmd_train(args) -> dict:
@@ -582,6 +589,17 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", required=True, help="the JSONL file to write (must not exist)")
     _cluster_arguments(e)
     e.set_defaults(func=cmd_export)
+
+    u = sub.add_parser("prune-uploads", help="remove photos in the root's uploads/ that no item records",
+                       description="A write refused after its photo was stored keeps the photo, since the item may "
+                                   "have landed. This removes the photos no item records, once older than "
+                                   "--min-age-hours (past any write in flight), after reading the whole catalog; "
+                                   "a shard that does not answer stops it before anything is removed.")
+    u.add_argument("--min-age-hours", type=number(float, 0.0), default=1.0,
+                   help="leave photos younger than this (default 1)")
+    u.add_argument("--dry-run", action="store_true", help="count and name them, remove nothing")
+    _cluster_arguments(u)
+    u.set_defaults(func=cmd_prune_uploads)
 
     c = sub.add_parser("chaos", help="inject faults into a live 3-node cluster under a client's load; check nothing "
                        "acknowledged is lost",

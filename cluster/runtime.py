@@ -275,6 +275,12 @@ class Cluster:
         from .export import export_items
         return export_items(lambda cursor, limit: self.coordinator_call("list_items", cursor, limit), out, log)
 
+    def prune_uploads(self, min_age_s: float, dry_run: bool = False) -> dict:
+        """Remove uploaded photos no item records (cluster/prune_uploads.py)."""
+        from .prune_uploads import prune_uploads
+        return prune_uploads(lambda cursor, limit: self.coordinator_call("list_items", cursor, limit),
+                             self.root, min_age_s, dry_run)
+
     def backup(self, dest) -> dict:
         """A backup of the storage root in the new folder `dest` (cluster/backup.py), taken online."""
         return self.coordinator_call("backup", str(Path(dest).resolve()), timeout=None)

@@ -8,6 +8,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -390,6 +391,25 @@ def test_paging_through_the_catalog_and_exporting_it(server):
     for params in ({"limit": "0"}, {"limit": "1001"}, {"limit": "x"}, {"cursor": "nope"}, {"cursor": "99999.1"}):
         r = httpx.get(url + "/items", params=params)
         assert r.status_code == 400 and ("limit" in r.text or "cursor" in r.text), (params, r.text)
+
+
+def test_prune_uploads_removes_the_orphan_photos_and_keeps_the_recorded_ones(server):
+    url, cluster, h = server["url"], server["cluster"], {"X-API-Key": KEY}
+    uploads = server["tmp"] / "storage" / "uploads"
+    img = jpeg((90, 10, 160))
+    r = httpx.post(url + "/items", files={"image": ("p.jpg", img, "image/jpeg")},
+                   data={"title": "Women Purple Top", "id": "pruned-not"}, headers=h, timeout=60)
+    assert r.status_code == 201, r.text
+    orphan = uploads / ("ab" * 16 + ".img")     # as a refused write leaves one
+    orphan.write_bytes(b"jpeg")
+    an_hour_ago = time.time() - 3700
+    for p in uploads.iterdir():
+        os.utime(p, (an_hour_ago, an_hour_ago))
+    report = cluster.prune_uploads(3600)
+    assert report["removed"] == 1 and report["orphan_names"] == [orphan.name], report
+    assert report["items"] == cluster.stats()["items"] and report["items_whose_photo_is_missing"] == 0
+    assert not orphan.exists() and httpx.get(url + "/items/pruned-not/image").content == img
+    assert httpx.delete(url + "/items/pruned-not", headers=h).status_code == 200
 
 
 def exported(metrics_url: str, name: str, **tags) -> float:

@@ -7,7 +7,7 @@
     fashion-search rebalance --storage DIR --shards N                        move buckets online
     fashion-search stats --storage DIR                                       what the storage root holds
     fashion-search backup DEST --storage DIR                                 copy the root, online
-    fashion-search similar-items --out FILE --storage DIR                   every item's similar items
+    fashion-search similar-items --out FILE --storage DIR [--resume]        every item's similar items
     fashion-search export --out FILE --storage DIR                          every item, one JSON line each
     fashion-search prune-uploads --storage DIR [--dry-run]                  remove photos no item records
     fashion-search chaos                                                      faults under load, nothing lost
@@ -144,7 +144,7 @@ def cmd_similar_items(args) -> dict:
     out = check_new_file(args.out)   # before Ray starts
     with _open(args.storage, codes_photos=True, address=args.address) as c:
         return c.similar_items(out, args.k, colour_weight(ASSETS / "features.pt"),
-                               log=lambda s: print(s, file=sys.stderr, flush=True))
+                               log=lambda s: print(s, file=sys.stderr, flush=True), resume=args.resume)
 
 
 def cmd_export(args) -> dict:
@@ -578,6 +578,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "not answer some search (those lines say partial).")
     m.add_argument("--out", required=True, help="the JSONL file to write (must not exist)")
     m.add_argument("--k", type=number(int, 1, 999), default=12, help="similar items per item (default 12)")
+    m.add_argument("--resume", action="store_true",
+                   help="go on from where a stopped run got to (OUT.partial and OUT.progress), not from the start")
     _cluster_arguments(m)
     m.set_defaults(func=cmd_similar_items)
 

@@ -2,7 +2,7 @@
 
 The jobs that write one (`similar-items`, `export`) refuse a NAME that exists, so they
 write over nothing, and a NAME a job left is always complete; a job cut short leaves
-NAME.partial, which the next run replaces.
+NAME.partial, which the next run replaces, or goes on with (`keep`).
 """
 from __future__ import annotations
 
@@ -23,16 +23,28 @@ def check_new_file(path) -> Path:
 
 
 @contextlib.contextmanager
-def whole_file(path):
-    """A text file to write `path` through: it appears under its name only if the block ends normally."""
+def whole_file(path, keep: int | None = None):
+    """A text file to write `path` through: it appears under its name only if the block ends normally.
+
+    `keep`: go on with the NAME.partial a stopped run left, its first `keep` bytes kept (what
+    that run had made durable, `durable()`), the rest cut off.
+    """
     out = check_new_file(path)
     partial = out.with_name(out.name + ".partial")
     try:
-        with open(partial, "w") as f:
+        if keep is not None:
+            os.truncate(partial, keep)
+        with open(partial, "a" if keep is not None else "w") as f:
             yield f
-            f.flush()
-            os.fsync(f.fileno())
+            durable(f)
         os.rename(partial, out)
         fsync_dir(out.parent)
     except OSError as exc:
         raise StorageError(f"cannot write {out}: {exc.strerror or exc}") from exc
+
+
+def durable(f) -> int:
+    """Flush and fsync what was written to `f`; its length, which a resumed run may keep."""
+    f.flush()
+    os.fsync(f.fileno())
+    return f.tell()

@@ -262,13 +262,14 @@ class Cluster:
     def stats(self):
         return self.coordinator_call("stats")
 
-    def similar_items(self, out, k: int, w_colour: float, log=print) -> dict:
+    def similar_items(self, out, k: int, w_colour: float, log=print, resume: bool = False) -> dict:
         """Every item's k most similar items, one JSON line each, into the new file `out` (cluster/similar_job.py)."""
         from .similar_job import similar_items
 
         async def placement():
             return await self.handle.placement.remote()
-        return self._loop.run(similar_items(self.router, placement, out, k, w_colour, log=log), timeout=None)
+        return self._loop.run(similar_items(self.router, placement, out, k, w_colour, log=log, resume=resume),
+                              timeout=None)
 
     def export(self, out, log=print) -> dict:
         """Every item, one JSON line each, into the new file `out` (cluster/export.py)."""

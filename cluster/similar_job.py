@@ -7,7 +7,9 @@ group's items are searched as one batch. A group some of whose buckets changed o
 while it was read (a rebalance moved them) is read again, so each item gets exactly one
 line.
 The lines go to OUT.partial, which is renamed OUT once whole: a file named OUT is always
-complete.
+complete. After each group the lines are fsync'd and OUT.progress records how far the
+job got, so a stopped job goes on from there with `--resume` (items added meanwhile to
+buckets it had done are not in the file; run it anew for those).
 
 A line: {"id": ..., "similar": [{"id": ..., "score": ...}, ...], "relaxed": [...],
 "partial": false}. `partial` true means a shard did not answer that search (its items
@@ -22,46 +24,71 @@ from pathlib import Path
 from typing import Awaitable, Callable
 
 from coordinator.router import fan_out
-from shards.errors import ShardUnavailable
+from shards.errors import InvalidInput, ShardUnavailable
+from shards.files import write_atomically
 
-from .new_file import whole_file
+from .new_file import check_new_file, durable, whole_file
 
 GROUP = 64            # buckets read and searched together (4096 buckets: 1/64 of the catalog)
 REREADS = 10          # times a group is read again while rebalancing moves it, before giving up
 
 
 async def similar_items(router, placement: Callable[[], Awaitable[dict]], out_path, k: int, w_colour: float,
-                        group: int = GROUP, timeout_s: float = 120.0, log=print) -> dict:
+                        group: int = GROUP, timeout_s: float = 120.0, log=print, resume: bool = False) -> dict:
     """Write every item's `k` most similar items to `out_path` (see the module's notes).
 
     `router`: a coordinator.router.Router whose clients reach the shards; `placement`: the
-    current placement map as `Placement.to_json()` gives it.
+    current placement map as `Placement.to_json()` gives it. `resume`: go on from the last
+    group a stopped run made durable (OUT.progress says which), if there is one.
     """
     from models.similar import similar_query, without_item
+    out = check_new_file(out_path)
+    progress_path = out.with_name(out.name + ".progress")
+    n_buckets = (await placement())["n_buckets"]
+    settings = {"k": k, "w_colour": w_colour, "n_buckets": n_buckets, "group": group}
+    done = _progress(progress_path, out, settings) if resume else None
+    if done is None:
+        progress_path.unlink(missing_ok=True)    # it would describe a file this run starts anew
     t0 = time.perf_counter()
-    items = partial_lines = rereads = 0
-    with whole_file(out_path) as f:
-        n_buckets = (await placement())["n_buckets"]
-        for start in range(0, n_buckets, group):
+    first = done["next_bucket"] if done else 0
+    items, partial_lines = (done["items"], done["partial_lines"]) if done else (0, 0)
+    rereads = 0
+    with whole_file(out, keep=done["bytes"] if done else None) as f:
+        for start in range(first, n_buckets, group):
             buckets = list(range(start, min(start + group, n_buckets)))
             batch, extra = await _read_group(router, placement, buckets, n_buckets, timeout_s)
             rereads += extra
-            if not batch["ids"]:
-                continue
             queries = [similar_query({"code": c, "hist": h, "attributes": a}, k, w_colour)
                        for c, h, a in zip(batch["codes"], batch["hists"], batch["attributes"])]
-            for item_id, r in zip(batch["ids"], await router.search_batch(queries)):
+            for item_id, r in zip(batch["ids"], await router.search_batch(queries) if queries else []):
                 hits = without_item(r.hits, item_id, k)
                 f.write(json.dumps({"id": item_id, "similar": [{"id": h.id, "score": h.score} for h in hits],
                                     "relaxed": list(r.relaxed), "partial": r.partial}) + "\n")
                 partial_lines += r.partial
             items += len(batch["ids"])
+            write_atomically(progress_path, json.dumps({**settings, "next_bucket": buckets[-1] + 1, "bytes": durable(f),
+                                                        "items": items, "partial_lines": partial_lines}))
             log(f"  {items} items, buckets {buckets[-1] + 1}/{n_buckets} ({time.perf_counter() - t0:.0f} s)")
+    progress_path.unlink(missing_ok=True)
     seconds = time.perf_counter() - t0
-    return {"out": str(Path(out_path).resolve()), "items": items, "k": k, "partial_lines": partial_lines,
-            "rereads": rereads,
-            "seconds": round(seconds, 2), "items_per_s": round(items / seconds, 1) if seconds else None,
+    return {"out": str(out), "items": items, "k": k, "partial_lines": partial_lines, "rereads": rereads,
+            "resumed_at_bucket": first if done else None, "seconds": round(seconds, 2),
+            "items_per_s": round((items - (done["items"] if done else 0)) / seconds, 1) if seconds else None,
             "ok": partial_lines == 0}
+
+
+def _progress(path: Path, out: Path, settings: dict) -> dict | None:
+    """What a stopped run made durable, if it ran with these settings and its file is there; None: start anew."""
+    partial = out.with_name(out.name + ".partial")
+    if not path.is_file() or not partial.is_file():
+        return None
+    done = json.loads(path.read_text())
+    if any(done.get(key) != value for key, value in settings.items()):
+        raise InvalidInput(f"{path} is from a run with {({key: done.get(key) for key in settings})}, not {settings}: "
+                           "run with those, or without --resume to start again")
+    if partial.stat().st_size < done["bytes"]:
+        raise InvalidInput(f"{partial} is shorter than {path} says it was made durable: run without --resume")
+    return done
 
 
 async def _read_group(router, placement, buckets: list[int], n_buckets: int, timeout_s: float):

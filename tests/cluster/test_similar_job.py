@@ -102,3 +102,47 @@ def test_an_existing_file_is_not_written_over(tmp_path):
     with pytest.raises(InvalidInput, match="exists"):
         asyncio.run(similar_items(coord.router, lambda: placement_of(coord), out, 3, 0.3))
     assert out.read_text() == "yesterday's\n"
+
+
+class Stop(Exception):
+    pass
+
+
+def test_a_stopped_job_resumed_writes_what_one_whole_run_writes(tmp_path):
+    """Stopped after a few groups, with half a group's lines past what it made durable (as a crash
+    leaves them), then resumed: the file is line for line the one an unbroken run writes."""
+    coord, model = catalog(tmp_path)
+    whole, out = tmp_path / "whole.jsonl", tmp_path / "resumed.jsonl"
+    asyncio.run(similar_items(coord.router, lambda: placement_of(coord), whole, 4, 0.3, group=256,
+                              log=lambda s: None))
+    groups = []
+
+    def stop_after_five(line):
+        groups.append(line)
+        if len(groups) == 5:
+            raise Stop
+    with pytest.raises(Stop):
+        asyncio.run(similar_items(coord.router, lambda: placement_of(coord), out, 4, 0.3, group=256,
+                                  log=stop_after_five))
+    partial = tmp_path / "resumed.jsonl.partial"
+    progress = json.loads((tmp_path / "resumed.jsonl.progress").read_text())
+    assert progress["next_bucket"] == 5 * 256 and 0 < progress["items"] < len(model)
+    with open(partial, "a") as f:
+        f.write('{"id": "torn", "simil')            # written after the last durable group, then cut
+    with pytest.raises(InvalidInput, match="--resume"):   # other settings: refused, nothing touched
+        asyncio.run(similar_items(coord.router, lambda: placement_of(coord), out, 5, 0.3, group=256,
+                                  log=lambda s: None, resume=True))
+    report = asyncio.run(similar_items(coord.router, lambda: placement_of(coord), out, 4, 0.3, group=256,
+                                       log=lambda s: None, resume=True))
+    assert report["resumed_at_bucket"] == 5 * 256 and report["items"] == len(model) and report["ok"]
+    assert out.read_text() == whole.read_text()
+    assert not partial.exists() and not (tmp_path / "resumed.jsonl.progress").exists()
+
+
+def test_resume_with_nothing_to_resume_starts_from_the_beginning(tmp_path):
+    coord, model = catalog(tmp_path, n=50)
+    out = tmp_path / "s.jsonl"
+    (tmp_path / "s.jsonl.progress").write_text('{"stale": true}')   # no .partial beside it: ignored
+    report = asyncio.run(similar_items(coord.router, lambda: placement_of(coord), out, 3, 0.3,
+                                       log=lambda s: None, resume=True))
+    assert report["resumed_at_bucket"] is None and len(lines(out)) == report["items"] == len(model)

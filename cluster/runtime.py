@@ -11,6 +11,7 @@ the same storage finds every acknowledged item.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import os
@@ -178,7 +179,13 @@ class _LoopThread:
         self.thread.start()
 
     def run(self, coro, timeout: float):
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            return future.result(timeout)
+        except BaseException:   # timed out, or Ctrl-C / SIGTERM: stop the coroutine at its next await, rather
+            future.cancel()     # than leave it running, or pending when the loop stops ("Task was destroyed")
+            concurrent.futures.wait([future], timeout=2)
+            raise
 
     def stop(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)

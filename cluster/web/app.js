@@ -94,15 +94,36 @@ $('go').addEventListener('click', async () => {
 });
 
 // Each hit offers the catalog items that look like it (GET /items/{id}/similar: no photo sent).
-function showHits(results) {
-  $('grid').innerHTML = results.map((h) => `<div class="hit"><img src="${h.image_url}" loading="lazy">
-      <div>${esc(h.title || h.id)}</div><div>score ${h.score.toFixed(3)} &middot; ham ${h.hamming}</div>
-      <div class="m">${h.matched.map((m) => '#' + esc(m.split('=')[1])).join(' ')}</div>
+// A hit of a search has a score; an item of the catalog's pages has none. `append`: below the others.
+function showHits(results, append) {
+  if (!append) $('more').style.display = 'none';
+  const html = results.map((h) => `<div class="hit"><img src="${h.image_url}" loading="lazy">
+      <div>${esc(h.title || h.id)}</div>` +
+      (h.score === undefined ? '' : `<div>score ${h.score.toFixed(3)} &middot; ham ${h.hamming}</div>`) +
+      `<div class="m">${h.matched.map((m) => '#' + esc(m.split('=')[1])).join(' ')}</div>
       <a href="#" class="similar" data-id="${esc(h.id)}" data-title="${esc(h.title || h.id)}">similar items</a></div>`).join('');
-  for (const a of $('grid').querySelectorAll('a.similar')) {
+  if (append) $('grid').insertAdjacentHTML('beforeend', html); else $('grid').innerHTML = html;
+  for (const a of $('grid').querySelectorAll('a.similar:not([data-bound])')) {
+    a.dataset.bound = '1';
     a.addEventListener('click', async (e) => { e.preventDefault(); similar(a.dataset.id, a.dataset.title); });
   }
 }
+
+// The catalog a page at a time (GET /items), in the index's own order; "More" asks for the next page.
+let cursor = null, browsed = 0;
+
+async function browse(more) {
+  if (!more) { cursor = null; browsed = 0; $('grid').innerHTML = ''; $('tags').innerHTML = ''; }
+  const r = await fetch('/items?limit=20' + (cursor ? '&cursor=' + encodeURIComponent(cursor) : ''));
+  const d = await r.json();
+  if (!r.ok) { $('status').textContent = 'Error: ' + d.error; return; }
+  cursor = d.next_cursor; browsed += d.items.length;
+  $('status').textContent = `the catalog: ${browsed} items shown` + (cursor ? '' : ', all of them');
+  showHits(d.items.map((it) => ({id: it.id, title: it.meta.title, image_url: it.image_url, matched: it.attributes})), more);
+  $('more').style.display = cursor ? 'block' : 'none';
+}
+$('browse').addEventListener('click', () => browse(false));
+$('more').addEventListener('click', () => browse(true));
 
 async function similar(id, title) {
   $('status').textContent = `Looking for items like ${title}...`;

@@ -554,6 +554,23 @@ def test_web_page_in_chromium(server, tmp_path):
         assert f" items like {title}" in page.locator("#status").inner_text()
         shown = page.locator("a.similar").evaluate_all("els => els.map((e) => e.dataset.id)")
         assert shown and item_id not in shown
+        # the catalog a page at a time: "More" until every item is on the page, each once
+        page.click("#browse")
+        page.wait_for_function("/^the catalog: /.test(document.getElementById('status').textContent)")
+        pages = 1
+        while page.locator("#more").is_visible():
+            n = page.locator(".hit").count()
+            page.click("#more")
+            page.wait_for_function(f"document.querySelectorAll('.hit').length > {n}")
+            pages += 1
+        assert "all of them" in page.locator("#status").inner_text()
+        shown = page.locator("a.similar").evaluate_all("els => els.map((e) => e.dataset.id)")
+        listed = {str(it["id"]) for it in server["cluster"].coordinator_call("list_items", None, 1000)["items"]}
+        assert len(shown) == len(set(shown)) and set(shown) == listed
+        assert pages == -(-len(listed) // 20) >= 2          # 20 a page
+        page.locator("a.similar").last.click()
+        page.wait_for_function("/^\\d+ items like /.test(document.getElementById('status').textContent)")
+        assert not page.locator("#more").is_visible()
         # how the page shows a degraded cluster (the body as cluster/health.py makes it)
         degraded = {"status": "degraded", "shards": 2, "answering": 1, "coordinator": "ok",
                     "unavailable": {"shard-001": "its actor is not running"}}

@@ -526,11 +526,15 @@ class Frontend:
              description="Items in a fixed order (not by id): pass each answer's `next_cursor` back as "
                          "`cursor` for the next page; it is null after the last. Every item indexed before "
                          "the first page and not deleted meanwhile is listed exactly once, rebalances "
-                         "included; an item added or deleted while you page may or may not be.",
+                         "included; an item added or deleted while you page may or may not be. `filters` "
+                         "(comma-separated tokens, as on /search): only the items that carry them all; keep "
+                         "the same filters from page to page.",
              responses=READ_ERRORS)
-    async def list_items(self, request: Request, cursor: str | None = None, limit: str = "100"):
+    async def list_items(self, request: Request, cursor: str | None = None, limit: str = "100",
+                         filters: str | None = None):
         self._limit(request)
-        page = await submit(self.coordinator.list_items, cursor, parse_count(limit, "limit", MAX_LIST_PAGE))
+        page = await submit(self.coordinator.list_items, cursor, parse_count(limit, "limit", MAX_LIST_PAGE),
+                            parse_tokens(filters))
         return {"items": [_item(it) for it in page["items"]], "next_cursor": page["next_cursor"]}
 
     @app.get("/items/{item_id}", responses=READ_ERRORS)

@@ -143,8 +143,8 @@ class CoordinatorActor:
     async def existing(self, ids):
         return await self.coordinator.existing(ids)
 
-    async def list_items(self, cursor, limit):
-        return await self.coordinator.list_items(cursor, limit)
+    async def list_items(self, cursor, limit, required=()):
+        return await self.coordinator.list_items(cursor, limit, required)
 
     async def rebalance(self, n_shards: int):
         await self._ready()

@@ -95,8 +95,8 @@ class ShardActor:
     def contains_many(self, ids) -> list[bool]:
         return self.shard.contains_many(ids)
 
-    def list_items(self, buckets, n_buckets, after, limit) -> list[dict]:
-        return self.shard.list_items(buckets, n_buckets, after, limit)
+    def list_items(self, buckets, n_buckets, after, limit, required=()) -> list[dict]:
+        return self.shard.list_items(buckets, n_buckets, after, limit, required)
 
     def compact(self) -> None:
         self.shard.compact()
@@ -189,8 +189,8 @@ class RayShardClient:
     async def contains_many(self, ids):
         return await self._call("contains_many", ids)
 
-    async def list_items(self, buckets, n_buckets, after, limit):
-        return await self._call("list_items", buckets, n_buckets, after, limit)
+    async def list_items(self, buckets, n_buckets, after, limit, required=()):
+        return await self._call("list_items", buckets, n_buckets, after, limit, required)
 
 
 class UnreachableShard:

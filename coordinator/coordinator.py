@@ -194,9 +194,10 @@ class Coordinator:
         owner = self.placement.owner[b]
         return await self._call(owner, self.clients[owner].get(item_id))
 
-    async def list_items(self, cursor: str | None = None, limit: int = 100) -> dict:
+    async def list_items(self, cursor: str | None = None, limit: int = 100, required=()) -> dict:
         """A page of the whole catalog: `limit` items after `cursor` (None: the first page), and
-        the cursor of the next page (None after the last). See listing.py.
+        the cursor of the next page (None after the last). See listing.py. `required`: only
+        the items that carry every one of these tokens (a cursor goes with the same tokens).
 
         Each bucket is read from its owner. An owner keeps its copy while the bucket moves and
         deletes it only after a new map version names another owner, so a page whose buckets
@@ -205,20 +206,21 @@ class Coordinator:
         """
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIST:
             raise InvalidInput(f"limit must be an integer in [1, {MAX_LIST}], got {limit!r}")
+        required = tuple(check_token(t) for t in required)
         nb = self.placement.n_buckets
         after = parse_cursor(cursor, nb)
         first = after[0] if after else 0
         for attempt in range(LIST_REREADS + 1):
             if attempt < LIST_REREADS:
-                page = await self._list_page(first, after, limit)
+                page = await self._list_page(first, after, limit, required)
             else:
                 async with self._locks(np.arange(first, nb)):
-                    page = await self._list_page(first, after, limit)
+                    page = await self._list_page(first, after, limit, required)
             if page is not None:
                 return page
         raise AssertionError("a page read under its buckets' locks saw them change owner")
 
-    async def _list_page(self, first: int, after, limit: int) -> dict | None:
+    async def _list_page(self, first: int, after, limit: int, required: tuple) -> dict | None:
         """The page after `after`, or None if a bucket it covers changed owner while it was read."""
         nb = self.placement.n_buckets
         owners = self.placement.owner[first:]
@@ -226,7 +228,7 @@ class Coordinator:
         for b, s in enumerate(owners, first):
             by_owner[s].append(b)
         answers, failed = await self._fan_out(
-            {s: self.clients[s].list_items(bs, nb, after, limit) for s, bs in by_owner.items()})
+            {s: self.clients[s].list_items(bs, nb, after, limit, required) for s, bs in by_owner.items()})
         if failed:
             raise next(iter(failed.values()))
         items, following = merge_pages(answers.values(), limit)

@@ -41,7 +41,8 @@ class ShardClient(Protocol):
     async def delete_buckets(self, buckets: list[int], n_buckets: int) -> int: ...
     async def stats(self) -> dict: ...
     async def contains_many(self, ids: list) -> list[bool]: ...
-    async def list_items(self, buckets: list[int], n_buckets: int, after, limit: int) -> list[dict]: ...
+    async def list_items(self, buckets: list[int], n_buckets: int, after, limit: int,
+                         required: tuple = ()) -> list[dict]: ...
 
 
 class LocalShardClient:
@@ -80,5 +81,5 @@ class LocalShardClient:
     async def contains_many(self, ids):
         return self.shard.contains_many(ids)
 
-    async def list_items(self, buckets, n_buckets, after, limit):
-        return self.shard.list_items(buckets, n_buckets, after, limit)
+    async def list_items(self, buckets, n_buckets, after, limit, required=()):
+        return self.shard.list_items(buckets, n_buckets, after, limit, required)

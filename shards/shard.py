@@ -548,20 +548,23 @@ class Shard:
                 "attributes": attrs, "metas": metas}
 
     def list_items(self, buckets, n_buckets: int, after: tuple[int, int] | None = None,
-                   limit: int = 1000) -> list[dict]:
+                   limit: int = 1000, required: tuple[str, ...] = ()) -> list[dict]:
         """The first `limit` items of `buckets` in (bucket, id key) order, strictly after the
-        position `after` = (bucket, key) (None: from the start): one shard's part of a page
-        of the catalog's listing (coordinator/listing.py). An item: id, bucket, key,
-        attributes and meta."""
+        position `after` = (bucket, key) (None: from the start), carrying every `required`
+        token: one shard's part of a page of the catalog's listing (coordinator/listing.py).
+        An item: id, bucket, key, attributes and meta."""
         if not 1 <= limit <= MAX_LIST:
             raise InvalidInput(f"limit must be in [1, {MAX_LIST}], got {limit!r}")
+        required = tuple(check_token(t) for t in required)
         wanted = np.zeros(n_buckets, bool)
         wanted[np.asarray(list(buckets), np.int64)] = True
         b0, k0 = (int(after[0]), np.uint64(after[1])) if after is not None else (-1, np.uint64(0))
         with self.lock:
             parts = []      # (block, its rows past the cursor, their buckets, their keys)
-            for bid, block in enumerate(self.blocks):
-                rows = block.alive_rows()
+            for bid in self._block_ids_for(required):
+                block = self.blocks[bid]
+                matching = self._token_candidates(block, required)   # None: no constraint within the block
+                rows = block.alive_rows() if matching is None else np.asarray(matching.to_array(), np.int64)
                 keys = block.keys[rows]
                 bks = self._row_buckets(bid, n_buckets)[rows].astype(np.int64)
                 keep = wanted[bks] & ((bks > b0) | ((bks == b0) & (keys > k0)))

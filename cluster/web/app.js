@@ -110,15 +110,22 @@ function showHits(results, append) {
 }
 
 // The catalog a page at a time (GET /items), in the index's own order; "More" asks for the next page.
-let cursor = null, browsed = 0;
+
+// With "category" chosen under "How to look", only that category's items.
+let cursor = null, browsed = 0, browsing = '';
 
 async function browse(more) {
-  if (!more) { cursor = null; browsed = 0; $('grid').innerHTML = ''; $('tags').innerHTML = ''; }
-  const r = await fetch('/items?limit=20' + (cursor ? '&cursor=' + encodeURIComponent(cursor) : ''));
+  if (!more) {
+    cursor = null; browsed = 0; $('grid').innerHTML = ''; $('tags').innerHTML = '';
+    browsing = mode() === 'category' ? $('category').value : '';
+  }
+  const r = await fetch('/items?limit=20' + (cursor ? '&cursor=' + encodeURIComponent(cursor) : '') +
+                        (browsing ? '&filters=' + encodeURIComponent('articleType=' + browsing) : ''));
   const d = await r.json();
   if (!r.ok) { $('status').textContent = 'Error: ' + d.error; return; }
   cursor = d.next_cursor; browsed += d.items.length;
-  $('status').textContent = `the catalog: ${browsed} items shown` + (cursor ? '' : ', all of them');
+  $('status').textContent = `the catalog${browsing ? ', ' + browsing : ''}: ${browsed} items shown` +
+    (cursor ? '' : ', all of them');
   showHits(d.items.map((it) => ({id: it.id, title: it.meta.title, image_url: it.image_url, matched: it.attributes})), more);
   $('more').style.display = cursor ? 'block' : 'none';
 }

@@ -388,9 +388,14 @@ def test_paging_through_the_catalog_and_exporting_it(server):
     assert all(d["meta"]["title"] == it["meta"]["title"] for d, it in zip(lines, listed))
     with pytest.raises(InvalidInput, match="exists"):
         cluster.export(out)
-    for params in ({"limit": "0"}, {"limit": "1001"}, {"limit": "x"}, {"cursor": "nope"}, {"cursor": "99999.1"}):
+    token = listed[0]["attributes"][0]
+    r = httpx.get(url + "/items", params={"limit": "1000", "filters": token})
+    assert r.status_code == 200 and r.json()["next_cursor"] is None
+    assert [it["id"] for it in r.json()["items"]] == [it["id"] for it in listed if token in it["attributes"]]
+    for params in ({"limit": "0"}, {"limit": "1001"}, {"limit": "x"}, {"cursor": "nope"}, {"cursor": "99999.1"},
+                   {"filters": "no token"}):
         r = httpx.get(url + "/items", params=params)
-        assert r.status_code == 400 and ("limit" in r.text or "cursor" in r.text), (params, r.text)
+        assert r.status_code == 400 and any(w in r.text for w in ("limit", "cursor", "token")), (params, r.text)
 
 
 def test_prune_uploads_removes_the_orphan_photos_and_keeps_the_recorded_ones(server):
@@ -516,6 +521,18 @@ def test_cli_query_against_the_server(server, tmp_path):
     assert len(json.loads(out.stdout)["results"]) == 3
 
 
+def browse_to_the_end(page):
+    """Click the page's "More" until it goes: the ids shown, and how many pages that took."""
+    pages = 1
+    while page.locator("#more").is_visible():
+        n = page.locator(".hit").count()
+        page.click("#more")
+        page.wait_for_function(f"document.querySelectorAll('.hit').length > {n}")
+        pages += 1
+    assert "all of them" in page.locator("#status").inner_text()
+    return page.locator("a.similar").evaluate_all("els => els.map((e) => e.dataset.id)"), pages
+
+
 def test_web_page_in_chromium(server, tmp_path):
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
@@ -557,17 +574,19 @@ def test_web_page_in_chromium(server, tmp_path):
         # the catalog a page at a time: "More" until every item is on the page, each once
         page.click("#browse")
         page.wait_for_function("/^the catalog: /.test(document.getElementById('status').textContent)")
-        pages = 1
-        while page.locator("#more").is_visible():
-            n = page.locator(".hit").count()
-            page.click("#more")
-            page.wait_for_function(f"document.querySelectorAll('.hit').length > {n}")
-            pages += 1
-        assert "all of them" in page.locator("#status").inner_text()
-        shown = page.locator("a.similar").evaluate_all("els => els.map((e) => e.dataset.id)")
+        shown, pages = browse_to_the_end(page)
         listed = {str(it["id"]) for it in server["cluster"].coordinator_call("list_items", None, 1000)["items"]}
         assert len(shown) == len(set(shown)) and set(shown) == listed
         assert pages == -(-len(listed) // 20) >= 2          # 20 a page
+        # with a category chosen, only its items
+        some = server["cluster"].coordinator_call("list_items", None, 1)["items"][0]["attributes"]
+        category = next(t.split("=", 1)[1] for t in some if t.startswith("articleType="))
+        page.select_option("#category", category)
+        page.click("#browse")
+        page.wait_for_function(f"document.getElementById('status').textContent.startsWith('the catalog, {category}:')")
+        shown, _ = browse_to_the_end(page)
+        of_category = server["cluster"].coordinator_call("list_items", None, 1000, (f"articleType={category}",))
+        assert shown and shown == [str(it["id"]) for it in of_category["items"]]
         page.locator("a.similar").last.click()
         page.wait_for_function("/^\\d+ items like /.test(document.getElementById('status').textContent)")
         assert not page.locator("#more").is_visible()

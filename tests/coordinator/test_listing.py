@@ -9,17 +9,17 @@ from shards.codes import bucket_of_keys, id_key
 from shards.errors import InvalidInput
 from shards.shard import Shard
 
-from ..shards.helpers import random_items
+from ..shards.helpers import CATS, COLOURS, GENDERS, random_items
 from .test_coordinator import CFG, YieldingShard, make
 
 
-def oracle_page(items: dict, buckets, n_buckets, after, limit):
+def oracle_page(items: dict, buckets, n_buckets, after, limit, required=()):
     """Slow and plain: every item's (bucket, key), filtered and fully sorted in Python."""
     rows = []
     for item_id, (attrs, meta) in items.items():
         key = id_key(item_id)
         b = int(bucket_of_keys(np.array([key], np.uint64), n_buckets)[0])
-        if b in buckets and (after is None or (b, key) > tuple(after)):
+        if b in buckets and (after is None or (b, key) > tuple(after)) and set(required) <= set(attrs):
             rows.append({"id": item_id, "bucket": b, "key": key, "attributes": sorted(attrs), "meta": meta})
     return sorted(rows, key=lambda r: (r["bucket"], r["key"]))[:limit]
 
@@ -49,8 +49,10 @@ def test_a_shard_page_equals_a_full_sort_on_random_input(tmp_path):
                 if rng.random() < 0.3:    # a position between items
                     after = (int(rng.integers(n_buckets)), int(rng.integers(0, 2**63)))
             limit = int(rng.choice([1, 2, 7, 50, 10_000]))
-            got = shard.list_items(sorted(buckets), n_buckets, after, limit)
-            assert got == oracle_page(items, buckets, n_buckets, after, limit)
+            pool = CATS + COLOURS + GENDERS
+            required = tuple(dict.fromkeys(pool[j] for j in rng.integers(0, len(pool), rng.integers(0, 3))))
+            got = shard.list_items(sorted(buckets), n_buckets, after, limit, required)
+            assert got == oracle_page(items, buckets, n_buckets, after, limit, required)
 
 
 def test_merge_keeps_order_and_says_when_there_is_more():
@@ -96,6 +98,20 @@ def test_pages_hold_every_item_once_with_its_attributes_and_meta(tmp_path):
     for it in first:
         got = asyncio.run(coord.get(it["id"]))
         assert it == {"id": got["id"], "attributes": got["attributes"], "meta": got["meta"]}
+    # only the items that carry the required tokens, each once, paged as the whole catalog is
+    cat, colour = CATS[0], COLOURS[0]
+    for required in ((cat,), (colour,), (cat, colour)):
+        listed, cursor = [], None
+        while True:
+            page = asyncio.run(coord.list_items(cursor, 3, required))
+            listed += [it["id"] for it in page["items"]]
+            assert all(set(required) <= set(it["attributes"]) for it in page["items"])
+            if (cursor := page["next_cursor"]) is None:
+                break
+        want = [i for i, a in zip(ids, attrs) if set(required) <= set(a)]
+        assert sorted(listed, key=str) == sorted(want, key=str) and want, required
+    with pytest.raises(InvalidInput, match="token"):
+        asyncio.run(coord.list_items(None, 10, ("not a token",)))
     # the order is the catalog's, not a shard's: the same after a rebalance
     before = page_through(coord, 50)
     asyncio.run(coord.rebalance(5))

@@ -59,8 +59,8 @@ class SearchMetrics:
             "stage_ms": Histogram("fashion_search_stage_ms", description="Milliseconds per stage of a search "
                                   "(roi, attributes, features, analysis, search, total)", boundaries=STAGE_MS,
                                   tag_keys=("stage",)),
-            "written": Counter("fashion_search_items_written", description="Items added or deleted through the "
-                               "REST API", tag_keys=("op",)),
+            "written": Counter("fashion_search_items_written", description="Items added, corrected or deleted "
+                               "through the REST API", tag_keys=("op",)),
         }
 
     def searched(self, result: dict) -> None:

@@ -46,6 +46,7 @@ from .uploads import UPLOADS, new_upload, photo_path, upload_name
 WEB = Path(__file__).resolve().parent / "web"
 MAX_K = 200
 MAX_LIST_PAGE = 1000   # items in a page of GET /items
+MAX_ITEM_TOKENS = 64   # tokens an item may be given by PATCH /items/{id}
 HEALTH_TIMEOUT_S = 2.0   # a probe must not wait long: a shard slower than this counts as unavailable
 log = logging.getLogger("ray.serve")   # a replica's log file under Ray's session logs/serve
 
@@ -540,6 +541,26 @@ class Frontend:
     @app.get("/items/{item_id}", responses=READ_ERRORS)
     async def get_item(self, item_id: str):
         return _item(await submit(self.coordinator.get, parse_id(item_id)))
+
+    @app.patch("/items/{item_id}", responses=WRITE_ERRORS,
+               summary="Correct an item's attributes or title; its photo, code and colour stay",
+               description="A JSON object with `attributes` (a list of tokens: they replace all of the "
+                           "item's, its category's included) and/or `title`. Answers the item as GET does.")
+    async def update_item(self, request: Request, item_id: str):
+        self._auth(request)
+        self._limit(request)
+        body = await _json_object(request)
+        if not body or set(body) - {"attributes", "title"}:
+            raise InvalidInput(f"give {{\"attributes\": [tokens], \"title\": \"...\"}} (either or both), got {body!r}")
+        attributes, title = body.get("attributes"), body.get("title")
+        if attributes is not None and (not isinstance(attributes, list) or len(attributes) > MAX_ITEM_TOKENS):
+            raise InvalidInput(f"attributes are a list of at most {MAX_ITEM_TOKENS} tokens, got {attributes!r}")
+        if title is not None and (not isinstance(title, str) or not title.strip() or len(title) > 1000):
+            raise InvalidInput("title must be 1..1000 characters")
+        got = await submit(self.coordinator.update, parse_id(item_id), attributes,   # runs to its end even if
+                           {"title": title} if title is not None else None)          # the client goes away
+        self.metrics.written("update")
+        return _item(got)
 
     @app.get("/items/{item_id}/similar", summary="Catalog items that look like this one (no photo needed)",
              description="The item's own code and colour are the query; its category and gender are required "

@@ -140,6 +140,10 @@ class CoordinatorActor:
     async def get(self, item_id):
         return await self.coordinator.get(item_id)
 
+    async def update(self, item_id, attributes=None, meta=None):
+        await self._ready()
+        return await self.coordinator.update(item_id, attributes, meta)
+
     async def existing(self, ids):
         return await self.coordinator.existing(ids)
 

@@ -141,16 +141,43 @@ class Coordinator:
     async def _write_batch(self, batch: dict) -> int:
         buckets = self.placement.buckets_of(batch["ids"])
         async with self._locks(buckets):
-            placement = self.placement
-            per_shard: dict[str, list[int]] = defaultdict(list)
-            for i, b in enumerate(buckets.tolist()):
-                for s in placement.write_targets(b):
-                    per_shard[s].append(i)
-            calls = {s: self.clients[s].upsert(_take(batch, idx)) for s, idx in per_shard.items()}
-            _, failed = await self._fan_out(calls, self.write_timeout_s)
+            await self._send_batch(batch, buckets)
+        return len(batch["ids"])
+
+    async def _send_batch(self, batch: dict, buckets: np.ndarray) -> None:
+        """Write a batch to every target of its buckets (their owners, and where they move); the caller
+        holds the buckets' locks."""
+        placement = self.placement
+        per_shard: dict[str, list[int]] = defaultdict(list)
+        for i, b in enumerate(buckets.tolist()):
+            for s in placement.write_targets(b):
+                per_shard[s].append(i)
+        calls = {s: self.clients[s].upsert(_take(batch, idx)) for s, idx in per_shard.items()}
+        _, failed = await self._fan_out(calls, self.write_timeout_s)
         if failed:
             raise next(iter(failed.values()))
-        return len(batch["ids"])
+
+    async def update(self, item_id, attributes=None, meta: dict | None = None) -> dict:
+        """Give an item new tokens (`attributes`, all of them) and/or metadata fields (`meta`, merged
+        into its own), keeping its code and colour. The read and the write hold the item's bucket
+        lock, so no other write to it lands between them. Returns the item as `get` does."""
+        if attributes is None and not meta:
+            raise InvalidInput("nothing to change: give attributes, meta fields, or both")
+        if attributes is not None:
+            if isinstance(attributes, str) or not isinstance(attributes, (list, tuple)):
+                raise InvalidInput(f"attributes are a list of tokens, got {attributes!r}")
+            attributes = sorted({check_token(t) for t in attributes})
+        if meta is not None and not isinstance(meta, dict):
+            raise InvalidInput(f"meta is an object of fields, got {meta!r}")
+        buckets = self.placement.buckets_of([item_id])
+        async with self._locks(buckets):
+            owner = self.placement.owner[int(buckets[0])]
+            got = await self._call(owner, self.clients[owner].get(item_id))
+            batch = {"ids": [got["id"]], "codes": got["code"][None], "hists": got["hist"][None],
+                     "attributes": [attributes if attributes is not None else got["attributes"]],
+                     "metas": [{**got["meta"], **(meta or {})}], "quantised": True}
+            await self._send_batch(batch, buckets)
+            return await self._call(owner, self.clients[owner].get(item_id))
 
     async def delete(self, ids) -> int:
         ids = list(ids)

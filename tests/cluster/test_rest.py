@@ -364,6 +364,33 @@ def test_the_similar_items_job_answers_every_item_as_the_api_does(server):
         cluster.similar_items(out, 4, w_colour)
 
 
+def test_correcting_an_items_attributes_and_title(server):
+    """PATCH /items/{id}: the shop fixes what the model misread; the photo, code and colour stay."""
+    url, cluster, h = server["url"], server["cluster"], {"X-API-Key": KEY}
+    item = cluster.coordinator_call("list_items", None, 1)["items"][0]
+    before = cluster.coordinator_call("get", item["id"])
+    fixed = ["articleType=Kurtas", "baseColour=Teal", "gender=Women"]
+    assert httpx.patch(f"{url}/items/{item['id']}", json={"attributes": fixed}).status_code == 401
+    for body in ({}, {"colour": "Teal"}, {"attributes": "gender=Women"}, {"attributes": ["no token"]},
+                 {"title": ""}, {"title": 5}, {"attributes": ["gender=Women"] * 65}):
+        r = httpx.patch(f"{url}/items/{item['id']}", json=body, headers=h)
+        assert r.status_code == 400 and "error" in r.json(), (body, r.text)
+    assert cluster.coordinator_call("get", item["id"])["attributes"] == before["attributes"]
+    assert httpx.patch(f"{url}/items/no-such-item", json={"title": "x"}, headers=h).status_code == 404
+    r = httpx.patch(f"{url}/items/{item['id']}", json={"attributes": fixed, "title": "Teal Kurta"}, headers=h)
+    assert r.status_code == 200, r.text
+    assert r.json() == httpx.get(f"{url}/items/{item['id']}").json()
+    assert r.json()["attributes"] == fixed and r.json()["meta"]["title"] == "Teal Kurta"
+    after = cluster.coordinator_call("get", item["id"])
+    assert np.array_equal(after["code"], before["code"]) and np.array_equal(after["hist"], before["hist"])
+    assert after["meta"]["image"] == before["meta"]["image"]
+    listed = httpx.get(url + "/items", params={"filters": "baseColour=Teal,articleType=Kurtas"}).json()["items"]
+    assert item["id"] in [it["id"] for it in listed]
+    r = httpx.patch(f"{url}/items/{item['id']}", json={"attributes": before["attributes"],
+                                                       "title": before["meta"]["title"]}, headers=h)
+    assert r.status_code == 200 and r.json()["attributes"] == before["attributes"]
+
+
 def test_paging_through_the_catalog_and_exporting_it(server):
     """GET /items a page at a time, and `fashion-search export`: every item once, as GET /items/{id} has it."""
     url, cluster, tmp = server["url"], server["cluster"], server["tmp"]

@@ -9,7 +9,7 @@ from shards.oracle import brute_force_search
 from shards.query import prepare
 
 from ..shards.helpers import CATS, COLOURS, random_items, random_query
-from .test_coordinator import CFG, YieldingShard, make, tuples  # noqa: F401
+from .test_coordinator import YieldingShard, make
 
 
 def catalog(tmp_path, n=200):

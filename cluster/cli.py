@@ -303,7 +303,7 @@ def cmd_index(args) -> dict:
     with _open(args.storage, codes_photos=True, address=args.address, shards=args.shards) as c:
         errors = args.errors or str(Path(args.storage) / "index-errors.jsonl")    # the root exists by now
         return index_catalog(c, rows, errors_path=errors, concurrency=args.concurrency,
-                             log=lambda s: print(s, file=sys.stderr, flush=True))
+                             log=lambda s: print(s, file=sys.stderr, flush=True), sync=args.sync)
 
 
 def cmd_batch(args) -> dict:
@@ -520,6 +520,9 @@ def build_parser() -> argparse.ArgumentParser:
     ix.add_argument("--errors", default=None,
                     help="rows that could not be indexed, one JSON line each, appended (default: "
                          "index-errors.jsonl in the storage root)")
+    ix.add_argument("--sync", action="store_true",
+                    help="the CSV is the whole catalog: rows whose title or photo changed are indexed again, and "
+                         "items no row names any more are deleted (not those added through POST /items)")
     ix.add_argument("--json", action="store_true")
     ix.set_defaults(func=cmd_index)
 

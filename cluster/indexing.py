@@ -112,9 +112,14 @@ def _write_batches(cluster, batches, errors, total: int, t0: float, log) -> tupl
 
 
 def index_catalog(cluster, rows: list, errors_path: str = "index-errors.jsonl", batch: int = 32,
-                  concurrency: int | None = None, log=print) -> dict:
+                  concurrency: int | None = None, log=print, sync: bool = False) -> dict:
     """Index a catalog's rows (read_catalog): what is already indexed is skipped, a broken photo or
-    a repeated id goes to the errors file."""
+    a repeated id goes to the errors file.
+
+    `sync`: the rows are the whole catalog. An indexed item whose title or photo path differs
+    from its row is indexed again, and, once the rows are indexed, the items indexed from a
+    catalog that no row names any more are deleted (items added through POST /items stay).
+    """
     t0 = time.perf_counter()
     products, aside = first_of_each_id(rows)
     if aside:
@@ -123,12 +128,17 @@ def index_catalog(cluster, rows: list, errors_path: str = "index-errors.jsonl", 
                 errors.write(json.dumps({"id": p.id, "image": str(p.image), "error": why}) + "\n")
         log(f"{len(aside)} rows repeat an earlier id or have no valid id; written to {errors_path}")
     ids = [id_from_text(p.id) for p in products]
-    done = set()
-    for i in range(0, len(ids), 5000):
-        chunk = ids[i: i + 5000]
-        done |= {x for x, present in zip(chunk, cluster.existing(chunk)) if present}
+    gone: list = []
+    if sync:
+        done, gone = sync_plan(products, ids, indexed_catalog(cluster))
+    else:
+        done = set()
+        for i in range(0, len(ids), 5000):
+            chunk = ids[i: i + 5000]
+            done |= {x for x, present in zip(chunk, cluster.existing(chunk)) if present}
     todo = [p for p, i in zip(products, ids) if i not in done]
-    log(f"{len(products)} rows, {len(done)} already indexed, {len(todo)} to index")
+    log(f"{len(products)} rows, {len(done)} indexed as they are, {len(todo)} to index"
+        + (f", {len(gone)} indexed items no row names (deleted after)" if sync else ""))
     written, failed = 0, 0
     if todo:
         ds = ray.data.from_items([{"id": p.id, "title": p.title, "image": str(p.image)} for p in todo],
@@ -143,8 +153,33 @@ def index_catalog(cluster, rows: list, errors_path: str = "index-errors.jsonl", 
             except KeyboardInterrupt:
                 log("interrupted: what was indexed is kept; the same command again indexes the rest")
                 raise
+    deleted = 0
+    for i in range(0, len(gone), 5000):     # after the rows are in: a stopped sync has deleted nothing early
+        deleted += cluster.delete(gone[i: i + 5000])
     seconds = time.perf_counter() - t0
     repeated = sum(why == REPEATED for _, why in aside)
     return {"rows": len(products) + len(aside), "skipped_existing": len(done), "indexed": written,
             "repeated_ids": repeated, "invalid_ids": len(aside) - repeated, "errors": failed + len(aside),
+            **({"deleted": deleted} if sync else {}),
             "errors_file": errors_path, "seconds": seconds, "items_per_s": written / seconds if seconds else 0.0}
+
+
+def indexed_catalog(cluster) -> dict:
+    """Every indexed item's metadata, by id (the whole catalog, paged: Coordinator.list_items)."""
+    out, cursor = {}, None
+    while True:
+        page = cluster.coordinator_call("list_items", cursor, 10_000)
+        out.update((it["id"], it["meta"]) for it in page["items"])
+        if (cursor := page["next_cursor"]) is None:
+            return out
+
+
+def sync_plan(products: list, ids: list, indexed: dict) -> tuple[set, list]:
+    """(ids indexed as their rows are, so skipped; indexed ids that no row names and that came from a
+    catalog, so to delete). A row whose title or photo path differs from what is indexed is neither."""
+    from .uploads import upload_name
+    same = {i for p, i in zip(products, ids)
+            if i in indexed and indexed[i].get("title") == p.title and indexed[i].get("image") == str(p.image)}
+    named = set(ids)
+    gone = [i for i, meta in indexed.items() if i not in named and not upload_name(meta.get("image", ""))]
+    return same, gone

@@ -79,3 +79,20 @@ def test_an_id_no_url_could_name_is_refused(raw):
     from shards.codes import id_from_text
     with pytest.raises(InvalidInput):
         id_from_text(raw)
+
+
+def test_a_sync_skips_rows_as_indexed_redoes_changed_ones_and_deletes_only_catalog_items_no_row_names():
+    from types import SimpleNamespace
+
+    from cluster.indexing import sync_plan
+    rows = [SimpleNamespace(title=f"t{i}", image=Path(f"/cat/images/{i}.jpg")) for i in range(5)]
+    ids = [0, 1, 2, "sku-3", 4]
+    upload = "uploads/" + "f" * 32 + ".img"
+    indexed = {0: {"title": "t0", "image": "/cat/images/0.jpg"},          # as its row: skipped
+               1: {"title": "old", "image": "/cat/images/1.jpg"},         # title changed: indexed again
+               2: {"title": "t2", "image": "/elsewhere/2.jpg"},           # photo moved: indexed again
+               9: {"title": "t9", "image": "/cat/images/9.jpg"},          # no row names it: deleted
+               "api": {"title": "added", "image": upload},                # added through the API: kept
+               "old-api": {"title": "added", "image": "/mnt/old/uploads/" + "e" * 32 + ".img"}}   # kept too
+    same, gone = sync_plan(rows, ids, indexed)
+    assert same == {0} and gone == [9]

@@ -128,6 +128,7 @@ def test_indexing_skips_broken_rows_and_resumes(server):
     rep = server["index"]
     assert rep["indexed"] == 23 and rep["errors"] == 1
     from cluster.indexing import index_catalog, read_catalog
+    from shards.codes import id_from_text
     rows = read_catalog(str(server["tmp"] / "catalog"))
     again = index_catalog(server["cluster"], rows, errors_path=str(server["tmp"] / "errors2.jsonl"), log=lambda s: None)
     assert again["skipped_existing"] == 23 and again["indexed"] == 0
@@ -136,6 +137,24 @@ def test_indexing_skips_broken_rows_and_resumes(server):
     third = index_catalog(server["cluster"], rows + rows[1:2], errors_path=str(errors), log=lambda s: None)
     assert third["repeated_ids"] == 1 and third["rows"] == 25 and third["indexed"] == 0
     assert "repeats an earlier row" in errors.read_text() and rows[1].id in errors.read_text()
+
+    # --sync: the rows are the whole catalog; a changed title is read again, a dropped row's item goes,
+    # an item added through the API stays; syncing with every row again restores the catalog
+    from dataclasses import replace
+    h = {"X-API-Key": KEY}
+    assert httpx.post(server["url"] + "/items", files={"image": ("a.jpg", jpeg(), "image/jpeg")},
+                      data={"title": "Men Red Shirt", "id": "from-the-api"}, headers=h, timeout=60).status_code == 201
+    changed = [replace(rows[2], title="Renamed " + rows[2].title)] + rows[3:-2]
+    synced = index_catalog(server["cluster"], rows[:2] + changed, errors_path=str(errors), log=lambda s: None,
+                           sync=True)
+    assert synced["indexed"] == 1 and synced["deleted"] == 2 and synced["skipped_existing"] == 20, synced
+    cluster = server["cluster"]
+    assert cluster.get(id_from_text(rows[2].id))["meta"]["title"] == "Renamed " + rows[2].title
+    assert not any(cluster.existing([id_from_text(r.id) for r in rows[-2:]]))
+    assert cluster.existing(["from-the-api"]) == [True]
+    restored = index_catalog(cluster, rows, errors_path=str(errors), log=lambda s: None, sync=True)
+    assert restored["indexed"] == 3 and restored["deleted"] == 0 and restored["skipped_existing"] == 20
+    assert httpx.delete(server["url"] + "/items/from-the-api", headers=h).status_code == 200
 
 
 def test_three_query_options(server):

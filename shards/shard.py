@@ -41,6 +41,17 @@ MAX_META_FIELD = 2000
 MAX_LIST = 10_000   # items in one page of a listing
 
 
+def _tokens_of_rows(block: Block, rows: list[int]) -> dict[int, list[str]]:
+    """Each row's tokens, its block's partition token included: one intersection per posting, not a
+    lookup of every posting per row."""
+    out = {r: ([block.name] if block.name else []) for r in rows}
+    chosen = BitMap(np.asarray(rows, np.uint32))
+    for t, bm in block.postings.items():
+        for r in bm & chosen:
+            out[r].append(t)
+    return out
+
+
 @dataclass(frozen=True)
 class ShardConfig:
     bits: int = 256
@@ -532,11 +543,7 @@ class Shard:
                 rows = rows[wanted[bucket_of_keys(block.keys[rows], n_buckets)]]
                 if len(rows) == 0:
                     continue
-                at = {r: ([block.name] if block.name else []) for r in rows.tolist()}
-                chosen = BitMap(rows.astype(np.uint32))
-                for t, bm in block.postings.items():
-                    for r in (bm & chosen):
-                        at[r].append(t)
+                at = _tokens_of_rows(block, rows.tolist())
                 for r in rows.tolist():
                     ids.append(block.item_id(r))
                     attrs.append(sorted(at[r]))
@@ -579,15 +586,8 @@ class Shard:
             rows, bks, keys = (np.concatenate([p[j] for p in parts]) for j in (1, 2, 3))
             order = np.lexsort((keys, bks))[:limit]
             which, rows, bks, keys = which[order], rows[order], bks[order], keys[order]
-            tokens = {}     # (part, row) -> tokens: one intersection per posting, not a lookup per row
-            for w in np.unique(which).tolist():
-                block, page_rows = parts[w][0], rows[which == w]
-                tokens.update(((w, r), [block.name] if block.name else []) for r in page_rows.tolist())
-                chosen = BitMap(page_rows.astype(np.uint32))
-                for t, bm in block.postings.items():
-                    for r in bm & chosen:
-                        tokens[(w, r)].append(t)
-            return [{"id": parts[w][0].item_id(r), "bucket": b, "key": k, "attributes": sorted(tokens[(w, r)]),
+            tokens = {w: _tokens_of_rows(parts[w][0], rows[which == w].tolist()) for w in np.unique(which).tolist()}
+            return [{"id": parts[w][0].item_id(r), "bucket": b, "key": k, "attributes": sorted(tokens[w][r]),
                      "meta": dict(parts[w][0].meta.get(r, {}))}
                     for w, r, b, k in zip(which.tolist(), rows.tolist(), bks.tolist(), keys.tolist())]
 

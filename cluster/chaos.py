@@ -12,9 +12,9 @@ record. The faults come one after another:
     shard | stop everything and start again from the storage root
 
 After each: the cluster must give a complete answer again, every acknowledged item is
-there exactly once (ids and count checked against the client's record), no deleted item
-came back, and no answer during the outage was a wrong complete one; requests may meanwhile
-answer `partial: true` or 503 with Retry-After.
+there exactly once (ids and count checked against the client's record, and in the pages
+of GET /items), no deleted item came back, and no answer during the outage was a wrong
+complete one; requests may meanwhile answer `partial: true` or 503 with Retry-After.
 """
 from __future__ import annotations
 
@@ -287,13 +287,28 @@ class Chaos:
                 deleted = sorted(self.record.deleted)
             came_back = [i for i, ok in zip(deleted, self.cluster.existing(deleted)) if ok]
             count = httpx.get(self.url + "/stats", timeout=60).json()["items"]
+            listed = self._listed()
         lost = sorted(i for i, ok in zip(sorted(present), found) if not ok and i not in uncertain)
         unknown = set(got) - present - uncertain
+        # GET /items, paged: the same items, each once
+        listing_wrong = (len(listed) != len(set(listed)) or not present - uncertain <= set(listed)
+                         or bool(set(listed) - present - uncertain))
         return {"acknowledged": len(present), "in_flight": len(uncertain), "found": len(set(got)),
                 "lost": len(lost), "duplicates": len(got) - len(set(got)), "unexpected": len(unknown),
                 "deleted_came_back": len(came_back), "stats_items": count, "partial": r.partial,
+                "listed": len(listed), "listing_wrong": listing_wrong,
                 "ok": (not lost and len(got) == len(set(got)) and not unknown and not came_back and not r.partial
-                       and len(present - uncertain) <= count <= len(present | uncertain))}
+                       and len(present - uncertain) <= count <= len(present | uncertain) and not listing_wrong)}
+
+    def _listed(self) -> list:
+        """Every item id GET /items lists, page by page (50 a page, so a listing takes several)."""
+        ids, cursor = [], None
+        while True:
+            params = {"limit": "50", **({"cursor": cursor} if cursor else {})}
+            page = httpx.get(self.url + "/items", params=params, timeout=60).raise_for_status().json()
+            ids += [it["id"] for it in page["items"]]
+            if (cursor := page["next_cursor"]) is None:
+                return ids
 
     def step(self, name: str, fault) -> dict:
         before_c, before_p = Counter(self.client.outcomes), Counter(self.probe.outcomes)

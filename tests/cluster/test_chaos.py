@@ -29,5 +29,6 @@ def test_chaos_run_loses_nothing(tmp_path):
     # the client really wrote and read throughout, and the last check saw its writes
     assert report["client_outcomes"]["add ok"] >= 20 and report["client_outcomes"]["delete ok"] >= 5
     final = report["steps"][-1]["check"]
-    assert final["found"] == final["acknowledged"] == final["stats_items"] > 0
+    assert final["found"] == final["acknowledged"] == final["stats_items"] == final["listed"] > 0
+    assert not any(s["check"]["listing_wrong"] for s in report["steps"])
     assert all(s["check"]["lost"] == 0 and s["check"]["deleted_came_back"] == 0 for s in report["steps"])

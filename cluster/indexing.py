@@ -19,6 +19,7 @@ import ray
 from models.data import load_catalog
 from shards.codes import id_from_text
 from shards.errors import InvalidInput
+from shards.files import write_atomically
 
 
 class ItemAnalyzer:
@@ -69,6 +70,7 @@ def read_catalog(catalog: str, images: str | None = None) -> list:
 
 
 REPEATED = "the id repeats an earlier row; the first row is indexed"
+LAST_SYNC = "last-sync.json"   # in the storage root: when the last `index --sync` that indexed every row began
 
 
 def first_of_each_id(products: list) -> tuple[list, list]:
@@ -117,10 +119,11 @@ def index_catalog(cluster, rows: list, errors_path: str = "index-errors.jsonl", 
     a repeated id goes to the errors file.
 
     `sync`: the rows are the whole catalog. An indexed item whose title or photo path differs
-    from its row is indexed again, and, once the rows are indexed, the items indexed from a
-    catalog that no row names any more are deleted (items added through POST /items stay).
+    from its row, or whose photo file was modified after the last whole sync began, is indexed
+    again; once the rows are indexed, the items indexed from a catalog that no row names any
+    more are deleted (items added through POST /items stay).
     """
-    t0 = time.perf_counter()
+    t0, started = time.perf_counter(), time.time()
     products, aside = first_of_each_id(rows)
     if aside:
         with open(errors_path, "a") as errors:
@@ -130,7 +133,9 @@ def index_catalog(cluster, rows: list, errors_path: str = "index-errors.jsonl", 
     ids = [id_from_text(p.id) for p in products]
     gone: list = []
     if sync:
-        done, gone = sync_plan(products, ids, indexed_catalog(cluster))
+        last = Path(cluster.root) / LAST_SYNC
+        since = json.loads(last.read_text())["started"] if last.is_file() else None
+        done, gone = sync_plan(products, ids, indexed_catalog(cluster), since)
     else:
         done = set()
         for i in range(0, len(ids), 5000):
@@ -156,6 +161,8 @@ def index_catalog(cluster, rows: list, errors_path: str = "index-errors.jsonl", 
     deleted = 0
     for i in range(0, len(gone), 5000):     # after the rows are in: a stopped sync has deleted nothing early
         deleted += cluster.delete(gone[i: i + 5000])
+    if sync and not failed:   # a row that failed is tried again next time, even if its photo is older
+        write_atomically(Path(cluster.root) / LAST_SYNC, json.dumps({"started": started, "rows": len(rows)}))
     seconds = time.perf_counter() - t0
     repeated = sum(why == REPEATED for _, why in aside)
     return {"rows": len(products) + len(aside), "skipped_existing": len(done), "indexed": written,
@@ -174,12 +181,22 @@ def indexed_catalog(cluster) -> dict:
             return out
 
 
-def sync_plan(products: list, ids: list, indexed: dict) -> tuple[set, list]:
+def sync_plan(products: list, ids: list, indexed: dict, since: float | None = None) -> tuple[set, list]:
     """(ids indexed as their rows are, so skipped; indexed ids that no row names and that came from a
-    catalog, so to delete). A row whose title or photo path differs from what is indexed is neither."""
+    catalog, so to delete). A row whose title or photo path differs from what is indexed, or whose
+    photo was modified after `since` (the last whole sync's start), is neither."""
     from .uploads import upload_name
     same = {i for p, i in zip(products, ids)
-            if i in indexed and indexed[i].get("title") == p.title and indexed[i].get("image") == str(p.image)}
+            if i in indexed and indexed[i].get("title") == p.title and indexed[i].get("image") == str(p.image)
+            and (since is None or _modified(p.image) <= since)}
     named = set(ids)
     gone = [i for i, meta in indexed.items() if i not in named and not upload_name(meta.get("image", ""))]
     return same, gone
+
+
+def _modified(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return float("inf")     # gone or unreadable: indexed again, and its error reported
+

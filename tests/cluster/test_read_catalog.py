@@ -96,3 +96,20 @@ def test_a_sync_skips_rows_as_indexed_redoes_changed_ones_and_deletes_only_catal
                "old-api": {"title": "added", "image": "/mnt/old/uploads/" + "e" * 32 + ".img"}}   # kept too
     same, gone = sync_plan(rows, ids, indexed)
     assert same == {0} and gone == [9]
+
+
+def test_a_sync_redoes_rows_whose_photo_was_modified_after_the_last_sync_began(tmp_path):
+    import os
+    from types import SimpleNamespace
+
+    from cluster.indexing import sync_plan
+    rows = []
+    for i, age in enumerate((100, 100, 10)):
+        photo = tmp_path / f"{i}.jpg"
+        photo.write_bytes(b"jpeg")
+        os.utime(photo, (1000 - age, 1000 - age))
+        rows.append(SimpleNamespace(title=f"t{i}", image=photo))
+    rows.append(SimpleNamespace(title="t3", image=tmp_path / "gone.jpg"))     # its photo is missing now
+    indexed = {i: {"title": r.title, "image": str(r.image)} for i, r in enumerate(rows)}
+    assert sync_plan(rows, [0, 1, 2, 3], indexed)[0] == {0, 1, 2, 3}        # no earlier sync: paths decide
+    assert sync_plan(rows, [0, 1, 2, 3], indexed, since=950)[0] == {0, 1}   # modified at 990; gone

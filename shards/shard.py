@@ -508,6 +508,7 @@ class Shard:
                     ids[p] = block.str_ids.get(row)
                     metas[p] = block.meta.get(row, {})
         p = 0
+        bid_list, row_list = bids.tolist(), rows.tolist()   # plain ints: the loop below is per hit
         for i, (q, lv, ni) in enumerate(zip(qs, levels, n.tolist())):
             if lv == 0 and not q.optional:  # every token is a constraint: the common case
                 matched[i, :ni] = (1 << len(q.tokens)) - 1
@@ -519,13 +520,15 @@ class Shard:
             if not unsure:
                 matched[i, :ni] = sure_mask
             else:
-                for j in range(ni):
-                    block, row = self.blocks[int(bids[p + j])], int(rows[p + j])
-                    mask = sure_mask
+                masks = []
+                for bid, row in zip(bid_list[p: p + ni], row_list[p: p + ni]):
+                    block = self.blocks[bid]
+                    name, postings, mask = block.name, block.postings, sure_mask
                     for bit, t in unsure:
-                        if t == block.name or row in block.postings.get(t, ()):
+                        if t == name or row in postings.get(t, ()):
                             mask |= bit
-                    matched[i, j] = mask
+                    masks.append(mask)
+                matched[i, :ni] = masks
             p += ni
         return Answer(scores=scores, keys=keys, hamming=hamming, colour=colour, matched=matched, n=n,
                       ids=ids, metas=metas, levels=np.asarray(levels, np.int64), counts=counts,

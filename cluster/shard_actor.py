@@ -95,8 +95,11 @@ class ShardActor:
     def contains_many(self, ids) -> list[bool]:
         return self.shard.contains_many(ids)
 
-    def list_items(self, buckets, n_buckets, after, limit, required=()) -> list[dict]:
-        return self.shard.list_items(buckets, n_buckets, after, limit, required)
+    def list_positions(self, buckets, n_buckets, after, limit, required=()) -> tuple:
+        return self.shard.list_positions(buckets, n_buckets, after, limit, required)
+
+    def list_items(self, buckets, n_buckets, after, limit, required=(), until=None) -> list[dict]:
+        return self.shard.list_items(buckets, n_buckets, after, limit, required, until)
 
     def compact(self) -> None:
         self.shard.compact()
@@ -189,8 +192,11 @@ class RayShardClient:
     async def contains_many(self, ids):
         return await self._call("contains_many", ids)
 
-    async def list_items(self, buckets, n_buckets, after, limit, required=()):
-        return await self._call("list_items", buckets, n_buckets, after, limit, required)
+    async def list_positions(self, buckets, n_buckets, after, limit, required=()):
+        return await self._call("list_positions", buckets, n_buckets, after, limit, required)
+
+    async def list_items(self, buckets, n_buckets, after, limit, required=(), until=None):
+        return await self._call("list_items", buckets, n_buckets, after, limit, required, until)
 
 
 class UnreachableShard:

@@ -31,7 +31,7 @@ from shards.errors import InvalidInput, ShardUnavailable
 from shards.query import PreparedQuery, Query
 from shards.shard import MAX_LIST
 
-from .listing import merge_pages, parse_cursor
+from .listing import merge_pages, page_end, parse_cursor
 from .placement import Placement
 from .protocol import ShardClient
 from .router import Router, SearchResult, call, fan_out
@@ -248,23 +248,34 @@ class Coordinator:
         raise AssertionError("a page read under its buckets' locks saw them change owner")
 
     async def _list_page(self, first: int, after, limit: int, required: tuple) -> dict | None:
-        """The page after `after`, or None if a bucket it covers changed owner while it was read."""
+        """The page after `after`, or None if a bucket it covers changed owner while it was read.
+
+        Two rounds: every shard names the positions of its first `limit` items, which settles
+        where the page ends; then only the shards with items in it send them, up to that end.
+        """
         nb = self.placement.n_buckets
         owners = self.placement.owner[first:]
         by_owner: dict[str, list[int]] = defaultdict(list)
         for b, s in enumerate(owners, first):
             by_owner[s].append(b)
-        answers, failed = await self._fan_out(
-            {s: self.clients[s].list_items(bs, nb, after, limit, required) for s, bs in by_owner.items()})
-        if failed:
-            raise next(iter(failed.values()))
-        items, following = merge_pages(answers.values(), limit)
-        # the page covers the buckets up to its last item's (to the end when it is the last page)
-        covered = (items[-1]["bucket"] if following else nb - 1) - first + 1
+        positions = await self._ask({s: self.clients[s].list_positions(bs, nb, after, limit, required)
+                                     for s, bs in by_owner.items()})
+        until, more, in_page = page_end(positions, limit)
+        items = await self._ask({s: self.clients[s].list_items(by_owner[s], nb, after, limit, required, until)
+                                 for s in in_page})
+        page, following = merge_pages(items.values(), limit, until, more)
+        # the page covers the buckets up to where it ends (to the last bucket when it is the last page)
+        covered = (until[0] if more else nb - 1) - first + 1
         if self.placement.owner[first: first + covered] != owners[:covered]:
             return None
-        return {"items": [{k: it[k] for k in ("id", "attributes", "meta")} for it in items],
+        return {"items": [{k: it[k] for k in ("id", "attributes", "meta")} for it in page],
                 "next_cursor": following}
+
+    async def _ask(self, calls: dict) -> dict:
+        answers, failed = await self._fan_out(calls)
+        if failed:
+            raise next(iter(failed.values()))
+        return answers
 
     def _locks(self, buckets):
         """The locks of these buckets, taken in bucket order (no deadlock)."""

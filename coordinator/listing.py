@@ -3,11 +3,15 @@
 The catalog is listed in (bucket, id key) order. That order does not depend on
 which shard holds a bucket, so a cursor (the last position returned) stays valid
 across a rebalance: each item is listed exactly once, however the map changes
-between pages. Within a page, each bucket is read from its owner (coordinator.py).
+between pages. Within a page, each bucket is read from its owner (coordinator.py), in
+two rounds: the shards' positions settle where the page ends (page_end), then only
+the items up to there are sent (merge_pages), not `limit` from every shard.
 """
 from __future__ import annotations
 
 import heapq
+
+import numpy as np
 
 from shards.errors import InvalidInput
 
@@ -30,12 +34,32 @@ def parse_cursor(text: str | None, n_buckets: int) -> tuple[int, int] | None:
     return b, k
 
 
-def merge_pages(pages, limit: int) -> tuple[list[dict], str | None]:
-    """The first `limit` items of the shards' pages (each sorted by bucket, then key), and the
-    cursor after them (None when the shards have no more)."""
+def page_end(positions: dict, limit: int) -> tuple[tuple[int, int] | None, bool, list]:
+    """Where a page ends, from each shard's first `limit` positions (bucket and key arrays, sorted):
+    (the position of its last item, None when there is none; whether items may follow it; the
+    shards that hold items of the page)."""
+    names = list(positions)
+    bks = np.concatenate([np.asarray(positions[n][0], np.int64) for n in names] or [np.zeros(0, np.int64)])
+    keys = np.concatenate([np.asarray(positions[n][1], np.uint64) for n in names] or [np.zeros(0, np.uint64)])
+    if not len(bks):
+        return None, False, []
+    source = np.repeat(np.arange(len(names)), [len(positions[n][0]) for n in names])
+    order = np.lexsort((keys, bks))[:limit]
+    # a shard that filled its answer may hold more; one that did not has given all it has
+    more = len(bks) > limit or any(len(positions[n][0]) >= limit for n in names)
+    return (int(bks[order[-1]]), int(keys[order[-1]])), more, [names[i] for i in np.unique(source[order])]
+
+
+def merge_pages(pages, limit: int, until: tuple[int, int] | None, more: bool) -> tuple[list[dict], str | None]:
+    """The first `limit` of the shards' items (each shard's sorted by bucket, then key) and the cursor
+    of the next page (None after the last). `until` and `more` are what page_end said.
+
+    Writes that landed between the two rounds can give more items than page_end counted, and a
+    shard then stops at `limit` short of `until`: the page ends at its own last item, before any
+    item a shard held back."""
     pages = list(pages)
     merged = list(heapq.merge(*pages, key=lambda it: (it["bucket"], it["key"])))
     items = merged[:limit]
-    # a shard that filled its page may hold more; one that did not has given all it has
-    more = len(merged) > limit or any(len(p) >= limit for p in pages)
-    return items, (encode_cursor(items[-1]["bucket"], items[-1]["key"]) if more and items else None)
+    if len(merged) > limit or any(len(p) >= limit for p in pages):
+        return items, encode_cursor(items[-1]["bucket"], items[-1]["key"])
+    return items, (encode_cursor(*until) if more else None)

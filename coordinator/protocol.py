@@ -41,8 +41,10 @@ class ShardClient(Protocol):
     async def delete_buckets(self, buckets: list[int], n_buckets: int) -> int: ...
     async def stats(self) -> dict: ...
     async def contains_many(self, ids: list) -> list[bool]: ...
+    async def list_positions(self, buckets: list[int], n_buckets: int, after, limit: int,
+                             required: tuple = ()) -> tuple: ...
     async def list_items(self, buckets: list[int], n_buckets: int, after, limit: int,
-                         required: tuple = ()) -> list[dict]: ...
+                         required: tuple = (), until=None) -> list[dict]: ...
 
 
 class LocalShardClient:
@@ -81,5 +83,8 @@ class LocalShardClient:
     async def contains_many(self, ids):
         return self.shard.contains_many(ids)
 
-    async def list_items(self, buckets, n_buckets, after, limit, required=()):
-        return self.shard.list_items(buckets, n_buckets, after, limit, required)
+    async def list_positions(self, buckets, n_buckets, after, limit, required=()):
+        return self.shard.list_positions(buckets, n_buckets, after, limit, required)
+
+    async def list_items(self, buckets, n_buckets, after, limit, required=(), until=None):
+        return self.shard.list_items(buckets, n_buckets, after, limit, required, until)

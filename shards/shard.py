@@ -557,42 +557,54 @@ class Shard:
                 "hists": np.concatenate(hists) if hists else np.zeros((0, self.config.hist_bins), np.uint8),
                 "attributes": attrs, "metas": metas}
 
-    def list_items(self, buckets, n_buckets: int, after: tuple[int, int] | None = None,
-                   limit: int = 1000, required: tuple[str, ...] = ()) -> list[dict]:
-        """The first `limit` items of `buckets` in (bucket, id key) order, strictly after the
-        position `after` = (bucket, key) (None: from the start), carrying every `required`
-        token: one shard's part of a page of the catalog's listing (coordinator/listing.py).
-        An item: id, bucket, key, attributes and meta."""
+    def list_positions(self, buckets, n_buckets: int, after: tuple[int, int] | None = None, limit: int = 1000,
+                       required: tuple[str, ...] = ()) -> tuple[np.ndarray, np.ndarray]:
+        """The positions (bucket, id key) of the first `limit` items of `buckets` in that order, strictly
+        after `after` (None: from the start), carrying every `required` token: the first round of a
+        page of the catalog's listing (coordinator/listing.py), as two arrays."""
+        with self.lock:
+            _, _, _, bks, keys = self._page(buckets, n_buckets, after, limit, required, None)
+            return bks, keys
+
+    def list_items(self, buckets, n_buckets: int, after: tuple[int, int] | None = None, limit: int = 1000,
+                   required: tuple[str, ...] = (), until: tuple[int, int] | None = None) -> list[dict]:
+        """The items `list_positions` names, up to the position `until` (inclusive; None: no bound),
+        each with its id, bucket, key, attributes and meta."""
+        with self.lock:
+            parts, which, rows, bks, keys = self._page(buckets, n_buckets, after, limit, required, until)
+            tokens = {w: _tokens_of_rows(parts[w][0], rows[which == w].tolist()) for w in np.unique(which).tolist()}
+            return [{"id": parts[w][0].item_id(r), "bucket": b, "key": k, "attributes": sorted(tokens[w][r]),
+                     "meta": dict(parts[w][0].meta.get(r, {}))}
+                    for w, r, b, k in zip(which.tolist(), rows.tolist(), bks.tolist(), keys.tolist())]
+
+    def _page(self, buckets, n_buckets, after, limit, required, until):
+        """(parts, and the page's rows sorted by position: which part, row, bucket, key)."""
         if not 1 <= limit <= MAX_LIST:
             raise InvalidInput(f"limit must be in [1, {MAX_LIST}], got {limit!r}")
         required = tuple(check_token(t) for t in required)
         wanted = np.zeros(n_buckets, bool)
         wanted[np.asarray(list(buckets), np.int64)] = True
         b0, k0 = (int(after[0]), np.uint64(after[1])) if after is not None else (-1, np.uint64(0))
-        with self.lock:
-            parts = []      # (block, its rows past the cursor, their buckets, their keys)
-            for bid in self._block_ids_for(required):
-                block = self.blocks[bid]
-                matching = self._token_candidates(block, required)   # None: no constraint within the block
-                rows = block.alive_rows() if matching is None else np.asarray(matching.to_array(), np.int64)
-                keys = block.keys[rows]
-                bks = self._row_buckets(bid, n_buckets)[rows].astype(np.int64)
-                keep = wanted[bks] & ((bks > b0) | ((bks == b0) & (keys > k0)))
-                parts.append((block, rows[keep], bks[keep], keys[keep]))
-            if not parts:
-                return []
-            if sum(len(p[1]) for p in parts) > limit:   # only the buckets the page can reach need sorting
-                counts = np.bincount(np.concatenate([p[2] for p in parts]), minlength=n_buckets)
-                last = int(np.searchsorted(np.cumsum(counts), limit))
-                parts = [(blk, r[b <= last], b[b <= last], k[b <= last]) for blk, r, b, k in parts]
-            which = np.concatenate([np.full(len(p[1]), i) for i, p in enumerate(parts)])
-            rows, bks, keys = (np.concatenate([p[j] for p in parts]) for j in (1, 2, 3))
-            order = np.lexsort((keys, bks))[:limit]
-            which, rows, bks, keys = which[order], rows[order], bks[order], keys[order]
-            tokens = {w: _tokens_of_rows(parts[w][0], rows[which == w].tolist()) for w in np.unique(which).tolist()}
-            return [{"id": parts[w][0].item_id(r), "bucket": b, "key": k, "attributes": sorted(tokens[w][r]),
-                     "meta": dict(parts[w][0].meta.get(r, {}))}
-                    for w, r, b, k in zip(which.tolist(), rows.tolist(), bks.tolist(), keys.tolist())]
+        b1, k1 = (int(until[0]), np.uint64(until[1])) if until is not None else (n_buckets, np.uint64(0))
+        parts = []      # (block, its rows in the window, their buckets, their keys)
+        for bid in self._block_ids_for(required):
+            block = self.blocks[bid]
+            matching = self._token_candidates(block, required)   # None: no constraint within the block
+            rows = block.alive_rows() if matching is None else np.asarray(matching.to_array(), np.int64)
+            keys = block.keys[rows]
+            bks = self._row_buckets(bid, n_buckets)[rows].astype(np.int64)
+            keep = (wanted[bks] & ((bks > b0) | ((bks == b0) & (keys > k0)))
+                    & ((bks < b1) | ((bks == b1) & (keys <= k1))))
+            parts.append((block, rows[keep], bks[keep], keys[keep]))
+        if sum(len(p[1]) for p in parts) > limit:   # only the buckets the page can reach need sorting
+            counts = np.bincount(np.concatenate([p[2] for p in parts]), minlength=n_buckets)
+            last = int(np.searchsorted(np.cumsum(counts), limit))
+            parts = [(blk, r[b <= last], b[b <= last], k[b <= last]) for blk, r, b, k in parts]
+        which = np.concatenate([np.full(len(p[1]), i) for i, p in enumerate(parts)] or [np.zeros(0, np.int64)])
+        rows, bks, keys = (np.concatenate([p[j] for p in parts] or [np.zeros(0, dt)])
+                           for j, dt in ((1, np.int64), (2, np.int64), (3, np.uint64)))
+        order = np.lexsort((keys, bks))[:limit]
+        return parts, which[order], rows[order], bks[order], keys[order]
 
     def bucket_counts(self, n_buckets: int) -> np.ndarray:
         with self.lock:

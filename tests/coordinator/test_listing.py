@@ -4,7 +4,8 @@ import asyncio
 import numpy as np
 import pytest
 
-from coordinator.listing import encode_cursor, merge_pages, parse_cursor
+from coordinator.listing import encode_cursor, merge_pages, page_end, parse_cursor
+from coordinator.protocol import LocalShardClient
 from shards.codes import bucket_of_keys, id_key
 from shards.errors import InvalidInput
 from shards.shard import Shard
@@ -55,17 +56,29 @@ def test_a_shard_page_equals_a_full_sort_on_random_input(tmp_path):
             assert got == oracle_page(items, buckets, n_buckets, after, limit, required)
 
 
-def test_merge_keeps_order_and_says_when_there_is_more():
+def test_the_page_ends_at_the_limit_th_position_and_says_when_there_is_more():
+    a = (np.array([0, 2]), np.array([5, 1], np.uint64))
+    b = (np.array([0, 1]), np.array([9, 0], np.uint64))
+    assert page_end({"a": a, "b": b}, 3) == ((1, 0), True, ["a", "b"])
+    assert page_end({"a": a, "b": b}, 10) == ((2, 1), False, ["a", "b"])
+    assert page_end({"a": a, "b": (np.zeros(0), np.zeros(0))}, 2) == ((2, 1), True, ["a"])   # a filled its answer
+    assert page_end({"a": a, "b": b}, 1) == ((0, 5), True, ["a"])
+    assert page_end({"a": (np.zeros(0), np.zeros(0))}, 5) == (None, False, [])
+
+
+def test_merge_keeps_order_and_ends_early_when_writes_landed_between_the_rounds():
     a = [{"bucket": 0, "key": 5}, {"bucket": 2, "key": 1}]
     b = [{"bucket": 0, "key": 9}, {"bucket": 1, "key": 0}]
-    items, nxt = merge_pages([a, b], 3)
-    assert [(i["bucket"], i["key"]) for i in items] == [(0, 5), (0, 9), (1, 0)]
-    assert parse_cursor(nxt, 4) == (1, 0)
-    items, nxt = merge_pages([a, b], 10)
-    assert len(items) == 4 and nxt is None
-    items, nxt = merge_pages([a, []], 2)      # a shard that filled its page may hold more
-    assert len(items) == 2 and nxt == encode_cursor(2, 1)
-    assert merge_pages([[], []], 5) == ([], None)
+    items, nxt = merge_pages([a, b], 4, (2, 1), True)
+    assert [(i["bucket"], i["key"]) for i in items] == [(0, 5), (0, 9), (1, 0), (2, 1)] and nxt == encode_cursor(2, 1)
+    assert merge_pages([a, b], 4, (2, 1), False)[1] is None
+    items, nxt = merge_pages([a, b], 3, (2, 1), True)      # one more than counted: the page ends at its third
+    assert len(items) == 3 and parse_cursor(nxt, 4) == (1, 0)
+    # a shard that stopped at the limit may hold items before `until`: the page ends at its last item
+    items, nxt = merge_pages([a + [{"bucket": 3, "key": 0}], []], 3, (3, 5), True)
+    assert len(items) == 3 and nxt == encode_cursor(3, 0)
+    assert merge_pages([[], []], 5, (3, 7), True) == ([], encode_cursor(3, 7))   # all deleted meanwhile
+    assert merge_pages([], 5, None, False) == ([], None)
 
 
 @pytest.mark.parametrize("bad", ["x", "3", "3.", ".ff", "-1.0", "16.0", "3.zz", "3.1" + "0" * 16, "3.+1", "3. 1"])
@@ -181,3 +194,38 @@ def test_paging_while_buckets_move_lists_each_item_exactly_once(tmp_path, monkey
     for listed in listings:
         assert len(listed) == len(set(listed)), "an item listed twice"
         assert set(ids) <= set(listed), f"{len(set(ids) - set(listed))} items missed"
+
+
+class WritesBetweenRounds(LocalShardClient):
+    """Items land in this shard between the two rounds of every page, before where the page ends."""
+
+    def __init__(self, name, shard, rng):
+        super().__init__(name, shard)
+        self.rng, self.next_id = rng, 1_000_000
+
+    async def list_items(self, buckets, n_buckets, after, limit, required=(), until=None):
+        wanted, new = set(buckets), []
+        while len(new) < 5:
+            self.next_id += 1
+            key = id_key(self.next_id)
+            pos = (int(bucket_of_keys(np.array([key], np.uint64), n_buckets)[0]), key)
+            if pos[0] in wanted and (after is None or pos > tuple(after)) and (until is None or pos <= until):
+                new.append(self.next_id)
+            if self.next_id % 100_000 == 0:
+                break      # no room before `until`
+        if new:
+            ids, codes, hists, attrs = random_items(self.rng, len(new), 2, 8)
+            self.shard.upsert(new, codes, hists, attrs)
+        return await super().list_items(buckets, n_buckets, after, limit, required, until)
+
+
+@pytest.mark.parametrize("shards", [1, 3])
+def test_items_written_between_the_two_rounds_never_hide_an_older_one(tmp_path, shards):
+    rng = np.random.default_rng(3)
+    coord = make(tmp_path, shards)
+    ids, codes, hists, attrs = random_items(rng, 300, 2, 8)
+    asyncio.run(coord.upsert(ids, codes, hists, attrs))
+    for name in list(coord.clients):
+        coord.clients[name] = WritesBetweenRounds(name, coord.clients[name].shard, rng)
+    listed = page_through(coord, 25)
+    assert len(listed) == len(set(listed)) and set(ids) <= set(listed)

@@ -303,7 +303,8 @@ def cmd_index(args) -> dict:
     with _open(args.storage, codes_photos=True, address=args.address, shards=args.shards) as c:
         errors = args.errors or str(Path(args.storage) / "index-errors.jsonl")    # the root exists by now
         return index_catalog(c, rows, errors_path=errors, concurrency=args.concurrency,
-                             log=lambda s: print(s, file=sys.stderr, flush=True), sync=args.sync)
+                             log=lambda s: print(s, file=sys.stderr, flush=True), sync=args.sync,
+                             max_delete=args.max_delete)
 
 
 def cmd_batch(args) -> dict:
@@ -523,6 +524,9 @@ def build_parser() -> argparse.ArgumentParser:
     ix.add_argument("--sync", action="store_true",
                     help="the CSV is the whole catalog: rows whose title or photo changed are indexed again, and "
                          "items no row names any more are deleted (not those added through POST /items)")
+    ix.add_argument("--max-delete", type=number(float, 0.0, 1.0), default=0.1,
+                    help="with --sync: refuse, before writing anything, to delete more than this share of the "
+                         "catalog's items (default 0.1; a cut-short CSV would otherwise empty the index)")
     ix.add_argument("--json", action="store_true")
     ix.set_defaults(func=cmd_index)
 

@@ -21,6 +21,8 @@ from shards.codes import id_from_text
 from shards.errors import InvalidInput
 from shards.files import write_atomically
 
+from .uploads import upload_name
+
 
 class ItemAnalyzer:
     """One actor of the pool: the item path of models/pipeline.py on a batch of rows."""
@@ -70,6 +72,7 @@ def read_catalog(catalog: str, images: str | None = None) -> list:
 
 
 REPEATED = "the id repeats an earlier row; the first row is indexed"
+MAX_DELETE = 0.1    # the share of a catalog's items one `index --sync` may delete unless told more
 LAST_SYNC = "last-sync.json"   # in the storage root: when the last `index --sync` that indexed every row began
 
 
@@ -114,14 +117,16 @@ def _write_batches(cluster, batches, errors, total: int, t0: float, log) -> tupl
 
 
 def index_catalog(cluster, rows: list, errors_path: str = "index-errors.jsonl", batch: int = 32,
-                  concurrency: int | None = None, log=print, sync: bool = False) -> dict:
+                  concurrency: int | None = None, log=print, sync: bool = False,
+                  max_delete: float = MAX_DELETE) -> dict:
     """Index a catalog's rows (read_catalog): what is already indexed is skipped, a broken photo or
     a repeated id goes to the errors file.
 
     `sync`: the rows are the whole catalog. An indexed item whose title or photo path differs
     from its row, or whose photo file was modified after the last whole sync began, is indexed
     again; once the rows are indexed, the items indexed from a catalog that no row names any
-    more are deleted (items added through POST /items stay).
+    more are deleted (items added through POST /items stay). A sync that would delete more than
+    `max_delete` of the catalog's items (a fraction; a cut-short CSV, say) is refused first.
     """
     t0, started = time.perf_counter(), time.time()
     products, aside = first_of_each_id(rows)
@@ -135,7 +140,10 @@ def index_catalog(cluster, rows: list, errors_path: str = "index-errors.jsonl", 
     if sync:
         last = Path(cluster.root) / LAST_SYNC
         since = json.loads(last.read_text())["started"] if last.is_file() else None
-        done, gone = sync_plan(products, ids, indexed_catalog(cluster), since)
+        indexed = indexed_catalog(cluster)
+        done, gone = sync_plan(products, ids, indexed, since)
+        check_deletions(len(gone), sum(1 for meta in indexed.values() if not upload_name(meta.get("image", ""))),
+                        max_delete)
     else:
         done = set()
         for i in range(0, len(ids), 5000):
@@ -181,11 +189,18 @@ def indexed_catalog(cluster) -> dict:
             return out
 
 
+def check_deletions(gone: int, catalog_items: int, max_delete: float) -> None:
+    """Refuse a sync that would delete more than `max_delete` of the catalog's items (10 always may go)."""
+    if gone > max(10, max_delete * catalog_items):
+        raise InvalidInput(f"the CSV no longer names {gone} of the {catalog_items} items indexed from a catalog, and "
+                           f"a sync would delete them: more than --max-delete {max_delete:g} allows. Nothing was "
+                           "changed. Is the CSV whole? If so, raise --max-delete")
+
+
 def sync_plan(products: list, ids: list, indexed: dict, since: float | None = None) -> tuple[set, list]:
     """(ids indexed as their rows are, so skipped; indexed ids that no row names and that came from a
     catalog, so to delete). A row whose title or photo path differs from what is indexed, or whose
     photo was modified after `since` (the last whole sync's start), is neither."""
-    from .uploads import upload_name
     same = {i for p, i in zip(products, ids)
             if i in indexed and indexed[i].get("title") == p.title and indexed[i].get("image") == str(p.image)
             and (since is None or _modified(p.image) <= since)}

@@ -113,3 +113,12 @@ def test_a_sync_redoes_rows_whose_photo_was_modified_after_the_last_sync_began(t
     indexed = {i: {"title": r.title, "image": str(r.image)} for i, r in enumerate(rows)}
     assert sync_plan(rows, [0, 1, 2, 3], indexed)[0] == {0, 1, 2, 3}        # no earlier sync: paths decide
     assert sync_plan(rows, [0, 1, 2, 3], indexed, since=950)[0] == {0, 1}   # modified at 990; gone
+
+
+def test_a_sync_that_would_delete_too_much_is_refused():
+    from cluster.indexing import check_deletions
+    check_deletions(10, 20, 0.1)              # ten may always go
+    check_deletions(100, 1000, 0.1)
+    with pytest.raises(InvalidInput, match="no longer names 101 of the 1000"):
+        check_deletions(101, 1000, 0.1)
+    check_deletions(900, 1000, 0.9)

@@ -146,6 +146,12 @@ def test_indexing_skips_broken_rows_and_resumes(server):
     assert httpx.post(server["url"] + "/items", files={"image": ("a.jpg", jpeg(), "image/jpeg")},
                       data={"title": "Men Red Shirt", "id": "from-the-api"}, headers=h, timeout=60).status_code == 201
     changed = [replace(rows[2], title="Renamed " + rows[2].title)] + rows[3:-2]
+    # a cut-short CSV: refused before anything is written
+    before = server["cluster"].stats()["items"]
+    with pytest.raises(InvalidInput, match="no longer names 19 of the 23"):
+        index_catalog(server["cluster"], changed[:4], errors_path=str(errors), log=lambda s: None, sync=True)
+    assert server["cluster"].stats()["items"] == before
+    assert server["cluster"].get(id_from_text(rows[2].id))["meta"]["title"] == rows[2].title
     synced = index_catalog(server["cluster"], rows[:2] + changed, errors_path=str(errors), log=lambda s: None,
                            sync=True)
     assert synced["indexed"] == 1 and synced["deleted"] == 2 and synced["skipped_existing"] == 20, synced

@@ -12,25 +12,21 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Iterable
 
 from .new_file import whole_file
 
-PAGE = 10_000   # items per page (the most a page may hold)
+LOG_EVERY = 10_000   # items between progress lines
 
 
-def export_items(list_page: Callable[[str | None, int], dict], out_path, log=print) -> dict:
-    """Write every item to `out_path`; `list_page(cursor, limit)` is Coordinator.list_items."""
+def export_items(items: Iterable[dict], out_path, log=print) -> dict:
+    """Write every item to `out_path` (`items`: Cluster.items())."""
     t0 = time.perf_counter()
-    items, cursor = 0, None
+    n = 0
     with whole_file(out_path) as f:
-        while True:
-            page = list_page(cursor, PAGE)
-            for it in page["items"]:
-                f.write(json.dumps(it) + "\n")
-            items += len(page["items"])
-            log(f"  {items} items ({time.perf_counter() - t0:.0f} s)")
-            if (cursor := page["next_cursor"]) is None:
-                break
+        for n, it in enumerate(items, 1):
+            f.write(json.dumps(it) + "\n")
+            if n % LOG_EVERY == 0:
+                log(f"  {n} items ({time.perf_counter() - t0:.0f} s)")
     seconds = time.perf_counter() - t0
-    return {"out": str(Path(out_path).resolve()), "items": items, "seconds": round(seconds, 2)}
+    return {"out": str(Path(out_path).resolve()), "items": n, "seconds": round(seconds, 2)}

@@ -140,7 +140,7 @@ def index_catalog(cluster, rows: list, errors_path: str = "index-errors.jsonl", 
     if sync:
         last = Path(cluster.root) / LAST_SYNC
         since = json.loads(last.read_text())["started"] if last.is_file() else None
-        indexed = indexed_catalog(cluster)
+        indexed = {it["id"]: it["meta"] for it in cluster.items()}
         done, gone = sync_plan(products, ids, indexed, since)
         check_deletions(len(gone), sum(1 for meta in indexed.values() if not upload_name(meta.get("image", ""))),
                         max_delete)
@@ -177,16 +177,6 @@ def index_catalog(cluster, rows: list, errors_path: str = "index-errors.jsonl", 
             "repeated_ids": repeated, "invalid_ids": len(aside) - repeated, "errors": failed + len(aside),
             **({"deleted": deleted} if sync else {}),
             "errors_file": errors_path, "seconds": seconds, "items_per_s": written / seconds if seconds else 0.0}
-
-
-def indexed_catalog(cluster) -> dict:
-    """Every indexed item's metadata, by id (the whole catalog, paged: Coordinator.list_items)."""
-    out, cursor = {}, None
-    while True:
-        page = cluster.coordinator_call("list_items", cursor, 10_000)
-        out.update((it["id"], it["meta"]) for it in page["items"])
-        if (cursor := page["next_cursor"]) is None:
-            return out
 
 
 def check_deletions(gone: int, catalog_items: int, max_delete: float) -> None:

@@ -11,32 +11,25 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 from .uploads import UPLOADS, upload_name
 
 MIN_AGE_S = 3600.0   # a photo this old is past any write that stored it (a write gives up after minutes)
-PAGE = 10_000
 
 
-def prune_uploads(list_page: Callable[[str | None, int], dict], root, min_age_s: float = MIN_AGE_S,
-                  dry_run: bool = False, now: Callable[[], float] = time.time) -> dict:
+def prune_uploads(items: Iterable[dict], root, min_age_s: float = MIN_AGE_S, dry_run: bool = False,
+                  now: Callable[[], float] = time.time) -> dict:
     """Remove the photos in `root`/uploads that are older than `min_age_s` and that no item records;
-    `list_page(cursor, limit)` is Coordinator.list_items."""
+    `items` is the whole catalog (Cluster.items()), read before anything is removed."""
     folder = Path(root) / UPLOADS
     files = {p.name: p for p in (folder.iterdir() if folder.is_dir() else ()) if upload_name(f"{UPLOADS}/{p.name}")}
     cutoff = now() - min_age_s
     old = {name for name, p in files.items() if _mtime(p) < cutoff}   # taken before the catalog is read
-    recorded, items, cursor = set(), 0, None
-    while True:
-        page = list_page(cursor, PAGE)
-        for it in page["items"]:
-            name = upload_name(it["meta"].get("image", ""))
-            if name:
-                recorded.add(name)
-        items += len(page["items"])
-        if (cursor := page["next_cursor"]) is None:
-            break
+    recorded, n_items = set(), 0
+    for n_items, it in enumerate(items, 1):
+        if name := upload_name(it["meta"].get("image", "")):
+            recorded.add(name)
     orphans = sorted(old - recorded)
     freed = 0
     if not dry_run:
@@ -47,7 +40,7 @@ def prune_uploads(list_page: Callable[[str | None, int], dict], root, min_age_s:
                 freed += size
             except FileNotFoundError:
                 pass
-    return {"items": items, "photos": len(files), "too_young": len(files) - len(old), "orphans": len(orphans),
+    return {"items": n_items, "photos": len(files), "too_young": len(files) - len(old), "orphans": len(orphans),
             "removed": 0 if dry_run else len(orphans), "bytes_freed": freed, "dry_run": dry_run,
             "items_whose_photo_is_missing": len(recorded - set(files)), "orphan_names": orphans[:20]}
 

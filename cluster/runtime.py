@@ -282,16 +282,20 @@ class Cluster:
         return self._loop.run(similar_items(self.router, placement, out, k, w_colour, log=log, resume=resume),
                               timeout=None)
 
+    def items(self):
+        """Every item of the catalog (id, attributes, meta), read page by page (coordinator/listing.py)."""
+        from coordinator.listing import every_item
+        return every_item(lambda cursor, limit: self.coordinator_call("list_items", cursor, limit))
+
     def export(self, out, log=print) -> dict:
         """Every item, one JSON line each, into the new file `out` (cluster/export.py)."""
         from .export import export_items
-        return export_items(lambda cursor, limit: self.coordinator_call("list_items", cursor, limit), out, log)
+        return export_items(self.items(), out, log)
 
     def prune_uploads(self, min_age_s: float, dry_run: bool = False) -> dict:
         """Remove uploaded photos no item records (cluster/prune_uploads.py)."""
         from .prune_uploads import prune_uploads
-        return prune_uploads(lambda cursor, limit: self.coordinator_call("list_items", cursor, limit),
-                             self.root, min_age_s, dry_run)
+        return prune_uploads(self.items(), self.root, min_age_s, dry_run)
 
     def backup(self, dest) -> dict:
         """A backup of the storage root in the new folder `dest` (cluster/backup.py), taken online."""

@@ -10,6 +10,7 @@ the items up to there are sent (merge_pages), not `limit` from every shard.
 from __future__ import annotations
 
 import heapq
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -63,3 +64,14 @@ def merge_pages(pages, limit: int, until: tuple[int, int] | None, more: bool) ->
     if len(merged) > limit or any(len(p) >= limit for p in pages):
         return items, encode_cursor(items[-1]["bucket"], items[-1]["key"])
     return items, (encode_cursor(*until) if more else None)
+
+
+def every_item(list_page: Callable[[str | None, int], dict], limit: int = 10_000) -> Iterator[dict]:
+    """Every item of the catalog, page after page; `list_page(cursor, limit)` is Coordinator.list_items
+    (called synchronously). An error of a page (a shard that does not answer) is raised where it comes."""
+    cursor = None
+    while True:
+        page = list_page(cursor, limit)
+        yield from page["items"]
+        if (cursor := page["next_cursor"]) is None:
+            return

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from cluster.prune_uploads import prune_uploads
+from coordinator.listing import every_item
 from shards.errors import ShardUnavailable
 
 from ..coordinator.test_coordinator import make
@@ -44,16 +45,16 @@ def setup(tmp_path):
 
 def test_only_old_photos_that_no_item_records_go(tmp_path):
     coord, uploads, kept, orphans, young = setup(tmp_path)
-    list_page = lambda cursor, limit: asyncio.run(coord.list_items(cursor, limit))  # noqa: E731
-    dry = prune_uploads(list_page, tmp_path, HOUR, dry_run=True)
+    items = lambda: every_item(lambda cursor, limit: asyncio.run(coord.list_items(cursor, limit)))  # noqa: E731
+    dry = prune_uploads(items(), tmp_path, HOUR, dry_run=True)
     assert dry["orphans"] == 5 and dry["removed"] == 0 and sorted(dry["orphan_names"]) == orphans
     assert len(list(uploads.iterdir())) == len(kept) + 5 + 3 + 1
-    report = prune_uploads(list_page, tmp_path, HOUR)
+    report = prune_uploads(items(), tmp_path, HOUR)
     assert report["items"] == 60 and report["removed"] == 5 and report["too_young"] == 3
     assert report["bytes_freed"] == sum(100 + 100 + j for j in range(5))
     assert sorted(p.name for p in uploads.iterdir()) == sorted(kept + young + ["notes.txt"])
     assert report["items_whose_photo_is_missing"] == 0
-    assert prune_uploads(list_page, tmp_path, HOUR)["removed"] == 0
+    assert prune_uploads(items(), tmp_path, HOUR)["removed"] == 0
 
 
 def test_a_shard_that_does_not_answer_stops_it_before_anything_goes(tmp_path):
@@ -64,5 +65,5 @@ def test_a_shard_that_does_not_answer_stops_it_before_anything_goes(tmp_path):
         raise ShardUnavailable("shard-001", "its node died")
     coord.clients["shard-001"].list_items = unavailable
     with pytest.raises(ShardUnavailable):
-        prune_uploads(lambda c, n: asyncio.run(coord.list_items(c, n)), tmp_path, HOUR)
+        prune_uploads(every_item(lambda c, n: asyncio.run(coord.list_items(c, n))), tmp_path, HOUR)
     assert sorted(p.name for p in uploads.iterdir()) == before

@@ -4,7 +4,7 @@ import asyncio
 import numpy as np
 import pytest
 
-from coordinator.listing import encode_cursor, merge_pages, page_end, parse_cursor
+from coordinator.listing import encode_cursor, every_item, merge_pages, page_end, parse_cursor
 from coordinator.protocol import LocalShardClient
 from shards.codes import bucket_of_keys, id_key
 from shards.errors import InvalidInput
@@ -89,13 +89,7 @@ def test_a_bad_cursor_is_refused(bad):
 
 def page_through(coord, limit):
     """Every page from the first to the last: the ids, in order."""
-    ids, cursor = [], None
-    while True:
-        page = asyncio.run(coord.list_items(cursor, limit))
-        ids += [it["id"] for it in page["items"]]
-        cursor = page["next_cursor"]
-        if cursor is None:
-            return ids
+    return [it["id"] for it in every_item(lambda cursor, n: asyncio.run(coord.list_items(cursor, n)), limit)]
 
 
 def test_pages_hold_every_item_once_with_its_attributes_and_meta(tmp_path):

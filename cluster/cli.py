@@ -136,6 +136,11 @@ def cmd_backup(args) -> dict:
         return c.backup(dest)
 
 
+def cmd_check(args) -> dict:
+    from cluster.check import check_root
+    return check_root(args.storage)
+
+
 def cmd_similar_items(args) -> dict:
     from cluster.new_file import check_new_file
     from models.data import ASSETS
@@ -300,11 +305,13 @@ def cmd_index(args) -> dict:
     from coordinator.placement import N_BUCKETS, check_shard_count
     check_shard_count(args.shards, N_BUCKETS)
     rows = read_catalog(args.catalog, args.images)   # a bad catalog fails here, before Ray starts or storage is made
-    with _open(args.storage, codes_photos=True, address=args.address, shards=args.shards) as c:
+    if args.dry_run:
+        existing_placement(args)    # a dry run makes no cluster
+    with _open(args.storage, codes_photos=not args.dry_run, address=args.address, shards=args.shards) as c:
         errors = args.errors or str(Path(args.storage) / "index-errors.jsonl")    # the root exists by now
         return index_catalog(c, rows, errors_path=errors, concurrency=args.concurrency,
                              log=lambda s: print(s, file=sys.stderr, flush=True), sync=args.sync,
-                             max_delete=args.max_delete)
+                             max_delete=args.max_delete, dry_run=args.dry_run)
 
 
 def cmd_batch(args) -> dict:
@@ -527,6 +534,8 @@ def build_parser() -> argparse.ArgumentParser:
     ix.add_argument("--max-delete", type=number(float, 0.0, 1.0), default=0.1,
                     help="with --sync: refuse, before writing anything, to delete more than this share of the "
                          "catalog's items (default 0.1; a cut-short CSV would otherwise empty the index)")
+    ix.add_argument("--dry-run", action="store_true",
+                    help="say how many rows would be indexed (and, with --sync, which items deleted); write nothing")
     ix.add_argument("--json", action="store_true")
     ix.set_defaults(func=cmd_index)
 
@@ -577,6 +586,17 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("dest", help="a folder that does not exist yet, outside the storage root")
     _cluster_arguments(k)
     k.set_defaults(func=cmd_backup)
+
+    ck = sub.add_parser("check", help="is a storage root, or a backup, whole and consistent? (read-only, no Ray)",
+                        description="Opens every shard of the placement map read-only (no file changes) and "
+                                    "reports: shards that cannot be read or whose recovery found damage, items "
+                                    "lying in buckets the map gives to another shard, a backup's item count "
+                                    "against its shards', uploaded photos that are missing, a rebalance left "
+                                    "half-done. Exit 1 when it finds a problem. Best on a backup or a stopped "
+                                    "cluster (deploy/README.md).")
+    ck.add_argument("--storage", default=DEFAULT_STORAGE, help="the storage root or backup folder to check")
+    ck.add_argument("--json", action="store_true")
+    ck.set_defaults(func=cmd_check)
 
     m = sub.add_parser("similar-items", help="every catalog item's most similar items, one JSON line each",
                        description="What a shop computes ahead for its product pages: GET /items/{id}/similar for "

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +20,7 @@ from shards.codes import id_from_text
 from shards.errors import InvalidInput
 from shards.files import write_atomically
 
-from .uploads import upload_name
+from .uploads import photo_mtime, upload_name
 
 
 class ItemAnalyzer:
@@ -62,15 +61,14 @@ def read_catalog(catalog: str, images: str | None = None) -> list:
     """The catalog's rows: `catalog` is its CSV (any name) or a folder holding styles.csv; the
     photos are in `images` or in images/ beside the CSV. A missing CSV, column or photo
     folder is an InvalidInput here, before anything is started or written."""
-    products = load_catalog(Path(catalog))
-    folder = Path(images) if images else products[0].image.parent
+    products = load_catalog(Path(catalog), required=CATALOG_ID, images=images)
+    folder = products[0].image.parent
     if not folder.is_dir():
         raise InvalidInput(f"no images folder at {folder} (--images names another one)")
-    if images:
-        products = [replace(p, image=folder / p.image.name) for p in products]
     return products
 
 
+CATALOG_ID = ("id",)   # all a shop's CSV must have: a title guides the reading, labels are not read
 REPEATED = "the id repeats an earlier row; the first row is indexed"
 MAX_DELETE = 0.1    # the share of a catalog's items one `index --sync` may delete unless told more
 LAST_SYNC = "last-sync.json"   # in the storage root: when the last `index --sync` that indexed every row began
@@ -118,7 +116,7 @@ def _write_batches(cluster, batches, errors, total: int, t0: float, log) -> tupl
 
 def index_catalog(cluster, rows: list, errors_path: str = "index-errors.jsonl", batch: int = 32,
                   concurrency: int | None = None, log=print, sync: bool = False,
-                  max_delete: float = MAX_DELETE) -> dict:
+                  max_delete: float = MAX_DELETE, dry_run: bool = False) -> dict:
     """Index a catalog's rows (read_catalog): what is already indexed is skipped, a broken photo or
     a repeated id goes to the errors file.
 
@@ -127,23 +125,31 @@ def index_catalog(cluster, rows: list, errors_path: str = "index-errors.jsonl", 
     again; once the rows are indexed, the items indexed from a catalog that no row names any
     more are deleted (items added through POST /items stay). A sync that would delete more than
     `max_delete` of the catalog's items (a fraction; a cut-short CSV, say) is refused first.
+    `dry_run`: say what would be indexed and deleted, and write nothing (nor the errors file).
     """
     t0, started = time.perf_counter(), time.time()
     products, aside = first_of_each_id(rows)
-    if aside:
+    repeated = sum(why == REPEATED for _, why in aside)
+    if aside and not dry_run:
         with open(errors_path, "a") as errors:
             for p, why in aside:
                 errors.write(json.dumps({"id": p.id, "image": str(p.image), "error": why}) + "\n")
         log(f"{len(aside)} rows repeat an earlier id or have no valid id; written to {errors_path}")
     ids = [id_from_text(p.id) for p in products]
     gone: list = []
+    refused = None
     if sync:
         last = Path(cluster.root) / LAST_SYNC
         since = json.loads(last.read_text())["started"] if last.is_file() else None
         indexed = {it["id"]: it["meta"] for it in cluster.items()}
         done, gone = sync_plan(products, ids, indexed, since)
-        check_deletions(len(gone), sum(1 for meta in indexed.values() if not upload_name(meta.get("image", ""))),
-                        max_delete)
+        try:
+            check_deletions(len(gone), sum(1 for meta in indexed.values() if not upload_name(meta.get("image", ""))),
+                            max_delete)
+        except InvalidInput as exc:
+            if not dry_run:
+                raise
+            refused = str(exc)
     else:
         done = set()
         for i in range(0, len(ids), 5000):
@@ -152,6 +158,10 @@ def index_catalog(cluster, rows: list, errors_path: str = "index-errors.jsonl", 
     todo = [p for p, i in zip(products, ids) if i not in done]
     log(f"{len(products)} rows, {len(done)} indexed as they are, {len(todo)} to index"
         + (f", {len(gone)} indexed items no row names (deleted after)" if sync else ""))
+    if dry_run:
+        return {"dry_run": True, "rows": len(products) + len(aside), "skipped_existing": len(done),
+                "would_index": len(todo), "repeated_ids": repeated, "invalid_ids": len(aside) - repeated,
+                **({"would_delete": len(gone), "delete_examples": gone[:20], "refused": refused} if sync else {})}
     written, failed = 0, 0
     if todo:
         ds = ray.data.from_items([{"id": p.id, "title": p.title, "image": str(p.image)} for p in todo],
@@ -172,7 +182,6 @@ def index_catalog(cluster, rows: list, errors_path: str = "index-errors.jsonl", 
     if sync and not failed:   # a row that failed is tried again next time, even if its photo is older
         write_atomically(Path(cluster.root) / LAST_SYNC, json.dumps({"started": started, "rows": len(rows)}))
     seconds = time.perf_counter() - t0
-    repeated = sum(why == REPEATED for _, why in aside)
     return {"rows": len(products) + len(aside), "skipped_existing": len(done), "indexed": written,
             "repeated_ids": repeated, "invalid_ids": len(aside) - repeated, "errors": failed + len(aside),
             **({"deleted": deleted} if sync else {}),
@@ -193,15 +202,7 @@ def sync_plan(products: list, ids: list, indexed: dict, since: float | None = No
     photo was modified after `since` (the last whole sync's start), is neither."""
     same = {i for p, i in zip(products, ids)
             if i in indexed and indexed[i].get("title") == p.title and indexed[i].get("image") == str(p.image)
-            and (since is None or _modified(p.image) <= since)}
+            and (since is None or photo_mtime(p.image) <= since)}
     named = set(ids)
     gone = [i for i, meta in indexed.items() if i not in named and not upload_name(meta.get("image", ""))]
     return same, gone
-
-
-def _modified(path: Path) -> float:
-    try:
-        return path.stat().st_mtime
-    except OSError:
-        return float("inf")     # gone or unreadable: indexed again, and its error reported
-

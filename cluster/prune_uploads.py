@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Callable, Iterable
 
-from .uploads import UPLOADS, upload_name
+from .uploads import UPLOADS, photo_mtime, upload_name
 
 MIN_AGE_S = 3600.0   # a photo this old is past any write that stored it (a write gives up after minutes)
 
@@ -25,7 +25,7 @@ def prune_uploads(items: Iterable[dict], root, min_age_s: float = MIN_AGE_S, dry
     folder = Path(root) / UPLOADS
     files = {p.name: p for p in (folder.iterdir() if folder.is_dir() else ()) if upload_name(f"{UPLOADS}/{p.name}")}
     cutoff = now() - min_age_s
-    old = {name for name, p in files.items() if _mtime(p) < cutoff}   # taken before the catalog is read
+    old = {name for name, p in files.items() if photo_mtime(p) < cutoff}   # taken before the catalog is read
     recorded, n_items = set(), 0
     for n_items, it in enumerate(items, 1):
         if name := upload_name(it["meta"].get("image", "")):
@@ -43,10 +43,3 @@ def prune_uploads(items: Iterable[dict], root, min_age_s: float = MIN_AGE_S, dry
     return {"items": n_items, "photos": len(files), "too_young": len(files) - len(old), "orphans": len(orphans),
             "removed": 0 if dry_run else len(orphans), "bytes_freed": freed, "dry_run": dry_run,
             "items_whose_photo_is_missing": len(recorded - set(files)), "orphan_names": orphans[:20]}
-
-
-def _mtime(path: Path) -> float:
-    try:
-        return path.stat().st_mtime
-    except FileNotFoundError:    # removed meanwhile (its item was deleted): not ours to remove
-        return float("inf")

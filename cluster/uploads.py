@@ -32,3 +32,12 @@ def photo_path(recorded: str, root: Path) -> Path:
     """Where the photo an item records lies, for the cluster whose storage root is `root`."""
     name = upload_name(recorded)
     return root / UPLOADS / name if name else Path(recorded)
+
+
+def photo_mtime(path: Path) -> float:
+    """When the photo at `path` was last written; infinity when it is gone or unreadable, so that
+    it counts as newer than any time (indexed again, and its error reported; not pruned)."""
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return float("inf")

@@ -3,7 +3,7 @@
 The dataset root is a setting: `FASHION_DATA` in the environment, else
 `../shared/datasets` beside the project. A catalog is a folder with `styles.csv`
 (id, gender, masterCategory, subCategory, articleType, baseColour, season, year,
-usage, productDisplayName) and `images/<id>.jpg`.
+usage, productDisplayName) and `images/<id>.jpg` (or .jpeg, .png, .webp).
 """
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ CATALOG_COLUMNS = ("id", "gender", "masterCategory", "subCategory", "articleType
                    "season", "usage", "productDisplayName")
 MAX_PIXELS = 40_000_000          # decompression-bomb guard for anything we decode
 EMPTY_VALUES = {"", "NA", "N/A", "null", "None"}
+PHOTO_SUFFIXES = (".jpeg", ".JPG", ".JPEG", ".png", ".PNG", ".webp")   # looked for when <id>.jpg is not there
 
 
 def data_root() -> Path:
@@ -65,18 +66,34 @@ def read_csv(path: Path, columns, what: str) -> list[dict]:
     return rows
 
 
-def load_catalog(folder: str | os.PathLike | None = None) -> list[Product]:
-    """Read a catalog: its folder (styles.csv inside) or its CSV, photos in images/ beside it."""
+def load_catalog(folder: str | os.PathLike | None = None, required=CATALOG_COLUMNS,
+                 images: str | os.PathLike | None = None) -> list[Product]:
+    """Read a catalog: its folder (styles.csv inside) or its CSV, photos in `images` (default:
+    images/ beside it).
+
+    `required`: the columns the CSV must have; training and evaluation need every label
+    (the default), indexing a shop's catalog only the id (a missing title is "", a missing
+    label column leaves that field out)."""
     folder = Path(folder) if folder else products_dir()
     path = folder / "styles.csv" if folder.is_dir() else folder
-    images = (path.parent / "images")
+    images = Path(images) if images else path.parent / "images"
     out = []
-    for row in read_csv(path, CATALOG_COLUMNS, "catalog"):
+    for row in read_csv(path, required, "catalog"):
         fields = {k: row[k].strip() for k in CATALOG_COLUMNS[1:-1]
                   if row.get(k) is not None and row[k].strip() not in EMPTY_VALUES}
-        out.append(Product(id=row["id"].strip(), fields=fields, title=(row["productDisplayName"] or "").strip(),
-                           image=images / f"{row['id'].strip()}.jpg"))
+        out.append(Product(id=row["id"].strip(), fields=fields, title=(row.get("productDisplayName") or "").strip(),
+                           image=photo_of(images, row["id"].strip())))
     return out
+
+
+def photo_of(images: Path, item_id: str) -> Path:
+    """`images/<id>.jpg`, or the photo of that name with another usual suffix where only it exists."""
+    path = images / f"{item_id}.jpg"
+    if not path.exists():
+        for suffix in PHOTO_SUFFIXES:
+            if (other := images / f"{item_id}{suffix}").exists():
+                return other
+    return path
 
 
 def make_splits(products: list[Product], seed: int = 0, val: float = 0.1, test: float = 0.1) -> dict:

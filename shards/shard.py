@@ -85,22 +85,27 @@ def _check_meta(meta) -> dict:
 class Shard:
     """A catalog slice. `Shard(path)` opens (or with `config`, creates) its directory.
 
-    path=None keeps it in memory only (tests and benchmarks of pure speed).
+    path=None keeps it in memory only (tests and benchmarks of pure speed). read_only=True
+    reads what the directory holds and changes none of its files (a check of a storage root
+    or a backup): a torn log tail is not cut, damage is not folded into a snapshot, and
+    writes are refused.
     """
 
     def __init__(self, path: str | os.PathLike | None, config: ShardConfig | None = None,
-                 *, fsync: bool = True, create: bool = True):
+                 *, fsync: bool = True, create: bool = True, read_only: bool = False):
         self.path = Path(path) if path is not None else None
         self.fsync = fsync
+        self.read_only = read_only
         self.lock = threading.RLock()
         self.warnings: list[str] = []
+        self.damaged = False   # recovery fell back to an older snapshot or skipped damaged log records
         self.seq = 0
         self.wal: WalWriter | None = None
         self.compaction_error: str | None = None   # the last failed maybe_compact, until one succeeds
         self.closed = False
         self.view: tuple[int, int, tuple[int, ...]] = (0, 1, ())  # see set_view
         self._token_fields: dict[str, str] = {}  # tokens already checked -> their field
-        self.config = self._load_or_create_config(config, create)
+        self.config = self._load_or_create_config(config, create and not read_only)
         self.words = self.config.bits // 64
         self.inv_bits = 1.0 / self.config.bits
         self._reset()
@@ -189,6 +194,8 @@ class Shard:
         if self.path is not None:
             if self.closed:
                 raise StorageError(f"shard {self.path} is closed")
+            if self.read_only:
+                raise StorageError(f"shard {self.path} was opened read-only")
             if self.wal is None:   # a compaction wrote its snapshot but could not open the next segment
                 self.wal = WalWriter(self.path / segment_name(self.seq + 1), self.fsync)
             self.wal.append(self.seq + 1, record)
@@ -666,7 +673,8 @@ class Shard:
             clean_tail = res.torn and i == len(segments) - 1 and len(res.warnings) == 1
             if res.warnings and not clean_tail:
                 damaged = True
-                path.with_name(path.name + ".damaged").write_bytes(path.read_bytes())
+                if not self.read_only:
+                    path.with_name(path.name + ".damaged").write_bytes(path.read_bytes())
             for seq, record in res.records:
                 if seq <= self.seq:
                     continue
@@ -675,11 +683,14 @@ class Shard:
                     damaged = True
                 self._replay(record)
                 self.seq = seq
-            if res.torn:  # cut the tail off so new records follow intact ones
+            if res.torn and not self.read_only:  # cut the tail off so new records follow intact ones
                 with open(path, "r+b") as f:
                     f.truncate(res.good_end)
         for w in self.warnings:
             log.warning("shard %s: %s", self.path, w)
+        self.damaged = damaged
+        if self.read_only:
+            return
         if damaged or not segments:
             # Fold what was recovered into a fresh snapshot so the damage is not read again.
             self.compact()
@@ -745,6 +756,8 @@ class Shard:
 
     def compact(self) -> None:
         """Drop dead rows, write a snapshot, start a new log segment, prune old files."""
+        if self.read_only:
+            raise StorageError(f"shard {self.path} was opened read-only")
         with self.lock:
             self._densify()
             if self.path is None:

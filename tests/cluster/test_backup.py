@@ -11,6 +11,7 @@ import pytest
 import ray
 
 from cluster.backup import ABOUT, copy_root
+from cluster.check import check_root
 from cluster.cli import main
 from cluster.ownership import OWNER
 from cluster.runtime import open_cluster, shutdown_cluster
@@ -207,6 +208,8 @@ def test_a_backup_under_writes_holds_what_was_acknowledged_and_restores(tmp_path
     assert all(np.array_equal(np.asarray(copy[i]), sent[i]) for i in copy)
     assert report["items"] == len(copy) and report["shards"] == 3 and not report["unavailable"]
     assert not (tmp_path / "backup" / OWNER).exists()
+    checked = check_root(tmp_path / "backup")          # `fashion-search check` on it: whole, nothing out of place
+    assert checked["ok"] and checked["items"] == checked["held"] == len(copy), checked["problems"]
 
     # restore: a cluster on the backup finds exactly what it holds, searchable
     shutdown_cluster()

@@ -31,9 +31,28 @@ def test_the_photos_may_live_elsewhere(tmp_path):
     assert all(p.image.parent == DEMO / "images" and p.image.exists() for p in products)
 
 
+def test_a_shops_csv_needs_only_ids_and_its_photos_may_be_png_or_webp(tmp_path):
+    """Indexing reads photos and titles, never labels: a CSV of ids (and titles) is a catalog,
+    and a photo saved under another usual suffix than .jpg is found. An evaluation, which
+    needs the labels, still refuses such a CSV."""
+    from PIL import Image
+    from models.data import load_catalog
+    (tmp_path / "c.csv").write_text("id,productDisplayName\n1,Roadster Men Blue Shirt\n2,\n3,Red Dress\n")
+    (tmp_path / "images").mkdir()
+    for name, fmt in (("1.png", "PNG"), ("2.webp", "WEBP"), ("3.jpg", "JPEG")):
+        Image.new("RGB", (32, 32), "red").save(tmp_path / "images" / name, fmt)
+    products = read_catalog(str(tmp_path / "c.csv"))
+    assert [(p.id, p.title, p.image.name, p.fields) for p in products] == [
+        ("1", "Roadster Men Blue Shirt", "1.png", {}), ("2", "", "2.webp", {}), ("3", "Red Dress", "3.jpg", {})]
+    elsewhere = read_catalog(str(tmp_path / "c.csv"), images=str(tmp_path / "images"))
+    assert [p.image for p in elsewhere] == [p.image for p in products]
+    with pytest.raises(InvalidInput, match="missing columns"):
+        load_catalog(tmp_path / "c.csv")
+
+
 @pytest.mark.parametrize("make, says", [
     (lambda t: t / "none.csv", "no catalog at"),
-    (lambda t: (t / "c.csv").write_text("id,gender\n1,Men\n") and t / "c.csv", "missing columns"),
+    (lambda t: (t / "c.csv").write_text("sku,gender\n1,Men\n") and t / "c.csv", r"missing columns \['id'\]"),
     (lambda t: (t / "c.csv").write_bytes(b"\xff\xfe\x00id") and t / "c.csv", "cannot read the catalog"),
     (lambda t: small_copy(t, name="c.csv"), "no images folder at"),
 ])

@@ -152,6 +152,18 @@ def test_indexing_skips_broken_rows_and_resumes(server):
         index_catalog(server["cluster"], changed[:4], errors_path=str(errors), log=lambda s: None, sync=True)
     assert server["cluster"].stats()["items"] == before
     assert server["cluster"].get(id_from_text(rows[2].id))["meta"]["title"] == rows[2].title
+    # a dry run says what the sync will do, and writes nothing (the cut-short CSV's refusal included)
+    seen = errors.read_text()
+    dry = index_catalog(server["cluster"], rows[:2] + changed + rows[1:2], errors_path=str(errors),
+                        log=lambda s: None, sync=True, dry_run=True)
+    assert sorted(dry.pop("delete_examples"), key=str) == sorted((id_from_text(r.id) for r in rows[-2:]), key=str)
+    assert dry == {"dry_run": True, "rows": 23, "skipped_existing": 20, "would_index": 2, "repeated_ids": 1,
+                   "invalid_ids": 0, "would_delete": 2, "refused": None}, dry   # the renamed row, the broken one
+    cut = index_catalog(server["cluster"], changed[:4], errors_path=str(errors), log=lambda s: None, sync=True,
+                        dry_run=True)
+    assert cut["would_delete"] == 19 and "no longer names 19 of the 23" in cut["refused"]
+    assert errors.read_text() == seen and server["cluster"].stats()["items"] == before
+    assert server["cluster"].get(id_from_text(rows[2].id))["meta"]["title"] == rows[2].title
     synced = index_catalog(server["cluster"], rows[:2] + changed, errors_path=str(errors), log=lambda s: None,
                            sync=True)
     assert synced["indexed"] == 1 and synced["deleted"] == 2 and synced["skipped_existing"] == 20, synced

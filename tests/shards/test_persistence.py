@@ -131,6 +131,50 @@ def test_flipped_byte_in_log_is_reported_never_silently_wrong(tmp_path):
         assert (got["code"] == code).all() and set(got["attributes"]) == toks
 
 
+def files_of(folder):
+    return {p.name: p.read_bytes() for p in sorted(Path(folder).iterdir())}
+
+
+@pytest.mark.parametrize("damage", ["torn tail", "flipped byte"])
+def test_a_read_only_open_reads_what_a_normal_open_recovers_and_changes_no_file(tmp_path, damage):
+    rng = np.random.default_rng(4)
+    shard, model = fill(tmp_path / "s", rng)
+    shard.close()
+    seg = sorted((tmp_path / "s").glob("wal-*.log"))[-1]
+    if damage == "torn tail":
+        with open(seg, "ab") as f:
+            f.write(b"\x10\x00\x00\x00garbage")
+    else:
+        data = bytearray(seg.read_bytes())
+        data[200] ^= 0x40
+        seg.write_bytes(bytes(data))
+    before = files_of(tmp_path / "s")
+    ro = Shard(tmp_path / "s", read_only=True)
+    assert files_of(tmp_path / "s") == before
+    assert ro.damaged == (damage == "flipped byte") and ro.warnings
+    with pytest.raises(StorageError, match="read-only"):
+        ro.upsert(*random_items(rng, 1, 2, 8, start=10_000))
+    with pytest.raises(StorageError, match="read-only"):
+        ro.delete([1])
+    with pytest.raises(StorageError, match="read-only"):
+        ro.compact()
+    assert files_of(tmp_path / "s") == before
+    rw = Shard(tmp_path / "s")       # the normal open, which repairs: the same items, the same answers
+    assert rw.damaged == ro.damaged
+    assert sorted(ro.ids(), key=str) == sorted(rw.ids(), key=str)
+    for _ in range(10):
+        pq = rw.prepare(random_query(rng, 2, 8))
+        assert as_tuples(ro.search(pq)) == as_tuples(rw.search(pq))
+    if damage == "torn tail":
+        assert_same(ro, model, rng)
+
+
+def test_a_read_only_open_creates_nothing(tmp_path):
+    with pytest.raises(StorageError, match="no shard"):
+        Shard(tmp_path / "none", CFG, read_only=True)
+    assert not (tmp_path / "none").exists()
+
+
 def test_truncated_snapshot_falls_back_to_the_older_one(tmp_path):
     rng = np.random.default_rng(3)
     shard, model = fill(tmp_path / "s", rng)

@@ -1,0 +1,119 @@
+"""`fashion-search check`: is a storage root, or a backup of one, whole and consistent?
+
+It opens every shard the placement map names read-only (shards/shard.py), so it changes
+no file and needs no Ray, and answers what an operator asks before serving a restored
+backup, or after a disk or a node went bad:
+- can every shard be opened, and did its recovery find damage (an older snapshot read,
+  log records skipped)? Either is a problem: an acknowledged item may be gone;
+- does each item lie where the map says? An item in a bucket its shard neither owns nor
+  is receiving or draining (`stray`) would be answered twice, or by the wrong shard;
+- does a backup's own record (backup.json) count as many items as its shards hold?
+- does every uploaded photo an item records lie in uploads/? A warning: the item is
+  found, its photo is not shown.
+A rebalance left half-done is reported, not a problem: the next start finishes it.
+Best run on a backup or a stopped cluster: a shard that folds its log while it is read
+can make a file vanish under the check (a problem that goes away when run again).
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from coordinator.placement import Placement
+from shards.errors import FashionSearchError, InvalidInput
+from shards.shard import Shard
+
+from .backup import ABOUT
+from .model_record import RECORD
+from .uploads import UPLOADS, upload_name
+
+BUCKETS_PER_READ = 256   # the photo check reads a shard's items this many buckets at a time
+
+
+def check_root(root: str | os.PathLike) -> dict:
+    """The report; `ok` is False when any `problems` were found."""
+    root = Path(root).resolve()
+    placement = Placement.load(root) if root.is_dir() else None   # CorruptData: the map itself is unreadable
+    if placement is None:
+        raise InvalidInput(f"no storage root at {root} (no placement map there)")
+    n = placement.n_buckets
+    owner = np.asarray(placement.owner)
+    problems, warnings, shards = [], [], {}
+    held = answered = 0
+    photos = {"recorded": 0, "missing": 0, "missing_examples": []}
+    for name in placement.shards:
+        try:
+            shard = Shard(root / name, create=False, read_only=True)
+        except (FashionSearchError, OSError) as exc:
+            problems.append(f"{name} cannot be read: {exc}")
+            shards[name] = {"error": str(exc)}
+            continue
+        counts = shard.bucket_counts(n)
+        receiving = np.zeros(n, bool)
+        for b, s in list(placement.moving.items()) + list(placement.draining.items()):
+            receiving[b] |= s == name    # a bucket's copy moving in, or its stale copy draining out
+        mine = owner == name
+        stray = int(counts[~(mine | receiving)].sum())
+        report = {"items": int(counts[mine].sum()), "held": len(shard), "stray": stray,
+                  "damaged": shard.damaged, "warnings": list(shard.warnings)}
+        shards[name] = report
+        held += report["held"]
+        answered += report["items"]
+        if shard.damaged:
+            problems.append(f"{name}: its recovery found damage ({'; '.join(shard.warnings)}): acknowledged items "
+                            f"may be missing")
+        if stray:
+            buckets = np.flatnonzero(counts * ~(mine | receiving))[:5].tolist()
+            problems.append(f"{name} holds {stray} items in buckets the placement map gives to other shards "
+                            f"(buckets {buckets}...): they would be answered twice or by the wrong shard")
+        _check_photos(shard, np.flatnonzero(mine), n, root, photos)
+        shard.close()
+    if photos["missing"]:
+        warnings.append(f"{photos['missing']} items record an uploaded photo that is not in {root / UPLOADS}: "
+                        f"they are found, their photo is not shown")
+    for extra in sorted(p.name for p in root.glob("shard-*") if p.is_dir() and p.name not in placement.shards):
+        warnings.append(f"{extra}/ is not in the placement map (a shard removed by a rebalance?): nothing reads it")
+    backup = _backup_record(root)
+    if backup is not None and "error" in backup:
+        problems.append(backup["error"])
+    elif backup is not None and not backup.get("unavailable") and backup.get("items") != held:
+        problems.append(f"{ABOUT} counts {backup.get('items')} items and the shards hold {held}")
+    if not (root / RECORD).exists():
+        warnings.append(f"no {RECORD}: the first command that serves this root records the models given then, "
+                        "whatever made its codes")
+    rebalance = {"moving": len(placement.moving), "draining": len(placement.draining)}
+    if any(rebalance.values()):
+        warnings.append(f"a rebalance was left half-done ({rebalance['moving']} buckets moving, "
+                        f"{rebalance['draining']} draining): the next start of the cluster finishes it")
+    return {"root": str(root), "ok": not problems, "items": answered, "held": held,
+            "placement_version": placement.version, "n_shards": len(placement.shards), "rebalance": rebalance,
+            "uploaded_photos": photos, "backup": backup, "problems": problems, "warnings": warnings,
+            "shards": shards}
+
+
+def _check_photos(shard: Shard, buckets: np.ndarray, n_buckets: int, root: Path, photos: dict) -> None:
+    """Count the items of `buckets` that record an uploaded photo, and those whose photo is gone."""
+    for i in range(0, len(buckets), BUCKETS_PER_READ):
+        for meta in shard.export_buckets(buckets[i:i + BUCKETS_PER_READ].tolist(), n_buckets)["metas"]:
+            image = meta.get("image")
+            name = upload_name(image) if isinstance(image, str) else None
+            if name is None:
+                continue
+            photos["recorded"] += 1
+            if not (root / UPLOADS / name).is_file():
+                photos["missing"] += 1
+                if len(photos["missing_examples"]) < 5:
+                    photos["missing_examples"].append(f"{UPLOADS}/{name}")
+
+
+def _backup_record(root: Path) -> dict | None:
+    try:
+        about = json.loads((root / ABOUT).read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        return {"error": f"{ABOUT} is unreadable: {exc}"}
+    return about if isinstance(about, dict) else {"error": f"{ABOUT} is not a JSON object"}

@@ -1,0 +1,172 @@
+"""`fashion-search check` (cluster/check.py): a storage root's damage, items in the wrong shard,
+a backup's count and missing photos are reported, and the check changes no file. Roots are
+made by the coordinator over real shards on disk, without Ray; a real cluster's backup is
+checked in test_backup.py."""
+import asyncio
+import json
+
+import numpy as np
+import pytest
+
+from cluster.backup import ABOUT
+from cluster.check import check_root
+from cluster.cli import main
+from cluster.uploads import new_upload
+from coordinator.placement import Placement
+from shards.shard import Shard
+
+from ..coordinator.test_coordinator import make
+from ..shards.helpers import random_items
+
+
+def tree(folder):
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def a_root(tmp_path, n=300, photos=0):
+    """A 3-shard root of `n` items, the first `photos` of them with an uploaded photo on disk."""
+    root = tmp_path / "root"
+    root.mkdir()
+    coord = make(root)
+    coord.placement.save(root)    # as cluster/runtime.py does when it makes a root
+    ids, codes, hists, attrs = random_items(np.random.default_rng(0), n, 2, 8, str_ids=True)
+    metas = [{"image": new_upload()} if i < photos else {"title": f"item {i}"} for i in range(n)]
+    (root / "uploads").mkdir()
+    for m in metas[:photos]:
+        (root / m["image"]).write_bytes(b"jpeg")
+    asyncio.run(coord.upsert(ids, codes, hists, attrs, metas))
+    for client in coord.clients.values():
+        client.shard.close()
+    return root, ids, metas
+
+
+def held_per_shard(root, ids):
+    """The oracle: where the placement map puts each id."""
+    placement = Placement.load(root)
+    want = {s: 0 for s in placement.shards}
+    for b in placement.buckets_of(ids).tolist():
+        want[placement.owner[b]] += 1
+    return want
+
+
+def test_a_whole_root_is_ok_counts_every_shard_and_changes_no_file(tmp_path):
+    root, ids, _ = a_root(tmp_path, photos=5)
+    before = tree(root)
+    report = check_root(root)
+    assert tree(root) == before
+    assert report["ok"] and not report["problems"]
+    assert report["items"] == report["held"] == len(ids)
+    assert {s: r["items"] for s, r in report["shards"].items()} == held_per_shard(root, ids)
+    assert all(r["stray"] == 0 and not r["damaged"] for r in report["shards"].values())
+    assert report["uploaded_photos"] == {"recorded": 5, "missing": 0, "missing_examples": []}
+    assert report["backup"] is None and report["rebalance"] == {"moving": 0, "draining": 0}
+
+
+def test_a_missing_uploaded_photo_is_a_warning_not_a_problem(tmp_path):
+    root, _, metas = a_root(tmp_path, photos=4)
+    (root / metas[2]["image"]).unlink()
+    report = check_root(root)
+    assert report["ok"]
+    assert report["uploaded_photos"]["missing"] == 1 and report["uploaded_photos"]["missing_examples"] == [
+        metas[2]["image"]]
+    assert any("uploaded photo" in w for w in report["warnings"])
+
+
+def test_an_item_in_a_bucket_another_shard_owns_is_a_problem(tmp_path):
+    root, ids, _ = a_root(tmp_path)
+    placement = Placement.load(root)
+    extra = "stray-1"
+    owner = placement.owner[int(placement.buckets_of([extra])[0])]
+    wrong = next(s for s in placement.shards if s != owner)
+    shard = Shard(root / wrong)
+    shard.upsert([extra], *random_items(np.random.default_rng(1), 1, 2, 8)[1:])
+    shard.close()
+    report = check_root(root)
+    assert not report["ok"]
+    assert report["shards"][wrong]["stray"] == 1 and report["shards"][owner]["stray"] == 0
+    assert report["items"] == len(ids) and report["held"] == len(ids) + 1
+    assert any(wrong in p and "other shards" in p for p in report["problems"])
+
+
+def test_damage_found_by_a_shard_recovery_is_a_problem_and_is_left_for_the_shard_to_repair(tmp_path):
+    root, _, _ = a_root(tmp_path)
+    seg = sorted((root / "shard-001").glob("wal-*.log"))[-1]
+    data = bytearray(seg.read_bytes())
+    data[200] ^= 0x40
+    seg.write_bytes(bytes(data))
+    before = tree(root)
+    report = check_root(root)
+    assert tree(root) == before                       # no .damaged copy, no snapshot: read-only
+    assert not report["ok"] and report["shards"]["shard-001"]["damaged"]
+    assert any("shard-001" in p and "damage" in p for p in report["problems"])
+    assert not report["shards"]["shard-000"]["damaged"]
+
+
+def test_a_shard_that_cannot_be_read_is_a_problem(tmp_path):
+    root, _, _ = a_root(tmp_path)
+    (root / "shard-002" / "shard.json").write_text("{not json")
+    report = check_root(root)
+    assert not report["ok"] and "error" in report["shards"]["shard-002"]
+    assert any("shard-002 cannot be read" in p for p in report["problems"])
+
+
+def test_a_backup_is_checked_against_its_own_count(tmp_path):
+    root, ids, _ = a_root(tmp_path)
+    (root / ABOUT).write_text(json.dumps({"items": len(ids), "unavailable": []}))
+    assert check_root(root)["ok"]
+    (root / ABOUT).write_text(json.dumps({"items": len(ids) + 3, "unavailable": []}))
+    report = check_root(root)
+    assert not report["ok"] and any(f"counts {len(ids) + 3} items" in p for p in report["problems"])
+    (root / ABOUT).write_text("{cut sho")
+    assert not check_root(root)["ok"]
+
+
+def test_a_rebalance_left_half_done_is_reported_not_a_problem(tmp_path):
+    root, ids, _ = a_root(tmp_path)
+    placement = Placement.load(root)
+    bucket, src = next((b, s) for b, s in enumerate(placement.owner) if s == "shard-000")
+    # the move's copy: bucket's items in shard-001 too, hidden there while it moves
+    source = Shard(root / src)
+    moved = source.export_buckets([bucket], placement.n_buckets)
+    source.close()
+    dst = Shard(root / "shard-001")
+    dst.upsert(moved["ids"], moved["codes"], moved["hists"], moved["attributes"], moved["metas"], quantised=True)
+    dst.close()
+    placement.moving = {bucket: "shard-001"}
+    placement.save(root)
+    report = check_root(root)
+    assert moved["ids"] and report["ok"]
+    assert report["rebalance"] == {"moving": 1, "draining": 0}
+    assert report["items"] == len(ids) and report["held"] == len(ids) + len(moved["ids"])
+    assert any("rebalance" in w for w in report["warnings"])
+
+
+def test_the_command_exits_1_on_a_problem_and_2_without_a_root(tmp_path, capsys):
+    root, _, _ = a_root(tmp_path)
+    assert main(["check", "--storage", str(root), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["ok"] is True
+    (root / ABOUT).write_text(json.dumps({"items": 1}))
+    assert main(["check", "--storage", str(root), "--json"]) == 1
+    assert main(["check", "--storage", str(tmp_path / "nothing")]) == 2
+    assert "no storage root" in capsys.readouterr().err
+    assert not (tmp_path / "nothing").exists()
+
+
+@pytest.mark.parametrize("shards", [1, 4])
+def test_random_roots_count_what_the_placement_map_says(tmp_path, shards):
+    """The report's per-shard counts against the oracle, for other shard counts."""
+    root = tmp_path / "r"
+    root.mkdir()
+    coord = make(root, n_shards=shards)
+    coord.placement.save(root)
+    rng = np.random.default_rng(shards)
+    ids, codes, hists, attrs = random_items(rng, 500, 2, 8, str_ids=True)
+    asyncio.run(coord.upsert(ids, codes, hists, attrs))
+    gone = [ids[i] for i in rng.choice(len(ids), 120, replace=False)]
+    asyncio.run(coord.delete(gone))
+    for client in coord.clients.values():
+        client.shard.close()
+    kept = [i for i in ids if i not in set(gone)]
+    report = check_root(root)
+    assert report["ok"] and report["items"] == len(kept) == 380
+    assert {s: r["items"] for s, r in report["shards"].items()} == held_per_shard(root, kept)

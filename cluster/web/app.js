@@ -93,6 +93,30 @@ $('go').addEventListener('click', async () => {
   showHits(d.results);
 });
 
+// An item's tokens as a shopper reads them: the telling fields first, a field's several values
+// (the close runners-up an item is indexed under too) as one tag, a value two fields share
+// (articleType=Ties, subCategory=Ties) once, and the taxonomy's "other" bucket left out.
+// Fields this list does not name (another catalog's taxonomy) follow, in their own order.
+const FIELD_ORDER = ['articleType', 'gender', 'baseColour', 'usage', 'season', 'subCategory', 'masterCategory'];
+function hashtags(tokens) {
+  const byField = new Map();
+  for (const t of tokens) {
+    const i = t.indexOf('=');
+    const field = t.slice(0, i), value = t.slice(i + 1);
+    if (value === 'other') continue;
+    if (!byField.has(field)) byField.set(field, []);
+    byField.get(field).push(value);
+  }
+  const rank = (f) => (FIELD_ORDER.includes(f) ? FIELD_ORDER.indexOf(f) : FIELD_ORDER.length);
+  const seen = new Set(), tags = [];
+  for (const field of [...byField.keys()].sort((a, b) => rank(a) - rank(b))) {
+    const values = byField.get(field).filter((v) => !seen.has(v));
+    values.forEach((v) => seen.add(v));
+    if (values.length) tags.push('#' + values.join('/'));
+  }
+  return tags;
+}
+
 // Each hit offers the catalog items that look like it (GET /items/{id}/similar: no photo sent).
 // A hit of a search has a score; an item of the catalog's pages has none. `append`: below the others.
 function showHits(results, append) {
@@ -100,7 +124,7 @@ function showHits(results, append) {
   const html = results.map((h) => `<div class="hit"><img src="${h.image_url}" loading="lazy">
       <div>${esc(h.title || h.id)}</div>` +
       (h.score === undefined ? '' : `<div>score ${h.score.toFixed(3)} &middot; ham ${h.hamming}</div>`) +
-      `<div class="m">${h.matched.map((m) => '#' + esc(m.split('=')[1])).join(' ')}</div>
+      `<div class="m">${hashtags(h.matched).map(esc).join(' ')}</div>
       <a href="#" class="similar" data-id="${esc(h.id)}" data-title="${esc(h.title || h.id)}">similar items</a></div>`).join('');
   if (append) $('grid').insertAdjacentHTML('beforeend', html); else $('grid').innerHTML = html;
   for (const a of $('grid').querySelectorAll('a.similar:not([data-bound])')) {
@@ -140,7 +164,7 @@ async function similar(id, title) {
   $('status').textContent = `${d.results.length} items like ${title}` +
     (d.relaxed.length ? `; relaxed ${d.relaxed.join(', ')}` : '') +
     (d.partial ? `; PARTIAL: ${d.missing_shards.join(', ')} did not answer, their items are missing` : '');
-  $('tags').innerHTML = d.attributes.map((t) => `<span>#${esc(t.split('=')[1])}</span>`).join('');
+  $('tags').innerHTML = hashtags(d.attributes).map((t) => `<span>${esc(t)}</span>`).join('');
   showHits(d.results);
 }
 

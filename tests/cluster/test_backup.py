@@ -210,6 +210,7 @@ def test_a_backup_under_writes_holds_what_was_acknowledged_and_restores(tmp_path
     assert not (tmp_path / "backup" / OWNER).exists()
     checked = check_root(tmp_path / "backup")          # `fashion-search check` on it: whole, nothing out of place
     assert checked["ok"] and checked["items"] == checked["held"] == len(copy), checked["problems"]
+    assert checked["backup"]["compared"] and checked["backup"]["items"] == len(copy)
 
     # restore: a cluster on the backup finds exactly what it holds, searchable
     shutdown_cluster()
@@ -217,8 +218,12 @@ def test_a_backup_under_writes_holds_what_was_acknowledged_and_restores(tmp_path
     found = [h.id for h in r.search(EVERYTHING).hits]
     assert sorted(found, key=str) == sorted(copy, key=str)
     assert r.stats()["version"] == report["placement_version"]
+    more = random_items(rng, 3, 2, 8, start=5000)
+    r.upsert(*more)                                     # the restored root takes writes
     r.close()
     shutdown_cluster()
+    checked = check_root(tmp_path / "backup")           # whole, and no longer held to the backup's count
+    assert checked["ok"] and checked["held"] == len(copy) + 3 and checked["backup"]["compared"] is False
 
 
 def test_the_command_refuses_a_folder_that_exists_before_ray_starts(tmp_path, capsys):

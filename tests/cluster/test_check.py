@@ -4,6 +4,8 @@ made by the coordinator over real shards on disk, without Ray; a real cluster's 
 checked in test_backup.py."""
 import asyncio
 import json
+import os
+import time
 
 import numpy as np
 import pytest
@@ -110,15 +112,34 @@ def test_a_shard_that_cannot_be_read_is_a_problem(tmp_path):
     assert any("shard-002 cannot be read" in p for p in report["problems"])
 
 
+def a_backup_record(root, items):
+    """backup.json as the backup writes it: after every file it copied."""
+    (root / ABOUT).write_text(json.dumps({"items": items, "unavailable": []}))
+    later = time.time() + 60
+    os.utime(root / ABOUT, (later, later))
+
+
 def test_a_backup_is_checked_against_its_own_count(tmp_path):
     root, ids, _ = a_root(tmp_path)
-    (root / ABOUT).write_text(json.dumps({"items": len(ids), "unavailable": []}))
-    assert check_root(root)["ok"]
-    (root / ABOUT).write_text(json.dumps({"items": len(ids) + 3, "unavailable": []}))
+    a_backup_record(root, len(ids))
+    report = check_root(root)
+    assert report["ok"] and report["backup"]["compared"]
+    a_backup_record(root, len(ids) + 3)
     report = check_root(root)
     assert not report["ok"] and any(f"counts {len(ids) + 3} items" in p for p in report["problems"])
     (root / ABOUT).write_text("{cut sho")
     assert not check_root(root)["ok"]
+
+
+def test_a_backup_served_from_is_not_held_to_its_count(tmp_path):
+    """Restoring is serving from the backup: once it takes writes, backup.json's count is history."""
+    root, ids, _ = a_root(tmp_path)
+    a_backup_record(root, len(ids))
+    earlier = time.time() - 60
+    os.utime(root / ABOUT, (earlier, earlier))     # the shards' files are newer: it has been served since
+    report = check_root(root)
+    assert report["ok"] and report["backup"]["compared"] is False
+    assert any("served since" in w for w in report["warnings"])
 
 
 def test_a_rebalance_left_half_done_is_reported_not_a_problem(tmp_path):
@@ -145,7 +166,7 @@ def test_the_command_exits_1_on_a_problem_and_2_without_a_root(tmp_path, capsys)
     root, _, _ = a_root(tmp_path)
     assert main(["check", "--storage", str(root), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["ok"] is True
-    (root / ABOUT).write_text(json.dumps({"items": 1}))
+    a_backup_record(root, 1)
     assert main(["check", "--storage", str(root), "--json"]) == 1
     assert main(["check", "--storage", str(tmp_path / "nothing")]) == 2
     assert "no storage root" in capsys.readouterr().err

@@ -157,7 +157,7 @@ def cmd_export(args) -> dict:
     existing_placement(args)
     out = check_new_file(args.out)   # before Ray starts
     with _open(args.storage, address=args.address) as c:
-        return c.export(out, log=lambda s: print(s, file=sys.stderr, flush=True))
+        return c.export(out, log=lambda s: print(s, file=sys.stderr, flush=True), resume=args.resume)
 
 
 def cmd_prune_uploads(args) -> dict:
@@ -616,6 +616,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "export began and not deleted during it is written exactly once, rebalances "
                                    "included. OUT appears only once whole (until then OUT.partial).")
     e.add_argument("--out", required=True, help="the JSONL file to write (must not exist)")
+    e.add_argument("--resume", action="store_true",
+                   help="go on from where a stopped run got to (OUT.partial and OUT.progress), not from the start")
     _cluster_arguments(e)
     e.set_defaults(func=cmd_export)
 

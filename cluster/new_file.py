@@ -2,15 +2,18 @@
 
 The jobs that write one (`similar-items`, `export`) refuse a NAME that exists, so they
 write over nothing, and a NAME a job left is always complete; a job cut short leaves
-NAME.partial, which the next run replaces, or goes on with (`keep`).
+NAME.partial, which the next run replaces, or goes on with (`keep`). NAME.progress says
+how far a job had made NAME.partial durable, and with what settings (`resume_point`).
 """
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from pathlib import Path
 
 from shards.errors import InvalidInput, StorageError
+from shards.files import write_atomically
 from shards.wal import fsync_dir
 
 
@@ -48,3 +51,26 @@ def durable(f) -> int:
     f.flush()
     os.fsync(f.fileno())
     return f.tell()
+
+
+def progress_file(out: Path) -> Path:
+    return out.with_name(out.name + ".progress")
+
+
+def record_progress(out: Path, done: dict) -> None:
+    """Say how far the job has made OUT.partial durable (`done["bytes"]`, from `durable()`)."""
+    write_atomically(progress_file(out), json.dumps(done))
+
+
+def resume_point(out: Path, settings: dict) -> dict | None:
+    """What a stopped run made durable, if it ran with these settings and its file is there; None: start anew."""
+    path, partial = progress_file(out), out.with_name(out.name + ".partial")
+    if not path.is_file() or not partial.is_file():
+        return None
+    done = json.loads(path.read_text())
+    if any(done.get(key) != value for key, value in settings.items()):
+        raise InvalidInput(f"{path} is from a run with {({key: done.get(key) for key in settings})}, not {settings}: "
+                           "run with those, or without --resume to start again")
+    if partial.stat().st_size < done["bytes"]:
+        raise InvalidInput(f"{partial} is shorter than {path} says it was made durable: run without --resume")
+    return done

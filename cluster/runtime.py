@@ -282,15 +282,19 @@ class Cluster:
         return self._loop.run(similar_items(self.router, placement, out, k, w_colour, log=log, resume=resume),
                               timeout=None)
 
+    def list_page(self, cursor: str | None, limit: int) -> dict:
+        """One page of the catalog (Coordinator.list_items)."""
+        return self.coordinator_call("list_items", cursor, limit)
+
     def items(self):
         """Every item of the catalog (id, attributes, meta), read page by page (coordinator/listing.py)."""
         from coordinator.listing import every_item
-        return every_item(lambda cursor, limit: self.coordinator_call("list_items", cursor, limit))
+        return every_item(self.list_page)
 
-    def export(self, out, log=print) -> dict:
+    def export(self, out, log=print, resume: bool = False) -> dict:
         """Every item, one JSON line each, into the new file `out` (cluster/export.py)."""
         from .export import export_items
-        return export_items(self.items(), out, log)
+        return export_items(self.list_page, out, log, resume=resume)
 
     def prune_uploads(self, min_age_s: float, dry_run: bool = False) -> dict:
         """Remove uploaded photos no item records (cluster/prune_uploads.py)."""

@@ -20,14 +20,12 @@ from __future__ import annotations
 import json
 import time
 from collections import defaultdict
-from pathlib import Path
 from typing import Awaitable, Callable
 
 from coordinator.router import fan_out
-from shards.errors import InvalidInput, ShardUnavailable
-from shards.files import write_atomically
+from shards.errors import ShardUnavailable
 
-from .new_file import check_new_file, durable, whole_file
+from .new_file import check_new_file, durable, progress_file, record_progress, resume_point, whole_file
 
 GROUP = 64            # buckets read and searched together (4096 buckets: 1/64 of the catalog)
 REREADS = 10          # times a group is read again while rebalancing moves it, before giving up
@@ -43,12 +41,11 @@ async def similar_items(router, placement: Callable[[], Awaitable[dict]], out_pa
     """
     from models.similar import similar_query, without_item
     out = check_new_file(out_path)
-    progress_path = out.with_name(out.name + ".progress")
     n_buckets = (await placement())["n_buckets"]
     settings = {"k": k, "w_colour": w_colour, "n_buckets": n_buckets, "group": group}
-    done = _progress(progress_path, out, settings) if resume else None
+    done = resume_point(out, settings) if resume else None
     if done is None:
-        progress_path.unlink(missing_ok=True)    # it would describe a file this run starts anew
+        progress_file(out).unlink(missing_ok=True)    # it would describe a file this run starts anew
     t0 = time.perf_counter()
     first = done["next_bucket"] if done else 0
     items, partial_lines = (done["items"], done["partial_lines"]) if done else (0, 0)
@@ -66,29 +63,15 @@ async def similar_items(router, placement: Callable[[], Awaitable[dict]], out_pa
                                     "relaxed": list(r.relaxed), "partial": r.partial}) + "\n")
                 partial_lines += r.partial
             items += len(batch["ids"])
-            write_atomically(progress_path, json.dumps({**settings, "next_bucket": buckets[-1] + 1, "bytes": durable(f),
-                                                        "items": items, "partial_lines": partial_lines}))
+            record_progress(out, {**settings, "next_bucket": buckets[-1] + 1, "bytes": durable(f), "items": items,
+                                  "partial_lines": partial_lines})
             log(f"  {items} items, buckets {buckets[-1] + 1}/{n_buckets} ({time.perf_counter() - t0:.0f} s)")
-    progress_path.unlink(missing_ok=True)
+    progress_file(out).unlink(missing_ok=True)
     seconds = time.perf_counter() - t0
     return {"out": str(out), "items": items, "k": k, "partial_lines": partial_lines, "rereads": rereads,
             "resumed_at_bucket": first if done else None, "seconds": round(seconds, 2),
             "items_per_s": round((items - (done["items"] if done else 0)) / seconds, 1) if seconds else None,
             "ok": partial_lines == 0}
-
-
-def _progress(path: Path, out: Path, settings: dict) -> dict | None:
-    """What a stopped run made durable, if it ran with these settings and its file is there; None: start anew."""
-    partial = out.with_name(out.name + ".partial")
-    if not path.is_file() or not partial.is_file():
-        return None
-    done = json.loads(path.read_text())
-    if any(done.get(key) != value for key, value in settings.items()):
-        raise InvalidInput(f"{path} is from a run with {({key: done.get(key) for key in settings})}, not {settings}: "
-                           "run with those, or without --resume to start again")
-    if partial.stat().st_size < done["bytes"]:
-        raise InvalidInput(f"{partial} is shorter than {path} says it was made durable: run without --resume")
-    return done
 
 
 async def _read_group(router, placement, buckets: list[int], n_buckets: int, timeout_s: float):

@@ -66,12 +66,19 @@ def merge_pages(pages, limit: int, until: tuple[int, int] | None, more: bool) ->
     return items, (encode_cursor(*until) if more else None)
 
 
-def every_item(list_page: Callable[[str | None, int], dict], limit: int = 10_000) -> Iterator[dict]:
-    """Every item of the catalog, page after page; `list_page(cursor, limit)` is Coordinator.list_items
-    (called synchronously). An error of a page (a shard that does not answer) is raised where it comes."""
-    cursor = None
+def every_page(list_page: Callable[[str | None, int], dict], limit: int = 10_000,
+               cursor: str | None = None) -> Iterator[dict]:
+    """The catalog's pages from `cursor` (None: the first) to the last; `list_page(cursor, limit)` is
+    Coordinator.list_items (called synchronously). An error of a page (a shard that does not answer)
+    is raised where it comes."""
     while True:
         page = list_page(cursor, limit)
-        yield from page["items"]
+        yield page
         if (cursor := page["next_cursor"]) is None:
             return
+
+
+def every_item(list_page: Callable[[str | None, int], dict], limit: int = 10_000) -> Iterator[dict]:
+    """Every item of the catalog, page after page (every_page)."""
+    for page in every_page(list_page, limit):
+        yield from page["items"]

@@ -10,7 +10,8 @@ backup, or after a disk or a node went bad:
 - does a backup's own record (backup.json) count as many items as its shards hold? (Only
   while no shard file is newer than it: a backup served from, to restore, takes writes.)
 - does every uploaded photo an item records lie in uploads/? A warning: the item is
-  found, its photo is not shown.
+  found, its photo is not shown. So is a feature model here (FASHION_ASSETS) other than
+  the one that coded the catalog (models.json): serving would refuse it.
 A rebalance left half-done is reported, not a problem: the next start finishes it.
 Best run on a backup or a stopped cluster: a shard that folds its log while it is read
 can make a file vanish under the check (a problem that goes away when run again).
@@ -28,7 +29,7 @@ from shards.errors import FashionSearchError, InvalidInput
 from shards.shard import Shard
 
 from .backup import ABOUT
-from .model_record import RECORD
+from .model_record import RECORD, features_digest, recorded_model
 from .uploads import UPLOADS, upload_name
 
 BUCKETS_PER_READ = 256   # the photo check reads a shard's items this many buckets at a time
@@ -88,16 +89,20 @@ def check_root(root: str | os.PathLike) -> dict:
         backup["compared"] = True
         if backup.get("items") != held:
             problems.append(f"{ABOUT} counts {backup.get('items')} items and the shards hold {held}")
-    if not (root / RECORD).exists():
-        warnings.append(f"no {RECORD}: the first command that serves this root records the models given then, "
-                        "whatever made its codes")
+    models = _models(root)
+    if models["recorded"] is None:
+        warnings.append(f"no readable {RECORD}: the first command that serves this root records the models given "
+                        "then, whatever made its codes")
+    elif models["recorded"] != models["here"]:
+        warnings.append(f"the catalog was coded with the feature model {models['recorded']}; the models here "
+                        f"(FASHION_ASSETS) have {models['here']}: serving it with them is refused")
     rebalance = {"moving": len(placement.moving), "draining": len(placement.draining)}
     if any(rebalance.values()):
         warnings.append(f"a rebalance was left half-done ({rebalance['moving']} buckets moving, "
                         f"{rebalance['draining']} draining): the next start of the cluster finishes it")
     return {"root": str(root), "ok": not problems, "items": answered, "held": held,
             "placement_version": placement.version, "n_shards": len(placement.shards), "rebalance": rebalance,
-            "uploaded_photos": photos, "backup": backup, "problems": problems, "warnings": warnings,
+            "uploaded_photos": photos, "backup": backup, "models": models, "problems": problems, "warnings": warnings,
             "shards": shards}
 
 
@@ -114,6 +119,16 @@ def _check_photos(shard: Shard, buckets: np.ndarray, n_buckets: int, root: Path,
                 photos["missing"] += 1
                 if len(photos["missing_examples"]) < 5:
                     photos["missing_examples"].append(f"{UPLOADS}/{name}")
+
+
+def _models(root: Path) -> dict:
+    """The feature model the root's codes came from, and the one this machine's models have (None: unreadable)."""
+    from models.data import ASSETS
+    try:
+        here = features_digest(ASSETS)
+    except InvalidInput:
+        here = None
+    return {"recorded": recorded_model(root), "here": here}
 
 
 def _untouched_since_backup(root: Path, shards: list[str]) -> bool:

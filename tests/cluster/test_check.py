@@ -64,6 +64,21 @@ def test_a_whole_root_is_ok_counts_every_shard_and_changes_no_file(tmp_path):
     assert report["backup"] is None and report["rebalance"] == {"moving": 0, "draining": 0}
 
 
+def test_the_models_that_coded_the_catalog_are_compared_with_the_ones_here(tmp_path):
+    from cluster.model_record import RECORD, check_models, features_digest
+    from models.data import ASSETS
+    root, _, _ = a_root(tmp_path)
+    assert any(f"no readable {RECORD}" in w for w in check_root(root)["warnings"])
+    check_models(root)                                  # as the first command that codes photos records them
+    report = check_root(root)
+    assert report["models"] == {"recorded": features_digest(ASSETS), "here": features_digest(ASSETS)}
+    assert not any("feature model" in w or RECORD in w for w in report["warnings"])
+    record = json.loads((root / RECORD).read_text())
+    (root / RECORD).write_text(json.dumps({**record, "features": "0123456789abcdef"}))
+    report = check_root(root)
+    assert report["ok"] and any("0123456789abcdef" in w and "refused" in w for w in report["warnings"])
+
+
 def test_a_missing_uploaded_photo_is_a_warning_not_a_problem(tmp_path):
     root, _, metas = a_root(tmp_path, photos=4)
     (root / metas[2]["image"]).unlink()

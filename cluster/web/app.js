@@ -88,8 +88,11 @@ $('go').addEventListener('click', async () => {
     (d.widened.length ? `; widened past ${d.widened.join(', ')}` : '') +
     (d.hedged ? `; also searched ${d.hedged.split('=')[1]}` : '') +
     (d.partial ? `; PARTIAL: ${d.missing_shards.join(', ')} did not answer, their items are missing` : '');
-  $('tags').innerHTML = d.attributes.map((a) =>
-    `<span class="${a.probability < 0.5 ? 'weak' : ''}" title="p=${a.probability.toFixed(2)}">#${esc(a.token.split('=')[1])}</span>`).join('');
+  const read = d.attributes.filter((a) => a.token.split('=')[1] !== 'other');   // in the items' tag order
+  read.sort((a, b) => fieldRank(a.token.split('=')[0]) - fieldRank(b.token.split('=')[0]));
+  $('tags').innerHTML = read.map((a) =>
+    `<span class="${a.probability < 0.5 ? 'weak' : ''}" data-field="${esc(a.token.split('=')[0])}" ` +
+    `title="p=${a.probability.toFixed(2)}">#${esc(a.token.split('=')[1])}</span>`).join('');
   showHits(d.results);
 });
 
@@ -98,6 +101,7 @@ $('go').addEventListener('click', async () => {
 // (articleType=Ties, subCategory=Ties) once, and the taxonomy's "other" bucket left out.
 // Fields this list does not name (another catalog's taxonomy) follow, in their own order.
 const FIELD_ORDER = ['articleType', 'gender', 'baseColour', 'usage', 'season', 'subCategory', 'masterCategory'];
+const fieldRank = (f) => (FIELD_ORDER.includes(f) ? FIELD_ORDER.indexOf(f) : FIELD_ORDER.length);
 function hashtags(tokens) {
   const byField = new Map();
   for (const t of tokens) {
@@ -107,9 +111,8 @@ function hashtags(tokens) {
     if (!byField.has(field)) byField.set(field, []);
     byField.get(field).push(value);
   }
-  const rank = (f) => (FIELD_ORDER.includes(f) ? FIELD_ORDER.indexOf(f) : FIELD_ORDER.length);
   const seen = new Set(), tags = [];
-  for (const field of [...byField.keys()].sort((a, b) => rank(a) - rank(b))) {
+  for (const field of [...byField.keys()].sort((a, b) => fieldRank(a) - fieldRank(b))) {
     const values = byField.get(field).filter((v) => !seen.has(v));
     values.forEach((v) => seen.add(v));
     if (values.length) tags.push('#' + values.join('/'));

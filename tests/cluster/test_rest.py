@@ -636,6 +636,10 @@ def test_web_page_in_chromium(server, tmp_path):
         page.wait_for_selector(".hit", timeout=60_000)
         assert page.locator(".hit").count() > 0
         assert page.locator("#tags span").count() > 0
+        # the photo's reading in the items' tag order: what it is first, the taxonomy's "other" left out
+        fields = page.locator("#tags span").evaluate_all("els => els.map((e) => e.dataset.field)")
+        order = ["articleType", "gender", "baseColour", "usage", "season", "subCategory", "masterCategory"]
+        assert fields == sorted(fields, key=order.index) and "#other" not in page.locator("#tags").inner_text()
         assert "ROI from user" in page.locator("#status").inner_text()
         page.screenshot(path=str(tmp_path / "page.png"))
         # a hit's "similar items": the grid shows items like it, itself left out

@@ -39,6 +39,9 @@ class AttributeReplica:
     def categories(self) -> list[str]:
         return [t.split("=", 1)[1] for t in self.pipeline.taxonomy.category_tokens()]
 
+    def category_groups(self) -> dict[str, list[str]]:
+        return self.pipeline.taxonomy.category_groups()
+
     def read_titles(self, titles: list[str]) -> list[tuple[str | None, dict]]:
         """Per title: its category (or None) and the gender and colour it states."""
         return self.pipeline.read_titles(titles)

@@ -426,8 +426,11 @@ class Frontend:
             raise HttpError(404, "no such sample")
         return FileResponse(path, media_type="image/jpeg")
 
-    @app.get("/categories", summary="The fashion-categories a query may name", responses=READ_ERRORS)
-    async def categories(self):
+    @app.get("/categories", summary="The fashion-categories a query may name", responses=READ_ERRORS,
+             description="A sorted list; with `grouped=true`, an object of great-category -> its categories.")
+    async def categories(self, grouped: bool = False):
+        if grouped:
+            return await self.attributes.category_groups.remote()
         return sorted(await self.attributes.categories.remote())
 
     @app.get("/health", responses=READ_ERRORS)

@@ -69,6 +69,15 @@ class Taxonomy:
     def category_tokens(self) -> list[str]:
         return [t for t in self.tokens if t.startswith(self.category_field + "=")]
 
+    def category_groups(self) -> dict[str, list[str]]:
+        """The categories under their great-category (from the tree; "other" where it names none), for a
+        user choosing one: {"Accessories": ["Backpacks", ...], "Apparel": [...], ...}, each sorted."""
+        groups: dict[str, list[str]] = {}
+        for token in self.category_tokens():
+            category = token.split("=", 1)[1]
+            groups.setdefault(self.tree.get(category, {}).get(self.great_field, "other"), []).append(category)
+        return {great: sorted(groups[great]) for great in sorted(groups)}
+
     def check_category(self, category: str) -> str:
         """'Shirts' or 'articleType=Shirts' -> the token; unknown -> InvalidInput."""
         tok = category if "=" in category else f"{self.category_field}={category}"

@@ -56,8 +56,10 @@ async function showHealth() {
 
 async function init() {
   showHealth();
-  const cats = await (await fetch('/categories')).json();
-  $('category').innerHTML = cats.map((c) => `<option>${c}</option>`).join('');
+  const groups = await (await fetch('/categories?grouped=true')).json();   // under their great-category
+  $('category').innerHTML = '<option value="" disabled selected>choose one</option>' +
+    Object.entries(groups).map(([great, cats]) => `<optgroup label="${esc(great)}">` +
+      cats.map((c) => `<option>${esc(c)}</option>`).join('') + '</optgroup>').join('');
   $('category').addEventListener('change', () => { document.querySelector('input[value=category]').checked = true; });
   const samples = await (await fetch('/samples')).json();
   $('samples').innerHTML = samples.map((s) => `<img src="/samples/${s}" title="${s}" data-name="${s}">`).join('');
@@ -72,7 +74,10 @@ $('go').addEventListener('click', async () => {
   const form = new FormData();
   form.append('image', blob, 'query.jpg');
   form.append('k', '24');
-  if (mode() === 'category') form.append('category', $('category').value);
+  if (mode() === 'category') {
+    if (!$('category').value) { $('status').textContent = 'Choose a category first.'; return; }
+    form.append('category', $('category').value);
+  }
   if (mode() === 'box') {
     if (!box || box[2] < 2 || box[3] < 2) { $('status').textContent = 'Draw a rectangle on the photo first.'; return; }
     form.append('box', box.map((v) => Math.round(v)).join(','));

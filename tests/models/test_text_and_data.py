@@ -66,3 +66,18 @@ def test_a_blank_title_states_nothing_and_the_photo_reads_it_all():
     assert read[1] == (None, {}) and read[2] == (None, {})
     with pytest.raises(InvalidInput):
         read_titles(load_text(), Taxonomy.load(FILE), [None])      # not a title at all: still an error
+
+
+def test_categories_grouped_under_their_great_category():
+    """What the web page's category list shows: each category once, under the great-category the
+    taxonomy's tree gives it."""
+    from models.taxonomy import FILE, Taxonomy
+    tax = Taxonomy.load(FILE)
+    groups = tax.category_groups()
+    listed = [c for cats in groups.values() for c in cats]
+    assert sorted(listed) == sorted(t.split("=", 1)[1] for t in tax.category_tokens())
+    assert len(set(listed)) == len(listed)
+    for great, cats in groups.items():
+        assert cats == sorted(cats)
+        assert all(tax.tree.get(c, {}).get("masterCategory", "other") == great for c in cats)
+    assert "Casual Shoes" in groups["Footwear"] and "Tshirts" in groups["Apparel"]

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from shards.errors import InvalidInput
 
@@ -27,6 +27,7 @@ SPLITS_FILE = SHIPPED / "splits.json"
 CATALOG_COLUMNS = ("id", "gender", "masterCategory", "subCategory", "articleType", "baseColour",
                    "season", "usage", "productDisplayName")
 MAX_PIXELS = 40_000_000          # decompression-bomb guard for anything we decode
+EXIF_ORIENTATION = 0x0112
 EMPTY_VALUES = {"", "NA", "N/A", "null", "None"}
 PHOTO_SUFFIXES = (".jpeg", ".JPG", ".JPEG", ".png", ".PNG", ".webp")   # looked for when <id>.jpg is not there
 
@@ -123,7 +124,12 @@ def load_splits() -> dict:
 
 
 def decode_image(data: bytes | os.PathLike | str, max_pixels: int = MAX_PIXELS) -> Image.Image:
-    """Decode an image (bytes or a path) to RGB, refusing bombs and non-images with InvalidInput."""
+    """Decode an image (bytes or a path) to RGB, upright, refusing bombs and non-images with InvalidInput.
+
+    Upright: a phone stores a portrait photo as landscape pixels plus an EXIF orientation,
+    and browsers show it turned. The models read it the way it is shown, and a box (the
+    user's, drawn on the page; an answer's ROI) is in that frame.
+    """
     import io
     try:
         src = io.BytesIO(data) if isinstance(data, (bytes, bytearray)) else open(data, "rb")
@@ -145,6 +151,8 @@ def decode_image(data: bytes | os.PathLike | str, max_pixels: int = MAX_PIXELS) 
             raise InvalidInput(f"not a readable image: {exc}") from exc
     if img.width < 8 or img.height < 8:
         raise InvalidInput(f"image of {img.width}x{img.height} pixels is too small")
+    if img.getexif().get(EXIF_ORIENTATION, 1) != 1:
+        img = ImageOps.exif_transpose(img)
     return img.convert("RGB")
 
 

@@ -18,7 +18,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
-from PIL import Image
+
+from .data import decode_image
 
 K = 10   # the relaxation's k: the level is the least relaxation giving k candidates
 
@@ -35,7 +36,7 @@ def read_queries(pipeline, products, idx, batch: int = 32, log=print):
     """The query path's analysis of each photo: attributes read unguided, ROI = the whole photo."""
     out = []
     for i in range(0, len(idx), batch):
-        imgs = [Image.open(products[j].image).convert("RGB") for j in idx[i: i + batch]]
+        imgs = [decode_image(products[j].image) for j in idx[i: i + batch]]
         out += pipeline.analyse_batch(imgs, detect=False)
         if (i // batch) % 10 == 0:
             log(f"  read {len(out)}/{len(idx)} queries")

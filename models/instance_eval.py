@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageEnhance
 
-from .data import ASSETS, data_root, load_catalog, load_splits, products_dir, usable_products
+from .data import ASSETS, data_root, decode_image, load_catalog, load_splits, products_dir, usable_products
 from .train_attributes import CACHE
 
 
@@ -79,7 +79,7 @@ def index_catalog_items(pipeline, products, batch: int = 32, cache: Path | None 
     t0 = time.perf_counter()
     for i in range(0, len(products), batch):
         part = products[i: i + batch]
-        imgs = [Image.open(p.image).convert("RGB") for p in part]
+        imgs = [decode_image(p.image) for p in part]
         for a in pipeline.items(imgs, [p.title for p in part]):
             codes.append(a.code)
             hists.append(a.hist)
@@ -142,9 +142,9 @@ def instance_recall(data=None, n_queries: int = 200, seed: int = 0, assets=None,
         return category if category in known else None
     for j in picks:
         src = pool[j]
-        bg = Image.open(backgrounds[int(rng.integers(len(backgrounds)))]) if backgrounds else Image.new(
+        bg = decode_image(backgrounds[int(rng.integers(len(backgrounds)))]) if backgrounds else Image.new(
             "RGB", (427, 640), (128, 128, 128))
-        img, box = make_hard(Image.open(products[src].image).convert("RGB"), bg, rng)
+        img, box = make_hard(decode_image(products[src].image), bg, rng)
         t = time.perf_counter()
         auto = pipeline.query(img)
         lat.append((time.perf_counter() - t) * 1e3)

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from .data import decode_image
 from .features import CodeBook, FeatureExtractor
 from .instance_eval import make_hard
 
@@ -39,8 +40,8 @@ def hard_view_features(products, indices, extractor: FeatureExtractor, backgroun
     feats, src, pending = [], [], []
     for r in range(reps):
         for n, i in enumerate(indices):
-            bg = Image.open(backgrounds[int(rng.integers(len(backgrounds)))])
-            img, (x, y, w, h) = make_hard(Image.open(products[i].image).convert("RGB"), bg, rng)
+            bg = decode_image(backgrounds[int(rng.integers(len(backgrounds)))])
+            img, (x, y, w, h) = make_hard(decode_image(products[i].image), bg, rng)
             pending.append(np.asarray(img.crop((x, y, x + w, y + h)).resize((size, size), Image.BILINEAR)))
             src.append(int(i))
             if len(pending) == batch:

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from shards.errors import InvalidInput
 
 from .attributes import AttributeConfig, AttributeModel, normalise
-from .data import PROJECT, Product, data_root, image_array, load_catalog, load_splits
+from .data import PROJECT, Product, data_root, decode_image, image_array, load_catalog, load_splits
 from .taxonomy import FILE as TAXONOMY_FILE
 from .taxonomy import PAD, Taxonomy
 
@@ -65,8 +65,8 @@ def _hard_view(args) -> np.ndarray:
     from .instance_eval import make_hard
     image, backgrounds, size, seed = args
     rng = np.random.default_rng(seed)
-    bg = Image.open(backgrounds[int(rng.integers(len(backgrounds)))])
-    img, (x, y, w, h) = make_hard(Image.open(image).convert("RGB"), bg, rng)
+    bg = decode_image(backgrounds[int(rng.integers(len(backgrounds)))])
+    img, (x, y, w, h) = make_hard(decode_image(image), bg, rng)
     dx0, dy0, dx1, dy1 = rng.uniform(-0.1, 0.1, 4) * (w, h, w, h)
     box = (max(0, round(x + dx0)), max(0, round(y + dy0)),
            min(img.width, round(x + w + dx1)), min(img.height, round(y + h + dy1)))

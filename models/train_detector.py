@@ -81,7 +81,7 @@ def copy_paste(street: Image.Image, street_target: dict, product: Path, label: i
     with the first detector class its category maps to.
     """
     from .instance_eval import make_hard
-    img, (px, py, pw, ph) = make_hard(Image.open(product).convert("RGB"), street, rng)
+    img, (px, py, pw, ph) = make_hard(decode_image(product), street, rng)
     boxes = street_target["boxes"] * (img.height / street.height)
     pasted = torch.tensor([[px, py, px + pw, py + ph]], dtype=torch.float32)
     if len(boxes):

@@ -24,17 +24,26 @@ function draw() {
              ctx.strokeRect(box[0] / s, box[1] / s, box[2] / s, box[3] / s); ctx.setLineDash([]); }
 }
 
-$('canvas').addEventListener('mousedown', (e) => {
+// Drawing the box: pointer events, so a finger on a phone draws as a mouse does. The canvas may
+// be shown smaller than its own pixels (a narrow screen), so a point is read against its shown size.
+function photoPoint(e) {
+  const c = $('canvas'), r = c.getBoundingClientRect(), s = img.naturalWidth / c.clientWidth;   // inside the border
+  return [(e.clientX - r.left - c.clientLeft) * s, (e.clientY - r.top - c.clientTop) * s];
+}
+$('canvas').addEventListener('pointerdown', (e) => {
   if (mode() !== 'box') document.querySelector('input[value=box]').checked = true;
-  dragging = [e.offsetX, e.offsetY];
+  $('canvas').setPointerCapture(e.pointerId);
+  dragging = photoPoint(e);
 });
-$('canvas').addEventListener('mousemove', (e) => {
+$('canvas').addEventListener('pointermove', (e) => {
   if (!dragging) return;
-  const s = scale(), x = Math.min(dragging[0], e.offsetX), y = Math.min(dragging[1], e.offsetY);
-  box = [x * s, y * s, Math.abs(e.offsetX - dragging[0]) * s, Math.abs(e.offsetY - dragging[1]) * s];
+  const [x, y] = photoPoint(e), clip = (v, hi) => Math.max(0, Math.min(hi, v));
+  const x0 = clip(Math.min(dragging[0], x), img.naturalWidth), x1 = clip(Math.max(dragging[0], x), img.naturalWidth);
+  const y0 = clip(Math.min(dragging[1], y), img.naturalHeight), y1 = clip(Math.max(dragging[1], y), img.naturalHeight);
+  box = [x0, y0, x1 - x0, y1 - y0];
   roi = null; draw();
 });
-window.addEventListener('mouseup', () => { dragging = null; });
+for (const end of ['pointerup', 'pointercancel']) $('canvas').addEventListener(end, () => { dragging = null; });
 
 $('file').addEventListener('change', (e) => e.target.files[0] && load(e.target.files[0]));
 $('drop').addEventListener('dragover', (e) => { e.preventDefault(); $('drop').classList.add('over'); });

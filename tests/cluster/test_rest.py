@@ -216,6 +216,27 @@ def test_three_query_options(server):
     assert scores == sorted(scores)
 
 
+def test_a_phone_photo_is_searched_the_way_it_is_shown(server):
+    """A phone stores a portrait photo as landscape pixels plus an EXIF orientation; the page shows
+    it upright and the user's box is drawn there. Searched, it answers as the upright photo does."""
+    upright = np.random.default_rng(3).integers(0, 256, (200, 120, 3), dtype=np.uint8)   # 120 wide, 200 high
+    exif = Image.Exif()
+    exif[0x0112] = 6                                # "turn 90 degrees clockwise to show"
+    photos = {}
+    for name, pixels, tags in (("upright", upright, {}), ("phone", np.rot90(upright), {"exif": exif})):
+        buf = io.BytesIO()
+        Image.fromarray(np.ascontiguousarray(pixels)).save(buf, format="PNG", **tags)
+        photos[name] = buf.getvalue()
+    box = {"box": "20,110,80,80"}                   # the lower half: outside the stored 200 x 120 pixels
+    answers = {name: search(server["url"], {**box, "k": "8"}, image=photo, ctype="image/png")
+               for name, photo in photos.items()}
+    assert answers["phone"].status_code == 200, answers["phone"].text
+    phone, upright_answer = answers["phone"].json(), answers["upright"].json()
+    assert phone["roi"] == upright_answer["roi"] == [20, 110, 80, 80]
+    assert phone["attributes"] == upright_answer["attributes"]
+    assert [h["id"] for h in phone["results"]] == [h["id"] for h in upright_answer["results"]]
+
+
 def test_the_served_answer_is_the_in_process_pipelines(server):
     """The REST path reads attributes and appearance on separate replicas at once; the in-process
     pipeline reads them in turn. Same photo, same models: same reading, same hits."""
@@ -694,6 +715,64 @@ def test_web_page_in_chromium(server, tmp_path):
         other.wait_for_function("document.getElementById('health').textContent !== ''")
         assert other.locator("#health").inner_text() == (
             "DEGRADED: 1 of 2 shards answering; missing shard-001 (its actor is not running)")
+        browser.close()
+
+
+def test_web_page_on_a_phone_draws_the_box_by_touch_on_an_upright_photo(server, tmp_path):
+    """A phone's screen (narrow: the canvas shown smaller than its pixels), a finger (touch events
+    only), and a portrait photo stored sideways with an EXIF orientation, as phones take them."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.fail("Chromium is not installed (.ci/run installs Debian's chromium)")
+    from playwright.sync_api import sync_playwright
+    shown = np.zeros((800, 600, 3), np.uint8)           # 600 wide, 800 high, as the phone shows it
+    shown[:] = (200, 30, 30)
+    shown[450:750, 100:500] = (20, 20, 200)
+    exif = Image.Exif()
+    exif[0x0112] = 6                                    # stored turned a quarter: "turn clockwise to show"
+    photo = tmp_path / "phone.jpg"
+    Image.fromarray(np.ascontiguousarray(np.rot90(shown))).save(photo, format="JPEG", exif=exif)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu"])
+        phone = browser.new_context(viewport={"width": 360, "height": 740}, device_scale_factor=2,
+                                    is_mobile=True, has_touch=True)
+        page = phone.new_page()
+        page.goto(server["url"] + "/")
+        page.wait_for_selector("#samples img")
+        page.set_input_files("#file", str(photo))
+        page.wait_for_selector("#canvas", state="visible")
+        assert page.evaluate("[img.naturalWidth, img.naturalHeight]") == [600, 800]
+        shown_at = page.evaluate("(() => { const c = $('canvas'), r = c.getBoundingClientRect(); return {"
+                                 "x: r.left + c.clientLeft, y: r.top + c.clientTop, width: c.clientWidth, "
+                                 "height: c.clientHeight, pixels: c.width}; })()")     # inside its border
+        canvas = page.locator("#canvas").bounding_box()
+        assert canvas["x"] + canvas["width"] <= 360 and 300 < shown_at["width"] < shown_at["pixels"]
+        grid = page.locator("#grid").bounding_box()
+        assert grid["y"] > canvas["y"] + canvas["height"] and grid["width"] > 300   # below the photo, the screen wide
+        fingers = phone.new_cdp_session(page)
+        # whole pixels of the page: Chromium rounds a touch point's position
+        x0, y0 = round(shown_at["x"] + 0.15 * shown_at["width"]), round(shown_at["y"] + 0.55 * shown_at["height"])
+        x1, y1 = round(shown_at["x"] + 0.85 * shown_at["width"]), round(shown_at["y"] + 0.95 * shown_at["height"])
+        # a finger's drag, timed by the events' own clocks: ten steps, then held still before it lifts
+        # (lifted while moving it would fling, and the next tap would only stop the fling)
+        t = time.time()
+        path = [("touchStart", x0, y0, 0.0)] + [
+            ("touchMove", x0 + (x1 - x0) * i // 10, y0 + (y1 - y0) * i // 10, 0.02 * i) for i in range(1, 11)]
+        for kind, x, y, at in path + [("touchMove", x1, y1, 0.5)]:
+            fingers.send("Input.dispatchTouchEvent",
+                         {"type": kind, "touchPoints": [{"x": x, "y": y}], "timestamp": t + at})
+        fingers.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": [], "timestamp": t + 0.51})
+        assert page.locator("input[value=box]").is_checked()
+        with page.expect_response("**/search") as answered:
+            page.tap("#go")
+        answer = answered.value.json()
+        assert answered.value.status == 200, answer
+        scale = 600 / shown_at["width"]                 # photo pixels per pixel of the page
+        drawn = [(x0 - shown_at["x"]) * scale, (y0 - shown_at["y"]) * scale, (x1 - x0) * scale, (y1 - y0) * scale]
+        assert answer["roi_source"] == "user"
+        assert all(abs(a - b) <= 1 for a, b in zip(answer["roi"], drawn)), (answer["roi"], drawn)
+        page.wait_for_selector(".hit")
+        page.screenshot(path=str(tmp_path / "phone.png"), full_page=True)
         browser.close()
 
 

@@ -81,3 +81,32 @@ def test_categories_grouped_under_their_great_category():
         assert cats == sorted(cats)
         assert all(tax.tree.get(c, {}).get("masterCategory", "other") == great for c in cats)
     assert "Casual Shoes" in groups["Footwear"] and "Tshirts" in groups["Apparel"]
+
+
+# Where the stored pixels' first row and first column lie once the photo is shown (EXIF 2.3,
+# tag 0x0112): the corner that holds stored pixel (0, 0), and the one holding the first row's
+# last pixel. Orientations 5-8 also swap width and height.
+SHOWN_CORNERS = {1: ("top-left", "top-right"), 2: ("top-right", "top-left"),
+                 3: ("bottom-right", "bottom-left"), 4: ("bottom-left", "bottom-right"),
+                 5: ("top-left", "bottom-left"), 6: ("top-right", "bottom-right"),
+                 7: ("bottom-right", "top-right"), 8: ("bottom-left", "top-left")}
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_photos_are_read_upright_as_their_exif_orientation_says(tmp_path, orientation):
+    stored = np.zeros((24, 40, 3), np.uint8)            # 40 wide, 24 high as stored
+    stored[0, 0] = (255, 0, 0)                          # red: the first row's first pixel
+    stored[0, -1] = (0, 255, 0)                         # green: the first row's last pixel
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = tmp_path / "phone.png"                       # PNG: lossless, so single pixels survive
+    Image.fromarray(stored).save(path, exif=exif)
+    shown = np.asarray(decode_image(path))
+    assert shown.shape[:2] == ((40, 24) if orientation >= 5 else (24, 40))
+    h, w = shown.shape[:2]
+    corner = {"top-left": (0, 0), "top-right": (0, w - 1), "bottom-left": (h - 1, 0), "bottom-right": (h - 1, w - 1)}
+    red, green = SHOWN_CORNERS[orientation]
+    assert tuple(shown[corner[red]]) == (255, 0, 0)
+    assert tuple(shown[corner[green]]) == (0, 255, 0)
+    assert np.count_nonzero(shown.any(axis=2)) == 2
+    assert decode_image(path.read_bytes()).tobytes() == shown.tobytes()      # bytes as a path

@@ -1,5 +1,6 @@
 """The REST daemon on a real Ray Serve app (tiny untrained models), an HTTP client,
 the CLI against it, and the web page in headless Chromium."""
+import base64
 import csv
 import io
 import json
@@ -720,18 +721,20 @@ def test_web_page_in_chromium(server, tmp_path):
 
 def test_web_page_on_a_phone_draws_the_box_by_touch_on_an_upright_photo(server, tmp_path):
     """A phone's screen (narrow: the canvas shown smaller than its pixels), a finger (touch events
-    only), and a portrait photo stored sideways with an EXIF orientation, as phones take them."""
+    only), and a big portrait photo stored sideways with an EXIF orientation, as phones take them:
+    the page sends an upright copy of at most 1600 pixels a side, and the box in its pixels."""
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         pytest.fail("Chromium is not installed (.ci/run installs Debian's chromium)")
     from playwright.sync_api import sync_playwright
-    shown = np.zeros((800, 600, 3), np.uint8)           # 600 wide, 800 high, as the phone shows it
+    shown = np.zeros((3200, 2400, 3), np.uint8)         # 2400 wide, 3200 high, as the phone shows it
     shown[:] = (200, 30, 30)
-    shown[450:750, 100:500] = (20, 20, 200)
+    shown[1800:3000, 400:2000] = (20, 20, 200)
+    shown = (shown + np.random.default_rng(5).integers(0, 30, shown.shape)).astype(np.uint8)   # a photo's grain
     exif = Image.Exif()
     exif[0x0112] = 6                                    # stored turned a quarter: "turn clockwise to show"
     photo = tmp_path / "phone.jpg"
-    Image.fromarray(np.ascontiguousarray(np.rot90(shown))).save(photo, format="JPEG", exif=exif)
+    Image.fromarray(np.ascontiguousarray(np.rot90(shown))).save(photo, format="JPEG", quality=95, exif=exif)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu"])
         phone = browser.new_context(viewport={"width": 360, "height": 740}, device_scale_factor=2,
@@ -739,9 +742,10 @@ def test_web_page_on_a_phone_draws_the_box_by_touch_on_an_upright_photo(server, 
         page = phone.new_page()
         page.goto(server["url"] + "/")
         page.wait_for_selector("#samples img")
+        assert photo.stat().st_size > 1_000_000
         page.set_input_files("#file", str(photo))
         page.wait_for_selector("#canvas", state="visible")
-        assert page.evaluate("[img.naturalWidth, img.naturalHeight]") == [600, 800]
+        assert page.evaluate("[img.naturalWidth, img.naturalHeight]") == [1200, 1600]   # upright, shrunk
         shown_at = page.evaluate("(() => { const c = $('canvas'), r = c.getBoundingClientRect(); return {"
                                  "x: r.left + c.clientLeft, y: r.top + c.clientTop, width: c.clientWidth, "
                                  "height: c.clientHeight, pixels: c.width}; })()")     # inside its border
@@ -767,7 +771,15 @@ def test_web_page_on_a_phone_draws_the_box_by_touch_on_an_upright_photo(server, 
             page.tap("#go")
         answer = answered.value.json()
         assert answered.value.status == 200, answer
-        scale = 600 / shown_at["width"]                 # photo pixels per pixel of the page
+        sent_bytes = base64.b64decode(page.evaluate(     # the photo the page sent
+            "new Promise((done) => { const r = new FileReader(); r.onload = () => done(r.result.split(',')[1]); "
+            "r.readAsDataURL(blob); })"))
+        assert len(sent_bytes) < photo.stat().st_size / 4
+        with Image.open(io.BytesIO(sent_bytes)) as sent:
+            assert sent.size == (1200, 1600) and sent.getexif().get(0x0112, 1) == 1
+            patch = np.asarray(sent.convert("RGB"))[1300:1400, 500:600].reshape(-1, 3).mean(axis=0)
+            assert patch.tolist() == pytest.approx([35, 35, 215], abs=8)          # the blue part, upright
+        scale = 1200 / shown_at["width"]                # photo pixels per pixel of the page
         drawn = [(x0 - shown_at["x"]) * scale, (y0 - shown_at["y"]) * scale, (x1 - x0) * scale, (y1 - y0) * scale]
         assert answer["roi_source"] == "user"
         assert all(abs(a - b) <= 1 for a, b in zip(answer["roi"], drawn)), (answer["roi"], drawn)

@@ -13,8 +13,9 @@ backup, or after a disk or a node went bad:
   found, its photo is not shown. So is a feature model here (FASHION_ASSETS) other than
   the one that coded the catalog (models.json): serving would refuse it.
 A rebalance left half-done is reported, not a problem: the next start finishes it.
-Best run on a backup or a stopped cluster: a shard that folds its log while it is read
-can make a file vanish under the check (a problem that goes away when run again).
+Best run on a backup or a stopped cluster. On a live root a shard may fold its log while it
+is read, and a file vanishes under the check; a shard whose files changed while it was read
+is read again (READ_TRIES in all).
 """
 from __future__ import annotations
 
@@ -33,6 +34,31 @@ from .model_record import RECORD, features_digest, recorded_model
 from .uploads import UPLOADS, upload_name
 
 BUCKETS_PER_READ = 256   # the photo check reads a shard's items this many buckets at a time
+READ_TRIES = 3           # reads of a shard whose files change under the check (a live shard)
+
+
+def files_state(folder: Path) -> list:
+    """Each file's name, size and modification time: what a write or a log fold changes."""
+    try:
+        return sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir() if p.is_file())
+    except FileNotFoundError:       # a file gone between the listing and its stat
+        return [None]
+
+
+def open_steady(folder: Path) -> Shard:
+    """The shard opened read-only; read again when it failed or found damage while its files changed."""
+    for attempt in range(1, READ_TRIES + 1):
+        before = files_state(folder)
+        try:
+            shard = Shard(folder, create=False, read_only=True)
+        except (FashionSearchError, OSError):
+            if attempt < READ_TRIES and files_state(folder) != before:
+                continue
+            raise
+        if shard.damaged and attempt < READ_TRIES and files_state(folder) != before:
+            shard.close()
+            continue
+        return shard
 
 
 def check_root(root: str | os.PathLike) -> dict:
@@ -48,7 +74,7 @@ def check_root(root: str | os.PathLike) -> dict:
     photos = {"recorded": 0, "missing": 0, "missing_examples": []}
     for name in placement.shards:
         try:
-            shard = Shard(root / name, create=False, read_only=True)
+            shard = open_steady(root / name)
         except (FashionSearchError, OSError) as exc:
             problems.append(f"{name} cannot be read: {exc}")
             shards[name] = {"error": str(exc)}

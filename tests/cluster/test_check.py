@@ -127,6 +127,43 @@ def test_a_shard_that_cannot_be_read_is_a_problem(tmp_path):
     assert any("shard-002 cannot be read" in p for p in report["problems"])
 
 
+def test_a_shard_that_folds_its_log_while_it_is_read_is_read_again(tmp_path, monkeypatch):
+    """A live root: the shard takes a write and folds its log into a new snapshot just as the check
+    reads it, and the read fails. Its files changed, so it is read again, with the new item."""
+    import cluster.check
+    root, ids, _ = a_root(tmp_path)
+    placement = Placement.load(root)
+    new = random_items(np.random.default_rng(1), 50, 2, 8, start=10_000, str_ids=True)
+    mine = next(i for i, b in enumerate(placement.buckets_of(new[0]).tolist()) if placement.owner[b] == "shard-001")
+    reads = []
+
+    def live_shard(folder, **options):
+        reads.append(folder.name)
+        if reads.count("shard-001") == 1 and folder.name == "shard-001":
+            writer = Shard(folder)
+            writer.upsert(*[column[mine: mine + 1] for column in new])
+            writer.compact()
+            writer.close()
+            raise FileNotFoundError(f"{folder}/snapshot: vanished while read")
+        return Shard(folder, **options)
+    monkeypatch.setattr(cluster.check, "Shard", live_shard)
+    report = check_root(root)
+    assert reads.count("shard-001") == 2 and report["ok"], report["problems"]
+    assert report["items"] == report["held"] == len(ids) + 1
+    # a shard that fails while nothing changes is not read again: the failure is the answer
+    reads.clear()
+
+    def bad_disk(folder, **options):
+        reads.append(folder.name)
+        if folder.name == "shard-002":
+            raise OSError("bad disk")
+        return Shard(folder, **options)
+    monkeypatch.setattr(cluster.check, "Shard", bad_disk)
+    report = check_root(root)
+    assert reads.count("shard-002") == 1 and not report["ok"]
+    assert any("shard-002 cannot be read: bad disk" in p for p in report["problems"])
+
+
 def a_backup_record(root, items):
     """backup.json as the backup writes it: after every file it copied."""
     (root / ABOUT).write_text(json.dumps({"items": items, "unavailable": []}))

@@ -39,6 +39,7 @@ from shards.query import Query
 from .health import cluster_health
 from .metrics import SearchMetrics
 from .settings import Settings
+from .shown_photo import for_browser
 from .shard_actor import NAMESPACE, shard_clients
 from .uncancelled import run_to_end, submit
 from .uploads import UPLOADS, new_upload, photo_path, upload_name
@@ -589,7 +590,8 @@ class Frontend:
         path = photo_path(recorded, self.root) if recorded else None
         if path is None or not path.is_file():
             raise HttpError(404, "this item has no stored image")
-        return Response(path.read_bytes(), media_type="image/jpeg")
+        shown, media_type = for_browser(path.read_bytes())
+        return Response(shown, media_type=media_type)
 
     @app.delete("/items/{item_id}", responses=WRITE_ERRORS)
     async def delete_item(self, request: Request, item_id: str):

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+from pi_heif import register_heif_opener
 
 from shards.errors import InvalidInput
 
@@ -28,6 +29,7 @@ CATALOG_COLUMNS = ("id", "gender", "masterCategory", "subCategory", "articleType
                    "season", "usage", "productDisplayName")
 MAX_PIXELS = 40_000_000          # decompression-bomb guard for anything we decode
 EXIF_ORIENTATION = 0x0112
+register_heif_opener()           # HEIC: an iPhone's own photo format (decoding only, libheif + libde265)
 EMPTY_VALUES = {"", "NA", "N/A", "null", "None"}
 PHOTO_SUFFIXES = (".jpeg", ".JPG", ".JPEG", ".png", ".PNG", ".webp")   # looked for when <id>.jpg is not there
 
@@ -146,7 +148,7 @@ def decode_image(data: bytes | os.PathLike | str, max_pixels: int = MAX_PIXELS) 
         except UnidentifiedImageError as exc:     # its own text names a BytesIO object, not the file
             where = "" if isinstance(data, (bytes, bytearray)) else f" {data}"
             raise InvalidInput(f"not a readable image{where}: not a format Pillow decodes "
-                               f"(JPEG, PNG, WebP, GIF, BMP, TIFF, ...)") from exc
+                               f"(JPEG, PNG, WebP, HEIC, AVIF, GIF, BMP, TIFF, ...)") from exc
         except (OSError, ValueError, Image.DecompressionBombError) as exc:
             raise InvalidInput(f"not a readable image: {exc}") from exc
     if img.width < 8 or img.height < 8:

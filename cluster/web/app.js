@@ -13,7 +13,12 @@ const MAX_SIDE = 1600;
 async function load(b) {
   const shown = new Image();
   shown.src = URL.createObjectURL(b);
-  try { await shown.decode(); } catch (e) { $('status').textContent = 'This file is not a photo the browser can read.'; return; }
+  try { await shown.decode(); } catch (e) {
+    // not shown here (HEIC outside Safari, TIFF): the server may still read it, without a box
+    blob = b; img = null; box = null; roi = null; $('canvas').style.display = 'none'; $('go').disabled = false;
+    $('status').textContent = 'This browser cannot show this photo; it can still be searched, but no box drawn on it.';
+    return;
+  }
   const s = MAX_SIDE / Math.max(shown.naturalWidth, shown.naturalHeight);
   if (s < 1) {
     const c = document.createElement('canvas');
@@ -29,6 +34,7 @@ async function load(b) {
 function scale() { return img.naturalWidth / $('canvas').width; }
 
 function draw() {
+  if (!img) return;
   const c = $('canvas'), ctx = c.getContext('2d');
   const w = Math.min(360, img.naturalWidth);
   c.width = w; c.height = Math.round(img.naturalHeight * w / img.naturalWidth);

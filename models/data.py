@@ -153,8 +153,11 @@ def decode_image(data: bytes | os.PathLike | str, max_pixels: int = MAX_PIXELS) 
             raise InvalidInput(f"not a readable image: {exc}") from exc
     if img.width < 8 or img.height < 8:
         raise InvalidInput(f"image of {img.width}x{img.height} pixels is too small")
-    if img.getexif().get(EXIF_ORIENTATION, 1) != 1:
-        img = ImageOps.exif_transpose(img)
+    try:
+        if img.getexif().get(EXIF_ORIENTATION, 1) != 1:
+            img = ImageOps.exif_transpose(img)
+    except Exception:     # noqa: BLE001 -- a damaged EXIF block: the pixels are fine, read them as stored
+        pass
     return img.convert("RGB")
 
 

@@ -122,3 +122,30 @@ def test_an_iphones_heic_photo_is_read():
         assert pixels.shape == (48, 64, 3)
         assert np.abs(pixels[:, :28] - (220, 30, 30)).max() < 30      # lossy: near, not equal
         assert np.abs(pixels[:, 36:] - (30, 30, 220)).max() < 30
+
+
+def test_a_damaged_exif_block_never_fails_otherwise_than_invalid_input():
+    """Random bytes of a phone photo's EXIF block changed: the photo is read, or refused with
+    InvalidInput (a 4xx at the API), never another exception (a 500)."""
+    import io
+    import random
+    import warnings
+    exif = Image.Exif()
+    exif[0x0112], exif[0x010F] = 6, "Phone"
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((20, 30, 3), np.uint8)).save(buf, format="JPEG", exif=exif)
+    good = buf.getvalue()
+    start = good.index(b"Exif") + 6
+    rng = random.Random(0)
+    read = 0
+    for _ in range(3000):
+        damaged = bytearray(good)
+        for _ in range(rng.randint(1, 6)):
+            damaged[rng.randrange(start, start + 60)] = rng.randrange(256)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")          # Pillow warns of corrupt EXIF
+            try:
+                read += decode_image(bytes(damaged)).size in ((20, 30), (30, 20))
+            except InvalidInput:
+                pass
+    assert read > 1000                              # most damage leaves a readable photo

@@ -149,3 +149,29 @@ def test_a_damaged_exif_block_never_fails_otherwise_than_invalid_input():
             except InvalidInput:
                 pass
     assert read > 1000                              # most damage leaves a readable photo
+
+
+def test_a_damaged_heic_photo_is_invalid_input_never_another_exception():
+    """The HEIC decoder (libheif) raises RuntimeError, EOFError or SyntaxError on some damage;
+    each must reach the user as InvalidInput, a 4xx, like any unreadable photo."""
+    import random
+    import warnings
+    from pathlib import Path
+    good = (Path(__file__).parent / "photos" / "two_halves.heic").read_bytes()
+    rng = random.Random(1)
+    outcomes = {"read": 0, "refused": 0}
+    for attempt in range(2000):
+        damaged = bytearray(good)
+        if attempt % 3 == 0:
+            damaged = damaged[:rng.randrange(len(damaged))]
+        else:
+            for _ in range(rng.randint(1, 4)):
+                damaged[rng.randrange(len(damaged))] = rng.randrange(256)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                decode_image(bytes(damaged))
+                outcomes["read"] += 1
+            except InvalidInput:
+                outcomes["refused"] += 1
+    assert outcomes["read"] > 100 and outcomes["refused"] > 1000

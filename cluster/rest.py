@@ -193,6 +193,9 @@ def parse_count(raw, name: str, most: int) -> int:
     return n
 
 
+MAX_PHOTO_SIDE = 4096
+
+
 def parse_k(raw) -> int:
     return parse_count(raw, "k", MAX_K)
 
@@ -583,14 +586,19 @@ class Frontend:
                 "relaxed": list(r.relaxed), "partial": bool(r.missing), "missing_shards": sorted(r.missing),
                 "candidates": r.candidates}
 
-    @app.get("/items/{item_id}/image", responses=READ_ERRORS)
-    async def item_image(self, item_id: str):
+    @app.get("/items/{item_id}/image", responses=READ_ERRORS,
+             description="The item's photo as a browser shows it: as stored where browsers show its format, "
+                         "else (HEIC, TIFF) as a JPEG. `max_side`: a JPEG of at most that many pixels a side "
+                         "for a bigger photo (a results page's tiles).")
+    async def item_image(self, item_id: str, max_side: str | None = None):
+        side = None if max_side is None else parse_count(max_side, "max_side", MAX_PHOTO_SIDE)
         got = await submit(self.coordinator.get, parse_id(item_id))
         recorded = got["meta"].get("image")
         path = photo_path(recorded, self.root) if recorded else None
         if path is None or not path.is_file():
             raise HttpError(404, "this item has no stored image")
-        shown, media_type = for_browser(path.read_bytes())
+        # decoding a big photo takes a while: off the loop that answers the other requests
+        shown, media_type = await asyncio.to_thread(lambda: for_browser(path.read_bytes(), side))
         return Response(shown, media_type=media_type)
 
     @app.delete("/items/{item_id}", responses=WRITE_ERRORS)

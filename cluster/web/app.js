@@ -155,11 +155,13 @@ function hashtags(tokens) {
   return tags;
 }
 
+const TILE_SIDE = 2 * 160;   // a tile's photo: ~160 px wide, twice that for high-density screens
+
 // Each hit offers the catalog items that look like it (GET /items/{id}/similar: no photo sent).
 // A hit of a search has a score; an item of the catalog's pages has none. `append`: below the others.
 function showHits(results, append) {
   if (!append) $('more').style.display = 'none';
-  const html = results.map((h) => `<div class="hit"><img src="${h.image_url}" loading="lazy">
+  const html = results.map((h) => `<div class="hit"><img src="${h.image_url}?max_side=${TILE_SIDE}" loading="lazy">
       <div>${esc(h.title || h.id)}</div>` +
       (h.score === undefined ? '' : `<div>score ${h.score.toFixed(3)} &middot; ham ${h.hamming}</div>`) +
       `<div class="m">${hashtags(h.matched).map(esc).join(' ')}</div>

@@ -327,6 +327,18 @@ def test_an_items_photo_is_served_as_a_browser_can_show_it(server):
         pixels = np.asarray(jpg).astype(int)
     assert jpg.format == "JPEG" and pixels.shape == (48, 64, 3)
     assert np.abs(pixels[:, :28] - (220, 30, 30)).max() < 40 and np.abs(pixels[:, 36:] - (30, 30, 220)).max() < 40
+    # a results page's tile: a JPEG at most max_side a side for a bigger photo, the photo itself otherwise
+    tile = httpx.get(server["url"] + "/items/sku-png/image", params={"max_side": "20"})
+    with Image.open(io.BytesIO(tile.content)) as small:
+        assert tile.headers["content-type"] == "image/jpeg" and small.size == (15, 20)
+        assert np.abs(np.asarray(small).astype(int) - (10, 120, 240)).max() < 12
+    assert httpx.get(server["url"] + "/items/sku-png/image", params={"max_side": "40"}).content == buf.getvalue()
+    with Image.open(io.BytesIO(httpx.get(server["url"] + "/items/sku-heic/image",
+                                         params={"max_side": "32"}).content)) as small:
+        assert small.size == (32, 24)
+    for bad in ("0", "-3", "ten", "5000"):
+        r = httpx.get(server["url"] + "/items/sku-png/image", params={"max_side": bad})
+        assert r.status_code == 400 and "max_side" in r.json()["error"]
     for item_id in ("sku-heic", "sku-png"):
         assert httpx.delete(f"{server['url']}/items/{item_id}", headers={"X-API-Key": KEY}).status_code == 200
 
@@ -680,6 +692,7 @@ def test_web_page_in_chromium(server, tmp_path):
         page.click("#go")
         page.wait_for_selector(".hit", timeout=60_000)
         assert page.locator(".hit").count() > 0
+        assert page.locator(".hit img").first.get_attribute("src").endswith("/image?max_side=320")   # tiles
         assert page.locator("#tags span").count() > 0
         # the photo's reading in the items' tag order: what it is first, the taxonomy's "other" left out
         fields = page.locator("#tags span").evaluate_all("els => els.map((e) => e.dataset.field)")

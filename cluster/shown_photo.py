@@ -31,7 +31,7 @@ def for_browser(data: bytes, max_side: int | None = None) -> tuple[bytes, str]:
     if kind in SHOWN and (max_side is None or side <= max_side):
         return data, SHOWN[kind]
     try:
-        upright = decode_image(data)
+        upright = decode_image(data, at_least=max_side)
     except InvalidInput:
         return data, "application/octet-stream"
     if max_side is not None:

@@ -39,7 +39,7 @@ from shards.query import Query
 from .health import cluster_health
 from .metrics import SearchMetrics
 from .settings import Settings
-from .shown_photo import for_browser
+from .shown_photo import etag, for_browser
 from .shard_actor import NAMESPACE, shard_clients
 from .uncancelled import run_to_end, submit
 from .uploads import UPLOADS, new_upload, photo_path, upload_name
@@ -590,16 +590,24 @@ class Frontend:
              description="The item's photo as a browser shows it: as stored where browsers show its format, "
                          "else (HEIC, TIFF) as a JPEG. `max_side`: a JPEG of at most that many pixels a side "
                          "for a bigger photo (a results page's tiles).")
-    async def item_image(self, item_id: str, max_side: str | None = None):
+    async def item_image(self, request: Request, item_id: str, max_side: str | None = None):
         side = None if max_side is None else parse_count(max_side, "max_side", MAX_PHOTO_SIDE)
         got = await submit(self.coordinator.get, parse_id(item_id))
         recorded = got["meta"].get("image")
         path = photo_path(recorded, self.root) if recorded else None
-        if path is None or not path.is_file():
+        try:
+            version = etag(path, side) if path is not None and path.is_file() else None
+        except OSError:         # gone between the two looks
+            version = None
+        if version is None:
             raise HttpError(404, "this item has no stored image")
+        # a browser that has this version is told so (304): a page of tiles shown again costs nothing
+        cache = {"ETag": version, "Cache-Control": "no-cache"}
+        if version in request.headers.get("if-none-match", ""):
+            return Response(status_code=304, headers=cache)
         # decoding a big photo takes a while: off the loop that answers the other requests
         shown, media_type = await asyncio.to_thread(lambda: for_browser(path.read_bytes(), side))
-        return Response(shown, media_type=media_type)
+        return Response(shown, media_type=media_type, headers=cache)
 
     @app.delete("/items/{item_id}", responses=WRITE_ERRORS)
     async def delete_item(self, request: Request, item_id: str):

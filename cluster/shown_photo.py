@@ -9,7 +9,9 @@ a shop's 24 full-size photos.
 """
 from __future__ import annotations
 
+import hashlib
 import io
+from pathlib import Path
 
 from PIL import Image
 
@@ -39,3 +41,11 @@ def for_browser(data: bytes, max_side: int | None = None) -> tuple[bytes, str]:
     out = io.BytesIO()
     upright.save(out, format="JPEG", quality=JPEG_QUALITY)
     return out.getvalue(), "image/jpeg"
+
+
+def etag(path: Path, max_side: int | None) -> str:
+    """Names this version of the answer: the stored file (a replaced photo is a new file), its
+    size and time, and the size asked. A browser that holds it asks again with If-None-Match."""
+    st = path.stat()
+    key = f"{path}|{st.st_size}|{st.st_mtime_ns}|{max_side}".encode()
+    return '"' + hashlib.blake2b(key, digest_size=12).hexdigest() + '"'

@@ -336,6 +336,19 @@ def test_an_items_photo_is_served_as_a_browser_can_show_it(server):
     with Image.open(io.BytesIO(httpx.get(server["url"] + "/items/sku-heic/image",
                                          params={"max_side": "32"}).content)) as small:
         assert small.size == (32, 24)
+    # a browser asks again with the version it holds: 304 while the photo is the same, the new one once replaced
+    first = httpx.get(server["url"] + "/items/sku-png/image", params={"max_side": "20"})
+    same = httpx.get(server["url"] + "/items/sku-png/image", params={"max_side": "20"},
+                     headers={"If-None-Match": first.headers["etag"]})
+    assert same.status_code == 304 and same.content == b"" and same.headers["etag"] == first.headers["etag"]
+    other_size = httpx.get(server["url"] + "/items/sku-png/image", headers={"If-None-Match": first.headers["etag"]})
+    assert other_size.status_code == 200 and other_size.headers["etag"] != first.headers["etag"]
+    r = httpx.post(server["url"] + "/items", files={"image": ("photo", heic, "image/heic")},
+                   data={"title": "Test Women Red Tops", "id": "sku-png"}, headers={"X-API-Key": KEY}, timeout=60)
+    assert r.status_code == 201, r.text
+    replaced = httpx.get(server["url"] + "/items/sku-png/image", params={"max_side": "20"},
+                         headers={"If-None-Match": first.headers["etag"]})
+    assert replaced.status_code == 200 and replaced.headers["etag"] != first.headers["etag"]
     for bad in ("0", "-3", "ten", "5000"):
         r = httpx.get(server["url"] + "/items/sku-png/image", params={"max_side": bad})
         assert r.status_code == 400 and "max_side" in r.json()["error"]

@@ -219,6 +219,14 @@ def _hit(h) -> dict:
 
 
 # before the class: serve.ingress pickles the app's routes, and what they call, as it decorates
+@ray.remote(num_cpus=0, max_retries=0)
+def _check_root(path: str) -> dict:
+    """`fashion-search check` in a worker of its own: it reads every shard of the root into memory
+    (577 MB for 1M items), which a replica that answers searches should not hold."""
+    from .check import check_root
+    return check_root(path)
+
+
 async def _json_object(request: Request) -> dict:
     """The request's JSON body, which must be an object ({} when empty)."""
     try:
@@ -678,6 +686,19 @@ class Frontend:
         if not isinstance(dest, str) or not dest.startswith("/"):
             raise InvalidInput(f"body must be {{\"dest\": \"/absolute/new/folder\"}}, got {body!r}")
         return await submit(self.coordinator.backup, dest)
+
+
+    @app.post("/admin/check", responses=WRITE_ERRORS,
+              summary="Is the storage root, or a backup of it, whole and consistent? (read-only)")
+    async def check(self, request: Request):
+        """`fashion-search check` (deploy/README.md): `{}` checks the root this cluster serves, `{"path":
+        "/absolute/backup"}` a backup. The answer is the report; `ok` is false when it found a problem."""
+        self._auth(request)
+        body = await _json_object(request)
+        path = body.get("path", str(self.root))
+        if not isinstance(path, str) or not path.startswith("/") or set(body) - {"path"}:
+            raise InvalidInput(f"body must be {{}} or {{\"path\": \"/absolute/folder\"}}, got {body!r}")
+        return await submit(_check_root, path)
 
 
 def build_app(settings: Settings):

@@ -431,6 +431,18 @@ def test_admin_backup_copies_the_catalog_and_refuses_bad_folders(server):
     in_root = {p.name for p in root.iterdir() if not p.name.endswith(".tmp")} - {"owner.json"}
     assert {p.name for p in dest.iterdir()} - {"backup.json"} == in_root
     assert {"placement.json", "cluster.json", "shard-000", "shard-001"} <= {p.name for p in dest.iterdir()}
+    # checked over REST too: the backup, and the root it was made from
+    assert httpx.post(url + "/admin/check", json={}).status_code == 401
+    checked = httpx.post(url + "/admin/check", json={"path": str(dest)}, headers=h, timeout=120)
+    assert checked.status_code == 200, checked.text
+    assert checked.json()["ok"] and checked.json()["items"] == report["items"]
+    served = httpx.post(url + "/admin/check", json={}, headers=h, timeout=120).json()
+    assert served["ok"] and served["root"] == str(root.resolve()) and served["items"] == report["items"]
+    for body in (b"[]", b'{"path": "relative"}', b'{"path": 3}', b'{"dest": "/x"}'):
+        r = httpx.post(url + "/admin/check", content=body, headers=h)
+        assert r.status_code == 400 and "error" in r.json(), body
+    r = httpx.post(url + "/admin/check", json={"path": str(tmp / "no-such-root")}, headers=h, timeout=60)
+    assert r.status_code == 400 and "no storage root" in r.json()["error"]
     r = httpx.post(url + "/admin/backup", json={"dest": str(dest)}, headers=h)
     assert r.status_code == 400 and "exists" in r.json()["error"]
     assert httpx.get(url + "/health").json()["status"] == "ok"

@@ -5,7 +5,7 @@ let blob = null, img = null, box = null, roi = null, dragging = null;
 function mode() { return document.querySelector('input[name=mode]:checked').value; }
 
 // A phone's photo (12-50 Mpixel, several MB) is shrunk here to MAX_SIDE before it is sent: the
-// models read a few hundred pixels of it, a mobile upload gets ~10x smaller, and the server's
+// models read a few hundred pixels of it, a mobile upload gets much smaller, and the server's
 // pixel limit is never reached. Drawn upright (the browser applies the EXIF orientation), the
 // copy needs no orientation of its own; boxes and the answer's ROI are in its pixels.
 const MAX_SIDE = 1600;

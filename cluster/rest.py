@@ -701,6 +701,27 @@ class Frontend:
         return await submit(_check_root, path)
 
 
+    @app.post("/admin/prune-uploads", responses=WRITE_ERRORS,
+              summary="Remove uploaded photos that no item records (after reading the whole catalog)")
+    async def prune(self, request: Request):
+        """`fashion-search prune-uploads` (deploy/README.md): `{"min_age_hours": 1, "dry_run": false}`, both
+        optional. A shard that does not answer stops it before anything is removed (503)."""
+        self._auth(request)
+        body = await _json_object(request)
+        hours, dry_run = body.get("min_age_hours", 1.0), body.get("dry_run", False)
+        if (set(body) - {"min_age_hours", "dry_run"} or not isinstance(dry_run, bool)
+                or isinstance(hours, bool) or not isinstance(hours, (int, float)) or not 0 <= hours <= 24 * 365):
+            raise InvalidInput(f"body must be {{\"min_age_hours\": H (0 to 8760), \"dry_run\": true|false}}, "
+                               f"both optional; got {body!r}")
+        from coordinator.listing import every_item
+        from .prune_uploads import prune_uploads
+
+        def list_page(cursor, limit):
+            return ray.get(submit(self.coordinator.list_items, cursor, limit, ()))
+        # the catalog is paged through with blocking calls: in a thread, off the loop that answers requests
+        return await asyncio.to_thread(prune_uploads, every_item(list_page), self.root, hours * 3600, dry_run)
+
+
 def build_app(settings: Settings):
     """The Serve application: three model deployments and the front."""
     from .model_replicas import AttributeReplica, FeatureReplica, RoiReplica, replica_options

@@ -571,6 +571,20 @@ def test_prune_uploads_removes_the_orphan_photos_and_keeps_the_recorded_ones(ser
     assert report["removed"] == 1 and report["orphan_names"] == [orphan.name], report
     assert report["items"] == cluster.stats()["items"] and report["items_whose_photo_is_missing"] == 0
     assert not orphan.exists() and httpx.get(url + "/items/pruned-not/image").content == img
+    # the same over REST: a dry run names it and removes nothing, then it is removed
+    orphan.write_bytes(b"jpeg")
+    os.utime(orphan, (an_hour_ago, an_hour_ago))
+    assert httpx.post(url + "/admin/prune-uploads", json={}).status_code == 401
+    for body in (b"[]", b'{"dry_run": "yes"}', b'{"min_age_hours": -1}', b'{"min_age_hours": true}', b'{"x": 1}'):
+        r = httpx.post(url + "/admin/prune-uploads", content=body, headers=h)
+        assert r.status_code == 400 and "error" in r.json(), body
+    dry = httpx.post(url + "/admin/prune-uploads", json={"dry_run": True}, headers=h, timeout=60).json()
+    assert dry["orphans"] == 1 and dry["removed"] == 0 and orphan.exists()
+    young = httpx.post(url + "/admin/prune-uploads", json={"min_age_hours": 2}, headers=h, timeout=60).json()
+    assert young["orphans"] == 0 and orphan.exists()                 # an hour old: not old enough for 2
+    done = httpx.post(url + "/admin/prune-uploads", json={}, headers=h, timeout=60).json()
+    assert done["removed"] == 1 and done["orphan_names"] == [orphan.name] and done["items"] == report["items"]
+    assert not orphan.exists() and httpx.get(url + "/items/pruned-not/image").content == img
     assert httpx.delete(url + "/items/pruned-not", headers=h).status_code == 200
 
 

@@ -687,7 +687,6 @@ class Frontend:
             raise InvalidInput(f"body must be {{\"dest\": \"/absolute/new/folder\"}}, got {body!r}")
         return await submit(self.coordinator.backup, dest)
 
-
     @app.post("/admin/check", responses=WRITE_ERRORS,
               summary="Is the storage root, or a backup of it, whole and consistent? (read-only)")
     async def check(self, request: Request):
@@ -699,7 +698,6 @@ class Frontend:
         if not isinstance(path, str) or not path.startswith("/") or set(body) - {"path"}:
             raise InvalidInput(f"body must be {{}} or {{\"path\": \"/absolute/folder\"}}, got {body!r}")
         return await submit(_check_root, path)
-
 
     @app.post("/admin/prune-uploads", responses=WRITE_ERRORS,
               summary="Remove uploaded photos that no item records (after reading the whole catalog)")

@@ -41,8 +41,8 @@ def files_state(folder: Path) -> list:
     """Each file's name, size and modification time: what a write or a log fold changes."""
     try:
         return sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir() if p.is_file())
-    except FileNotFoundError:       # a file gone between the listing and its stat
-        return [None]
+    except FileNotFoundError:       # a file gone between the listing and its stat: changing now,
+        return [object()]           # so unlike any other state, this one included
 
 
 def open_steady(folder: Path) -> Shard:

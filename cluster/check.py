@@ -15,7 +15,9 @@ backup, or after a disk or a node went bad:
 A rebalance left half-done is reported, not a problem: the next start finishes it.
 Best run on a backup or a stopped cluster. On a live root a shard may fold its log while it
 is read, and a file vanishes under the check; a shard whose files changed while it was read
-is read again (READ_TRIES in all).
+is read again (READ_TRIES in all). A rebalance may move buckets between two shards' reads:
+each shard is judged against the maps before and after its read, and the whole check is
+taken again while the map's version changes under it (READ_TRIES in all).
 """
 from __future__ import annotations
 
@@ -34,7 +36,8 @@ from .model_record import RECORD, features_digest, recorded_model
 from .uploads import UPLOADS, upload_name
 
 BUCKETS_PER_READ = 256   # the photo check reads a shard's items this many buckets at a time
-READ_TRIES = 3           # reads of a shard whose files change under the check (a live shard)
+READ_TRIES = 3           # reads of a shard whose files change under the check (a live shard), and of
+                         # the whole root while its placement map changes (a rebalance going on)
 
 
 def files_state(folder: Path) -> list:
@@ -62,29 +65,66 @@ def open_steady(folder: Path) -> Shard:
 
 
 def check_root(root: str | os.PathLike) -> dict:
-    """The report; `ok` is False when any `problems` were found."""
+    """The report; `ok` is False when any `problems` were found.
+
+    A rebalance that runs while the shards are read moves buckets between the reads: the whole
+    check is taken again (READ_TRIES in all) until the map stays one version from the first read
+    to the last, so that the counts add up at one version."""
     root = Path(root).resolve()
+    for attempt in range(1, READ_TRIES + 1):
+        report, versions = _check_once(root)
+        if versions[0] == versions[-1]:
+            return report
+    report["warnings"].append(
+        f"the placement map changed during each of {READ_TRIES} reads (versions {versions[0]} to "
+        f"{versions[-1]} the last time): a rebalance is going on. Each shard's items were judged against the "
+        "maps before and after its read, so a bucket moving is not counted as stray, but the counts were taken at "
+        "different versions; check again once it is done")
+    return report
+
+
+def _load_map(root: Path) -> Placement:
     placement = Placement.load(root) if root.is_dir() else None   # CorruptData: the map itself is unreadable
     if placement is None:
         raise InvalidInput(f"no storage root at {root} (no placement map there)")
+    return placement
+
+
+def _may_hold(placement: Placement, name: str) -> np.ndarray:
+    """Buckets where shard `name` may hold items: its own, one moving in, a stale copy draining out."""
+    held = np.asarray(placement.owner) == name
+    for b, s in list(placement.moving.items()) + list(placement.draining.items()):
+        held[b] |= s == name
+    return held
+
+
+def _check_once(root: Path) -> tuple[dict, list[int]]:
+    """One read of every shard; with the map's version before the first read and after each."""
+    placement = first = _load_map(root)
     n = placement.n_buckets
-    owner = np.asarray(placement.owner)
     problems, warnings, shards = [], [], {}
     held = answered = 0
     photos = {"recorded": 0, "missing": 0, "missing_examples": []}
-    for name in placement.shards:
+    names, versions = list(placement.shards), [placement.version]
+    while names:
+        name = names.pop(0)
+        before = placement
         try:
-            shard = open_steady(root / name)
+            shard, error = open_steady(root / name), None
         except (FashionSearchError, OSError) as exc:
-            problems.append(f"{name} cannot be read: {exc}")
-            shards[name] = {"error": str(exc)}
+            shard, error = None, exc
+        placement = _load_map(root)     # a rebalance may have moved buckets while the shard was read
+        versions.append(placement.version)
+        names += [s for s in placement.shards if s not in shards and s not in names and s != name]
+        if shard is None:
+            if name in placement.shards:        # not a shard that a rebalance removed meanwhile
+                problems.append(f"{name} cannot be read: {error}")
+                shards[name] = {"error": str(error)}
             continue
-        counts = shard.bucket_counts(n)
-        receiving = np.zeros(n, bool)
-        for b, s in list(placement.moving.items()) + list(placement.draining.items()):
-            receiving[b] |= s == name    # a bucket's copy moving in, or its stale copy draining out
-        mine = owner == name
-        stray = int(counts[~(mine | receiving)].sum())
+        counts = shard.bucket_counts(n)     # of the shard as opened: its files were read whole
+        mine = np.asarray(placement.owner) == name
+        allowed = _may_hold(before, name) | _may_hold(placement, name)
+        stray = int(counts[~allowed].sum())
         report = {"items": int(counts[mine].sum()), "held": len(shard), "stray": stray,
                   "damaged": shard.damaged, "warnings": list(shard.warnings)}
         shards[name] = report
@@ -94,7 +134,7 @@ def check_root(root: str | os.PathLike) -> dict:
             problems.append(f"{name}: its recovery found damage ({'; '.join(shard.warnings)}): acknowledged items "
                             f"may be missing")
         if stray:
-            buckets = np.flatnonzero(counts * ~(mine | receiving))[:5].tolist()
+            buckets = np.flatnonzero(counts * ~allowed)[:5].tolist()
             problems.append(f"{name} holds {stray} items in buckets the placement map gives to other shards "
                             f"(buckets {buckets}...): they would be answered twice or by the wrong shard")
         _check_photos(shard, np.flatnonzero(mine), n, root, photos)
@@ -123,13 +163,13 @@ def check_root(root: str | os.PathLike) -> dict:
         warnings.append(f"the catalog was coded with the feature model {models['recorded']}; the models here "
                         f"(FASHION_ASSETS) have {models['here']}: serving it with them is refused")
     rebalance = {"moving": len(placement.moving), "draining": len(placement.draining)}
-    if any(rebalance.values()):
+    if any(rebalance.values()) and first.version == placement.version:
         warnings.append(f"a rebalance was left half-done ({rebalance['moving']} buckets moving, "
                         f"{rebalance['draining']} draining): the next start of the cluster finishes it")
     return {"root": str(root), "ok": not problems, "items": answered, "held": held,
             "placement_version": placement.version, "n_shards": len(placement.shards), "rebalance": rebalance,
             "uploaded_photos": photos, "backup": backup, "models": models, "problems": problems, "warnings": warnings,
-            "shards": shards}
+            "shards": shards}, versions
 
 
 def _check_photos(shard: Shard, buckets: np.ndarray, n_buckets: int, root: Path, photos: dict) -> None:

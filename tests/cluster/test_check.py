@@ -214,6 +214,63 @@ def test_a_rebalance_left_half_done_is_reported_not_a_problem(tmp_path):
     assert any("rebalance" in w for w in report["warnings"])
 
 
+def a_live_root(tmp_path, n=300):
+    """A 3-shard root whose coordinator is still running (its shards open for writing)."""
+    root = tmp_path / "root"
+    root.mkdir()
+    coord = make(root)
+    coord.placement.save(root)
+    ids, codes, hists, attrs = random_items(np.random.default_rng(0), n, 2, 8, str_ids=True)
+    asyncio.run(coord.upsert(ids, codes, hists, attrs))
+    return root, coord, ids
+
+
+def test_a_rebalance_between_two_shards_reads_is_not_stray_and_the_check_is_taken_again(tmp_path, monkeypatch):
+    """3 -> 2 shards just as shard-001 is read: shard-000 was read at the old map, shard-001 holds
+    shard-002's buckets at the new one. Judged at the old map they were stray (a false problem);
+    the map changed, so the whole root is read again, at one version."""
+    import cluster.check
+    root, coord, ids = a_live_root(tmp_path)
+    reads = []
+
+    def rebalanced_meanwhile(folder, **options):
+        reads.append(folder.name)
+        if reads == ["shard-000", "shard-001"]:
+            asyncio.run(coord.rebalance(2))
+        return Shard(folder, **options)
+    monkeypatch.setattr(cluster.check, "Shard", rebalanced_meanwhile)
+    report = check_root(root)
+    assert report["ok"], report["problems"]
+    assert reads == ["shard-000", "shard-001", "shard-002", "shard-000", "shard-001"]
+    assert report["n_shards"] == 2 and set(report["shards"]) == {"shard-000", "shard-001"}
+    assert report["items"] == report["held"] == len(ids)
+    assert {s: r["items"] for s, r in report["shards"].items()} == held_per_shard(root, ids)
+    assert any("shard-002/ is not in the placement map" in w for w in report["warnings"])
+    assert not any("going on" in w or "half-done" in w for w in report["warnings"])
+
+
+def test_a_rebalance_during_every_read_is_a_warning_and_never_a_false_stray(tmp_path, monkeypatch):
+    """The cluster goes 3 -> 2 -> 3 -> 2 shards, one rebalance inside each read of shard-001: no
+    try sees one map version, and no item is called stray for a bucket that moved while it was read."""
+    import cluster.check
+    root, coord, ids = a_live_root(tmp_path)
+    sizes = iter([2, 3, 2])
+
+    def rebalanced_meanwhile(folder, **options):
+        if folder.name == "shard-001":
+            asyncio.run(coord.rebalance(next(sizes)))
+        return Shard(folder, **options)
+    monkeypatch.setattr(cluster.check, "Shard", rebalanced_meanwhile)
+    report = check_root(root)
+    assert report["ok"], report["problems"]
+    assert all(r["stray"] == 0 for r in report["shards"].values())
+    assert any("changed during each of 3 reads" in w for w in report["warnings"])
+    monkeypatch.undo()
+    report = check_root(root)         # once the rebalances are done, it adds up again
+    assert report["ok"] and report["items"] == report["held"] == len(ids) and report["n_shards"] == 2
+    assert not any("changed during" in w for w in report["warnings"])
+
+
 def test_the_command_exits_1_on_a_problem_and_2_without_a_root(tmp_path, capsys):
     root, _, _ = a_root(tmp_path)
     assert main(["check", "--storage", str(root), "--json"]) == 0

@@ -21,6 +21,8 @@ from pi_heif import register_heif_opener
 
 from shards.errors import InvalidInput
 
+from .framing import on_square
+
 PROJECT = Path(__file__).resolve().parents[1]
 SHIPPED = Path(__file__).resolve().parent / "assets"
 ASSETS = Path(os.environ.get("FASHION_ASSETS", SHIPPED))       # the model files the pipeline loads
@@ -163,6 +165,18 @@ def decode_image(data: bytes | os.PathLike | str, max_pixels: int = MAX_PIXELS,
             img = ImageOps.exif_transpose(img)
     except Exception:     # noqa: BLE001 -- a damaged EXIF block: the pixels are fine, read them as stored
         pass
+    return on_white(img)
+
+
+def on_white(img: Image.Image) -> Image.Image:
+    """RGB, a transparent part shown on white as a browser page shows it. Dropping the alpha
+    would bare whatever colour the file stores under it, black as a rule: a shop's cutout
+    PNG would become a product on black, read as no studio photo is."""
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info:
+        rgba = img.convert("RGBA")
+        if rgba.getextrema()[3][0] < 255:        # some pixel is not opaque
+            white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            return Image.alpha_composite(white, rgba).convert("RGB")
     return img.convert("RGB")
 
 
@@ -216,7 +230,8 @@ def usable_products(products: list[Product]) -> tuple[list[Product], dict]:
 
 
 def image_array(products: list[Product], size: int, cache: Path | None = None) -> np.ndarray:
-    """All product images resized to size x size, as one (n, size, size, 3) uint8 array (cached)."""
+    """All product images on a square (models/framing.py) at size x size, as one (n, size, size, 3)
+    uint8 array (cached)."""
     if cache is not None and cache.exists():
         arr = np.load(cache)
         if arr.shape[0] == len(products):
@@ -224,7 +239,7 @@ def image_array(products: list[Product], size: int, cache: Path | None = None) -
     arr = np.zeros((len(products), size, size, 3), np.uint8)
     for i, p in enumerate(products):
         try:
-            arr[i] = np.asarray(decode_image(p.image).resize((size, size), Image.BILINEAR))
+            arr[i] = np.asarray(on_square(decode_image(p.image)).resize((size, size), Image.BILINEAR))
         except InvalidInput:
             pass  # a missing or broken photo stays black; counted by the caller
     if cache is not None:

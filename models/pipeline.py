@@ -27,6 +27,7 @@ from .attributes import AttributeModel, normalise
 from .colour import DEFAULT_BINS, check_box, hsv_histogram
 from .data import ASSETS
 from .features import CodeBook, FeatureExtractor, load_features
+from .framing import on_square
 from .text import TitleClassifier
 from .text_pipeline import read_titles
 
@@ -245,7 +246,8 @@ class Pipeline:
             rois.append(found or (0, 0, im.width, im.height))
             roi_src.append("user" if cb is not None else "detector" if found else "whole image")
         t1 = time.perf_counter()
-        crops = [im.crop(r) for im, r in zip(images, rois)]
+        # a whole photo goes on a square, as the catalog's photos are; a box's crop is squashed
+        crops = [on_square(im) if src == "whole image" else im.crop(r) for im, r, src in zip(images, rois, roi_src)]
         with torch.no_grad():
             read = self.attributes.generate_with_alternatives(self._attribute_input(crops), beam=beam or self.beam,
                                                               categories=cats, stated=stated,
@@ -304,7 +306,7 @@ class Pipeline:
         rois = self.detector.boxes(image, self.detector_classes(cat), top) if self.detector is not None else []
         crops = [image.crop(self.detector.appearance_box(r)) for r in rois]     # what each region looks like
         rois.append((0, 0, image.width, image.height))
-        crops.append(image)
+        crops.append(on_square(image))
         return rois, self.codebook.encode(self._features(crops)), [hsv_histogram(c, self.hist_bins) for c in crops]
 
     def item(self, image: Image.Image, title: str) -> Analysis:

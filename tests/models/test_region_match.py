@@ -4,6 +4,7 @@ import pytest
 from PIL import Image
 
 from models.detector import inset_box
+from models.framing import on_square
 from models.pipeline import Pipeline
 
 from ..cluster.tiny_assets import make_tiny_assets
@@ -73,9 +74,10 @@ def test_region_codes_are_the_codes_of_their_inset_crops(pipeline):
     img = _photo()
     rois, codes, hists = pipeline.regions(img)
     assert rois[-1] == (0, 0, img.width, img.height) and len(codes) == len(hists) == 4
-    looks = [inset_box(r, 0.1) for r in rois[:-1]] + [rois[-1]]        # the whole photo is not inset
-    for (x0, y0, x1, y1), c in zip(looks, codes):
+    for (x0, y0, x1, y1), c in zip([inset_box(r, 0.1) for r in rois[:-1]], codes):
         assert np.array_equal(c, pipeline.query(img, box=(x0, y0, x1 - x0, y1 - y0)).code)
+    square = on_square(img)             # the whole photo is not inset: it is framed as a whole photo is
+    assert np.array_equal(codes[-1], pipeline.query(square, box=(0, 0) + square.size).code)
 
 
 def test_a_detected_roi_is_read_whole_and_described_inset(pipeline):

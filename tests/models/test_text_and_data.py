@@ -112,6 +112,36 @@ def test_photos_are_read_upright_as_their_exif_orientation_says(tmp_path, orient
     assert decode_image(path.read_bytes()).tobytes() == shown.tobytes()      # bytes as a path
 
 
+@pytest.mark.parametrize("kind", ["RGBA png", "LA png", "RGBA webp", "P png", "P gif", "half-transparent png"])
+def test_a_transparent_backdrop_is_read_as_white_not_as_the_black_stored_under_it(tmp_path, kind):
+    """A shop's cutout: the product opaque, the backdrop transparent, stored as black. A browser shows
+    it on the page's white; dropping the alpha would put the product on black."""
+    mode, fmt = kind.split()[0], kind.split()[-1]
+    rgba = np.zeros((40, 50, 4), np.uint8)                   # transparent black
+    rgba[10:30, 15:35] = (200, 30, 30, 255)
+    if kind.startswith("half"):
+        rgba[:, :5] = (0, 0, 0, 128)                         # half see-through black: grey on white
+    img = Image.fromarray(rgba, "RGBA")
+    path = tmp_path / f"cutout.{fmt}"
+    if mode == "P":
+        img.quantize().save(path, transparency=0) if fmt == "gif" else img.quantize().save(path)
+    elif mode == "LA":
+        img.convert("LA").save(path)
+    else:
+        img.save(path, lossless=True) if fmt == "webp" else img.save(path)
+    x = np.asarray(decode_image(path)).astype(int)
+    assert (x[:, 40:] == 255).all() and (x[:3, 5:] == 255).all()          # the backdrop
+    product = (200, 30, 30) if mode != "LA" else (81, 81, 81)            # LA keeps only its grey
+    assert np.abs(x[20, 25] - product).max() <= 2
+    if kind.startswith("half"):
+        assert np.abs(x[:, :5] - 127).max() <= 1
+    # an opaque photo with an alpha channel is read as it is, its pixels untouched
+    opaque = rgba.copy()
+    opaque[..., 3] = 255
+    Image.fromarray(opaque, "RGBA").save(tmp_path / "opaque.png")
+    assert np.array_equal(np.asarray(decode_image(tmp_path / "opaque.png")), opaque[..., :3])
+
+
 def test_an_iphones_heic_photo_is_read():
     """HEIC, the format an iPhone saves: left half red, right half blue, 64 x 48 (made once with
     pillow-heif's encoder; the project only decodes)."""

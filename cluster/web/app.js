@@ -23,7 +23,9 @@ async function load(b) {
   if (s < 1) {
     const c = document.createElement('canvas');
     c.width = Math.round(shown.naturalWidth * s); c.height = Math.round(shown.naturalHeight * s);
-    c.getContext('2d').drawImage(shown, 0, 0, c.width, c.height);
+    const ctx = c.getContext('2d');
+    ctx.fillStyle = '#fff'; ctx.fillRect(0, 0, c.width, c.height);   // a cutout's transparency: white, not
+    ctx.drawImage(shown, 0, 0, c.width, c.height);                   // the black a JPEG would make of it
     URL.revokeObjectURL(shown.src);
     return load(await new Promise((done) => c.toBlob(done, 'image/jpeg', 0.92)));
   }

@@ -866,6 +866,18 @@ def test_web_page_on_a_phone_draws_the_box_by_touch_on_an_upright_photo(server, 
         assert all(abs(a - b) <= 1 for a, b in zip(answer["roi"], drawn)), (answer["roi"], drawn)
         page.wait_for_selector(".hit")
         page.screenshot(path=str(tmp_path / "phone.png"), full_page=True)
+        # a shop's cutout: a big PNG whose backdrop is transparent (stored black) goes as a JPEG on white
+        cutout = np.zeros((2000, 2000, 4), np.uint8)
+        cutout[500:1500, 600:1400] = (20, 20, 200, 255)
+        Image.fromarray(cutout, "RGBA").save(tmp_path / "cutout.png")
+        page.set_input_files("#file", str(tmp_path / "cutout.png"))
+        page.wait_for_function("img && img.naturalWidth === 1600")
+        sent_bytes = base64.b64decode(page.evaluate(
+            "new Promise((done) => { const r = new FileReader(); r.onload = () => done(r.result.split(',')[1]); "
+            "r.readAsDataURL(blob); })"))
+        with Image.open(io.BytesIO(sent_bytes)) as sent:
+            x = np.asarray(sent.convert("RGB")).astype(int)
+        assert sent.format == "JPEG" and (x[:300] >= 250).all() and abs(x[800, 800] - (20, 20, 200)).max() <= 8
         browser.close()
 
 

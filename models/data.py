@@ -168,10 +168,24 @@ def decode_image(data: bytes | os.PathLike | str, max_pixels: int = MAX_PIXELS,
     return on_white(img)
 
 
+def eight_bits(img: Image.Image) -> Image.Image:
+    """A 16-bit or float grey photo (a 16-bit PNG, a scientific TIFF) as 8-bit grey. Pillow's own
+    conversion to RGB clips instead of scaling: a 16-bit photo came out nearly all white."""
+    if img.mode not in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        return img
+    x = np.asarray(img, dtype=np.float64)
+    if img.mode.startswith("I;16") or (img.mode == "I" and x.max() > 255):
+        x = x / 257                                  # 0..65535 -> 0..255
+    elif img.mode == "F" and x.max() <= 1.0:
+        x = x * 255                                  # 0..1 -> 0..255
+    return Image.fromarray(np.clip(np.round(x), 0, 255).astype(np.uint8), "L")
+
+
 def on_white(img: Image.Image) -> Image.Image:
     """RGB, a transparent part shown on white as a browser page shows it. Dropping the alpha
     would bare whatever colour the file stores under it, black as a rule: a shop's cutout
     PNG would become a product on black, read as no studio photo is."""
+    img = eight_bits(img)
     if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info:
         rgba = img.convert("RGBA")
         if rgba.getextrema()[3][0] < 255:        # some pixel is not opaque

@@ -142,6 +142,21 @@ def test_a_transparent_backdrop_is_read_as_white_not_as_the_black_stored_under_i
     assert np.array_equal(np.asarray(decode_image(tmp_path / "opaque.png")), opaque[..., :3])
 
 
+@pytest.mark.parametrize("kind", ["16-bit png", "16-bit tiff", "float tiff 0..1", "float tiff 0..255"])
+def test_a_grey_photo_of_more_than_8_bits_is_scaled_not_clipped(tmp_path, kind):
+    """Pillow's own conversion clips: a 16-bit grey photo came out nearly all white, a 0..1 float one black."""
+    ramp = np.linspace(0, 1, 64 * 48).reshape(48, 64)
+    if kind.startswith("16-bit"):
+        stored = Image.fromarray(np.round(ramp * 65535).astype(np.uint16))
+    else:
+        stored = Image.fromarray((ramp * (1 if kind.endswith("0..1") else 255)).astype(np.float32))
+    path = tmp_path / ("photo.png" if kind.endswith("png") else "photo.tiff")
+    stored.save(path)
+    x = np.asarray(decode_image(path)).astype(int)
+    assert (x[..., 0] == x[..., 1]).all() and (x[..., 1] == x[..., 2]).all()       # grey
+    assert np.abs(x[..., 0] - ramp * 255).max() <= 1
+
+
 def test_an_iphones_heic_photo_is_read():
     """HEIC, the format an iPhone saves: left half red, right half blue, 64 x 48 (made once with
     pillow-heif's encoder; the project only decodes)."""

@@ -27,7 +27,7 @@ from .attributes import AttributeModel, normalise
 from .colour import DEFAULT_BINS, check_box, hsv_histogram
 from .data import ASSETS
 from .features import CodeBook, FeatureExtractor, load_features
-from .framing import on_square
+from .framing import on_square, scale_box, working_copy
 from .text import TitleClassifier
 from .text_pipeline import read_titles
 
@@ -234,10 +234,19 @@ class Pipeline:
                 self.taxonomy.check_category(c)
         crops_box = [check_box(b, im.size) if b is not None else None for b, im in zip(boxes, images)]
         cats = [c.split("=", 1)[-1] if c else None for c in categories]
+        t0 = time.perf_counter()
+        # a big photo is read in a smaller copy; boxes go into its pixels, ROIs come back out
+        given, images = images, []
+        factors = []
+        for i, im in enumerate(given):
+            small, f = working_copy(im)
+            images.append(small)
+            factors.append(f)
+            if crops_box[i] is not None:
+                crops_box[i] = scale_box(crops_box[i], 1 / f, small.size)
         # ROI first: the user's box, else the detector (guided by the category when there is
         # one), else the whole photo; the attributes are then read inside the ROI, which on a
         # street photo is far closer to the studio photos the model learnt from.
-        t0 = time.perf_counter()
         rois, roi_src = [], []
         for im, cb, cat in zip(images, crops_box, cats):
             found = cb
@@ -265,7 +274,10 @@ class Pipeline:
         out = []
         for i in range(n):
             cat = categories[i].split("=", 1)[-1] if categories[i] else _category_of(attrs[i])
-            x0, y0, x1, y1 = rois[i]
+            if roi_src[i] == "user":
+                x0, y0, x1, y1 = check_box(boxes[i], given[i].size)        # as the user gave it
+            else:
+                x0, y0, x1, y1 = scale_box(rois[i], factors[i], given[i].size)
             out.append(Analysis(
                 category=cat, category_source=(sources[i] if sources else "user") if categories[i] else "auto",
                 attributes=attrs[i], roi=(x0, y0, x1 - x0, y1 - y0), roi_source=roi_src[i], code=codes[i],
@@ -303,10 +315,11 @@ class Pipeline:
         the product, and the catalog tells which: the region whose best match is closest.
         """
         cat = category.split("=", 1)[-1] if category else None
-        rois = self.detector.boxes(image, self.detector_classes(cat), top) if self.detector is not None else []
-        crops = [image.crop(self.detector.appearance_box(r)) for r in rois]     # what each region looks like
-        rois.append((0, 0, image.width, image.height))
-        crops.append(on_square(image))
+        small, f = working_copy(image)
+        rois = self.detector.boxes(small, self.detector_classes(cat), top) if self.detector is not None else []
+        crops = [small.crop(self.detector.appearance_box(r)) for r in rois]     # what each region looks like
+        crops.append(on_square(small))
+        rois = [scale_box(r, f, image.size) for r in rois] + [(0, 0, image.width, image.height)]
         return rois, self.codebook.encode(self._features(crops)), [hsv_histogram(c, self.hist_bins) for c in crops]
 
     def item(self, image: Image.Image, title: str) -> Analysis:

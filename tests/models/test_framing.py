@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from models.data import Product, image_array
-from models.framing import border_colour, on_square
+from models.framing import WORKING_SIDE, border_colour, on_square, scale_box, working_copy
 from models.pipeline import Pipeline
 
 from ..cluster.tiny_assets import make_tiny_assets
@@ -81,3 +81,41 @@ def test_training_and_evaluation_arrays_frame_photos_the_same(tmp_path):
     product = Product(id="1", fields={}, title="", image=tmp_path / "1.png")
     arr = image_array([product], 32)
     assert np.array_equal(arr[0], np.asarray(on_square(img).resize((32, 32), Image.BILINEAR)))
+
+
+def test_a_big_photo_is_worked_on_in_a_smoothed_copy_at_most_working_side():
+    small = portrait(300, 400)
+    assert working_copy(small) == (small, 1.0)
+    big = small.resize((3000, 4000), Image.NEAREST)
+    copy, factor = working_copy(big)
+    assert max(copy.size) == WORKING_SIDE and copy.size == (768, 1024) and factor == pytest.approx(4000 / 1024)
+    assert np.array_equal(np.asarray(copy), np.asarray(big.resize((768, 1024), Image.BILINEAR)))
+
+
+def test_scaled_boxes_are_the_float_product_in_whole_pixels_inside_the_image_and_never_empty():
+    rng = np.random.default_rng(4)
+    for _ in range(500):
+        w, h = (int(v) for v in rng.integers(20, 3000, 2))
+        factor = float(rng.uniform(0.05, 5))
+        x0, y0 = int(rng.integers(0, w - 1)), int(rng.integers(0, h - 1))
+        box = (x0, y0, int(rng.integers(x0 + 1, w + 1)), int(rng.integers(y0 + 1, h + 1)))
+        size = (max(2, round(w * factor)), max(2, round(h * factor)))
+        got = scale_box(box, factor, size)
+        assert 0 <= got[0] < got[2] <= size[0] and 0 <= got[1] < got[3] <= size[1]
+        for v, g, n in zip(box, got, size * 2):
+            assert g == min(n, round(v * factor)) or abs(g - v * factor) <= 1     # clamped or one pixel off
+
+
+def test_a_big_photo_is_read_as_its_copy_and_answered_in_its_own_pixels(pipeline):
+    big = portrait(seed=5).resize((1500, 2000), Image.BICUBIC)
+    copy, factor = working_copy(big)
+    assert copy.size == (768, 1024)
+    whole = pipeline.query(big)
+    assert whole.roi == (0, 0, 1500, 2000) and whole.roi_source == "whole image"
+    assert np.array_equal(whole.code, pipeline.query(copy).code)
+    box = (300, 500, 900, 1200)
+    in_box = pipeline.query(big, box=box)
+    assert in_box.roi == box                                      # as the user drew it
+    x0, y0, x1, y1 = scale_box((300, 500, 1200, 1700), 1 / factor, copy.size)
+    assert np.array_equal(in_box.code, pipeline.query(copy, box=(x0, y0, x1 - x0, y1 - y0)).code)
+    assert in_box.attributes == pipeline.query(copy, box=(x0, y0, x1 - x0, y1 - y0)).attributes

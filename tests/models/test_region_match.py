@@ -90,3 +90,14 @@ def test_a_detected_roi_is_read_whole_and_described_inset(pipeline):
     look = pipeline.query(img, box=(lx0, ly0, lx1 - lx0, ly1 - ly0))
     assert np.array_equal(a.code, look.code) and np.allclose(a.hist, look.hist)
     assert not np.array_equal(a.code, pipeline.query(img, box=a.roi).code)   # the inset changed what was read
+
+
+def test_a_big_photos_regions_come_back_in_its_own_pixels(pipeline):
+    """The detector reads a copy of at most WORKING_SIDE a side; its regions are scaled back."""
+    from models.framing import scale_box, working_copy
+    big = _photo().resize((2000, 2400), Image.BICUBIC)
+    _, factor = working_copy(big)
+    rois, codes, _ = pipeline.regions(big)
+    assert rois == [scale_box(r, factor, big.size) for r in StubDetector.regions] + [(0, 0, 2000, 2400)]
+    x0, y0, x1, y1 = scale_box(StubDetector.regions[1], factor, big.size)
+    assert pipeline.query(big).roi == (x0, y0, x1 - x0, y1 - y0)

@@ -28,6 +28,7 @@ import ray
 from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from PIL import Image
 from pydantic import BaseModel
 from ray import serve
 
@@ -61,6 +62,22 @@ async def _timed(awaitable):
 
 async def _ready(value):
     return value
+
+
+async def _working_copy(arr: np.ndarray) -> tuple[np.ndarray, float]:
+    """The photo at most WORKING_SIDE a side, and the factor back to its own pixels, as the
+    in-process pipeline reads it (models/framing.py); shrunk off the event loop."""
+    from models.framing import WORKING_SIDE, working_copy
+    if max(arr.shape[:2]) <= WORKING_SIDE:
+        return arr, 1.0
+    small, factor = await asyncio.to_thread(working_copy, Image.fromarray(arr))
+    return np.asarray(small), factor
+
+
+def _on_square(arr: np.ndarray) -> np.ndarray:
+    """A whole photo on a square of its border colour, as models/framing.py frames it."""
+    from models.framing import on_square
+    return np.asarray(on_square(Image.fromarray(arr)))
 
 
 class ErrorBody(BaseModel):
@@ -321,8 +338,13 @@ class Frontend:
         and the code + histogram inside it, read at the same time (models/pipeline.py reads them
         in turn, on one process). `stated`: the gender and colour a catalog item's title states."""
         from models.colour import check_box
+        from models.framing import scale_box
         t0 = time.perf_counter()
-        crop_box = check_box(box, (arr.shape[1], arr.shape[0])) if box is not None else None
+        size = (arr.shape[1], arr.shape[0])             # the photo's own pixels: boxes in, ROIs out
+        crop_box = check_box(box, size) if box is not None else None
+        arr, factor = await _working_copy(arr)          # a big photo is read in a smaller copy
+        if crop_box is not None:
+            crop_box = scale_box(crop_box, 1 / factor, (arr.shape[1], arr.shape[0]))
         described, look = None, None
         if crop_box is not None:
             roi, roi_src = crop_box, "user"
@@ -333,7 +355,7 @@ class Frontend:
             roi, roi_src = (found[0], "detector") if found else ((0, 0, arr.shape[1], arr.shape[0]), "whole image")
             look = found[1] if found else None
         x0, y0, x1, y1 = (int(v) for v in roi)
-        crop = np.ascontiguousarray(arr[y0:y1, x0:x1])
+        crop = _on_square(arr) if roi_src == "whole image" else np.ascontiguousarray(arr[y0:y1, x0:x1])
         t1 = time.perf_counter()
         if described is not None:
             reading = _ready(described)
@@ -346,6 +368,7 @@ class Frontend:
         ((attrs, alternatives), t_attr), ((code, hist), t_feat) = await asyncio.gather(
             _timed(self.attributes.recognise.remote((crop, category, runners_up, stated))), _timed(reading))
         auto_cat = next((t.split("=", 1)[1] for t, _ in attrs if t.startswith("articleType=")), None)
+        x0, y0, x1, y1 = check_box(box, size) if roi_src == "user" else scale_box((x0, y0, x1, y1), factor, size)
         return {"attributes": attrs, "alternatives": alternatives, "category": category or auto_cat,
                 "category_source": "user" if category else "auto",
                 "roi": [x0, y0, x1 - x0, y1 - y0], "roi_source": roi_src, "code": code, "hist": hist,
@@ -359,7 +382,7 @@ class Frontend:
         whole = (0, 0, arr.shape[1], arr.shape[0])
         regions = list(await self.roi.regions.remote((arr, category))) + [(whole, whole)]
         rois = [r for r, _ in regions]
-        crops = [np.ascontiguousarray(arr[y0:y1, x0:x1]) for _, (x0, y0, x1, y1) in regions]
+        crops = [np.ascontiguousarray(arr[y0:y1, x0:x1]) for _, (x0, y0, x1, y1) in regions[:-1]] + [_on_square(arr)]
         described = await asyncio.gather(*(self.features.describe.remote(c) for c in crops))
         rs = await self.router.search_batch([Query(code=c, hist=h, k=1, w_colour=self.w_colour) for c, h in described])
         scores = [r.hits[0].score if r.hits else float("inf") for r in rs]

@@ -301,9 +301,10 @@ class Pipeline:
                 raise ValueError(f"match returned {len(scores)} scores for {len(rois)} regions")
             best = int(np.argmin(scores))
             x0, y0, x1, y1 = rois[best]
-            a = self.analyse_batch([image], [category], [(x0, y0, x1 - x0, y1 - y0)],
-                                   described=(codes[best: best + 1], hists[best: best + 1]))[0]
-            a.roi_source = "best match" if (x0, y0, x1, y1) != (0, 0, image.width, image.height) else "whole image"
+            whole = (x0, y0, x1, y1) == (0, 0, image.width, image.height)
+            a = self.analyse_batch([image], [category], [None if whole else (x0, y0, x1 - x0, y1 - y0)],
+                                   described=(codes[best: best + 1], hists[best: best + 1]), detect=False)[0]
+            a.roi_source = "whole image" if whole else "best match"     # the whole photo read as one is
             return a
         return self.analyse_batch([image], [category], [box])[0]
 

@@ -240,7 +240,9 @@ def test_a_phone_photo_is_searched_the_way_it_is_shown(server):
 
 def test_the_served_answer_is_the_in_process_pipelines(server):
     """The REST path reads attributes and appearance on separate replicas at once; the in-process
-    pipeline reads them in turn. Same photo, same models: same reading, same hits."""
+    pipeline reads them in turn. Same photo, same models: same reading, same hits. Also for a
+    photo over WORKING_SIDE (read in a smaller copy, the box and ROI in its own pixels) and
+    with the catalog picking the region (the tiny models have no detector: the whole photo)."""
     import torch
     from models.data import decode_image
     from models.pipeline import Pipeline
@@ -249,10 +251,19 @@ def test_the_served_answer_is_the_in_process_pipelines(server):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)        # as the replicas run: the same sums in the same order
     try:
-        for i, (data, box) in enumerate([({}, None), ({"box": "10,20,60,80"}, (10, 20, 60, 80))]):
-            photo = jpeg(color=(40 * i + 100, 180, 60))
+        def best_hit_scores(codes, hists):
+            answers = server["cluster"].search_batch([Query(code=c, hist=h, k=1, w_colour=pipeline.w_colour)
+                                                      for c, h in zip(codes, hists)])
+            return [a.hits[0].score if a.hits else float("inf") for a in answers]
+        cases = [({}, None, (120, 160)), ({"box": "10,20,60,80"}, (10, 20, 60, 80), (120, 160)),
+                 ({}, None, (1500, 2000)), ({"box": "300,500,600,700"}, (300, 500, 600, 700), (1500, 2000)),
+                 ({"roi": "match"}, None, (120, 160))]
+        for i, (data, box, size) in enumerate(cases):
+            photo = jpeg(color=(30 * i + 100, 180, 60), size=size)
             served = search(server["url"], {**data, "k": "8"}, image=photo).json()
-            mine = pipeline.query(decode_image(photo), box=box)
+            match = best_hit_scores if data.get("roi") == "match" else None
+            mine = pipeline.query(decode_image(photo), box=box, match=match)
+            assert served["roi"] == list(box or (0, 0) + size)
             assert [a["token"] for a in served["attributes"]] == [t for t, _ in mine.attributes]
             assert np.allclose([a["probability"] for a in served["attributes"]], [p for _, p in mine.attributes],
                                atol=1e-5)

@@ -21,6 +21,7 @@ from pi_heif import register_heif_opener
 
 from shards.errors import InvalidInput
 
+from .colour_space import in_srgb
 from .framing import on_square
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -165,7 +166,7 @@ def decode_image(data: bytes | os.PathLike | str, max_pixels: int = MAX_PIXELS,
             img = ImageOps.exif_transpose(img)
     except Exception:     # noqa: BLE001 -- a damaged EXIF block: the pixels are fine, read them as stored
         pass
-    return on_white(img)
+    return on_white(in_srgb(img))
 
 
 def eight_bits(img: Image.Image) -> Image.Image:

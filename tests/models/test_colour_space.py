@@ -1,0 +1,93 @@
+"""Photos with an embedded ICC profile are read in sRGB (models/colour_space.py), through
+decode_image. The profiles are made here, byte by byte (ICC v2, matrix and gamma curves):
+no profile file is on this machine, and one made by hand says exactly what it holds."""
+import struct
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from models.data import decode_image
+
+D50 = (0.9642, 1.0, 0.8249)
+SRGB_PRIMARIES = [(0.4361, 0.2225, 0.0139), (0.3851, 0.7169, 0.0971), (0.1431, 0.0606, 0.7141)]   # D50-adapted
+
+
+def _s15(v):
+    return struct.pack(">i", round(v * 65536))
+
+
+def _tag_xyz(x, y, z):
+    return b"XYZ " + bytes(4) + _s15(x) + _s15(y) + _s15(z)
+
+
+def icc_profile(primaries, gamma=2.2, description="made by the test") -> bytes:
+    """A display profile: these colourants (columns of the RGB -> XYZ matrix), one gamma for all."""
+    name = description.encode() + b"\0"
+    curve = b"curv" + bytes(4) + struct.pack(">IH", 1, round(gamma * 256)) + bytes(2)
+    tags = [(b"desc", b"desc" + bytes(4) + struct.pack(">I", len(name)) + name + bytes(8 + 3 + 67)),
+            (b"wtpt", _tag_xyz(*D50)), (b"rXYZ", _tag_xyz(*primaries[0])), (b"gXYZ", _tag_xyz(*primaries[1])),
+            (b"bXYZ", _tag_xyz(*primaries[2])), (b"rTRC", curve), (b"gTRC", curve), (b"bTRC", curve),
+            (b"cprt", b"text" + bytes(4) + b"none\0")]
+    start = 128 + 4 + 12 * len(tags)
+    table, body = b"", b""
+    for sig, data in tags:
+        data += bytes(-len(data) % 4)
+        table += sig + struct.pack(">II", start + len(body), len(data))
+        body += data
+    header = (struct.pack(">I", start + len(body)) + bytes(4) + struct.pack(">I", 0x02100000) + b"mntrRGB XYZ "
+              + bytes(12) + b"acsp" + bytes(28) + _s15(D50[0]) + _s15(D50[1]) + _s15(D50[2]) + bytes(48))
+    return header + struct.pack(">I", len(tags)) + table + body
+
+
+def dull_primaries(a=0.5):
+    """Colourants halfway to white: a narrow gamut, whose pure green is a pale green in sRGB."""
+    return [tuple(a * c + (1 - a) * w / 3 for c, w in zip(col, D50)) for col in SRGB_PRIMARIES]
+
+
+def swatches() -> Image.Image:
+    x = np.zeros((16, 32, 3), np.uint8)
+    x[:, :8] = (0, 255, 0)
+    x[:, 8:16] = (128, 128, 128)
+    x[:, 16:24] = (255, 0, 0)
+    x[:, 24:] = (255, 255, 255)
+    return Image.fromarray(x)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP", "TIFF"])
+def test_a_photo_in_a_narrow_gamut_is_read_in_srgb(tmp_path, fmt):
+    path = tmp_path / f"photo.{fmt.lower()}"
+    options = {"quality": 100} if fmt == "JPEG" else {"lossless": True} if fmt == "WEBP" else {}
+    swatches().save(path, format=fmt, icc_profile=icc_profile(dull_primaries()), **options)
+    x = np.asarray(decode_image(path)).astype(int)
+    green, grey, red, white = x[8, 4], x[8, 12], x[8, 20], x[8, 28]
+    assert green[1] > 180 and 60 < green[0] < 160 and abs(green[0] - green[2]) <= 6     # paler, still green
+    assert red[0] > 180 and 60 < red[1] < 160
+    assert grey.max() - grey.min() <= 2 and abs(grey[0] - 128) <= 4                     # neutral stays neutral
+    assert (white >= 253).all()
+
+
+def test_a_photo_whose_profile_is_srgb_and_one_without_a_profile_are_read_as_stored(tmp_path):
+    stored = np.asarray(swatches()).astype(int)
+    swatches().save(tmp_path / "plain.png")
+    assert np.array_equal(np.asarray(decode_image(tmp_path / "plain.png")), stored)
+    swatches().save(tmp_path / "srgb.png", icc_profile=icc_profile(SRGB_PRIMARIES))
+    assert np.abs(np.asarray(decode_image(tmp_path / "srgb.png")).astype(int) - stored).max() <= 3
+    # one that names itself sRGB is not converted at all (a cut the test's dull colourants make visible)
+    swatches().save(tmp_path / "named.png", icc_profile=icc_profile(dull_primaries(), description="sRGB IEC61966-2.1"))
+    assert np.array_equal(np.asarray(decode_image(tmp_path / "named.png")), stored)
+
+
+def test_a_damaged_profile_leaves_the_pixels_as_stored(tmp_path):
+    stored = np.asarray(swatches())
+    for damaged in (b"not a profile at all", icc_profile(dull_primaries())[:150]):
+        swatches().save(tmp_path / "damaged.png", icc_profile=damaged)
+        assert np.array_equal(np.asarray(decode_image(tmp_path / "damaged.png")), stored)
+
+
+def test_a_transparent_cutout_with_a_profile_is_converted_and_laid_on_white(tmp_path):
+    rgba = np.zeros((16, 16, 4), np.uint8)
+    rgba[4:12, 4:12] = (0, 255, 0, 255)
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "cutout.png", icc_profile=icc_profile(dull_primaries()))
+    x = np.asarray(decode_image(tmp_path / "cutout.png")).astype(int)
+    assert (x[0, 0] == 255).all() and x[8, 8][1] > 180 and 60 < x[8, 8][0] < 160

@@ -1,6 +1,7 @@
 """Photos with an embedded ICC profile are read in sRGB (models/colour_space.py), through
 decode_image. The profiles are made here, byte by byte (ICC v2, matrix and gamma curves):
 no profile file is on this machine, and one made by hand says exactly what it holds."""
+import io
 import struct
 
 import numpy as np
@@ -91,3 +92,23 @@ def test_a_transparent_cutout_with_a_profile_is_converted_and_laid_on_white(tmp_
     Image.fromarray(rgba, "RGBA").save(tmp_path / "cutout.png", icc_profile=icc_profile(dull_primaries()))
     x = np.asarray(decode_image(tmp_path / "cutout.png")).astype(int)
     assert (x[0, 0] == 255).all() and x[8, 8][1] > 180 and 60 < x[8, 8][0] < 160
+
+
+def test_a_mutated_profile_is_read_as_stored_or_converted_never_another_exception():
+    """Random bytes of a profile changed, or the profile cut short: decode_image answers a photo
+    (or InvalidInput), never the colour library's own error (a 500 over REST)."""
+    from shards.errors import InvalidInput
+    rng = np.random.default_rng(7)
+    base = icc_profile(dull_primaries())
+    for _ in range(300):
+        mutated = bytearray(base)
+        for _ in range(int(rng.integers(1, 8))):
+            mutated[int(rng.integers(0, len(mutated)))] = int(rng.integers(0, 256))
+        if rng.random() < 0.2:
+            mutated = mutated[: int(rng.integers(0, len(mutated)))]
+        buf = io.BytesIO()
+        swatches().save(buf, format="PNG", icc_profile=bytes(mutated))
+        try:
+            assert decode_image(buf.getvalue()).size == (32, 16)
+        except InvalidInput:
+            pass

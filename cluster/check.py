@@ -71,7 +71,7 @@ def check_root(root: str | os.PathLike) -> dict:
     check is taken again (READ_TRIES in all) until the map stays one version from the first read
     to the last, so that the counts add up at one version."""
     root = Path(root).resolve()
-    for attempt in range(1, READ_TRIES + 1):
+    for _ in range(READ_TRIES):
         report, versions = _check_once(root)
         if versions[0] == versions[-1]:
             return report

@@ -343,10 +343,9 @@ class Frontend:
         from models.framing import scale_box
         t0 = time.perf_counter()
         size = (arr.shape[1], arr.shape[0])             # the photo's own pixels: boxes in, ROIs out
-        crop_box = check_box(box, size) if box is not None else None
+        given_box = check_box(box, size) if box is not None else None
         arr, factor = await _working_copy(arr)          # a big photo is read in a smaller copy
-        if crop_box is not None:
-            crop_box = scale_box(crop_box, 1 / factor, (arr.shape[1], arr.shape[0]))
+        crop_box = scale_box(given_box, 1 / factor, (arr.shape[1], arr.shape[0])) if given_box else None
         described, look = None, None
         if crop_box is not None:
             roi, roi_src = crop_box, "user"
@@ -370,7 +369,7 @@ class Frontend:
         ((attrs, alternatives), t_attr), ((code, hist), t_feat) = await asyncio.gather(
             _timed(self.attributes.recognise.remote((crop, category, runners_up, stated))), _timed(reading))
         auto_cat = next((t.split("=", 1)[1] for t, _ in attrs if t.startswith("articleType=")), None)
-        x0, y0, x1, y1 = check_box(box, size) if roi_src == "user" else scale_box((x0, y0, x1, y1), factor, size)
+        x0, y0, x1, y1 = given_box or scale_box((x0, y0, x1, y1), factor, size)
         return {"attributes": attrs, "alternatives": alternatives, "category": category or auto_cat,
                 "category_source": "user" if category else "auto",
                 "roi": [x0, y0, x1 - x0, y1 - y0], "roi_source": roi_src, "code": code, "hist": hist,

@@ -166,7 +166,7 @@ def decode_image(data: bytes | os.PathLike | str, max_pixels: int = MAX_PIXELS,
             img = ImageOps.exif_transpose(img)
     except Exception:     # noqa: BLE001 -- a damaged EXIF block: the pixels are fine, read them as stored
         pass
-    return on_white(in_srgb(img))
+    return on_white(in_srgb(eight_bits(img)))
 
 
 def eight_bits(img: Image.Image) -> Image.Image:
@@ -186,7 +186,6 @@ def on_white(img: Image.Image) -> Image.Image:
     """RGB, a transparent part shown on white as a browser page shows it. Dropping the alpha
     would bare whatever colour the file stores under it, black as a rule: a shop's cutout
     PNG would become a product on black, read as no studio photo is."""
-    img = eight_bits(img)
     if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info:
         rgba = img.convert("RGBA")
         if rgba.getextrema()[3][0] < 255:        # some pixel is not opaque

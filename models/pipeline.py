@@ -232,18 +232,14 @@ class Pipeline:
         for c in categories:
             if c is not None:
                 self.taxonomy.check_category(c)
-        crops_box = [check_box(b, im.size) if b is not None else None for b, im in zip(boxes, images)]
+        given_boxes = [check_box(b, im.size) if b is not None else None for b, im in zip(boxes, images)]
         cats = [c.split("=", 1)[-1] if c else None for c in categories]
         t0 = time.perf_counter()
         # a big photo is read in a smaller copy; boxes go into its pixels, ROIs come back out
-        given, images = images, []
-        factors = []
-        for i, im in enumerate(given):
-            small, f = working_copy(im)
-            images.append(small)
-            factors.append(f)
-            if crops_box[i] is not None:
-                crops_box[i] = scale_box(crops_box[i], 1 / f, small.size)
+        given = images
+        images, factors = zip(*(working_copy(im) for im in given)) if n else ((), ())
+        crops_box = [scale_box(b, 1 / f, im.size) if b is not None else None
+                     for b, f, im in zip(given_boxes, factors, images)]
         # ROI first: the user's box, else the detector (guided by the category when there is
         # one), else the whole photo; the attributes are then read inside the ROI, which on a
         # street photo is far closer to the studio photos the model learnt from.
@@ -274,10 +270,8 @@ class Pipeline:
         out = []
         for i in range(n):
             cat = categories[i].split("=", 1)[-1] if categories[i] else _category_of(attrs[i])
-            if roi_src[i] == "user":
-                x0, y0, x1, y1 = check_box(boxes[i], given[i].size)        # as the user gave it
-            else:
-                x0, y0, x1, y1 = scale_box(rois[i], factors[i], given[i].size)
+            # the user's box as given; any other ROI back in the photo's own pixels
+            x0, y0, x1, y1 = given_boxes[i] or scale_box(rois[i], factors[i], given[i].size)
             out.append(Analysis(
                 category=cat, category_source=(sources[i] if sources else "user") if categories[i] else "auto",
                 attributes=attrs[i], roi=(x0, y0, x1 - x0, y1 - y0), roi_source=roi_src[i], code=codes[i],

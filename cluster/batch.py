@@ -107,13 +107,13 @@ class QueryAnalyzer:
         self.pipeline = Pipeline.load()
 
     def __call__(self, batch: dict) -> dict:
-        from models.data import decode_image
+        from models.data import decode_photo
         rows = [json.loads(r) for r in batch["row"]]
         read: list = [None] * len(rows)
         good, images = [], []
         for j, r in enumerate(rows):
             try:
-                images.append(decode_image(r["image"]))
+                images.append(decode_photo(r["image"]))     # a big photo read small
                 good.append(j)
             except InvalidInput as exc:
                 read[j] = str(exc)

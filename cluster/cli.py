@@ -83,6 +83,9 @@ def cmd_bench(args) -> dict:
     if args.what == "soak":
         from benchmarks import soak_bench
         return soak_bench.bench_soak(args.minutes, args.rate, log=lambda s: print(s, file=sys.stderr, flush=True))
+    if args.what == "photos":
+        from benchmarks import photo_bench
+        return photo_bench.bench_photos()
     if args.what in ("serve", "inference"):
         from benchmarks import serve_bench
         return serve_bench.bench_serve(roi=args.roi) if args.what == "serve" else serve_bench.bench_inference()
@@ -385,12 +388,13 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="benchmarks of the shard and the cluster; print JSON with --json",
                        description="Benchmarks. Results and the commands that made them: benchmarks/RESULTS.md")
     b.add_argument("what", choices=["scan", "filtered", "memory", "ingest", "cluster", "rebalance", "serve",
-                                    "inference", "soak", "similar", "export"],
+                                    "inference", "photos", "soak", "similar", "export"],
                    help="scan: unfiltered Hamming top-10 vs faiss; filtered: category-filtered query vs faiss "
                         "with an ID selector; memory: resident bytes per item; ingest: upserts/s with the "
                         "log fsync'd, and reopen time; cluster: Ray cluster vs in-process latency and batch "
                         "throughput; rebalance: move buckets while a client queries; serve: POST /search against the "
-                        "demo with 1 and 4 clients; inference: the query path's models on this CPU; soak: the demo "
+                        "demo with 1 and 4 clients; inference: the query path's models on this CPU; photos: reading a "
+                        "phone's 12 Mpixel photo for them, whole or at reduced scale; soak: the demo "
                         "under a steady rate of mixed reads and writes for --minutes (errors, p99, RSS drift); "
                         "similar: `similar-items` over --rows synthetic items on --shards shards; export: "
                         "`export` (and GET /items's first page) over --rows synthetic items on --shards shards")

@@ -33,12 +33,12 @@ class ItemAnalyzer:
         self.pipeline = Pipeline.load()
 
     def __call__(self, batch: dict) -> dict:
-        from models.data import decode_image
+        from models.data import decode_photo
         from shards.errors import InvalidInput
         images, good, errors = [], [], []
         for i, path in enumerate(batch["image"]):
             try:
-                images.append(decode_image(str(path)))
+                images.append(decode_photo(str(path)))     # a big photo read small
                 good.append(i)
                 errors.append("")
             except InvalidInput as exc:

@@ -22,6 +22,7 @@ import time
 import uuid
 from collections import defaultdict
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import ray
@@ -64,14 +65,12 @@ async def _ready(value):
     return value
 
 
-async def _working_copy(arr: np.ndarray) -> tuple[np.ndarray, float]:
-    """The photo at most WORKING_SIDE a side, and the factor back to its own pixels, as the
-    in-process pipeline reads it (models/framing.py); shrunk off the event loop."""
-    from models.framing import WORKING_SIDE, working_copy
-    if max(arr.shape[:2]) <= WORKING_SIDE:
-        return arr, 1.0
-    small, factor = await asyncio.to_thread(working_copy, Image.fromarray(arr))
-    return np.asarray(small), factor
+class Upload(NamedTuple):
+    """An uploaded photo as read (models/data.py decode_photo): its pixels at most WORKING_SIDE a
+    side, the factor back to the photo's own, and its own (w, h) that boxes and ROIs are in."""
+    pixels: np.ndarray
+    factor: float
+    size: tuple[int, int]
 
 
 def _on_square(arr: np.ndarray) -> np.ndarray:
@@ -306,8 +305,8 @@ class Frontend:
         if not hmac.compare_digest(given.encode(), key.encode()):
             raise HttpError(403, "wrong API key")
 
-    async def _image(self, upload: UploadFile) -> tuple[np.ndarray, bytes]:
-        from models.data import decode_image
+    async def _image(self, upload: UploadFile) -> tuple[Upload, bytes]:
+        from models.data import decode_photo
         if upload is None:
             raise InvalidInput("an image is required")
         ctype = (upload.content_type or "").lower()
@@ -318,10 +317,10 @@ class Frontend:
             raise HttpError(413, f"image over the upload limit of {self.settings.max_upload_bytes} bytes")
         if not data:
             raise InvalidInput("the image is empty (zero bytes)")
-        # off the event loop: a 12 Mpixel photo takes ~30 ms to decode, ~180 ms more with a P3
-        # profile to convert, and other requests would wait on it
-        arr = await asyncio.to_thread(lambda: np.asarray(decode_image(data, self.settings.max_pixels)))
-        return arr, data
+        # read as the networks see it, at most WORKING_SIDE a side (models/data.py), and off the
+        # event loop: other requests would wait on it (a 12 Mpixel phone photo: benchmarks/RESULTS.md)
+        photo = await asyncio.to_thread(decode_photo, data, self.settings.max_pixels)
+        return Upload(np.asarray(photo.image), photo.factor, photo.size), data
 
     async def _category(self, raw: str | None) -> str | None:
         if raw is None or raw.strip() == "" or raw.strip().lower() == "auto":
@@ -334,7 +333,7 @@ class Frontend:
         return value
 
     # ------------------------------------------------------------ the analysis of one image
-    async def _analyse(self, arr: np.ndarray, category: str | None, box, roi_mode: str = "detector",
+    async def _analyse(self, photo: Upload, category: str | None, box, roi_mode: str = "detector",
                        runners_up: bool = False, stated: dict | None = None) -> dict:
         """ROI (the user's box, the guided detector, or the whole photo), then the attributes
         and the code + histogram inside it, read at the same time (models/pipeline.py reads them
@@ -342,9 +341,8 @@ class Frontend:
         from models.colour import check_box
         from models.framing import scale_box
         t0 = time.perf_counter()
-        size = (arr.shape[1], arr.shape[0])             # the photo's own pixels: boxes in, ROIs out
+        arr, factor, size = photo      # a big photo is read in a smaller copy; boxes in, ROIs out in its own pixels
         given_box = check_box(box, size) if box is not None else None
-        arr, factor = await _working_copy(arr)          # a big photo is read in a smaller copy
         crop_box = scale_box(given_box, 1 / factor, (arr.shape[1], arr.shape[0])) if given_box else None
         described, look = None, None
         if crop_box is not None:
@@ -490,8 +488,8 @@ class Frontend:
         self._limit(request)
         k_val, filt, box_val, mode = parse_k(k), parse_tokens(filters), parse_box(box), parse_roi_mode(roi)
         cat = await self._category(category)
-        arr, _ = await self._image(image)
-        a = await self._analyse(arr, cat, box_val, mode)
+        photo, _ = await self._image(image)
+        a = await self._analyse(photo, cat, box_val, mode)
         return (await self._search([a], k_val, filt))[0]
 
     @app.post("/search/batch", summary="Several photos in one request",
@@ -510,14 +508,14 @@ class Frontend:
             if given is not None and len(given) != len(image):
                 raise InvalidInput(f"give one {name} per image (an empty one for none), or none: "
                                    f"{len(given)} for {len(image)} images")
-        cats, boxes, arrs = [], [], []
+        cats, boxes, photos = [], [], []
         for i, (u, c, b) in enumerate(zip(image, category or [None] * len(image), box or [None] * len(image))):
             with _naming(i, u):       # an error says which photo of the batch it is about
                 cats.append(await self._category(c or None))
                 boxes.append(parse_box(b))
-                arrs.append((await self._image(u))[0])
-        analyses = await asyncio.gather(*(_named(i, u, self._analyse(a, c, b, mode))
-                                          for i, (u, a, c, b) in enumerate(zip(image, arrs, cats, boxes))))
+                photos.append((await self._image(u))[0])
+        analyses = await asyncio.gather(*(_named(i, u, self._analyse(p, c, b, mode))
+                                          for i, (u, p, c, b) in enumerate(zip(image, photos, cats, boxes))))
         return {"queries": await self._search(analyses, k_val, filt)}
 
     @app.post("/items", status_code=201, summary="Add (or replace) a catalog item; searchable on return",
@@ -531,9 +529,9 @@ class Frontend:
         item_id = parse_id(id) if id else uuid.uuid4().hex
         from models.pipeline import index_tokens
         given = parse_tokens(attributes)
-        arr, data = await self._image(image)
+        photo, data = await self._image(image)
         [(category, stated)] = await self.attributes.read_titles.remote([title])
-        a = await self._analyse(arr, category, None, runners_up=not given, stated=stated)
+        a = await self._analyse(photo, category, None, runners_up=not given, stated=stated)
         tokens = list(given) if given else index_tokens(a["attributes"], a["alternatives"])
         replaced = await self._uploaded_image(item_id) if id else None
         await run_to_end(self._write_item(item_id, a, tokens, title, data, replaced))

@@ -14,6 +14,7 @@ import random
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -22,7 +23,7 @@ from pi_heif import register_heif_opener
 from shards.errors import InvalidInput
 
 from .colour_space import in_srgb
-from .framing import on_square
+from .framing import WORKING_SIDE, on_square, working_copy
 
 PROJECT = Path(__file__).resolve().parents[1]
 SHIPPED = Path(__file__).resolve().parent / "assets"
@@ -138,6 +139,45 @@ def decode_image(data: bytes | os.PathLike | str, max_pixels: int = MAX_PIXELS,
     shrinks it to that many pixels a side, so a JPEG may be decoded at 1/2-1/8 scale, never
     below that size (a thumbnail of a 12 Mpixel photo ~4x sooner).
     """
+    img, _ = _read_upright(data, max_pixels, at_least)
+    return on_white(in_srgb(eight_bits(img)))
+
+
+class Photo(NamedTuple):
+    """A photo read for the networks: `image` at most WORKING_SIDE a side; `factor` from its
+    pixels back to the photo's as shown, and `size` (w, h) as shown: boxes in and ROIs out are there."""
+    image: Image.Image
+    factor: float
+    size: tuple[int, int]
+
+
+def decode_photo(data: bytes | os.PathLike | str, max_pixels: int = MAX_PIXELS) -> Photo:
+    """A photo as the networks read it: decode_image's, then shrunk as working_copy shrinks it.
+
+    Cheaper than decode_image then working_copy for a big photo: a JPEG is decoded at 1/2-1/8
+    scale, and the colour profile (every iPhone photo has a Display P3 one) is converted on
+    the small copy. A 12 Mpixel JPEG with a P3 profile: benchmarks/RESULTS.md.
+    """
+    img, shown = _read_upright(data, max_pixels, WORKING_SIDE)
+    img = eight_bits(img)
+    if img.mode in ("P", "PA", "1"):           # a palette shrinks by its nearest pixel: colours first
+        img = img.convert("RGBA" if img.mode == "PA" or "transparency" in img.info else "RGB")
+    small, _ = working_copy(img)
+    return Photo(on_white(in_srgb(small)), max(shown) / max(small.size), shown)
+
+
+def as_photo(image: Image.Image | Photo) -> Photo:
+    """A Photo as it is; a whole decoded image shrunk to its working copy."""
+    if isinstance(image, Photo):
+        return image
+    small, factor = working_copy(image)
+    return Photo(small, factor, image.size)
+
+
+def _read_upright(data: bytes | os.PathLike | str, max_pixels: int,
+                  at_least: int | None) -> tuple[Image.Image, tuple[int, int]]:
+    """The stored pixels turned as EXIF says (JPEG: at reduced scale when `at_least` allows),
+    and the photo's size as shown, before any reduction."""
     import io
     try:
         src = io.BytesIO(data) if isinstance(data, (bytes, bytearray)) else open(data, "rb")
@@ -148,6 +188,9 @@ def decode_image(data: bytes | os.PathLike | str, max_pixels: int = MAX_PIXELS,
             img = Image.open(src)
             if img.width * img.height > max_pixels:
                 raise InvalidInput(f"image of {img.width}x{img.height} pixels is over the limit of {max_pixels}")
+            shown = img.size
+            if img.width < 8 or img.height < 8:
+                raise InvalidInput(f"image of {img.width}x{img.height} pixels is too small")
             if at_least is not None:
                 img.draft("RGB", (at_least, at_least))    # JPEG only; others ignore it
             img.load()
@@ -159,14 +202,15 @@ def decode_image(data: bytes | os.PathLike | str, max_pixels: int = MAX_PIXELS,
                                f"(JPEG, PNG, WebP, HEIC, AVIF, GIF, BMP, TIFF, ...)") from exc
         except Exception as exc:    # noqa: BLE001 -- a decoder plugin (HEIC's) raises anything on damage
             raise InvalidInput(f"not a readable image: {exc}") from exc
-    if img.width < 8 or img.height < 8:
-        raise InvalidInput(f"image of {img.width}x{img.height} pixels is too small")
     try:
-        if img.getexif().get(EXIF_ORIENTATION, 1) != 1:
+        orientation = img.getexif().get(EXIF_ORIENTATION, 1)
+        if orientation != 1:
             img = ImageOps.exif_transpose(img)
+            if orientation in (5, 6, 7, 8):    # turned a quarter: the shown photo is the stored one's sides swapped
+                shown = shown[::-1]
     except Exception:     # noqa: BLE001 -- a damaged EXIF block: the pixels are fine, read them as stored
         pass
-    return on_white(in_srgb(eight_bits(img)))
+    return img, shown
 
 
 def eight_bits(img: Image.Image) -> Image.Image:

@@ -25,9 +25,9 @@ from shards.errors import InvalidInput
 
 from .attributes import AttributeModel, normalise
 from .colour import DEFAULT_BINS, check_box, hsv_histogram
-from .data import ASSETS
+from .data import ASSETS, Photo, as_photo
 from .features import CodeBook, FeatureExtractor, load_features
-from .framing import on_square, scale_box, working_copy
+from .framing import on_square, scale_box
 from .text import TitleClassifier
 from .text_pipeline import read_titles
 
@@ -218,26 +218,27 @@ class Pipeline:
         return self.features(torch.from_numpy(arr).to(self.device)).cpu().numpy()
 
     # ------------------------------------------------------------ paths
-    def analyse_batch(self, images: list[Image.Image], categories: list[str | None] | None = None,
+    def analyse_batch(self, images: list[Image.Image | Photo], categories: list[str | None] | None = None,
                       boxes: list | None = None, sources: list[str] | None = None, detect: bool = True,
                       beam: int | None = None, described: tuple | None = None,
                       runners_up: bool = False, stated: list[dict | None] | None = None) -> list[Analysis]:
         """`described` = (codes, hists) already computed for the boxes' crops (skips the features step).
         `stated`: per photo, the gender and colour its title states, forced as the category is.
         `runners_up`: read each field's runners-up down to ALTERNATIVE_P (catalog items: indexed
-        under them), not HEDGE_P (a query: its runner-up category is hedged)."""
+        under them), not HEDGE_P (a query: its runner-up category is hedged).
+        `images`: whole photos, or Photos read by decode_photo (a big one already small)."""
         n = len(images)
         categories = categories or [None] * n
         boxes = boxes or [None] * n
         for c in categories:
             if c is not None:
                 self.taxonomy.check_category(c)
-        given_boxes = [check_box(b, im.size) if b is not None else None for b, im in zip(boxes, images)]
+        # a big photo is read in a smaller copy; boxes go into its pixels, ROIs come back out
+        photos = [as_photo(im) for im in images]
+        given_boxes = [check_box(b, p.size) if b is not None else None for b, p in zip(boxes, photos)]
         cats = [c.split("=", 1)[-1] if c else None for c in categories]
         t0 = time.perf_counter()
-        # a big photo is read in a smaller copy; boxes go into its pixels, ROIs come back out
-        given = images
-        images, factors = zip(*(working_copy(im) for im in given)) if n else ((), ())
+        images, factors = [p.image for p in photos], [p.factor for p in photos]
         crops_box = [scale_box(b, 1 / f, im.size) if b is not None else None
                      for b, f, im in zip(given_boxes, factors, images)]
         # ROI first: the user's box, else the detector (guided by the category when there is
@@ -271,7 +272,7 @@ class Pipeline:
         for i in range(n):
             cat = categories[i].split("=", 1)[-1] if categories[i] else _category_of(attrs[i])
             # the user's box as given; any other ROI back in the photo's own pixels
-            x0, y0, x1, y1 = given_boxes[i] or scale_box(rois[i], factors[i], given[i].size)
+            x0, y0, x1, y1 = given_boxes[i] or scale_box(rois[i], factors[i], photos[i].size)
             out.append(Analysis(
                 category=cat, category_source=(sources[i] if sources else "user") if categories[i] else "auto",
                 attributes=attrs[i], roi=(x0, y0, x1 - x0, y1 - y0), roi_source=roi_src[i], code=codes[i],
@@ -280,7 +281,7 @@ class Pipeline:
                 alternatives=read[i][1]))
         return out
 
-    def query(self, image: Image.Image, category: str | None = None, box=None, match=None) -> Analysis:
+    def query(self, image: Image.Image | Photo, category: str | None = None, box=None, match=None) -> Analysis:
         """One query photo. With `match` and no box, the ROI is the region that best matches the catalog.
 
         match(codes, hists) -> one score per region, lower is better (the best hit's score
@@ -289,20 +290,21 @@ class Pipeline:
         if box is None and match is not None and self.detector is not None:
             if category is not None:
                 self.taxonomy.check_category(category)
+            image = as_photo(image)        # shrunk once, for the regions and for the reading
             rois, codes, hists = self.regions(image, category)
             scores = np.asarray(match(codes, hists), np.float64)
             if len(scores) != len(rois):
                 raise ValueError(f"match returned {len(scores)} scores for {len(rois)} regions")
             best = int(np.argmin(scores))
             x0, y0, x1, y1 = rois[best]
-            whole = (x0, y0, x1, y1) == (0, 0, image.width, image.height)
+            whole = (x0, y0, x1, y1) == (0, 0, *image.size)
             a = self.analyse_batch([image], [category], [None if whole else (x0, y0, x1 - x0, y1 - y0)],
                                    described=(codes[best: best + 1], hists[best: best + 1]), detect=False)[0]
             a.roi_source = "whole image" if whole else "best match"     # the whole photo read as one is
             return a
         return self.analyse_batch([image], [category], [box])[0]
 
-    def regions(self, image: Image.Image, category: str | None = None, top: int = REGIONS):
+    def regions(self, image: Image.Image | Photo, category: str | None = None, top: int = REGIONS):
         """Candidate ROIs (the top guided detections, and the whole photo) with their codes and histograms.
 
         The detector's most confident box is often another garment in a street photo (a
@@ -310,11 +312,11 @@ class Pipeline:
         the product, and the catalog tells which: the region whose best match is closest.
         """
         cat = category.split("=", 1)[-1] if category else None
-        small, f = working_copy(image)
+        small, f, size = as_photo(image)
         rois = self.detector.boxes(small, self.detector_classes(cat), top) if self.detector is not None else []
         crops = [small.crop(self.detector.appearance_box(r)) for r in rois]     # what each region looks like
         crops.append(on_square(small))
-        rois = [scale_box(r, f, image.size) for r in rois] + [(0, 0, image.width, image.height)]
+        rois = [scale_box(r, f, size) for r in rois] + [(0, 0, *size)]
         return rois, self.codebook.encode(self._features(crops)), [hsv_histogram(c, self.hist_bins) for c in crops]
 
     def item(self, image: Image.Image, title: str) -> Analysis:

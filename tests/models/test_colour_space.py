@@ -1,44 +1,15 @@
 """Photos with an embedded ICC profile are read in sRGB (models/colour_space.py), through
-decode_image. The profiles are made here, byte by byte (ICC v2, matrix and gamma curves):
-no profile file is on this machine, and one made by hand says exactly what it holds."""
+decode_image. The profiles are made byte by byte (models/display_profile.py): no profile
+file is on this machine, and one made by hand says exactly what it holds."""
 import io
-import struct
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from models.data import decode_image
-
-D50 = (0.9642, 1.0, 0.8249)
-SRGB_PRIMARIES = [(0.4361, 0.2225, 0.0139), (0.3851, 0.7169, 0.0971), (0.1431, 0.0606, 0.7141)]   # D50-adapted
-
-
-def _s15(v):
-    return struct.pack(">i", round(v * 65536))
-
-
-def _tag_xyz(x, y, z):
-    return b"XYZ " + bytes(4) + _s15(x) + _s15(y) + _s15(z)
-
-
-def icc_profile(primaries, gamma=2.2, description="made by the test") -> bytes:
-    """A display profile: these colourants (columns of the RGB -> XYZ matrix), one gamma for all."""
-    name = description.encode() + b"\0"
-    curve = b"curv" + bytes(4) + struct.pack(">IH", 1, round(gamma * 256)) + bytes(2)
-    tags = [(b"desc", b"desc" + bytes(4) + struct.pack(">I", len(name)) + name + bytes(8 + 3 + 67)),
-            (b"wtpt", _tag_xyz(*D50)), (b"rXYZ", _tag_xyz(*primaries[0])), (b"gXYZ", _tag_xyz(*primaries[1])),
-            (b"bXYZ", _tag_xyz(*primaries[2])), (b"rTRC", curve), (b"gTRC", curve), (b"bTRC", curve),
-            (b"cprt", b"text" + bytes(4) + b"none\0")]
-    start = 128 + 4 + 12 * len(tags)
-    table, body = b"", b""
-    for sig, data in tags:
-        data += bytes(-len(data) % 4)
-        table += sig + struct.pack(">II", start + len(body), len(data))
-        body += data
-    header = (struct.pack(">I", start + len(body)) + bytes(4) + struct.pack(">I", 0x02100000) + b"mntrRGB XYZ "
-              + bytes(12) + b"acsp" + bytes(28) + _s15(D50[0]) + _s15(D50[1]) + _s15(D50[2]) + bytes(48))
-    return header + struct.pack(">I", len(tags)) + table + body
+from models.display_profile import D50, SRGB_PRIMARIES
+from models.display_profile import display_profile as icc_profile
 
 
 def dull_primaries(a=0.5):

@@ -205,7 +205,8 @@ def cmd_train(args) -> dict:
     report = train_attributes(cfg, out, epochs=args.epochs or 6, batch=args.batch, lr=args.lr, seed=args.seed,
                               limit=args.limit, hard=args.hard, hard_reps=args.hard_views, crop=args.crop,
                               init=Path(args.init) if args.init else None, device=_train_device(args.device),
-                              workers=args.workers, log=lambda s: print(s, file=sys.stderr, flush=True))
+                              workers=args.workers, average=args.average,
+                              log=lambda s: print(s, file=sys.stderr, flush=True))
     return {"checkpoint": report["checkpoint"], "epochs": len(report["history"]),
             "val_nll": report["history"][-1]["val_nll"], "curves": str(out / "curves.png")}
 
@@ -456,6 +457,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "cropped at a jittered box)")
     t.add_argument("--hard-views", type=COUNT, default=2,
                    help="attributes: hard views made (and cached) per training photo")
+    t.add_argument("--average", action="store_true",
+                   help="attributes: keep the learning rate at --lr and make the model the mean of the weights "
+                        "taken every half epoch (stochastic weight averaging), written to OUT/average.pt")
     t.add_argument("--label-smoothing", type=number(float, 0.0, 1.0, below=True), default=0.0,
                    help="attributes: label smoothing of the sequence loss (ignored with --init: the weights' own)")
     t.add_argument("--crop", type=number(float, 0.0, 1.0, below=True), default=0.0,

@@ -214,3 +214,67 @@ def test_a_folder_holding_another_run_is_refused_and_kept(tmp_path, monkeypatch)
     with pytest.raises(InvalidInput, match="another run"):
         ta.train_attributes(TINY, tmp_path / "run")
     assert (tmp_path / "run" / "last.pt").read_bytes() == saved
+
+
+def test_the_running_mean_of_weights_is_the_mean_of_the_weights_taken():
+    from models.train_attributes import WeightMean
+    gen = torch.Generator().manual_seed(0)
+    taken = [{"w": torch.randn(5, 3, generator=gen), "b": torch.randn(3, generator=gen).half(),
+              "steps": torch.tensor(i)} for i in range(7)]
+    mean = WeightMean()
+    for i, t in enumerate(taken):
+        mean.add(t)
+        if i == 3:     # as a resumed run: the mean rebuilt from its checkpointed state
+            mean = WeightMean.from_state(mean.state())
+    value = mean.value()
+    assert mean.count == 7
+    assert torch.allclose(value["w"], torch.stack([t["w"] for t in taken]).mean(0), atol=1e-6)
+    assert torch.allclose(value["b"], torch.stack([t["b"].float() for t in taken]).mean(0), atol=1e-3)
+    assert int(value["steps"]) == 6            # not a weight: as last taken
+
+
+def test_batch_norms_are_re_estimated_as_the_plain_mean_over_the_batches_and_frozen_ones_kept():
+    from models.train_attributes import reestimate_batch_norms
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+                              torch.nn.Conv2d(4, 2, 1), torch.nn.BatchNorm2d(2))
+    net.train()
+    net[4].eval()                                      # as a frozen layer is kept
+    kept = (net[4].running_mean.clone(), net[4].running_var.clone())
+    net[1].running_mean.fill_(7.0)                     # what an average of weights leaves behind
+    batches = [torch.randn(6, 3, 9, 9) * (1 + i) + i for i in range(5)]
+    assert reestimate_batch_norms(net, [(b,) for b in batches]) == 1
+    with torch.no_grad():
+        acts = [net[0](b) for b in batches]
+    mean = torch.stack([a.mean(dim=(0, 2, 3)) for a in acts]).mean(0)
+    var = torch.stack([a.var(dim=(0, 2, 3), unbiased=True) for a in acts]).mean(0)
+    assert torch.allclose(net[1].running_mean, mean, atol=1e-5)
+    assert torch.allclose(net[1].running_var, var, atol=1e-4)
+    assert net[1].momentum == 0.1                      # training goes on as before
+    assert torch.equal(net[4].running_mean, kept[0]) and torch.equal(net[4].running_var, kept[1])
+
+
+def test_an_averaged_run_writes_the_mean_of_its_weights_and_reads_with_it(tmp_path, monkeypatch):
+    from models import train_attributes as ta
+    _, prods = tiny_taxonomy()
+    images = torch.randint(0, 256, (40, 80, 80, 3), dtype=torch.uint8)
+    by_id = {p.id: i for i, p in enumerate(prods)}
+    monkeypatch.setattr(ta, "split_products", lambda split: prods[:32] if split == "train" else prods[32:])
+    monkeypatch.setattr(ta, "load_images", lambda ps, size, name: images[[by_id[p.id] for p in ps]])
+    taken = []
+    add = ta.WeightMean.add
+    monkeypatch.setattr(ta.WeightMean, "add", lambda self, w: (taken.append({k: v.clone() for k, v in w.items()}),
+                                                               add(self, w))[1])
+    report = ta.train_attributes(TINY, tmp_path / "run", epochs=2, batch=8, lr=1e-3, average=True,
+                                 log=lambda s: None)
+    assert report["checkpoint"] == str(tmp_path / "run" / "average.pt")
+    assert len(taken) == 4                                       # every half epoch, 2 epochs
+    averaged = AttributeModel.from_checkpoint(torch.load(report["checkpoint"], weights_only=False))
+    for name, value in averaged.state_dict().items():
+        if value.is_floating_point() and "running" not in name:
+            assert torch.allclose(value, torch.stack([t[name] for t in taken]).mean(0), atol=1e-5), name
+    assert any(not torch.allclose(v, taken[-1][k]) for k, v in averaged.state_dict().items()
+               if v.is_floating_point() and "running" not in k)       # not the last weights
+    assert report["history"][-1]["averaged_weights"] == 4 and report["history"][-1]["val_nll"] > 0
+    x = torch.randn(2, 3, 80, 80)
+    assert len(averaged.eval().generate(x, beam=1)) == 2

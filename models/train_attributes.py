@@ -12,8 +12,9 @@ the ccp-tags ones the evaluation pastes on. `init` fine-tunes trained weights.
 of its side, anywhere in it (off by default, as the shipped weights were trained).
 `average` (stochastic weight averaging, Izmailov et al. 2018): the learning rate stays at
 `lr`, the weights are taken every half epoch, and the run's model is their mean, its batch
-norms re-estimated on training batches (`average.pt`). Fine-tuning the shipped weights so
-read the validation photos better than any single set of weights (models/RESULTS.md)."""
+norms re-estimated on training batches (`average.pt`). The shipped weights fine-tuned so
+read validation photos 0.003 better, inside the noise, and hard views worse: not adopted
+(models/RESULTS.md)."""
 from __future__ import annotations
 
 import json

@@ -55,11 +55,13 @@ def _rotated(data: bytes) -> bytes:
 
 CASES = [("RGB", "JPEG", {"quality": 92}), ("RGB", "PNG", {}), ("RGB", "WEBP", {"quality": 95}),
          ("RGBA", "PNG", {}), ("I;16", "PNG", {}), ("P", "GIF", {}), ("CMYK", "JPEG", {"quality": 95}),
+         ("L", "JPEG", {"quality": 92}), ("RGB", "JPEG", {"quality": 85, "progressive": True}),
          ("RGB", "JPEG", {"quality": 92, "icc_profile": icc_profile(dull_primaries())}),
          ("RGBA", "PNG", {"icc_profile": icc_profile(dull_primaries())})]
 
 
 @pytest.mark.parametrize("mode,fmt,save", CASES, ids=[f"{m}-{f}-{'icc' if 'icc_profile' in s else 'plain'}"
+                                                    f"{'-progressive' if 'progressive' in s else ''}"
                                                     for m, f, s in CASES])
 @pytest.mark.parametrize("size", [(640, 480), (1024, 1024), (3000, 2250), (1500, 4100)])
 def test_the_fast_read_is_the_working_copy_of_the_whole_decoded_photo(mode, fmt, save, size):

@@ -53,22 +53,27 @@ def bench_inference(reps: int = 20) -> dict:
             "detector": p.detector is not None, "threads": 2, "device": str(p.device)}
 
 
-def bench_serve(requests_per_client: int = 30, clients=(1, 4), roi: str = "detector") -> dict:
+def bench_serve(requests_per_client: int = 30, clients=(1, 4), roi: str = "detector", phone: bool = False) -> dict:
     """POST /search with real street photos against the demo's server, 1 and 4 clients, asking for
-    the ROI rule `roi` (the detector's box, or `match`: the catalog picks among its top regions)."""
+    the ROI rule `roi` (the detector's box, or `match`: the catalog picks among its top regions).
+    `phone`: each photo enlarged to 4032 px and saved as a phone saves it (benchmarks/photo_bench.py)."""
     import httpx
     import ray
     from ray import serve
     from cluster.demo import demo_settings, run_demo
     from cluster.runtime import shutdown_cluster
     samples = [s.read_bytes() for s in sorted((PROJECT / "demo" / "samples").glob("*.jpg"))]
+    if phone:
+        from benchmarks.photo_bench import phone_photo
+        samples = [phone_photo(s) for s in samples]
     with tempfile.TemporaryDirectory() as storage:
         t0 = time.perf_counter()
         report = run_demo(demo_settings("127.0.0.1", 8765, storage, None), log=lambda s: None, block=False)
         ready_s = time.perf_counter() - t0
         url = report["url"] + "search"
         httpx.post(url, files={"image": ("q.jpg", samples[0], "image/jpeg")}, data={"roi": roi}, timeout=120)
-        out = {"roi": roi, "ready_s": ready_s, "indexed": report["indexed"], "index_items_per_s": report["items_per_s"]}
+        out = {"roi": roi, "phone_photos": phone, "photo_bytes_p50": statistics.median(map(len, samples)),
+               "ready_s": ready_s, "indexed": report["indexed"], "index_items_per_s": report["items_per_s"]}
         try:
             for n in clients:
                 lat: list[float] = []

@@ -88,7 +88,9 @@ def cmd_bench(args) -> dict:
         return photo_bench.bench_photos()
     if args.what in ("serve", "inference"):
         from benchmarks import serve_bench
-        return serve_bench.bench_serve(roi=args.roi) if args.what == "serve" else serve_bench.bench_inference()
+        if args.what == "serve":
+            return serve_bench.bench_serve(roi=args.roi, phone=args.phone_photos)
+        return serve_bench.bench_inference()
     from benchmarks import cluster_bench
     if args.what == "cluster":
         return cluster_bench.bench_cluster(args.rows, args.shards, args.bits)
@@ -408,6 +410,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--to", dest="to_shards", type=COUNT, default=4, help="rebalance: shards after")
     b.add_argument("--minutes", type=POSITIVE, default=10.0, help="soak: how long (default 10)")
     b.add_argument("--rate", type=POSITIVE, default=3.0, help="soak: requests per second (default 3)")
+    b.add_argument("--phone-photos", action="store_true",
+                   help="serve: the street photos enlarged to 4032 px and saved as a phone saves them (JPEG, "
+                        "Display P3 profile)")
     b.add_argument("--roi", choices=["detector", "match"], default="detector",
                    help="serve: the ROI rule the queries ask for (POST /search roi=...; default detector)")
     b.add_argument("--json", action="store_true", help="print one JSON object")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import random
 from collections import defaultdict
@@ -136,8 +137,8 @@ def decode_image(data: bytes | os.PathLike | str, max_pixels: int = MAX_PIXELS,
     Upright: a phone stores a portrait photo as landscape pixels plus an EXIF orientation,
     and browsers show it turned. The models read it the way it is shown, and a box (the
     user's, drawn on the page; an answer's ROI) is in that frame. `at_least`: the caller
-    shrinks it to that many pixels a side, so a JPEG may be decoded at 1/2-1/8 scale, never
-    below that size (a thumbnail of a 12 Mpixel photo ~4x sooner).
+    shrinks it to that many pixels a side, so a JPEG may be decoded at 1/2-1/8 scale, its long
+    side never below that size (a thumbnail of a 12 Mpixel photo ~4x sooner).
     """
     img, _ = _read_upright(data, max_pixels, at_least)
     return on_white(in_srgb(eight_bits(img)))
@@ -191,8 +192,8 @@ def _read_upright(data: bytes | os.PathLike | str, max_pixels: int,
             shown = img.size
             if img.width < 8 or img.height < 8:
                 raise InvalidInput(f"image of {img.width}x{img.height} pixels is too small")
-            if at_least is not None:
-                img.draft("RGB", (at_least, at_least))    # JPEG only; others ignore it
+            if at_least is not None:     # JPEG only (others ignore it): the long side stays >= at_least
+                img.draft("RGB", tuple(math.ceil(v * at_least / max(img.size)) for v in img.size))
             img.load()
         except InvalidInput:
             raise

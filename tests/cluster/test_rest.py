@@ -241,10 +241,11 @@ def test_a_phone_photo_is_searched_the_way_it_is_shown(server):
 def test_the_served_answer_is_the_in_process_pipelines(server):
     """The REST path reads attributes and appearance on separate replicas at once; the in-process
     pipeline reads them in turn. Same photo, same models: same reading, same hits. Also for a
-    photo over WORKING_SIDE (read in a smaller copy, the box and ROI in its own pixels) and
+    photo over WORKING_SIDE (read in a smaller copy, a phone-sized JPEG decoded at reduced scale;
+    the box and ROI in its own pixels) and
     with the catalog picking the region (the tiny models have no detector: the whole photo)."""
     import torch
-    from models.data import decode_image
+    from models.data import decode_photo
     from models.pipeline import Pipeline
     from shards.query import Query
     pipeline = Pipeline.load(Path(os.environ["FASHION_ASSETS"]))
@@ -257,12 +258,14 @@ def test_the_served_answer_is_the_in_process_pipelines(server):
             return [a.hits[0].score if a.hits else float("inf") for a in answers]
         cases = [({}, None, (120, 160)), ({"box": "10,20,60,80"}, (10, 20, 60, 80), (120, 160)),
                  ({}, None, (1500, 2000)), ({"box": "300,500,600,700"}, (300, 500, 600, 700), (1500, 2000)),
-                 ({"roi": "match"}, None, (120, 160))]
+                 ({"roi": "match"}, None, (120, 160)),
+                 # a phone's size: the JPEG is decoded at 1/2 scale (decode_photo), the box and ROI are not
+                 ({}, None, (3024, 4032)), ({"box": "600,1000,1200,1400"}, (600, 1000, 1200, 1400), (3024, 4032))]
         for i, (data, box, size) in enumerate(cases):
-            photo = jpeg(color=(30 * i + 100, 180, 60), size=size)
+            photo = jpeg(color=((30 * i + 100) % 256, 180, 60), size=size)
             served = search(server["url"], {**data, "k": "8"}, image=photo).json()
             match = best_hit_scores if data.get("roi") == "match" else None
-            mine = pipeline.query(decode_image(photo), box=box, match=match)
+            mine = pipeline.query(decode_photo(photo), box=box, match=match)     # as the front reads it
             assert served["roi"] == list(box or (0, 0) + size)
             assert [a["token"] for a in served["attributes"]] == [t for t, _ in mine.attributes]
             assert np.allclose([a["probability"] for a in served["attributes"]], [p for _, p in mine.attributes],

@@ -21,18 +21,20 @@ def _median_ms(read, reps: int) -> float:
     return round(statistics.median(times), 1)
 
 
+def _display_p3() -> bytes:
+    from models.display_profile import DISPLAY_P3_PRIMARIES, display_profile
+    return display_profile(DISPLAY_P3_PRIMARIES, description="Display P3 (made by the benchmark)")
+
+
 def phone_photo(data: bytes, long_side: int = 4032) -> bytes:
     """A photo enlarged to a phone's size and saved as a phone saves it: JPEG (quality 90) with a
     Display P3 profile (the pixels are not converted: it is the reading's cost that is measured)."""
     from PIL import Image
-
-    from models.display_profile import DISPLAY_P3_PRIMARIES, display_profile
     img = Image.open(io.BytesIO(data)).convert("RGB")
     scale = long_side / max(img.size)
     big = img.resize((round(img.width * scale), round(img.height * scale)), Image.BICUBIC)
     out = io.BytesIO()
-    big.save(out, format="JPEG", quality=90,
-             icc_profile=display_profile(DISPLAY_P3_PRIMARIES, description="Display P3 (made by the benchmark)"))
+    big.save(out, format="JPEG", quality=90, icc_profile=_display_p3())
     return out.getvalue()
 
 
@@ -44,13 +46,12 @@ def bench_photos(reps: int = 15) -> dict:
     from PIL import Image
 
     from models.data import decode_image, decode_photo
-    from models.display_profile import DISPLAY_P3_PRIMARIES, display_profile
     from models.framing import working_copy
     street = Image.open(sorted((PROJECT / "demo" / "samples").glob("*.jpg"))[0]).convert("RGB")
     big = street.resize((4032, 3024), Image.BICUBIC)
     exif = Image.Exif()
     exif[0x0112] = 6
-    p3 = display_profile(DISPLAY_P3_PRIMARIES, description="Display P3 (made by the benchmark)")
+    p3 = _display_p3()
     out = {"photo": "4032x3024, EXIF orientation 6", "reps": reps}
     kinds = (("jpeg", "JPEG", {"quality": 90}), ("jpeg_p3", "JPEG", {"quality": 90, "icc_profile": p3}),
              ("png", "PNG", {"compress_level": 1}), ("png_p3", "PNG", {"compress_level": 1, "icc_profile": p3}))

@@ -210,7 +210,7 @@ def cmd_train(args) -> dict:
                               workers=args.workers, average=args.average,
                               log=lambda s: print(s, file=sys.stderr, flush=True))
     return {"checkpoint": report["checkpoint"], "epochs": len(report["history"]),
-            "val_nll": report["history"][-1]["val_nll"], "curves": str(out / "curves.png")}
+            "val_nll": report.get("average", report["history"][-1])["val_nll"], "curves": str(out / "curves.png")}
 
 
 def _train_device(name: str) -> str:

@@ -22,7 +22,7 @@ import time
 import uuid
 from collections import defaultdict
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING
 
 import numpy as np
 import ray
@@ -46,6 +46,9 @@ from .shard_actor import NAMESPACE, shard_clients
 from .uncancelled import run_to_end, submit
 from .uploads import UPLOADS, new_upload, photo_path, upload_name
 
+if TYPE_CHECKING:
+    from models.data import Photo
+
 WEB = Path(__file__).resolve().parent / "web"
 MAX_K = 200
 MAX_LIST_PAGE = 1000   # items in a page of GET /items
@@ -63,14 +66,6 @@ async def _timed(awaitable):
 
 async def _ready(value):
     return value
-
-
-class Upload(NamedTuple):
-    """An uploaded photo as read (models/data.py decode_photo): its pixels at most WORKING_SIDE a
-    side, the factor back to the photo's own, and its own (w, h) that boxes and ROIs are in."""
-    pixels: np.ndarray
-    factor: float
-    size: tuple[int, int]
 
 
 def _on_square(arr: np.ndarray) -> np.ndarray:
@@ -305,7 +300,7 @@ class Frontend:
         if not hmac.compare_digest(given.encode(), key.encode()):
             raise HttpError(403, "wrong API key")
 
-    async def _image(self, upload: UploadFile) -> tuple[Upload, bytes]:
+    async def _image(self, upload: UploadFile) -> tuple["Photo", bytes]:
         from models.data import decode_photo
         if upload is None:
             raise InvalidInput("an image is required")
@@ -319,8 +314,7 @@ class Frontend:
             raise InvalidInput("the image is empty (zero bytes)")
         # read as the networks see it, at most WORKING_SIDE a side (models/data.py), and off the
         # event loop: other requests would wait on it (a 12 Mpixel phone photo: benchmarks/RESULTS.md)
-        photo = await asyncio.to_thread(decode_photo, data, self.settings.max_pixels)
-        return Upload(np.asarray(photo.image), photo.factor, photo.size), data
+        return await asyncio.to_thread(decode_photo, data, self.settings.max_pixels), data
 
     async def _category(self, raw: str | None) -> str | None:
         if raw is None or raw.strip() == "" or raw.strip().lower() == "auto":
@@ -333,7 +327,7 @@ class Frontend:
         return value
 
     # ------------------------------------------------------------ the analysis of one image
-    async def _analyse(self, photo: Upload, category: str | None, box, roi_mode: str = "detector",
+    async def _analyse(self, photo: "Photo", category: str | None, box, roi_mode: str = "detector",
                        runners_up: bool = False, stated: dict | None = None) -> dict:
         """ROI (the user's box, the guided detector, or the whole photo), then the attributes
         and the code + histogram inside it, read at the same time (models/pipeline.py reads them
@@ -341,7 +335,8 @@ class Frontend:
         from models.colour import check_box
         from models.framing import scale_box
         t0 = time.perf_counter()
-        arr, factor, size = photo      # a big photo is read in a smaller copy; boxes in, ROIs out in its own pixels
+        # a big photo is read in a smaller copy (models/data.py Photo); boxes in, ROIs out in its own pixels
+        arr, factor, size = np.asarray(photo.image), photo.factor, photo.size
         given_box = check_box(box, size) if box is not None else None
         crop_box = scale_box(given_box, 1 / factor, (arr.shape[1], arr.shape[0])) if given_box else None
         described, look = None, None

@@ -248,17 +248,17 @@ def train_attributes(cfg: AttributeConfig, out_dir: Path, epochs: int = 6, batch
         return {"history": history, "checkpoint": str(ck_path)}
     model.load_state_dict(mean.value())
     model.train()
-    reestimate_batch_norms(model.encoder, _training_batches(train_x, train_views if hard else None, hard, batch, kind,
-                                                    device, seed))
+    views = train_views if hard else None
+    reestimate_batch_norms(model.encoder, _training_batches(train_x, views, hard, batch, kind, device, seed))
     model.eval()
-    history.append({"averaged_weights": mean.count, "val_nll": _nll(model, val_x, val_seq, val_br)})
+    averaged = {"averaged_weights": mean.count, "val_nll": _nll(model, val_x, val_seq, val_br)}
     if hard:
-        history[-1]["val_hard_nll"] = _nll(model, val_hard, val_seq, val_br)
-    log(json.dumps(history[-1]))
+        averaged["val_hard_nll"] = _nll(model, val_hard, val_seq, val_br)
+    log(json.dumps(averaged))
     ck = model.checkpoint()
     ck["state"] = {k: v.cpu() for k, v in ck["state"].items()}
-    torch.save({**ck, "history": history}, out_dir / "average.pt")
-    return {"history": history, "checkpoint": str(out_dir / "average.pt")}
+    torch.save({**ck, "history": history, "average": averaged}, out_dir / "average.pt")
+    return {"history": history, "average": averaged, "checkpoint": str(out_dir / "average.pt")}
 
 
 class WeightMean:

@@ -321,10 +321,9 @@ class Frontend:
             return None
         if self._categories is None:
             self._categories = set(await self.attributes.categories.remote())
-        value = raw.split("=", 1)[-1].strip()
-        if value not in self._categories:
-            raise InvalidInput(f"unknown category {raw!r}; GET /categories lists them")
-        return value
+        from models.taxonomy import resolve_category
+        # 'trousers' names 'Trousers'
+        return resolve_category(raw, self._categories, listed_at="GET /categories")
 
     # ------------------------------------------------------------ the analysis of one image
     async def _analyse(self, photo: "Photo", category: str | None, box, roi_mode: str = "detector",

@@ -230,9 +230,8 @@ class Pipeline:
         n = len(images)
         categories = categories or [None] * n
         boxes = boxes or [None] * n
-        for c in categories:
-            if c is not None:
-                self.taxonomy.check_category(c)
+        # the category as the taxonomy spells it ('t-shirts' names 'Tshirts'); unknown: InvalidInput
+        categories = [self.taxonomy.check_category(c) if c is not None else None for c in categories]
         # a big photo is read in a smaller copy; boxes go into its pixels, ROIs come back out
         photos = [as_photo(im) for im in images]
         given_boxes = [check_box(b, p.size) if b is not None else None for b, p in zip(boxes, photos)]
@@ -289,7 +288,7 @@ class Pipeline:
         """
         if box is None and match is not None and self.detector is not None:
             if category is not None:
-                self.taxonomy.check_category(category)
+                category = self.taxonomy.check_category(category)
             image = as_photo(image)        # shrunk once, for the regions and for the reading
             rois, codes, hists = self.regions(image, category)
             scores = np.asarray(match(codes, hists), np.float64)

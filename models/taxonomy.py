@@ -10,7 +10,9 @@ classes a category may appear as is a second data file, detector_classes.json.
 """
 from __future__ import annotations
 
+import difflib
 import json
+import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +26,36 @@ FIELDS = ("masterCategory", "articleType", "gender", "subCategory", "baseColour"
 STATED_FIELDS = ("gender", "baseColour")      # what a seller's title states in words (models/text.py)
 PAD, BOS, EOS = 0, 1, 2
 SPECIALS = ("<pad>", "<bos>", "<eos>")
+
+
+def _folded(name: str) -> str:
+    return re.sub(r"[^0-9a-z]", "", name.lower())
+
+
+def resolve_category(raw: str, names, field: str = "articleType", listed_at: str | None = None) -> str:
+    """The category a person means, as one of `names`: 'T-shirts', 'tshirts', ' Tshirts',
+    'articleType=Tshirts' and 'tshirt' all name 'Tshirts'. Case, spaces and punctuation do not
+    count, nor a plural's s; anything else is InvalidInput naming the closest categories, and all
+    of them (or where they are `listed_at`)."""
+    text = raw.strip()
+    if text.startswith(field + "="):
+        text = text.split("=", 1)[1]
+    names = list(names)
+    if text in names:
+        return text
+    by_key: dict[str, list[str]] = {}
+    for name in names:
+        by_key.setdefault(_folded(name), []).append(name)
+    key = _folded(text)
+    found = by_key.get(key) or by_key.get(key + "s") or by_key.get(key + "es") or \
+        [n for k, ns in by_key.items() if k.rstrip("s") == key.rstrip("s") for n in ns]
+    if key and len(set(found)) == 1:
+        return found[0]
+    close = sorted(set(found)) or ([n for n in names if len(key) >= 3 and key.rstrip("s") in _folded(n)] or
+                                   difflib.get_close_matches(text, names, n=3, cutoff=0.6))[:5]
+    hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
+    known = f"{listed_at} lists them" if listed_at else f"known: {', '.join(sorted(names))}"
+    raise InvalidInput(f"unknown category {raw!r}; {hint}{known}")
 
 
 @dataclass
@@ -79,12 +111,10 @@ class Taxonomy:
         return {great: sorted(groups[great]) for great in sorted(groups)}
 
     def check_category(self, category: str) -> str:
-        """'Shirts' or 'articleType=Shirts' -> the token; unknown -> InvalidInput."""
-        tok = category if "=" in category else f"{self.category_field}={category}"
-        if tok not in self.index or not tok.startswith(self.category_field + "="):
-            raise InvalidInput(f"unknown category {category!r}; known: "
-                               f"{', '.join(t.split('=', 1)[1] for t in self.category_tokens())}")
-        return tok
+        """'Shirts', 'shirts', 'articleType=Shirts' -> 'articleType=Shirts'; unknown -> InvalidInput."""
+        value = resolve_category(category, [t.split("=", 1)[1] for t in self.category_tokens()],
+                                 field=self.category_field)
+        return f"{self.category_field}={value}"
 
     def forced_prefix(self, category_token: str) -> dict[int, str]:
         """Field index -> token that guided generation forces: the category and its great-category."""

@@ -1,10 +1,13 @@
 """The seller's intention from the product title: title -> fashion-category (+ gender, colour).
 
 A fastText-style model: hashed word uni/bi-grams and character 3..5-grams, an
-EmbeddingBag (sum) into a small vector, one linear layer to the categories. It
-answers "unknown" below a confidence threshold. Gender and colour come from the
-words of the title when it states them (longest colour name first, so
-"Navy Blue" wins over "Blue").
+EmbeddingBag (mean) into a small vector, one linear layer to the categories. It
+answers "unknown" below a confidence threshold, and for a title with no word its
+training titles had: a hash bucket no training gram reached keeps its random start,
+and "hello" or "." read through such buckets came out a confident T-shirt or jacket.
+Those buckets are left out of every reading and out of the saved file. Gender and
+colour come from the words of the title when it states them (longest colour name
+first, so "Navy Blue" wins over "Blue").
 """
 from __future__ import annotations
 
@@ -36,13 +39,22 @@ class TextConfig:
     threshold: float = 0.5
 
 
+def _bucket(gram: str, cfg: TextConfig) -> int:
+    return zlib.crc32(gram.encode()) % cfg.buckets
+
+
+def word_buckets(title: str, cfg: TextConfig) -> list[int]:
+    """The title's words, as buckets."""
+    return [_bucket(w, cfg) for w in WORD.findall(title.lower())]
+
+
 def features(title: str, cfg: TextConfig) -> list[int]:
     words = WORD.findall(title.lower())
     grams = words + [f"{a} {b}" for a, b in zip(words, words[1:])]
     for w in words:
         w = f"<{w}>"
         grams += [w[i: i + n] for n in range(cfg.min_n, cfg.max_n + 1) for i in range(len(w) - n + 1)]
-    return [zlib.crc32(g.encode()) % cfg.buckets for g in grams] or [0]
+    return [_bucket(g, cfg) for g in grams] or [0]
 
 
 class TitleClassifier(nn.Module):
@@ -51,11 +63,27 @@ class TitleClassifier(nn.Module):
         self.cfg, self.classes, self.colours = cfg, list(classes), sorted(colours, key=len, reverse=True)
         self.embed = nn.EmbeddingBag(cfg.buckets, cfg.dim, mode="mean")
         self.out = nn.Linear(cfg.dim, len(classes))
+        # which buckets training reached (all of them or none, and a word's, until `learn_vocabulary`)
+        self.seen: torch.Tensor | None = None
+        self.words: torch.Tensor | None = None
+
+    def learn_vocabulary(self, titles: list[str]) -> None:
+        """Mark the buckets the training titles reach (any gram, and whole words)."""
+        self.seen = torch.zeros(self.cfg.buckets, dtype=torch.bool)
+        self.seen[[i for t in titles for i in features(t, self.cfg)]] = True
+        self.words = torch.zeros(self.cfg.buckets, dtype=torch.bool)
+        self.words[[i for t in titles for i in word_buckets(t, self.cfg)]] = True
+
+    def knows_a_word(self, title: str) -> bool:
+        return self.words is None or bool(self.words[word_buckets(title, self.cfg)].any())
 
     def batch(self, titles: list[str]):
         feats = [features(t, self.cfg) for t in titles]
-        offsets = torch.tensor([0] + [len(f) for f in feats[:-1]]).cumsum(0)
-        return torch.tensor([i for f in feats for i in f]), offsets
+        if self.seen is not None:          # an unseen bucket holds noise; a bag left empty reads as zeros
+            seen = self.seen.numpy()
+            feats = [[i for i in f if seen[i]] for f in feats]
+        offsets = torch.tensor([0] + [len(f) for f in feats[:-1]], dtype=torch.long).cumsum(0)
+        return torch.tensor([i for f in feats for i in f], dtype=torch.long), offsets
 
     def forward(self, titles: list[str]) -> torch.Tensor:
         idx, offsets = self.batch(titles)
@@ -77,19 +105,41 @@ class TitleClassifier(nn.Module):
             gender = next((GENDER_WORDS[w] for w in words if w in GENDER_WORDS), None)
             low = f" {' '.join(words)} "
             colour = next((c_ for c_ in self.colours if f" {c_.lower()} " in low), None)
+            if not self.knows_a_word(t):   # "hello", ".", an SKU: nothing the model learnt; the photo decides
+                c = 0.0
             out.append({"category": self.classes[b] if c >= self.cfg.threshold else "unknown",
                         "confidence": c, "gender": gender, "colour": colour})
         return out
 
     def save(self, path) -> None:
+        """Only the buckets training reached are written (a quarter of the table, a quarter of the file)."""
+        state = {k: v.half() for k, v in self.state_dict().items()}
+        if self.seen is not None:
+            rows = self.seen.nonzero().flatten()
+            state["embed.weight"] = state["embed.weight"][rows]
+            state["seen_rows"] = rows.int()
+            state["word_rows"] = self.words.nonzero().flatten().int()
         torch.save({"config": asdict(self.cfg), "classes": self.classes, "colours": self.colours,
-                    "state": {k: v.half() for k, v in self.state_dict().items()}}, path)
+                    "state": state}, path)
 
     @classmethod
     def load(cls, path) -> "TitleClassifier":
         ck = read_weights(path, "title classifier", ("config", "classes", "colours", "state"))
         m = cls(TextConfig(**ck["config"]), ck["classes"], ck["colours"])
-        m.load_state_dict({k: v.float() for k, v in ck["state"].items()})
+        state = {k: v.float() for k, v in ck["state"].items()}
+        try:
+            if "seen_rows" in state:       # files written since the vocabulary was kept (older: every bucket)
+                rows, words = state.pop("seen_rows").long(), state.pop("word_rows").long()
+                table = torch.zeros(m.cfg.buckets, m.cfg.dim)
+                table[rows] = state["embed.weight"]
+                state["embed.weight"] = table
+                m.seen = torch.zeros(m.cfg.buckets, dtype=torch.bool)
+                m.seen[rows] = True
+                m.words = torch.zeros(m.cfg.buckets, dtype=torch.bool)
+                m.words[words] = True
+            m.load_state_dict(state)
+        except (RuntimeError, IndexError) as exc:
+            raise InvalidInput(f"{path} holds a damaged title classifier ({str(exc)[:200]})") from None
         return m.eval()
 
 
@@ -97,6 +147,7 @@ def train_text(titles: list[str], labels: list[str], classes: list[str], colours
                cfg: TextConfig = TextConfig(), epochs: int = 15, seed: int = 0, log=print) -> TitleClassifier:
     torch.manual_seed(seed)
     model = TitleClassifier(cfg, classes, colours)
+    model.learn_vocabulary(titles)
     y = torch.tensor([classes.index(lab) for lab in labels])
     opt = torch.optim.Adam(model.parameters(), lr=0.02)
     n = len(titles)

@@ -207,6 +207,9 @@ def test_three_query_options(server):
     r2 = search(url, {"category": cats[0]}).json()
     assert r2["category"] == cats[0] and r2["category_source"] == "user" and r2["hedged"] is None
     assert any(a["token"] == f"articleType={cats[0]}" for a in r2["attributes"])
+    # a person's spelling of it names the same category, and the same search follows
+    spelt = search(url, {"category": f"  {cats[0].lower()} "}).json()
+    assert spelt["category"] == cats[0] and spelt["results"] == r2["results"]
     r3 = search(url, {"box": "10,20,60,80"}).json()
     assert r3["roi"] == [10, 20, 60, 80] and r3["roi_source"] == "user"
     # the catalog picks the region; the tiny models have no detector, so the whole photo is the one region
@@ -656,7 +659,7 @@ def test_batch_stats_and_docs(server):
     r = httpx.post(url + "/search/batch", files=files, data={"k": "3"}, timeout=60)
     assert r.status_code == 200 and len(r.json()["queries"]) == 2
     # options 2 and 3 per image: the second image names a category, the first draws a box
-    data = {"k": "3", "category": ["", "Tshirts"], "box": ["30,40,60,80", ""]}
+    data = {"k": "3", "category": ["", "t-shirt"], "box": ["30,40,60,80", ""]}
     r = httpx.post(url + "/search/batch", files=files, data=data, timeout=60)
     assert r.status_code == 200, r.text
     first, second = r.json()["queries"]

@@ -1,10 +1,13 @@
 """Title classifier, taxonomy and data loading."""
+from dataclasses import asdict
+
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from models.data import decode_image, load_catalog, make_splits, Product
-from models.text import TextConfig, train_text
+from models.text import TextConfig, TitleClassifier, train_text
 from shards.errors import InvalidInput
 
 
@@ -20,6 +23,50 @@ def test_title_classifier_learns_and_reads_gender_and_colour():
     assert r[1]["gender"] == "Women" and r[1]["colour"] == "Black"
     with pytest.raises(InvalidInput, match="non-empty"):
         model.predict([""])
+
+
+def _tiny_text():
+    titles = ["Turtle Check Men Navy Blue Shirt", "Puma Men Black Casual Shoes", "Arrow Men Blue Formal Shirt"] * 4
+    labels = ["Shirts", "Casual Shoes", "Shirts"] * 4
+    return train_text(titles, labels, ["Shirts", "Casual Shoes"], ["Blue", "Navy Blue", "Black"],
+                      TextConfig(buckets=1 << 12, dim=8), epochs=30, log=lambda s: None)
+
+
+def test_a_title_of_words_training_never_saw_is_unknown_not_a_confident_guess():
+    """Before, "hello" or "." read through hash buckets no training title reached (random from the
+    start) and came out a T-shirt or a jacket at p > 0.99, and that category was forced on the photo."""
+    model = _tiny_text()
+    for nothing in ("hello", ".", "SKU-48213", "zzqx wvyk"):
+        r = model.predict([nothing])[0]
+        assert r["category"] == "unknown" and r["confidence"] == 0.0, (nothing, r)
+    assert model.predict(["Roadster Men Shirt"])[0]["category"] == "Shirts"     # one word known is enough
+    # what an unseen bucket holds never moves a reading: scramble all of them, the same probabilities
+    titles = ["Roadster Men Navy Blue Shirtz", "Woodland Black Casual Shoez", "hello"]
+    before = model(titles)
+    with torch.no_grad():
+        model.embed.weight[~model.seen] = torch.randn(int((~model.seen).sum()), 8) * 100
+    assert torch.equal(model(titles), before)
+
+
+def test_a_title_classifier_file_holds_only_what_training_reached_and_reads_back_the_same(tmp_path):
+    model = _tiny_text()
+    model.save(tmp_path / "text.pt")
+    back = TitleClassifier.load(tmp_path / "text.pt")
+    model.load_state_dict({k: v.half().float() for k, v in model.state_dict().items()})    # stored as fp16
+    titles = ["Roadster Men Navy Blue Shirt", "Woodland Women Black Casual Shoes", "hello", "Shirtz"]
+    assert torch.equal(back(titles), model(titles)) and back.predict(titles) == model.predict(titles)
+    stored = torch.load(tmp_path / "text.pt")["state"]["embed.weight"]
+    assert stored.shape[0] == int(model.seen.sum()) < model.cfg.buckets
+    # a file written before the vocabulary was kept still reads, every bucket as it was trained
+    old = {"config": asdict(model.cfg), "classes": model.classes, "colours": model.colours,
+           "state": {k: v.half() for k, v in model.state_dict().items()}}
+    torch.save(old, tmp_path / "old.pt")
+    assert TitleClassifier.load(tmp_path / "old.pt").seen is None
+    state = dict(torch.load(tmp_path / "text.pt")["state"])
+    state["seen_rows"] = state["seen_rows"][:-1]              # a damaged file: a clear error
+    torch.save({**old, "state": state}, tmp_path / "bad.pt")
+    with pytest.raises(InvalidInput, match="damaged title classifier"):
+        TitleClassifier.load(tmp_path / "bad.pt")
 
 
 def test_splits_are_deterministic_and_stratified():
@@ -81,6 +128,28 @@ def test_categories_grouped_under_their_great_category():
         assert cats == sorted(cats)
         assert all(tax.tree.get(c, {}).get("masterCategory", "other") == great for c in cats)
     assert "Casual Shoes" in groups["Footwear"] and "Tshirts" in groups["Apparel"]
+
+
+def test_a_category_is_named_as_a_person_spells_it():
+    """Case, spaces, punctuation and a plural's s do not count; near misses get suggestions; a name
+    that fits two categories, or none, is an error and never a guess."""
+    from models.taxonomy import FILE, Taxonomy, resolve_category
+    tax = Taxonomy.load(FILE)
+    for said, meant in (("Tshirts", "Tshirts"), ("t-shirts", "Tshirts"), ("T shirt", "Tshirts"),
+                        (" trousers ", "Trousers"), ("articleType=Jeans", "Jeans"), ("casual shoes", "Casual Shoes"),
+                        ("CASUALSHOES", "Casual Shoes"), ("watch", "Watches"), ("flip-flop", "Flip Flops")):
+        assert tax.check_category(said) == f"articleType={meant}", said
+    for said, hint in (("shoes", "'Casual Shoes' or 'Formal Shoes'"), ("Jeens", "'Jeans'"), ("bag", "'Handbags'")):
+        with pytest.raises(InvalidInput, match=f"did you mean .*{hint}"):
+            tax.check_category(said)
+    for nothing in ("Spaceships", "", "=", "gender=Men", "s"):
+        with pytest.raises(InvalidInput, match="unknown category"):
+            tax.check_category(nothing)
+    with pytest.raises(InvalidInput, match="did you mean 'T-shirts' or 'Tshirts'"):     # two fit: ask, never pick
+        resolve_category("t shirts", ["Tshirts", "T-shirts", "Belts"])
+    assert resolve_category("T-shirts", ["Tshirts", "T-shirts"]) == "T-shirts"          # as spelt: that one
+    with pytest.raises(InvalidInput, match="GET /categories lists them"):
+        resolve_category("Spaceships", ["Belts"], listed_at="GET /categories")
 
 
 # Where the stored pixels' first row and first column lie once the photo is shown (EXIF 2.3,

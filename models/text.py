@@ -12,6 +12,7 @@ first, so "Navy Blue" wins over "Blue").
 from __future__ import annotations
 
 import re
+import unicodedata
 import zlib
 from dataclasses import asdict, dataclass
 
@@ -23,7 +24,7 @@ from shards.errors import InvalidInput
 
 from .weights import read_weights
 
-WORD = re.compile(r"[a-z0-9]+")
+WORD = re.compile(r"[^\W_]+")     # letters and digits of any script: a Korean or French shop's titles have words too
 GENDER_WORDS = {"men": "Men", "mens": "Men", "man": "Men", "women": "Women", "womens": "Women",
                 "woman": "Women", "boys": "Boys", "boy": "Boys", "girls": "Girls", "girl": "Girls",
                 "unisex": "Unisex"}
@@ -39,17 +40,23 @@ class TextConfig:
     threshold: float = 0.5
 
 
+def words_of(title: str) -> list[str]:
+    """Full-width letters as their plain forms, case folded (for the English titles the model learnt
+    from, the lower-cased runs of a-z and 0-9)."""
+    return WORD.findall(unicodedata.normalize("NFKC", title).casefold())
+
+
 def _bucket(gram: str, cfg: TextConfig) -> int:
     return zlib.crc32(gram.encode()) % cfg.buckets
 
 
 def word_buckets(title: str, cfg: TextConfig) -> list[int]:
     """The title's words, as buckets."""
-    return [_bucket(w, cfg) for w in WORD.findall(title.lower())]
+    return [_bucket(w, cfg) for w in words_of(title)]
 
 
 def features(title: str, cfg: TextConfig) -> list[int]:
-    words = WORD.findall(title.lower())
+    words = words_of(title)
     grams = words + [f"{a} {b}" for a, b in zip(words, words[1:])]
     for w in words:
         w = f"<{w}>"
@@ -101,7 +108,7 @@ class TitleClassifier(nn.Module):
         conf, best = probs.max(dim=1)
         out = []
         for t, c, b in zip(titles, conf.tolist(), best.tolist()):
-            words = WORD.findall(t.lower())
+            words = words_of(t)
             gender = next((GENDER_WORDS[w] for w in words if w in GENDER_WORDS), None)
             low = f" {' '.join(words)} "
             colour = next((c_ for c_ in self.colours if f" {c_.lower()} " in low), None)

@@ -48,6 +48,19 @@ def test_a_title_of_words_training_never_saw_is_unknown_not_a_confident_guess():
     assert torch.equal(model(titles), before)
 
 
+def test_titles_in_any_script_have_words_and_full_width_letters_read_as_plain_ones():
+    """A Korean shop's catalog trains and reads (before, only a-z and 0-9 made words: a Hangul title
+    had none, and every one hashed to the same bucket)."""
+    titles = ["남성 청바지 슬림핏", "여성 원피스 플라워", "남성 데님 청바지", "여성 롱 원피스"] * 4
+    labels = ["Jeans", "Dresses", "Jeans", "Dresses"] * 4
+    model = train_text(titles, labels, ["Jeans", "Dresses"], ["Blue"], TextConfig(buckets=1 << 12, dim=8),
+                       epochs=30, log=lambda s: None)
+    assert [r["category"] for r in model.predict(["청바지 블루", "원피스 레드"])] == ["Jeans", "Dresses"]
+    assert model.predict(["ＮＩＫＥ"])[0]["category"] == "unknown"                   # a word it never saw
+    english = _tiny_text()
+    assert english.predict(["ＲＯＡＤＳＴＥＲ ＭＥＮ ＳＨＩＲＴ"]) == english.predict(["Roadster Men Shirt"])
+
+
 def test_a_title_classifier_file_holds_only_what_training_reached_and_reads_back_the_same(tmp_path):
     model = _tiny_text()
     model.save(tmp_path / "text.pt")

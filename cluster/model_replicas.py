@@ -42,14 +42,16 @@ class AttributeReplica:
     def category_groups(self) -> dict[str, list[str]]:
         return self.pipeline.taxonomy.category_groups()
 
-    def read_titles(self, titles: list[str]) -> list[tuple[str | None, dict]]:
-        """Per title: its category (or None) and the gender and colour it states."""
+    def read_titles(self, titles: list[str]) -> list:
+        """Per title: its category (or None), the gender and colour it states, its belief over the
+        categories (models/text_pipeline.py TitleReading)."""
         return self.pipeline.read_titles(titles)
 
     @serve.batch(max_batch_size=BATCH, batch_wait_timeout_s=BATCH_WAIT_S)
-    async def recognise(self, items: list[tuple[np.ndarray, str | None, bool, dict | None]]) -> list[tuple[list, list]]:
-        """(attributes, runners-up) per (crop, category, runners-up wanted, what its title states):
-        [(token, probability)] each.
+    async def recognise(self, items: list[tuple[np.ndarray, str | None, bool, dict | None, dict | None]]
+                        ) -> list[tuple[list, list]]:
+        """(attributes, runners-up) per (crop, category, runners-up wanted, what its title states, its
+        title's belief over the categories): [(token, probability)] each.
 
         A catalog item's runners-up go down to ALTERNATIVE_P (it is indexed under them,
         models/pipeline.py index_tokens), a query's to HEDGE_P (its runner-up category is
@@ -58,13 +60,13 @@ class AttributeReplica:
         import torch
 
         from models.pipeline import ALTERNATIVE_P, HEDGE_P
-        imgs = [Image.fromarray(a) for a, _, _, _ in items]
+        imgs = [Image.fromarray(it[0]) for it in items]
         with torch.no_grad():
             read = self.pipeline.attributes.generate_with_alternatives(
-                self.pipeline._attribute_input(imgs), beam=self.pipeline.beam, categories=[c for _, c, _, _ in items],
-                min_p=min(ALTERNATIVE_P, HEDGE_P), stated=[s for _, _, _, s in items])
-        return [(seq, [(t, p) for t, p in alts if p >= (ALTERNATIVE_P if w else HEDGE_P)])
-                for (seq, alts), (_, _, w, _) in zip(read, items)]
+                self.pipeline._attribute_input(imgs), beam=self.pipeline.beam, categories=[it[1] for it in items],
+                min_p=min(ALTERNATIVE_P, HEDGE_P), stated=[it[3] for it in items], beliefs=[it[4] for it in items])
+        return [(seq, [(t, p) for t, p in alts if p >= (ALTERNATIVE_P if it[2] else HEDGE_P)])
+                for (seq, alts), it in zip(read, items)]
 
 
 @serve.deployment

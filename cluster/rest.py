@@ -327,10 +327,11 @@ class Frontend:
 
     # ------------------------------------------------------------ the analysis of one image
     async def _analyse(self, photo: "Photo", category: str | None, box, roi_mode: str = "detector",
-                       runners_up: bool = False, stated: dict | None = None) -> dict:
+                       runners_up: bool = False, stated: dict | None = None, belief: dict | None = None) -> dict:
         """ROI (the user's box, the guided detector, or the whole photo), then the attributes
         and the code + histogram inside it, read at the same time (models/pipeline.py reads them
-        in turn, on one process). `stated`: the gender and colour a catalog item's title states."""
+        in turn, on one process). `stated`, `belief`: what a catalog item's title states, and says
+        about each category (its category is then the one title and photo together make likeliest)."""
         from models.colour import check_box
         from models.framing import scale_box
         t0 = time.perf_counter()
@@ -359,8 +360,10 @@ class Frontend:
             reading = self.features.describe.remote(crop)
         # The attributes and the appearance of one ROI are read on two replicas at once.
         ((attrs, alternatives), t_attr), ((code, hist), t_feat) = await asyncio.gather(
-            _timed(self.attributes.recognise.remote((crop, category, runners_up, stated))), _timed(reading))
+            _timed(self.attributes.recognise.remote((crop, category, runners_up, stated, belief))), _timed(reading))
         auto_cat = next((t.split("=", 1)[1] for t, _ in attrs if t.startswith("articleType=")), None)
+        if belief is not None:
+            category = auto_cat         # the title's belief and the photo chose it
         x0, y0, x1, y1 = given_box or scale_box((x0, y0, x1, y1), factor, size)
         return {"attributes": attrs, "alternatives": alternatives, "category": category or auto_cat,
                 "category_source": "user" if category else "auto",
@@ -524,8 +527,8 @@ class Frontend:
         from models.pipeline import index_tokens
         given = parse_tokens(attributes)
         photo, data = await self._image(image)
-        [(category, stated)] = await self.attributes.read_titles.remote([title])
-        a = await self._analyse(photo, category, None, runners_up=not given, stated=stated)
+        [(category, stated, belief)] = await self.attributes.read_titles.remote([title])
+        a = await self._analyse(photo, category, None, runners_up=not given, stated=stated, belief=belief)
         tokens = list(given) if given else index_tokens(a["attributes"], a["alternatives"])
         replaced = await self._uploaded_image(item_id) if id else None
         await run_to_end(self._write_item(item_id, a, tokens, title, data, replaced))

@@ -151,19 +151,51 @@ class AttributeModel(nn.Module):
 
     @torch.no_grad()
     def generate(self, x, beam: int = 1, categories: list[str | None] | None = None, max_len: int = 12,
-                 stated: list[dict | None] | None = None):
+                 stated: list[dict | None] | None = None, beliefs: list[dict | None] | None = None):
         """Per image: [(token, probability), ...] in field order.
 
         categories[i], if given, guides image i: its category token (and the
         category's great-category) are fed at their positions instead of generated;
-        stated[i] likewise for the gender and colour a title states.
+        stated[i] likewise for the gender and colour a title states. beliefs[i], a title's
+        (models/text.py TitleClassifier.beliefs), guides it with the category that the title
+        and the photo together make most likely (`category_given_title`).
         """
-        return [seq for seq, _ in self.generate_with_alternatives(x, beam, categories, max_len, stated=stated)]
+        return [seq for seq, _ in self.generate_with_alternatives(x, beam, categories, max_len, stated=stated,
+                                                                  beliefs=beliefs)]
+
+    def category_probs(self, f, state) -> torch.Tensor:
+        """N x categories (the taxonomy's order): p(category | photo) = sum over great-categories g
+        of p(g) p(category | g), the sequence's first two steps."""
+        tax = self.taxonomy
+        n = f.shape[0]
+        great = [tax.index[t] for t in tax.tokens if t.startswith(tax.great_field + "=")]
+        cats = torch.tensor([tax.index[t] for t in tax.category_tokens()], device=f.device)
+        first, after = self.step_logits(f, torch.full((n, 1), BOS, device=f.device), state)
+        p_great = F.softmax(first[:, -1], dim=-1)
+        out = torch.zeros(n, len(cats), device=f.device)
+        for g in great:
+            second, _ = self.step_logits(f, torch.full((n, 1), g, device=f.device), after)
+            out += p_great[:, g: g + 1] * F.softmax(second[:, -1], dim=-1)[:, cats]
+        return out
+
+    def category_given_title(self, f, state, beliefs: list[dict | None]) -> list[str | None]:
+        """Per image, the category its title and photo together make most likely: the title's
+        belief times the photo's p(category), or None where the title has no belief."""
+        tax = self.taxonomy
+        names = [t.split("=", 1)[1] for t in tax.category_tokens()]
+        rows = [i for i, b in enumerate(beliefs) if b is not None]
+        out: list[str | None] = [None] * len(beliefs)
+        if rows:
+            photo = self.category_probs(f[rows], tuple(s[:, rows] for s in state)).cpu()
+            for r, i in enumerate(rows):
+                title = torch.tensor([max(float(beliefs[i].get(nm, 0.0)), 1e-9) for nm in names])
+                out[i] = names[int((title.log() + photo[r].clamp_min(1e-9).log()).argmax())]
+        return out
 
     @torch.no_grad()
     def generate_with_alternatives(self, x, beam: int = 1, categories: list[str | None] | None = None,
                                    max_len: int = 12, min_p: float | None = None,
-                                   stated: list[dict | None] | None = None):
+                                   stated: list[dict | None] | None = None, beliefs: list[dict | None] | None = None):
         """Per image: (generate()'s sequence, its runners-up).
 
         stated[i], if given, is what image i's title states ({"gender": ..., "baseColour": ...},
@@ -175,6 +207,10 @@ class AttributeModel(nn.Module):
         """
         tax = self.taxonomy
         f, (h, c) = self.encode(x)
+        if beliefs is not None and any(b is not None for b in beliefs):     # a title's belief, with the photo
+            fused = self.category_given_title(f, (h, c), beliefs)
+            categories = [fu if fu is not None else (categories[i] if categories else None)
+                          for i, fu in enumerate(fused)]
         out = []
         for i in range(x.shape[0]):
             forced = tax.forced_prefix(tax.check_category(categories[i])) if categories and categories[i] else {}

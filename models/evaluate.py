@@ -19,9 +19,10 @@ def set_scores(pred: list[set], true: list[set]) -> dict:
 @torch.no_grad()
 def evaluate_attributes(model, images: torch.Tensor, seqs: torch.Tensor, true_sets: list[set],
                         categories: list[str | None] | None = None, beam: int = 3, batch: int = 64,
-                        stated: list[dict | None] | None = None) -> dict:
+                        stated: list[dict | None] | None = None, beliefs: list[dict | None] | None = None) -> dict:
     """images: N x 3 x S x S normalised; seqs: N x L token ids; categories: guidance per image;
-    stated: what each title states besides (gender, colour), read as a catalog item is (`title_guided_*`)."""
+    stated, beliefs: what each title states besides (gender, colour) and its belief over the categories,
+    read as a catalog item is (`title_guided_*`: the category from the belief and the photo together)."""
     model.eval()
     preds, guided, titled, base = [], [], [], []
     nll_sum, nll_n = 0.0, 0
@@ -38,7 +39,8 @@ def evaluate_attributes(model, images: torch.Tensor, seqs: torch.Tensor, true_se
             preds_g = model.generate(x, beam=beam, categories=categories[i: i + batch])
             guided += [{t for t, _ in seq} for seq in preds_g]
         if stated is not None:
-            preds_t = model.generate(x, beam=beam, categories=categories[i: i + batch], stated=stated[i: i + batch])
+            preds_t = model.generate(x, beam=beam, categories=categories[i: i + batch], stated=stated[i: i + batch],
+                                     beliefs=beliefs[i: i + batch] if beliefs is not None else None)
             titled += [{t for t, _ in seq} for seq in preds_t]
         base += [{t for t, _ in row} for row in model.predict_binary(x)]
     out = {"images": len(images), **set_scores(preds, true_sets), "nll": nll_sum / max(nll_n, 1)}

@@ -53,10 +53,11 @@ def eval_attributes(data=None, split=None, weights=None, beam: int = 3, limit: i
     size, kind = model.cfg.encoder.image_size, model.cfg.encoder.kind
     x = normalise(torch.from_numpy(image_array(products, size)).to(device), kind)
     seqs, _, true_sets = encode_products(products, model.taxonomy)
-    cats = stated = None
+    cats = stated = beliefs = None
     if guided:
         read = read_titles(load_text(), model.taxonomy, [p.title for p in products])   # a blank one states nothing
-        cats, stated = [c for c, _ in read], [s for _, s in read]
-    out = evaluate_attributes(model, x, seqs.to(device), true_sets, categories=cats, beam=beam, stated=stated)
+        cats, stated, beliefs = [r.category for r in read], [r.stated for r in read], [r.belief for r in read]
+    out = evaluate_attributes(model, x, seqs.to(device), true_sets, categories=cats, beam=beam, stated=stated,
+                              beliefs=beliefs)
     out.update({"data": str(data or products_dir()), "split": split, "encoder": kind, "beam": beam, **skipped})
     return out

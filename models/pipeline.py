@@ -29,7 +29,7 @@ from .data import ASSETS, Photo, as_photo
 from .features import CodeBook, FeatureExtractor, load_features
 from .framing import on_square, scale_box
 from .text import TitleClassifier
-from .text_pipeline import read_titles
+from .text_pipeline import TitleReading, read_titles
 
 # Attributes at least this probable are required (relaxable); the rest optional. Tuned on
 # the validation split (200 hard queries, models/RESULTS.md), last with the runners-up in the
@@ -64,7 +64,7 @@ HEDGE_P = 0.07
 @dataclass
 class Analysis:
     category: str | None                       # articleType value
-    category_source: str                       # "user", "title", "auto"
+    category_source: str                       # "user", "title", "title and photo", "auto"
     attributes: list[tuple[str, float]]        # (token, probability) in field order
     roi: tuple[int, int, int, int]             # x, y, w, h
     roi_source: str                            # "user", "detector", "whole image"
@@ -202,9 +202,9 @@ class Pipeline:
         return p.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
     # ------------------------------------------------------------ pieces
-    def read_titles(self, titles: list[str]) -> list[tuple[str | None, dict[str, str]]]:
-        """Per seller's title: the category it names (None when unsure or unknown here) and the
-        gender and colour it states (models/text_pipeline.py)."""
+    def read_titles(self, titles: list[str]) -> list[TitleReading]:
+        """Per seller's title: the category it names (None when unsure or unknown here), the gender
+        and colour it states, and its belief over every category (models/text_pipeline.py)."""
         return read_titles(self.text, self.taxonomy, titles)
 
     def _attribute_input(self, images: list[Image.Image]) -> torch.Tensor:
@@ -221,7 +221,8 @@ class Pipeline:
     def analyse_batch(self, images: list[Image.Image | Photo], categories: list[str | None] | None = None,
                       boxes: list | None = None, sources: list[str] | None = None, detect: bool = True,
                       beam: int | None = None, described: tuple | None = None,
-                      runners_up: bool = False, stated: list[dict | None] | None = None) -> list[Analysis]:
+                      runners_up: bool = False, stated: list[dict | None] | None = None,
+                      beliefs: list[dict | None] | None = None) -> list[Analysis]:
         """`described` = (codes, hists) already computed for the boxes' crops (skips the features step).
         `stated`: per photo, the gender and colour its title states, forced as the category is.
         `runners_up`: read each field's runners-up down to ALTERNATIVE_P (catalog items: indexed
@@ -255,7 +256,7 @@ class Pipeline:
         crops = [on_square(im) if src == "whole image" else im.crop(r) for im, r, src in zip(images, rois, roi_src)]
         with torch.no_grad():
             read = self.attributes.generate_with_alternatives(self._attribute_input(crops), beam=beam or self.beam,
-                                                              categories=cats, stated=stated,
+                                                              categories=cats, stated=stated, beliefs=beliefs,
                                                               min_p=ALTERNATIVE_P if runners_up else HEDGE_P)
         attrs = [seq for seq, _ in read]
         t2 = time.perf_counter()
@@ -270,10 +271,14 @@ class Pipeline:
         out = []
         for i in range(n):
             cat = categories[i].split("=", 1)[-1] if categories[i] else _category_of(attrs[i])
+            source = (sources[i] if sources else "user") if categories[i] else "auto"
+            if beliefs is not None and beliefs[i] is not None:     # the title's belief and the photo chose it
+                read_cat = _category_of(attrs[i])
+                source, cat = ("title" if read_cat == cat and categories[i] else "title and photo"), read_cat
             # the user's box as given; any other ROI back in the photo's own pixels
             x0, y0, x1, y1 = given_boxes[i] or scale_box(rois[i], factors[i], photos[i].size)
             out.append(Analysis(
-                category=cat, category_source=(sources[i] if sources else "user") if categories[i] else "auto",
+                category=cat, category_source=source,
                 attributes=attrs[i], roi=(x0, y0, x1 - x0, y1 - y0), roi_source=roi_src[i], code=codes[i],
                 hist=hists[i], timings_ms={"roi": (t1 - t0) * 1e3 / n, "attributes": (t2 - t1) * 1e3 / n,
                                            "features": (t3 - t2) * 1e3 / n},
@@ -331,8 +336,9 @@ class Pipeline:
         image on a CPU); detect=True runs the guided detector on them too.
         """
         read = self.read_titles(titles)
-        return self.analyse_batch(images, [c for c, _ in read], sources=["title"] * len(images), detect=detect,
-                                  beam=1, runners_up=True, stated=[s for _, s in read])
+        return self.analyse_batch(images, [r.category for r in read], sources=["title"] * len(images), detect=detect,
+                                  beam=1, runners_up=True, stated=[r.stated for r in read],
+                                  beliefs=[r.belief for r in read])
 
     def detector_classes(self, category: str | None) -> set[str] | None:
         from .detector import guidance

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 from .data import ASSETS, Product, load_catalog, load_splits
 from .taxonomy import FILE as TAXONOMY_FILE
@@ -34,14 +35,23 @@ def load_text(path: Path | None = None) -> TitleClassifier:
     return TitleClassifier.load(path or WEIGHTS)
 
 
-def read_titles(text: TitleClassifier, taxonomy: Taxonomy, titles: list[str]) -> list[tuple[str | None, dict]]:
-    """Per seller's title: the category it names (None when unsure, or unknown to `taxonomy`) and the
-    gender and colour its words state, as taxonomy fields; guided generation forces all three
-    (models/taxonomy.py STATED_FIELDS). A blank title states nothing: the photo reads it all."""
+class TitleReading(NamedTuple):
+    category: str | None         # the category the title alone names (None when unsure, or unknown to the taxonomy)
+    stated: dict                 # the gender and colour its words state, as taxonomy fields
+    belief: dict | None          # what it says about every category (TitleClassifier.beliefs), None: nothing
+
+
+def read_titles(text: TitleClassifier, taxonomy: Taxonomy, titles: list[str]) -> list[TitleReading]:
+    """Per seller's title, what it says. A catalog item's category is the one its title's belief
+    and its photo together make most likely (models/attributes.py category_given_title); the
+    gender and colour stated are forced as that category is (models/taxonomy.py STATED_FIELDS).
+    A blank title states nothing: the photo reads it all."""
     known = {t.split("=", 1)[1] for t in taxonomy.category_tokens()}
     said = [i for i, t in enumerate(titles) if not (isinstance(t, str) and not t.strip())]  # a non-str: its error
-    out: list[tuple[str | None, dict]] = [(None, {}) for _ in titles]
-    for i, r in zip(said, text.predict([titles[i] for i in said]) if said else []):
-        out[i] = (r["category"] if r["category"] in known else None,
-                  {f: v for f, v in (("gender", r["gender"]), ("baseColour", r["colour"])) if v})
+    out = [TitleReading(None, {}, None) for _ in titles]
+    if said:
+        said_titles = [titles[i] for i in said]
+        for i, r, b in zip(said, text.predict(said_titles), text.beliefs(said_titles)):
+            out[i] = TitleReading(r["category"] if r["category"] in known else None,
+                                  {f: v for f, v in (("gender", r["gender"]), ("baseColour", r["colour"])) if v}, b)
     return out

@@ -43,6 +43,44 @@ def test_guided_generation_emits_the_forced_category():
         assert all(0.0 <= p <= 1.0 for seq in out for _, p in seq)
 
 
+def test_a_photos_category_probabilities_against_teacher_forcing_and_a_titles_belief_weighed_with_them():
+    """A catalog item's category is the one its title's belief and its photo together make likeliest
+    (a title cut to its brand no longer forces the brand's usual category on a photo of another)."""
+    import torch.nn.functional as F
+
+    from models.taxonomy import BOS
+    tax, _ = tiny_taxonomy()
+    torch.manual_seed(0)
+    model = AttributeModel(TINY, tax).eval()
+    x = torch.randn(4, 3, 80, 80)
+    cats = tax.category_tokens()
+    names = [c.split("=", 1)[1] for c in cats]
+    with torch.no_grad():
+        f, state = model.encode(x)
+        fast = model.category_probs(f, state)
+        slow = torch.zeros_like(fast)       # the oracle: every (great-category, category) prefix, teacher-forced
+        for j, c in enumerate(cats):
+            for g in (t for t in tax.tokens if t.startswith("masterCategory=")):
+                logits, _ = model(x, torch.tensor([[BOS, tax.index[g], tax.index[c]]] * 4))
+                p = F.softmax(logits, dim=-1)
+                slow[:, j] += p[:, 0, tax.index[g]] * p[:, 1, tax.index[c]]
+        assert torch.allclose(fast, slow, atol=1e-6)
+        sure = {n: float(n == "Casual Shoes") for n in names}       # a title that names it
+        flat = {n: 1 / len(names) for n in names}                    # a title that says nothing of it
+        assert model.category_given_title(f, state, [sure, flat, None, sure]) == [
+            "Casual Shoes", names[int(slow[1].argmax())], None, "Casual Shoes"]
+        gen = torch.Generator().manual_seed(1)
+        for _ in range(20):
+            beliefs = [dict(zip(names, torch.rand(len(names), generator=gen).tolist())) for _ in range(4)]
+            chosen = model.category_given_title(f, state, beliefs)
+            best = [names[int((torch.tensor([b[n] for n in names]) * slow[i]).argmax())] for i, b in enumerate(beliefs)]
+            assert chosen == best
+        # generation follows the choice; no belief leaves a category as given, or the photo's own
+        out = model.generate(x, beam=3, categories=[None, None, "Shirts", None], beliefs=[sure, None, None, None])
+        assert "articleType=Casual Shoes" in [t for t, _ in out[0]] and "articleType=Shirts" in [t for t, _ in out[2]]
+        assert out[1:] == model.generate(x[1:], beam=3, categories=[None, "Shirts", None])
+
+
 def test_runners_up_are_other_values_of_generated_fields():
     tax, _ = tiny_taxonomy()
     torch.manual_seed(0)

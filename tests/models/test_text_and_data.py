@@ -48,6 +48,23 @@ def test_a_title_of_words_training_never_saw_is_unknown_not_a_confident_guess():
     assert torch.equal(model(titles), before)
 
 
+def test_a_title_cut_to_its_brand_reads_as_what_the_brand_sells_not_one_category_for_sure():
+    titles = ["Puma Men Black Casual Shoes", "Puma Men Blue Tshirts", "Nike Women White Casual Shoes",
+              "Nike Men Red Tshirts", "Arrow Men Blue Shirts"] * 4
+    labels = ["Casual Shoes", "Tshirts", "Casual Shoes", "Tshirts", "Shirts"] * 4
+    classes = ["Casual Shoes", "Tshirts", "Shirts"]
+    model = train_text(titles, labels, classes, ["Black", "Blue"], TextConfig(buckets=1 << 12, dim=8),
+                       epochs=30, log=lambda s: None)
+    puma = model.beliefs(["Puma"])[0]
+    assert puma["Casual Shoes"] > 0.25 and puma["Tshirts"] > 0.25 and puma["Shirts"] < 0.2, puma
+    assert model.predict(["Puma Men Black Casual Shoes"])[0]["category"] == "Casual Shoes"
+    assert model.beliefs(["hello"]) == [None]
+    for b in model.beliefs(["Arrow Men Shirts", "Nike Men"]):
+        assert abs(sum(b.values()) - 1) < 1e-5 and set(b) == set(classes)
+    # the catalog's prior (Shirts a fifth of the titles) is divided out, as the photo model learnt it too
+    assert torch.allclose(model.prior, torch.tensor([9.0, 9.0, 5.0]) / 23)
+
+
 def test_titles_in_any_script_have_words_and_full_width_letters_read_as_plain_ones():
     """A Korean shop's catalog trains and reads (before, only a-z and 0-9 made words: a Hangul title
     had none, and every one hashed to the same bucket)."""
@@ -75,6 +92,7 @@ def test_a_title_classifier_file_holds_only_what_training_reached_and_reads_back
            "state": {k: v.half() for k, v in model.state_dict().items()}}
     torch.save(old, tmp_path / "old.pt")
     assert TitleClassifier.load(tmp_path / "old.pt").seen is None
+    assert torch.equal(back.prior, model.prior) and back.beliefs(titles) == model.beliefs(titles)
     state = dict(torch.load(tmp_path / "text.pt")["state"])
     state["seen_rows"] = state["seen_rows"][:-1]              # a damaged file: a clear error
     torch.save({**old, "state": state}, tmp_path / "bad.pt")
@@ -122,8 +140,9 @@ def test_a_blank_title_states_nothing_and_the_photo_reads_it_all():
     from models.taxonomy import FILE, Taxonomy
     from models.text_pipeline import load_text, read_titles
     read = read_titles(load_text(), Taxonomy.load(FILE), ["Nike Men Black Tshirts", "", "   "])
-    assert read[0][0] == "Tshirts" and read[0][1].get("gender") == "Men"
-    assert read[1] == (None, {}) and read[2] == (None, {})
+    assert read[0].category == "Tshirts" and read[0].stated.get("gender") == "Men"
+    assert max(read[0].belief, key=read[0].belief.get) == "Tshirts"
+    assert read[1] == (None, {}, None) and read[2] == (None, {}, None)
     with pytest.raises(InvalidInput):
         read_titles(load_text(), Taxonomy.load(FILE), [None])      # not a title at all: still an error
 

@@ -225,6 +225,8 @@ def _train_device(name: str) -> str:
 def cmd_eval(args) -> dict:
     from models.evaluation_cli import eval_attributes, eval_text
     whole_pipeline = args.what in ("instances", "street", "retrieval")
+    if args.title_words and args.what != "attributes":
+        raise InvalidInput("--title-words is for eval attributes")
     if whole_pipeline and args.weights:
         raise InvalidInput(f"eval {args.what} reads a whole model folder: give --assets DIR, not --weights")
     if not whole_pipeline and args.assets:
@@ -240,7 +242,8 @@ def cmd_eval(args) -> dict:
         return evaluate_detector(det, Path(args.data) if args.data else None, args.split)
     if whole_pipeline:
         return _eval_through_pipeline(args)
-    return eval_attributes(args.data, args.split, args.weights, beam=args.beam, limit=args.limit)
+    return eval_attributes(args.data, args.split, args.weights, beam=args.beam, limit=args.limit,
+                           title_words=args.title_words)
 
 
 def _eval_through_pipeline(args) -> dict:
@@ -505,6 +508,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: models/assets/, or FASHION_ASSETS)")
     e.add_argument("--beam", type=COUNT, default=3)
     e.add_argument("--limit", type=COUNT, default=None)
+    e.add_argument("--title-words", type=COUNT, default=None,
+                   help="attributes: cut each title to its first N words, as a shop's short titles are")
     e.add_argument("--json", action="store_true")
     e.set_defaults(func=cmd_eval)
 

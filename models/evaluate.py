@@ -9,11 +9,18 @@ import torch.nn.functional as F
 from .taxonomy import PAD
 
 
-def set_scores(pred: list[set], true: list[set]) -> dict:
+def set_scores(pred: list[set], true: list[set], category_field: str | None = None) -> dict:
+    """Per-image precision, recall and exact match, averaged; with `category_field`, also how often
+    the image's category tokens are exactly its labelled ones (`category_accuracy`)."""
     p = [len(a & b) / len(a) if a else 0.0 for a, b in zip(pred, true)]
     r = [len(a & b) / len(b) if b else 1.0 for a, b in zip(pred, true)]
     e = [a == b for a, b in zip(pred, true)]
-    return {"precision": float(np.mean(p)), "recall": float(np.mean(r)), "exact_match": float(np.mean(e))}
+    out = {"precision": float(np.mean(p)), "recall": float(np.mean(r)), "exact_match": float(np.mean(e))}
+    if category_field is not None:
+        def cat(s):
+            return {t for t in s if t.startswith(category_field + "=")}
+        out["category_accuracy"] = float(np.mean([cat(a) == cat(b) for a, b in zip(pred, true)]))
+    return out
 
 
 @torch.no_grad()
@@ -43,12 +50,14 @@ def evaluate_attributes(model, images: torch.Tensor, seqs: torch.Tensor, true_se
                                      beliefs=beliefs[i: i + batch] if beliefs is not None else None)
             titled += [{t for t, _ in seq} for seq in preds_t]
         base += [{t for t, _ in row} for row in model.predict_binary(x)]
-    out = {"images": len(images), **set_scores(preds, true_sets), "nll": nll_sum / max(nll_n, 1)}
+    out = {"images": len(images), **set_scores(preds, true_sets, model.taxonomy.category_field),
+           "nll": nll_sum / max(nll_n, 1)}
     if categories is not None:
         g = set_scores(guided, true_sets)
         out.update({f"guided_{k}": v for k, v in g.items()})
     if stated is not None:
-        out.update({f"title_guided_{k}": v for k, v in set_scores(titled, true_sets).items()})
+        out.update({f"title_guided_{k}": v for k, v in
+                    set_scores(titled, true_sets, model.taxonomy.category_field).items()})
     b = set_scores(base, true_sets)
     out.update({f"baseline_{k}": v for k, v in b.items()})
     return out

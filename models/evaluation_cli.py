@@ -45,8 +45,10 @@ def load_attributes(weights=None) -> AttributeModel:
 
 @torch.no_grad()   # not set_grad_enabled(False), which would outlive the call in the caller's process
 def eval_attributes(data=None, split=None, weights=None, beam: int = 3, limit: int | None = None,
-                    guided: bool = True, device: str = "cpu") -> dict:
-    """`guided`: also read each photo guided by the category its title gives (the text model)."""
+                    guided: bool = True, device: str = "cpu", title_words: int | None = None) -> dict:
+    """`guided`: also read each photo guided by the category its title gives (the text model).
+    `title_words`: each title cut to its first N words first, as a shop's short titles are
+    ("Nike", "Levis 501"), to see how the guided readings hold up."""
     products = _products(data, split)
     products, skipped = usable_products(products[:limit] if limit else products)   # decodes each photo once more
     model = load_attributes(weights).to(device)
@@ -55,9 +57,11 @@ def eval_attributes(data=None, split=None, weights=None, beam: int = 3, limit: i
     seqs, _, true_sets = encode_products(products, model.taxonomy)
     cats = stated = beliefs = None
     if guided:
-        read = read_titles(load_text(), model.taxonomy, [p.title for p in products])   # a blank one states nothing
+        titles = [" ".join(p.title.split()[:title_words]) if title_words else p.title for p in products]
+        read = read_titles(load_text(), model.taxonomy, titles)   # a blank one states nothing
         cats, stated, beliefs = [r.category for r in read], [r.stated for r in read], [r.belief for r in read]
     out = evaluate_attributes(model, x, seqs.to(device), true_sets, categories=cats, beam=beam, stated=stated,
                               beliefs=beliefs)
-    out.update({"data": str(data or products_dir()), "split": split, "encoder": kind, "beam": beam, **skipped})
+    out.update({"data": str(data or products_dir()), "split": split, "encoder": kind, "beam": beam, **skipped,
+                **({"title_words": title_words} if title_words else {})})
     return out

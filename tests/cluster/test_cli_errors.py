@@ -158,6 +158,7 @@ def test_eval_measures_the_model_folder_it_is_given(tmp_path, capsys):
     (["eval", "retrieval", "--weights", "features.pt"], "give --assets DIR"),
     (["eval", "attributes", "--assets", "models/assets"], "give --weights FILE"),
     (["eval", "instances", "--assets", "EMPTY"], "a model folder needs text.pt, attributes.pt, features.pt"),
+    (["eval", "text", "--title-words", "1"], "--title-words is for eval attributes"),
 ])
 def test_eval_refuses_weights_it_would_not_read(tmp_path, capsys, argv, said):
     (tmp_path / "empty").mkdir()
@@ -180,6 +181,10 @@ def test_eval_attributes_and_text_measure_any_product_folder_and_say_what_they_l
     report = json.loads(capsys.readouterr().out)
     assert report["images"] == 5 and report["unreadable_images"] == 1 and report["repeated_ids"] == 1
     assert 0.0 <= report["precision"] <= 1.0 and 0.0 <= report["guided_precision"] <= 1.0
+    assert main(["eval", "attributes", "--data", str(catalog), "--title-words", "1", "--json"]) == 0
+    short = json.loads(capsys.readouterr().out)         # each title cut to its first word, as a shop's short ones
+    assert short["title_words"] == 1 and short["precision"] == report["precision"]    # the photo alone: as before
+    assert 0.0 <= short["title_guided_category_accuracy"] <= 1.0
     assert main(["eval", "text", "--data", str(catalog), "--json"]) == 0   # titles need no photo
     assert json.loads(capsys.readouterr().out)["images"] == 7
     assert torch.is_grad_enabled()      # an evaluation leaves the process as it found it (training may follow)

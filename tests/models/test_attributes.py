@@ -317,3 +317,13 @@ def test_an_averaged_run_writes_the_mean_of_its_weights_and_reads_with_it(tmp_pa
     assert len(report["history"]) == 2                           # one entry an epoch, as a plain run
     x = torch.randn(2, 3, 80, 80)
     assert len(averaged.eval().generate(x, beam=1)) == 2
+
+
+def test_set_scores_against_counting_by_hand():
+    from models.evaluate import set_scores
+    pred = [{"articleType=Shirts", "gender=Men", "baseColour=Blue"}, {"articleType=Jeans"}, set()]
+    true = [{"articleType=Shirts", "gender=Women"}, {"articleType=Jeans", "gender=Men"}, {"articleType=Belts"}]
+    s = set_scores(pred, true, "articleType")
+    assert s["precision"] == pytest.approx((1 / 3 + 1 + 0) / 3) and s["recall"] == pytest.approx((1 / 2 + 1 / 2 + 0) / 3)
+    assert s["exact_match"] == 0.0 and s["category_accuracy"] == pytest.approx(2 / 3)
+    assert "category_accuracy" not in set_scores(pred, true)

@@ -133,7 +133,7 @@ class TitleClassifier(nn.Module):
                 for t, row in zip(titles, probs.tolist())]
 
     def save(self, path) -> None:
-        """Only the buckets training reached are written (a quarter of the table, a quarter of the file)."""
+        """Only the buckets training reached are written (the shipped model: a fifth of them, 1.6 MB of 8.4)."""
         state = {k: v.half() for k, v in self.state_dict().items()}
         if self.seen is not None:
             rows = self.seen.nonzero().flatten()
@@ -148,7 +148,7 @@ class TitleClassifier(nn.Module):
     def load(cls, path) -> "TitleClassifier":
         ck = read_weights(path, "title classifier", ("config", "classes", "colours", "state"))
         m = cls(TextConfig(**ck["config"]), ck["classes"], ck["colours"])
-        state = {k: v.float() for k, v in ck["state"].items()}
+        state = {k: v.float() if v.is_floating_point() else v for k, v in ck["state"].items()}
         try:
             if "seen_rows" in state:       # files written since the vocabulary was kept (older: every bucket)
                 rows, words = state.pop("seen_rows").long(), state.pop("word_rows").long()

@@ -362,11 +362,13 @@ class Frontend:
         ((attrs, alternatives), t_attr), ((code, hist), t_feat) = await asyncio.gather(
             _timed(self.attributes.recognise.remote((crop, category, runners_up, stated, belief))), _timed(reading))
         auto_cat = next((t.split("=", 1)[1] for t, _ in attrs if t.startswith("articleType=")), None)
-        if belief is not None:
-            category = auto_cat         # the title's belief and the photo chose it
+        source = "user" if category else "auto"
+        if belief is not None:          # the title's belief and the photo chose it (models/pipeline.py)
+            source = "title" if category == auto_cat else "title and photo"
+            category = auto_cat
         x0, y0, x1, y1 = given_box or scale_box((x0, y0, x1, y1), factor, size)
         return {"attributes": attrs, "alternatives": alternatives, "category": category or auto_cat,
-                "category_source": "user" if category else "auto",
+                "category_source": source,
                 "roi": [x0, y0, x1 - x0, y1 - y0], "roi_source": roi_src, "code": code, "hist": hist,
                 "ms": {"roi": (t1 - t0) * 1e3, "attributes": t_attr, "features": t_feat,
                        "analysis": (time.perf_counter() - t0) * 1e3}}

@@ -13,6 +13,7 @@ from __future__ import annotations
 import difflib
 import json
 import re
+import unicodedata
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +30,8 @@ SPECIALS = ("<pad>", "<bos>", "<eos>")
 
 
 def _folded(name: str) -> str:
-    return re.sub(r"[^0-9a-z]", "", name.lower())
+    """Letters and digits only, of any script, case folded (as the title model reads words)."""
+    return re.sub(r"[\W_]", "", unicodedata.normalize("NFKC", name).casefold())
 
 
 def resolve_category(raw: str, names, field: str = "articleType", listed_at: str | None = None) -> str:

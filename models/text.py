@@ -99,7 +99,10 @@ class TitleClassifier(nn.Module):
 
     @torch.no_grad()
     def predict(self, titles: list[str]) -> list[dict]:
-        """Per title: category (or "unknown"), confidence, and gender / colour if stated."""
+        """Per title: category (or "unknown"), confidence, gender / colour if stated, and its belief
+        over every category: p(category | title) / p(category), summing to 1 (None for a title with
+        no known word). Times the photo's own p(category | photo) it gives the category given both
+        (both models learnt the same catalog's prior, divided out once here): models/attributes.py."""
         for t in titles:
             if not isinstance(t, str) or not t.strip():
                 raise InvalidInput(f"a title must be a non-empty string, got {t!r}")
@@ -107,30 +110,24 @@ class TitleClassifier(nn.Module):
                 raise InvalidInput(f"a title is at most {MAX_TITLE} characters")
         probs = F.softmax(self(titles), dim=1)
         conf, best = probs.max(dim=1)
+        belief = probs / self.prior if self.prior is not None else probs
+        belief = (belief / belief.sum(dim=1, keepdim=True)).tolist()
         out = []
-        for t, c, b in zip(titles, conf.tolist(), best.tolist()):
+        for t, c, b, row in zip(titles, conf.tolist(), best.tolist(), belief):
             words = words_of(t)
             gender = next((GENDER_WORDS[w] for w in words if w in GENDER_WORDS), None)
             low = f" {' '.join(words)} "
             colour = next((c_ for c_ in self.colours if f" {c_.lower()} " in low), None)
-            if not self.knows_a_word(t):   # "hello", ".", an SKU: nothing the model learnt; the photo decides
-                c = 0.0
+            known = self.knows_a_word(t)   # "hello", ".", an SKU: nothing the model learnt; the photo decides
+            c = c if known else 0.0
             out.append({"category": self.classes[b] if c >= self.cfg.threshold else "unknown",
-                        "confidence": c, "gender": gender, "colour": colour})
+                        "confidence": c, "gender": gender, "colour": colour,
+                        "belief": dict(zip(self.classes, row)) if known else None})
         return out
 
-    @torch.no_grad()
     def beliefs(self, titles: list[str]) -> list[dict[str, float] | None]:
-        """Per title, what it says about each category beyond how common the category is:
-        p(category | title) / p(category), summing to 1; None for a title with no known word.
-        Times the photo's own p(category | photo), it is the category given both (both models
-        learnt the same catalog's prior, which is divided out once): models/attributes.py."""
-        probs = F.softmax(self(titles), dim=1)
-        if self.prior is not None:
-            probs = probs / self.prior
-        probs = probs / probs.sum(dim=1, keepdim=True)
-        return [dict(zip(self.classes, row)) if self.knows_a_word(t) else None
-                for t, row in zip(titles, probs.tolist())]
+        """Per title, its belief over the categories (predict's `belief`)."""
+        return [r["belief"] for r in self.predict(titles)]
 
     def save(self, path) -> None:
         """Only the buckets training reached are written (the shipped model: a fifth of them, 1.6 MB of 8.4)."""

@@ -49,9 +49,7 @@ def read_titles(text: TitleClassifier, taxonomy: Taxonomy, titles: list[str]) ->
     known = {t.split("=", 1)[1] for t in taxonomy.category_tokens()}
     said = [i for i, t in enumerate(titles) if not (isinstance(t, str) and not t.strip())]  # a non-str: its error
     out = [TitleReading(None, {}, None) for _ in titles]
-    if said:
-        said_titles = [titles[i] for i in said]
-        for i, r, b in zip(said, text.predict(said_titles), text.beliefs(said_titles)):
-            out[i] = TitleReading(r["category"] if r["category"] in known else None,
-                                  {f: v for f, v in (("gender", r["gender"]), ("baseColour", r["colour"])) if v}, b)
+    for i, r in zip(said, text.predict([titles[i] for i in said]) if said else []):
+        stated = {f: v for f, v in (("gender", r["gender"]), ("baseColour", r["colour"])) if v}
+        out[i] = TitleReading(r["category"] if r["category"] in known else None, stated, r["belief"])
     return out

@@ -180,6 +180,8 @@ def test_a_category_is_named_as_a_person_spells_it():
     with pytest.raises(InvalidInput, match="did you mean 'T-shirts' or 'Tshirts'"):     # two fit: ask, never pick
         resolve_category("t shirts", ["Tshirts", "T-shirts", "Belts"])
     assert resolve_category("T-shirts", ["Tshirts", "T-shirts"]) == "T-shirts"          # as spelt: that one
+    assert resolve_category(" ＪＥＡＮＳ ", ["Jeans"]) == "Jeans"
+    assert resolve_category("원피스", ["청바지", "원피스"]) == "원피스"           # another catalog's script
     with pytest.raises(InvalidInput, match="GET /categories lists them"):
         resolve_category("Spaceships", ["Belts"], listed_at="GET /categories")
 

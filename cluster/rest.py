@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import ray
-from fastapi import FastAPI, File, Form, Request, UploadFile
+from fastapi import Depends, FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from PIL import Image
@@ -40,6 +40,7 @@ from shards.query import Query
 
 from .health import cluster_health
 from .metrics import SearchMetrics
+from .request_options import check_options, from_query_if_absent, route_options
 from .settings import Settings
 from .shown_photo import etag, for_browser
 from .shard_actor import NAMESPACE, shard_clients
@@ -85,9 +86,30 @@ def _errors(*codes: int) -> dict:
 READ_ERRORS = _errors(400, 404, 413, 415, 422, 429, 503)
 WRITE_ERRORS = _errors(400, 401, 403, 404, 413, 415, 422, 429, 503, 507)   # 507: the disk is full
 
-app = FastAPI(title="fashion-search", version="0.1.0",
+async def _known_options(request: Request) -> None:
+    """Every API route refuses an option it does not take (cluster/request_options.py)."""
+    route = request.scope.get("route")
+    if route is None or not getattr(route, "include_in_schema", False):   # the web page's own files
+        return
+    ctype = request.headers.get("content-type", "").lower()
+    form = []
+    if ctype.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
+        form = list((await request.form()).multi_items())   # parsed once: FastAPI has read it already
+    check_options(f"{request.method} {route.path}", route_options(route),
+                  list(request.query_params.multi_items()), form)
+
+
+def _with_query(request: Request, repeatable: tuple[str, ...] = (), **form_values) -> tuple:
+    """The options of a multipart route, each from its form field or else from the query string."""
+    query = list(request.query_params.multi_items())
+    return tuple(from_query_if_absent(query, name, value, name in repeatable) for name, value in form_values.items())
+
+
+app = FastAPI(title="fashion-search", version="0.1.0", dependencies=[Depends(_known_options)],
               description="Visual search over a fashion catalog: recognised attributes filter an inverted "
-                          "index, binary appearance codes and colour rank the results.")
+                          "index, binary appearance codes and colour rank the results. Every route refuses "
+                          "an option it does not take; a multipart route's options may also come in the "
+                          "query string (`/search?k=5`).")
 
 
 class HttpError(Exception):
@@ -482,9 +504,12 @@ class Frontend:
                           "category's come first, and `hedged` names it.",
               responses=READ_ERRORS)
     async def search(self, request: Request, image: UploadFile = File(...), category: str | None = Form(None),
-                     box: str | None = Form(None), k: str = Form("20"), filters: str | None = Form(None),
+                     box: str | None = Form(None), k: str | None = Form(None), filters: str | None = Form(None),
                      roi: str | None = Form(None)):
         self._limit(request)
+        category, box, k, filters, roi = _with_query(request, category=category, box=box, k=k, filters=filters,
+                                                     roi=roi)
+        k = "20" if k is None else k
         k_val, filt, box_val, mode = parse_k(k), parse_tokens(filters), parse_box(box), parse_roi_mode(roi)
         cat = await self._category(category)
         photo, _ = await self._image(image)
@@ -498,8 +523,12 @@ class Frontend:
               responses=READ_ERRORS)
     async def search_batch(self, request: Request, image: list[UploadFile] = File(...),
                            category: list[str] | None = Form(None), box: list[str] | None = Form(None),
-                           k: str = Form("20"), filters: str | None = Form(None), roi: str | None = Form(None)):
+                           k: str | None = Form(None), filters: str | None = Form(None),
+                           roi: str | None = Form(None)):
         self._limit(request)
+        category, box, k, filters, roi = _with_query(request, ("category", "box"), category=category, box=box, k=k,
+                                                     filters=filters, roi=roi)
+        k = "20" if k is None else k
         k_val, filt, mode = parse_k(k), parse_tokens(filters), parse_roi_mode(roi)
         if len(image) > self.settings.max_batch:
             raise InvalidInput(f"at most {self.settings.max_batch} images per batch, got {len(image)}")
@@ -519,11 +548,12 @@ class Frontend:
 
     @app.post("/items", status_code=201, summary="Add (or replace) a catalog item; searchable on return",
               responses=WRITE_ERRORS)
-    async def add_item(self, request: Request, image: UploadFile = File(...), title: str = Form(...),
+    async def add_item(self, request: Request, image: UploadFile = File(...), title: str | None = Form(None),
                        id: str | None = Form(None), attributes: str | None = Form(None)):
         self._auth(request)
         self._limit(request)
-        if not title.strip() or len(title) > 1000:
+        title, id, attributes = _with_query(request, title=title, id=id, attributes=attributes)
+        if title is None or not title.strip() or len(title) > 1000:
             raise InvalidInput("title must be 1..1000 characters")
         item_id = parse_id(id) if id else uuid.uuid4().hex
         from models.pipeline import index_tokens

@@ -220,6 +220,36 @@ def test_three_query_options(server):
     assert scores == sorted(scores)
 
 
+def test_options_come_in_the_form_or_the_url_and_unknown_ones_are_refused(server):
+    """`curl -F image=@x.jpg 'host/search?k=5'` is read as the form would be; a misspelt option is
+    a 400 naming the ones the route takes, never a search that quietly did without it."""
+    url = server["url"]
+    in_form = search(url, {"box": "10,20,60,80", "k": "3"}).json()
+    files = {"image": ("q.jpg", jpeg(), "image/jpeg")}
+    in_url = httpx.post(url + "/search", params={"box": "10,20,60,80", "k": "3"}, files=files, timeout=60).json()
+    assert in_url["roi"] == [10, 20, 60, 80] and len(in_url["results"]) == 3
+    assert in_url["results"] == in_form["results"]
+    for bad in (httpx.post(url + "/search", params={"catgory": "Shirts"}, files=files, timeout=60),
+                search(url, {"catgory": "Shirts"}),
+                httpx.post(url + "/search", params={"k": "3"}, data={"k": "4"}, files=files, timeout=60),
+                httpx.get(url + "/items", params={"limt": "5"}),
+                httpx.get(url + "/items/1/similar", params={"k": "3", "filter": "gender=Men"})):
+        assert bad.status_code == 400, bad.text
+        assert "unknown option" in bad.json()["error"] or "given twice" in bad.json()["error"]
+    assert "did you mean 'category'" in search(url, {"catgory": "Shirts"}).json()["error"]
+    # a write's fields too: the title in the URL adds the item; an unknown field adds nothing
+    h = {"X-API-Key": KEY}
+    r = httpx.post(url + "/items", params={"title": "Red Men Shirt", "id": "url-1"}, files=files, headers=h,
+                   timeout=60)
+    assert r.status_code == 201, r.text
+    assert httpx.get(url + "/items/url-1").json()["meta"]["title"] == "Red Men Shirt"
+    r = httpx.post(url + "/items", data={"title": "Red Men Shirt", "id": "url-2", "colour": "red"}, files=files,
+                   headers=h, timeout=60)
+    assert r.status_code == 400 and "'colour'" in r.json()["error"]
+    assert httpx.get(url + "/items/url-2").status_code == 404
+    assert httpx.delete(url + "/items/url-1", headers=h).status_code == 200
+
+
 def test_a_phone_photo_is_searched_the_way_it_is_shown(server):
     """A phone stores a portrait photo as landscape pixels plus an EXIF orientation; the page shows
     it upright and the user's box is drawn there. Searched, it answers as the upright photo does."""

@@ -720,7 +720,7 @@ class Frontend:
         self._auth(request)
         body = await _json_object(request)
         shards = body.get("shards")
-        if not isinstance(shards, int) or isinstance(shards, bool) or not 1 <= shards <= 256:
+        if not isinstance(shards, int) or isinstance(shards, bool) or not 1 <= shards <= 256 or set(body) - {"shards"}:
             raise InvalidInput(f"body must be {{\"shards\": N}} with N in [1, 256], got {body!r}")
         report = await submit(self.coordinator.rebalance, shards)
         await self._refresh()
@@ -734,7 +734,7 @@ class Frontend:
         self._auth(request)
         body = await _json_object(request)
         dest = body.get("dest")
-        if not isinstance(dest, str) or not dest.startswith("/"):
+        if not isinstance(dest, str) or not dest.startswith("/") or set(body) - {"dest"}:
             raise InvalidInput(f"body must be {{\"dest\": \"/absolute/new/folder\"}}, got {body!r}")
         return await submit(self.coordinator.backup, dest)
 

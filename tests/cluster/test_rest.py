@@ -450,7 +450,7 @@ def test_limits_titles_and_admin_json(server):
                    headers=h, timeout=60)
     assert r.status_code == 201
     assert httpx.get(url + "/items/uni-1").json()["meta"]["title"] == "Ünïcødé 靴 Men Shoes 👟"
-    for body in (b"{not json", b'{"shards": "three"}', b'{"shards": 0}', b"[]"):
+    for body in (b"{not json", b'{"shards": "three"}', b'{"shards": 0}', b"[]", b'{"shards": 2, "dryrun": true}'):
         r = httpx.post(url + "/admin/rebalance", content=body, headers=h)
         assert r.status_code == 400, body
     assert httpx.get(url + "/health").status_code == 200
@@ -460,7 +460,8 @@ def test_admin_backup_copies_the_catalog_and_refuses_bad_folders(server):
     url, h, tmp = server["url"], {"X-API-Key": KEY}, server["tmp"]
     dest = tmp / "backups" / "first"
     assert httpx.post(url + "/admin/backup", json={"dest": str(dest)}).status_code == 401
-    for body in (b"{not json", b"[]", b"{}", b'{"dest": "relative/folder"}', b'{"dest": 3}'):
+    for body in (b"{not json", b"[]", b"{}",
+                 b'{"dest": "relative/folder"}', b'{"dest": 3}', b'{"dest": "/tmp/x", "to": "/y"}'):
         r = httpx.post(url + "/admin/backup", content=body, headers=h)
         assert r.status_code == 400 and "error" in r.json(), body
     img = jpeg((10, 200, 90))

@@ -28,8 +28,8 @@ def read_queries(path: str) -> list[dict]:
     A line that is not a query (not JSON, not an object, no image, more CSV fields than
     the header: an unquoted "x,y,w,h" box) is an error naming the line. Columns besides
     image, category and box are kept and echoed back with each answer (an id of the
-    caller's, say). A query's missing photo, unknown category or bad box is its own
-    error line in the output, as before.
+    caller's, say); one named like an option ("catgory", "bbox") is refused. A query's
+    missing photo, unknown category or bad box is its own error line in the output.
     """
     p = Path(path)
     try:
@@ -50,6 +50,7 @@ def read_queries(path: str) -> list[dict]:
         rows = [(reader.line_num, r) for r in reader]
     if not rows:
         raise InvalidInput(f"{path} has no queries")
+    _no_near_misses(path, [r for _, r in rows if isinstance(r, dict)])
     out = []
     for n, r in rows:
         where = f"{path}, line {n}"
@@ -64,6 +65,21 @@ def read_queries(path: str) -> list[dict]:
         r["image"] = str((p.parent / r["image"]) if not Path(r["image"]).is_absolute() else r["image"])
         out.append(r)
     return out
+
+
+QUERY_FIELDS = ("image", "category", "box")
+
+
+def _no_near_misses(path: str, rows: list[dict]) -> None:
+    """A column the caller meant as an option but misspelt ("catgory") would be echoed back as the
+    caller's own and the queries run without it: refused before anything runs."""
+    import difflib
+    names = {k for r in rows for k in r if isinstance(k, str)} - set(QUERY_FIELDS)
+    for name in sorted(names):
+        near = difflib.get_close_matches(name.strip().lower(), QUERY_FIELDS, n=1, cutoff=0.8)
+        if near:
+            raise InvalidInput(f"{path}: column {name!r} is not a query option; did you mean {near[0]!r}? "
+                               f"(options: {', '.join(QUERY_FIELDS)}; other columns are echoed back as they are)")
 
 
 def resume_point(out_path: str, rows: list[dict]) -> tuple[int, int]:

@@ -24,6 +24,13 @@ def test_csv_and_jsonl_queries_resolve_images_beside_the_file_and_keep_extra_col
     assert parse_box(rows[0]["box"]) == (1.0, 2.0, 3.0, 4.0)
 
 
+def test_columns_of_the_callers_own_are_kept_however_they_are_named(tmp_path):
+    text = "image,image_id,sku,boxes_ordered,title\na.jpg,i1,s1,3,Red shirt\n"
+    [row] = read_queries(write(tmp_path, "q.csv", text))
+    assert row == {"image": str(tmp_path / "a.jpg"), "image_id": "i1", "sku": "s1", "boxes_ordered": "3",
+                   "title": "Red shirt"}
+
+
 def test_a_spreadsheet_csv_with_a_bom_and_crlf_reads_as_any_other(tmp_path):
     p = tmp_path / "q.csv"
     p.write_bytes("\ufeffimage,category\r\na.jpg,Tshirts\r\n".encode("utf-8"))
@@ -41,6 +48,9 @@ def test_a_spreadsheet_csv_with_a_bom_and_crlf_reads_as_any_other(tmp_path):
     ("q.csv", "image,box\na.jpg,\nb.jpg,1,2,3,4\n", 'line 3: more fields than the header has; quote a box'),
     ("q.csv", "photo\na.jpg\n", "line 2: every query needs an 'image' path"),
     ("q.csv", "image\n", "has no queries"),
+    # a misspelt option would be echoed back as the caller's own column, and the query run without it
+    ("q.csv", "image,catgory\na.jpg,Shirts\n", "column 'catgory' is not a query option; did you mean 'category'?"),
+    ("q.jsonl", '{"image": "a.jpg", "bbox": "1,2,3,4"}\n', "column 'bbox' is not a query option; did you mean 'box'?"),
 ])
 def test_a_malformed_query_file_is_a_clear_error_naming_the_line(tmp_path, name, text, says):
     path = write(tmp_path, name, text)

@@ -86,12 +86,17 @@ def load_catalog(folder: str | os.PathLike | None = None, required=CATALOG_COLUM
     path = folder / "styles.csv" if folder.is_dir() else folder
     images = Path(images) if images else path.parent / "images"
     out = []
-    for row in read_csv(path, required, "catalog"):
+    rows = read_csv(path, required, "catalog")
+    title = next((c for c in TITLE_COLUMNS if c in rows[0]), None)
+    for row in rows:
         fields = {k: row[k].strip() for k in CATALOG_COLUMNS[1:-1]
                   if row.get(k) is not None and row[k].strip() not in EMPTY_VALUES}
-        out.append(Product(id=row["id"].strip(), fields=fields, title=(row.get("productDisplayName") or "").strip(),
+        out.append(Product(id=row["id"].strip(), fields=fields, title=(row.get(title) or "").strip() if title else "",
                            image=photo_of(images, row["id"].strip())))
     return out
+
+
+TITLE_COLUMNS = ("productDisplayName", "title")   # the shared data's name, then a shop's usual one
 
 
 def photo_of(images: Path, item_id: str) -> Path:

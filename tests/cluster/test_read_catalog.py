@@ -50,6 +50,17 @@ def test_a_shops_csv_needs_only_ids_and_its_photos_may_be_png_or_webp(tmp_path):
         load_catalog(tmp_path / "c.csv")
 
 
+def test_a_title_column_named_title_is_read_as_the_title(tmp_path):
+    """A shop's CSV calls it `title`; the shared data `productDisplayName`, which wins where both are."""
+    (tmp_path / "images").mkdir()
+    (tmp_path / "a.csv").write_text("id,title\n1,Roadster Men Blue Shirt\n")
+    assert [p.title for p in read_catalog(str(tmp_path / "a.csv"))] == ["Roadster Men Blue Shirt"]
+    (tmp_path / "b.csv").write_text("id,title,productDisplayName\n1,internal name,Red Dress\n")
+    assert [p.title for p in read_catalog(str(tmp_path / "b.csv"))] == ["Red Dress"]
+    (tmp_path / "c.csv").write_text("id,name\n1,Red Dress\n")
+    assert [p.title for p in read_catalog(str(tmp_path / "c.csv"))] == [""]
+
+
 @pytest.mark.parametrize("make, says", [
     (lambda t: t / "none.csv", "no catalog at"),
     (lambda t: (t / "c.csv").write_text("sku,gender\n1,Men\n") and t / "c.csv", r"missing columns \['id'\]"),
@@ -141,3 +152,18 @@ def test_a_sync_that_would_delete_too_much_is_refused():
     with pytest.raises(InvalidInput, match="no longer names 101 of the 1000"):
         check_deletions(101, 1000, 0.1)
     check_deletions(900, 1000, 0.9)
+
+
+def test_the_index_command_warns_when_no_row_has_a_title(tmp_path, capsys):
+    """Every item would be read from its photo alone: said before anything starts (this dry run then
+    stops, as its storage root holds no cluster)."""
+    from cluster.cli import main
+    (tmp_path / "images").mkdir()
+    (tmp_path / "c.csv").write_text("id,name\n1,Red Dress\n")
+    assert main(["index", "--catalog", str(tmp_path / "c.csv"), "--storage", str(tmp_path / "none"),
+                 "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "warning: no row of" in err and "has a title (a productDisplayName or title column)" in err
+    (tmp_path / "d.csv").write_text("id,title\n1,Red Dress\n")
+    main(["index", "--catalog", str(tmp_path / "d.csv"), "--storage", str(tmp_path / "none"), "--dry-run"])
+    assert "warning" not in capsys.readouterr().err

@@ -77,6 +77,9 @@ def route_options(route) -> RouteOptions:
         from fastapi import params
         query, body = _fields(route.dependant, "query_params"), _fields(route.dependant, "body_params")
         files = {f.alias for f in body if isinstance(f.field_info, params.File)}
+        # Ray Serve injects a class-based route's instance as `self`; the route object FastAPI
+        # hands us still lists it as a query parameter, which no client may send
+        query = [f for f in query if f.alias != "self"]
         got = RouteOptions(query=frozenset(f.alias for f in query),
                            form=frozenset(f.alias for f in body) - files,
                            files=frozenset(files),

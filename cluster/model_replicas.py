@@ -42,6 +42,10 @@ class AttributeReplica:
     def category_groups(self) -> dict[str, list[str]]:
         return self.pipeline.taxonomy.category_groups()
 
+    def taxonomy(self) -> dict:
+        """The vocabulary these networks read (models/taxonomy.py), as its file holds it."""
+        return self.pipeline.taxonomy.to_json()
+
     def read_titles(self, titles: list[str]) -> list:
         """Per title: its category (or None), the gender and colour it states, its belief over the
         categories (models/text_pipeline.py TitleReading)."""

@@ -288,6 +288,7 @@ class Frontend:
         self.uploads = self.root / UPLOADS
         self.uploads.mkdir(parents=True, exist_ok=True)
         self._categories = None
+        self._vocabulary = None     # the networks' taxonomy, read on first use
         self.metrics = SearchMetrics()
         from models.data import ASSETS
         from models.features import colour_weight
@@ -346,6 +347,17 @@ class Frontend:
         from models.taxonomy import resolve_category
         # 'trousers' names 'Trousers'
         return resolve_category(raw, self._categories, listed_at="GET /categories")
+
+    async def _tokens(self, tokens) -> tuple[str, ...]:
+        """Filters or given attributes as the index spells them: 'gender=men' is 'gender=Men'
+        (models/taxonomy.py `resolve_token`; a shop's own tokens are kept as given)."""
+        if not tokens:
+            return ()
+        if self._vocabulary is None:
+            from models.taxonomy import Taxonomy
+            self._vocabulary = Taxonomy(**await self.attributes.taxonomy.remote())
+        from shards.codes import check_token
+        return tuple(dict.fromkeys(check_token(self._vocabulary.resolve_token(check_token(t))) for t in tokens))
 
     # ------------------------------------------------------------ the analysis of one image
     async def _analyse(self, photo: "Photo", category: str | None, box, roi_mode: str = "detector",
@@ -441,7 +453,9 @@ class Frontend:
         missing = sorted(set(r.missing) | set(rh.missing if rh is not None else ()))
         warnings = []
         if filters and not hits and not missing:   # the photo's own terms relax away; filters never do
-            warnings.append(f"no catalog item carries every filter ({', '.join(filters)}); "
+            near = {f: self._vocabulary.close_tokens(f) for f in filters if self._vocabulary is not None}
+            hint = "".join(f"; {f}: did you mean {' or '.join(c)}?" for f, c in near.items() if c)
+            warnings.append(f"no catalog item carries every filter ({', '.join(filters)}){hint}; "
                             "GET /items/{id} shows the tokens an item is indexed under")
         return {
             "category": a["category"], "category_source": a["category_source"],
@@ -510,7 +524,8 @@ class Frontend:
         category, box, k, filters, roi = _with_query(request, category=category, box=box, k=k, filters=filters,
                                                      roi=roi)
         k = "20" if k is None else k
-        k_val, filt, box_val, mode = parse_k(k), parse_tokens(filters), parse_box(box), parse_roi_mode(roi)
+        k_val, box_val, mode = parse_k(k), parse_box(box), parse_roi_mode(roi)
+        filt = await self._tokens(parse_tokens(filters))
         cat = await self._category(category)
         photo, _ = await self._image(image)
         a = await self._analyse(photo, cat, box_val, mode)
@@ -529,7 +544,8 @@ class Frontend:
         category, box, k, filters, roi = _with_query(request, ("category", "box"), category=category, box=box, k=k,
                                                      filters=filters, roi=roi)
         k = "20" if k is None else k
-        k_val, filt, mode = parse_k(k), parse_tokens(filters), parse_roi_mode(roi)
+        k_val, mode = parse_k(k), parse_roi_mode(roi)
+        filt = await self._tokens(parse_tokens(filters))
         if len(image) > self.settings.max_batch:
             raise InvalidInput(f"at most {self.settings.max_batch} images per batch, got {len(image)}")
         for name, given in (("category", category), ("box", box)):
@@ -557,7 +573,7 @@ class Frontend:
             raise InvalidInput("title must be 1..1000 characters")
         item_id = parse_id(id) if id else uuid.uuid4().hex
         from models.pipeline import index_tokens
-        given = parse_tokens(attributes)
+        given = await self._tokens(parse_tokens(attributes))
         photo, data = await self._image(image)
         [(category, stated, belief)] = await self.attributes.read_titles.remote([title])
         a = await self._analyse(photo, category, None, runners_up=not given, stated=stated, belief=belief)
@@ -601,7 +617,7 @@ class Frontend:
                          filters: str | None = None):
         self._limit(request)
         page = await submit(self.coordinator.list_items, cursor, parse_count(limit, "limit", MAX_LIST_PAGE),
-                            parse_tokens(filters))
+                            await self._tokens(parse_tokens(filters)))
         return {"items": [_item(it) for it in page["items"]], "next_cursor": page["next_cursor"]}
 
     @app.get("/items/{item_id}", responses=READ_ERRORS)
@@ -623,6 +639,8 @@ class Frontend:
             raise InvalidInput(f"attributes are a list of at most {MAX_ITEM_TOKENS} tokens, got {attributes!r}")
         if title is not None and (not isinstance(title, str) or not title.strip() or len(title) > 1000):
             raise InvalidInput("title must be 1..1000 characters")
+        if attributes is not None:
+            attributes = list(await self._tokens(attributes))
         got = await submit(self.coordinator.update, parse_id(item_id), attributes,   # runs to its end even if
                            {"title": title} if title is not None else None)          # the client goes away
         self.metrics.written("update")
@@ -637,7 +655,7 @@ class Frontend:
     async def similar(self, request: Request, item_id: str, k: str = "20", filters: str | None = None):
         from models.similar import similar_query, without_item
         self._limit(request)
-        k_val, filt = parse_k(k), parse_tokens(filters)
+        k_val, filt = parse_k(k), await self._tokens(parse_tokens(filters))
         item = await submit(self.coordinator.get, parse_id(item_id))
         [r] = await self.router.search_batch([similar_query(item, k_val, self.w_colour, filt)])
         return {"id": item["id"], "attributes": item["attributes"],

@@ -43,21 +43,35 @@ def resolve_category(raw: str, names, field: str = "articleType", listed_at: str
     if text.startswith(field + "="):
         text = text.split("=", 1)[1]
     names = list(names)
-    if text in names:
-        return text
-    by_key: dict[str, list[str]] = {}
-    for name in names:
-        by_key.setdefault(_folded(name), []).append(name)
-    key = _folded(text)
-    found = by_key.get(key) or by_key.get(key + "s") or by_key.get(key + "es") or \
-        [n for k, ns in by_key.items() if k.rstrip("s") == key.rstrip("s") for n in ns]
-    if key and len(set(found)) == 1:
+    found = _spelt_as(text, names)
+    if len(found) == 1:
         return found[0]
-    close = sorted(set(found)) or ([n for n in names if len(key) >= 3 and key.rstrip("s") in _folded(n)] or
+    key = _folded(text)
+    close = found or ([n for n in names if len(key) >= 3 and key.rstrip("s") in _folded(n)] or
                                    difflib.get_close_matches(text, names, n=3, cutoff=0.6))[:5]
     hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
     known = f"{listed_at} lists them" if listed_at else f"known: {', '.join(sorted(names))}"
     raise InvalidInput(f"unknown category {raw!r}; {hint}{known}")
+
+
+def _spelt_as(text: str, names: list[str]) -> list[str]:
+    """The names `text` spells, as a person writes them: itself, else those equal to it when
+    case, spaces, punctuation and a plural's s do not count (more than one: it is ambiguous)."""
+    if text in names:
+        return [text]
+    key = _folded(text)
+    if not key:
+        return []
+    by_key: dict[str, list[str]] = {}
+    for name in names:
+        by_key.setdefault(_folded(name), []).append(name)
+    found = by_key.get(key) or by_key.get(key + "s") or by_key.get(key + "es") or \
+        [n for k, ns in by_key.items() if k.rstrip("s") == key.rstrip("s") for n in ns]
+    return sorted(set(found))
+
+
+# what people call a field: a filter's "colour=red" is a baseColour, "category=shoes" an articleType
+FIELD_ALIASES = {"colour": "baseColour", "color": "baseColour", "category": "articleType"}
 
 
 @dataclass
@@ -117,6 +131,31 @@ class Taxonomy:
         value = resolve_category(category, [t.split("=", 1)[1] for t in self.category_tokens()],
                                  field=self.category_field)
         return f"{self.category_field}={value}"
+
+    def resolve_token(self, token: str) -> str:
+        """A filter's or a given attribute's token as the index spells it: 'gender=men' is
+        'gender=Men', 'colour=navy blue' 'baseColour=Navy Blue', 'articletype=tshirt'
+        'articleType=Tshirts'. A field or a value this vocabulary does not know, or that it
+        could read two ways, is kept as given: a shop may index tokens of its own."""
+        field, sep, value = token.partition("=")
+        if not sep:
+            return token
+        fields = _spelt_as(field.strip(), list(self.fields))
+        if len(fields) != 1:
+            fields = [FIELD_ALIASES[_folded(field)]] if FIELD_ALIASES.get(_folded(field)) in self.fields else []
+        if not fields:
+            return token
+        values = _spelt_as(value.strip(), self.values[fields[0]])
+        return f"{fields[0]}={values[0] if len(values) == 1 else value.strip()}"
+
+    def close_tokens(self, token: str, n: int = 3) -> list[str]:
+        """This vocabulary's tokens nearest to one it does not hold (for a "did you mean")."""
+        if token in self.index:
+            return []
+        field, _, value = token.partition("=")
+        same_field = [t for t in self.tokens[len(SPECIALS):] if t.startswith(field + "=")]
+        inside = [t for t in same_field if len(_folded(value)) >= 3 and _folded(value).rstrip("s") in _folded(t)]
+        return (inside or difflib.get_close_matches(token, self.tokens[len(SPECIALS):], n=n, cutoff=0.6))[:n]
 
     def forced_prefix(self, category_token: str) -> dict[int, str]:
         """Field index -> token that guided generation forces: the category and its great-category."""

@@ -556,7 +556,9 @@ def test_correcting_an_items_attributes_and_title(server):
         assert r.status_code == 400 and "error" in r.json(), (body, r.text)
     assert cluster.coordinator_call("get", item["id"])["attributes"] == before["attributes"]
     assert httpx.patch(f"{url}/items/no-such-item", json={"title": "x"}, headers=h).status_code == 404
-    r = httpx.patch(f"{url}/items/{item['id']}", json={"attributes": fixed, "title": "Teal Kurta"}, headers=h)
+    # as a person writes them: the tokens are stored as the index spells them (models/taxonomy.py)
+    spelt = ["category=kurta", "colour=TEAL", "Gender=women"]
+    r = httpx.patch(f"{url}/items/{item['id']}", json={"attributes": spelt, "title": "Teal Kurta"}, headers=h)
     assert r.status_code == 200, r.text
     assert r.json() == httpx.get(f"{url}/items/{item['id']}").json()
     assert r.json()["attributes"] == fixed and r.json()["meta"]["title"] == "Teal Kurta"
@@ -565,6 +567,7 @@ def test_correcting_an_items_attributes_and_title(server):
     assert after["meta"]["image"] == before["meta"]["image"]
     listed = httpx.get(url + "/items", params={"filters": "baseColour=Teal,articleType=Kurtas"}).json()["items"]
     assert item["id"] in [it["id"] for it in listed]
+    assert httpx.get(url + "/items", params={"filters": "colour=teal,category=kurtas"}).json()["items"] == listed
     r = httpx.patch(f"{url}/items/{item['id']}", json={"attributes": before["attributes"],
                                                        "title": before["meta"]["title"]}, headers=h)
     assert r.status_code == 200 and r.json()["attributes"] == before["attributes"]
@@ -710,6 +713,11 @@ def test_batch_stats_and_docs(server):
     assert r.status_code == 200 and all(q["results"] for q in r.json()["queries"]), r.text
     assert all(token in h["matched"] for q in r.json()["queries"] for h in q["results"])
     assert all(q["warnings"] == [] for q in r.json()["queries"])
+    field, value = token.split("=", 1)          # the same token as a person types it: the same answers
+    spelt = httpx.post(url + "/search/batch", files=files, timeout=60,
+                       data={"k": "5", "filters": f"{field.lower()}={value.upper()}"})
+    assert [[h["id"] for h in q["results"]] for q in spelt.json()["queries"]] == \
+        [[h["id"] for h in q["results"]] for q in r.json()["queries"]]
     # a filter nothing carries: no hits, and the answer says why instead of only listing what it relaxed
     r = httpx.post(url + "/search/batch", files=files, data={"k": "5", "filters": "gender=Nobody"}, timeout=60)
     assert r.status_code == 200 and all(not q["results"] for q in r.json()["queries"]), r.text

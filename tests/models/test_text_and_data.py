@@ -1,4 +1,5 @@
 """Title classifier, taxonomy and data loading."""
+import re
 from dataclasses import asdict
 
 import numpy as np
@@ -184,6 +185,33 @@ def test_a_category_is_named_as_a_person_spells_it():
     assert resolve_category("원피스", ["청바지", "원피스"]) == "원피스"           # another catalog's script
     with pytest.raises(InvalidInput, match="GET /categories lists them"):
         resolve_category("Spaceships", ["Belts"], listed_at="GET /categories")
+
+
+def test_a_filter_token_is_read_as_the_index_spells_it():
+    """'gender=men' filters as 'gender=Men'; a field or value the vocabulary does not know (a shop's
+    own token) or could read two ways is kept as given."""
+    import random
+    from models.taxonomy import FILE, Taxonomy
+    tax = Taxonomy.load(FILE)
+    for said, meant in (("gender=men", "gender=Men"), ("Gender=WOMEN", "gender=Women"),
+                        ("colour=navy blue", "baseColour=Navy Blue"), ("color=Red", "baseColour=Red"),
+                        ("category=t-shirt", "articleType=Tshirts"),
+                        ("articletype=casual shoe", "articleType=Casual Shoes"),
+                        ("subcategory=topwear", "subCategory=Topwear"), ("season=summer", "season=Summer"),
+                        ("brand=Nike", "brand=Nike"), ("gender=Martian", "gender=Martian"),
+                        ("category=shoes", "articleType=shoes"), ("gender=Men", "gender=Men")):
+        assert tax.resolve_token(said) == meant, said
+    # every token of the vocabulary, in a person's spelling, reads back as itself unless two fold alike
+    rng = random.Random(3)
+    for token in tax.tokens[3:]:
+        field, value = token.split("=", 1)
+        mangled = "".join(c.upper() if rng.random() < 0.5 else c.lower() for c in field + "=" + value)
+        folded_alike = [v for v in tax.values[field]
+                        if re.sub(r"[\W_]", "", v.casefold()) == re.sub(r"[\W_]", "", value.casefold())]
+        want = token if len(folded_alike) == 1 else f"{field}={mangled.split('=', 1)[1]}"
+        assert tax.resolve_token(mangled) == want, mangled
+    assert tax.close_tokens("articleType=shoes")[:2] == ["articleType=Casual Shoes", "articleType=Formal Shoes"]
+    assert tax.close_tokens("baseColour=Bleu")[0] == "baseColour=Blue" and tax.close_tokens("gender=Men") == []
 
 
 # Where the stored pixels' first row and first column lie once the photo is shown (EXIF 2.3,

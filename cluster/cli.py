@@ -295,10 +295,17 @@ def cmd_serve(args) -> dict:
     serve_environment()
     settings = Settings(storage=args.storage, samples=str(SAMPLE_QUERIES), host=args.host, port=args.port,
                         api_key=args.api_key)
+    from pathlib import Path
+    from coordinator.placement import Placement
+    root = Path(args.storage).resolve()
+    new = Placement.load(root) is None and not args.address
     cluster = _open(args.storage, codes_photos=True, address=args.address, shards=args.shards)
     start_server(settings)
-    print(f"serving on http://{args.host}:{args.port}/ (writes {'need X-API-Key' if args.api_key else 'are off'})",
-          file=sys.stderr, flush=True)
+    # a mistyped --storage starts a new, empty catalog: say which catalog this is
+    catalog = (f"a new, empty catalog at {root} (`fashion-search index` or POST /items fills it)" if new
+               else f"{cluster.stats()['items']} items from {root}")
+    print(f"serving {catalog} on http://{args.host}:{args.port}/ "
+          f"(writes {'need X-API-Key' if args.api_key else 'are off'})", file=sys.stderr, flush=True)
     try:
         while True:
             time.sleep(3600)

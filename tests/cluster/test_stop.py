@@ -39,7 +39,8 @@ def test_sigterm_stops_serve_cleanly_and_a_restart_is_not_refused(tmp_path):
         proc = subprocess.Popen(cli("serve", "--storage", str(storage), "--port", str(free_port()), "--shards", "2"),
                                 cwd=PROJECT, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
-        wait_for(proc, log, "serving on http://")
+        # a new root is said to be one: a mistyped --storage must not pass for the catalog
+        wait_for(proc, log, f"serving a new, empty catalog at {storage.resolve()}")
         assert (storage / OWNER).exists()          # the running cluster claims its root
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
@@ -54,3 +55,13 @@ def test_sigterm_stops_serve_cleanly_and_a_restart_is_not_refused(tmp_path):
                            capture_output=True, text=True, timeout=240)
     assert again.returncode == 0, again.stderr[-3000:]
     assert '"shard-001"' in again.stdout
+    with open(log, "w") as out:                    # served again: the catalog it found, not a new one
+        proc = subprocess.Popen(cli("serve", "--storage", str(storage), "--port", str(free_port())),
+                                cwd=PROJECT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_for(proc, log, f"serving 0 items from {storage.resolve()} on http://")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()

@@ -47,8 +47,9 @@ def resolve_category(raw: str, names, field: str = "articleType", listed_at: str
     if len(found) == 1:
         return found[0]
     key = _folded(text)
+    names = sorted(names)       # the same suggestions in the same order, whatever order `names` came in
     close = found or ([n for n in names if len(key) >= 3 and key.rstrip("s") in _folded(n)] or
-                                   difflib.get_close_matches(text, names, n=3, cutoff=0.6))[:5]
+                      difflib.get_close_matches(text, names, n=3, cutoff=0.6))[:5]
     hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
     known = f"{listed_at} lists them" if listed_at else f"known: {', '.join(sorted(names))}"
     raise InvalidInput(f"unknown category {raw!r}; {hint}{known}")

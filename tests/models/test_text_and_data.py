@@ -185,6 +185,14 @@ def test_a_category_is_named_as_a_person_spells_it():
     assert resolve_category("원피스", ["청바지", "원피스"]) == "원피스"           # another catalog's script
     with pytest.raises(InvalidInput, match="GET /categories lists them"):
         resolve_category("Spaceships", ["Belts"], listed_at="GET /categories")
+    said = set()         # the same message whatever order the names come in (the REST front holds a set)
+    for names in (["Casual Shoes", "Formal Shoes", "Belts", "Sports Shoes"], ["Sports Shoes", "Belts",
+                                                                             "Formal Shoes", "Casual Shoes"]):
+        with pytest.raises(InvalidInput) as got:
+            resolve_category("shoe", names)
+        said.add(str(got.value))
+    assert said == {"unknown category 'shoe'; did you mean 'Casual Shoes' or 'Formal Shoes' or 'Sports Shoes'? "
+                    "known: Belts, Casual Shoes, Formal Shoes, Sports Shoes"}
 
 
 def test_a_filter_token_is_read_as_the_index_spells_it():

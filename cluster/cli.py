@@ -345,7 +345,16 @@ def cmd_batch(args) -> dict:
         absolute = [str(Path(x).resolve()) for x in (args.queries, args.out, args.storage)]
         argv = ["batch", absolute[0], "--out", absolute[1], "--k", str(args.k), "--storage", absolute[2]]
         argv += ["--concurrency", str(args.concurrency)] if args.concurrency else []
-        return submit_job(args.address, argv + ["--resume"] * args.resume)
+        try:
+            return submit_job(args.address, argv + ["--resume"] * args.resume)
+        except ConnectionError as exc:     # a cluster without Ray's job API: `demo` starts one with no dashboard
+            if not Path(args.queries).exists():
+                raise InvalidInput(f"cannot submit the job to {args.address}: {exc}; the cluster has no job API "
+                                   "(Ray's dashboard is off there), and the queries file is not on this "
+                                   "machine to run the job from here") from exc
+            print(f"fashion-search: the cluster at {args.address} has no job API (Ray's dashboard is off "
+                  "there): the batch runs from this process, attached to that cluster", file=sys.stderr, flush=True)
+            args.in_process = True
     existing_placement(args)      # searching a storage root with no cluster would answer nothing, silently
     with _open(args.storage, codes_photos=True, address=args.address if args.in_process else None) as c:
         return run_batch(c, rows, args.out, k=args.k, log=lambda s: print(s, file=sys.stderr, flush=True),
@@ -678,6 +687,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "address", None):
+        _token_auth_where_a_token_is()
     try:
         result = args.func(args)
     except FashionSearchError as exc:
@@ -692,6 +703,20 @@ def main(argv=None) -> int:
         return 130
     _print(result, getattr(args, "json", False))
     return 1 if result.get("ok") is False else 0
+
+
+def _token_auth_where_a_token_is() -> None:
+    """Ray starts local clusters with token authentication, and a process attaching to one needs
+    RAY_AUTH_MODE=token (deploy/README.md). Where this machine has a token and the user set no mode,
+    attach with it: a cluster without authentication accepts such a process too. Before Ray is
+    imported, which reads the mode once."""
+    import os
+    from pathlib import Path
+    if "RAY_AUTH_MODE" in os.environ or "ray" in sys.modules:
+        return
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH") or str(Path.home() / ".ray" / "auth_token")
+    if os.environ.get("RAY_AUTH_TOKEN") or Path(path).is_file():
+        os.environ["RAY_AUTH_MODE"] = "token"
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """The command line's errors: a mistyped storage root or shard count, or no server to query, is a clear
 error (exit 2), and nothing starts."""
+import os
 import threading
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -212,3 +213,24 @@ def test_serve_with_a_model_file_missing_says_which_before_serve_gives_up(tmp_pa
     assert run.returncode == 2, run.stderr[-2000:]
     assert f"no attribute model weights at {assets / 'attributes.pt'}" in run.stderr
     assert "Traceback" not in run.stderr
+
+
+@pytest.mark.parametrize("env, token_file, mode", [
+    ({}, True, "token"),                                   # a local cluster's token: attach with it
+    ({}, False, None),                                     # no token here: Ray's own default
+    ({"RAY_AUTH_MODE": "disabled"}, True, "disabled"),     # the user's choice stands
+    ({"RAY_AUTH_TOKEN": "abc"}, False, "token"),
+])
+def test_attaching_uses_token_auth_where_this_machine_has_a_token(tmp_path, env, token_file, mode):
+    """In a fresh process, as the command runs (Ray reads the mode once, when it is imported)."""
+    import subprocess
+    import sys
+    if token_file:
+        (tmp_path / ".ray").mkdir()
+        (tmp_path / ".ray" / "auth_token").write_text("x" * 64)
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
+    code = ("import os; from cluster.cli import _token_auth_where_a_token_is as f; f(); "
+            "print(os.environ.get('RAY_AUTH_MODE'))")
+    got = subprocess.run([sys.executable, "-c", code], env={**clean, "HOME": str(tmp_path), **env},
+                         capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2], check=True)
+    assert got.stdout.strip() == str(mode)

@@ -951,6 +951,35 @@ def test_openapi_fuzzing_finds_no_server_errors_or_schema_violations(server):
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
 
 
+def test_a_batch_job_runs_from_here_where_the_cluster_has_no_job_api(server, monkeypatch, capsys):
+    """`demo` starts Ray without a dashboard, so `batch --address` there cannot submit a job: the
+    batch runs from this process, attached to that cluster, and says so. (Submission refused by a
+    stand-in; the test above submits to the real job API.)"""
+    from cluster import batch
+    from cluster.cli import build_parser, cmd_batch
+
+    def no_job_api(address, argv):
+        raise ConnectionError("Failed to connect to Ray at address: http://127.0.0.1:8265.")
+    monkeypatch.setattr(batch, "submit_job", no_job_api)
+    tmp = server["tmp"]
+    # this process imported models.data before the fixture named the tiny models: the record check reads this
+    monkeypatch.setattr("models.data.ASSETS", tmp / "assets")
+    photo = sorted((tmp / "catalog" / "images").glob("*.jpg"))[1]
+    (tmp / "no-api").mkdir()
+    queries, out = tmp / "no-api" / "queries.csv", tmp / "no-api" / "results.jsonl"
+    queries.write_text(f"image,ref\n{photo},r0\n")
+    args = build_parser().parse_args(["batch", str(queries), "--out", str(out), "--k", "3", "--address",
+                                      ray.get_runtime_context().gcs_address, "--storage", str(tmp / "storage")])
+    report = cmd_batch(args)
+    assert report["answered"] == 1 and "has no job API" in capsys.readouterr().err
+    [line] = [json.loads(x) for x in out.read_text().splitlines()]
+    assert line["query"]["ref"] == "r0" and 1 <= len(line["results"]) <= 3
+    args = build_parser().parse_args(["batch", str(tmp / "elsewhere.csv"), "--out", str(out), "--address",
+                                      ray.get_runtime_context().gcs_address, "--storage", str(tmp / "storage")])
+    with pytest.raises(InvalidInput, match="the queries file is not on this machine"):
+        cmd_batch(args)
+
+
 def test_a_batch_job_answers_every_good_query_and_reports_the_bad_ones(server):
     """`fashion-search batch`: a CSV of photos in, one JSON line per query out, in order."""
 

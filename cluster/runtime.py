@@ -365,8 +365,8 @@ def _why(exc: BaseException) -> str:
         exc = exc.__cause__
     text = str(exc).strip()
     if "Authentication" in text or "auth" in text.lower():
-        return ("its token authentication refused this process; set RAY_AUTH_MODE=token, with the cluster's "
-                "token in ~/.ray/auth_token or RAY_AUTH_TOKEN (deploy/README.md)")
+        return ("its token authentication refused this process; put the cluster's token in ~/.ray/auth_token "
+                "or RAY_AUTH_TOKEN (the command then sets RAY_AUTH_MODE=token; deploy/README.md)")
     return text.splitlines()[-1] if text else type(exc).__name__
 
 

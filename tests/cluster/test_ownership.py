@@ -97,5 +97,5 @@ def test_a_refused_connection_says_what_to_set_for_token_authentication():
         except RuntimeError as inner:
             raise ConnectionError("Failed to connect to Ray cluster at 10.0.0.1:6379") from inner
     except ConnectionError as exc:
-        assert "set RAY_AUTH_MODE=token" in _why(exc)
+        assert "put the cluster's token in ~/.ray/auth_token or RAY_AUTH_TOKEN" in _why(exc)
     assert _why(ConnectionError("Failed to connect\nGCS at 10.0.0.1:1 timed out")) == "GCS at 10.0.0.1:1 timed out"

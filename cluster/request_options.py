@@ -35,8 +35,8 @@ def check_options(where: str, route: RouteOptions, query: list[tuple[str, str]],
         hint = f" (did you mean {' or '.join(map(repr, near))}?)" if near else ""
         raise InvalidInput(f"unknown option{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}"
                            f"{hint}: {listed}")
-    for name in sorted({k for k, _ in query} & route.files):
-        raise InvalidInput(f"{name} is a file: send it in the multipart body, not in the URL")
+    if files_in_url := sorted({k for k, _ in query} & route.files):
+        raise InvalidInput(f"{files_in_url[0]} is a file: send it in the multipart body, not in the URL")
     in_query = _values(query)
     in_form = _values([(k, v) for k, v in form if k in route.form])
     for name in sorted(in_query.keys() & in_form.keys()):

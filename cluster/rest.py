@@ -509,7 +509,8 @@ class Frontend:
         return JSONResponse(body, status_code=status, headers={"Retry-After": "1"} if status == 503 else None)
 
     @app.post("/search", summary="Search by photo (option 1: nothing else; 2: a category; 3: a box)",
-              description="Without a box, `roi=detector` (default) takes the detector's most confident "
+              description="`k`: how many hits (default 20, at most 200). Without a box, `roi=detector` "
+                          "(default) takes the detector's most confident "
                           "region; `roi=match` codes its top regions and the whole photo and keeps the one "
                           "whose best catalog hit is closest (finds products in busy photos far more often, "
                           "at ~2.5x the model time). When the model reads the category itself, sure enough "

@@ -157,8 +157,10 @@ def test_no_write_lands_while_the_backup_copies_and_all_land_after(tmp_path, mon
 def local_ray():
     ray.init(num_cpus=2, namespace=NAMESPACE, include_dashboard=False, log_to_driver=False)
     yield
-    shutdown_cluster()
-    ray.shutdown()
+    try:
+        shutdown_cluster()
+    finally:   # always: a module after this one starts a Ray of its own
+        ray.shutdown()
 
 
 def held(root):

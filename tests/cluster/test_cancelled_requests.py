@@ -32,5 +32,7 @@ def test_cancelled_coordinator_calls_leave_the_shards_answering(tmp_path):
             for i in ids:                       # every shard still answers, within the 5 s shard timeout
                 assert c.get(i)["id"] == i
     finally:
-        shutdown_cluster()
-        ray.shutdown()
+        try:
+            shutdown_cluster()
+        finally:      # always: the next test starts a Ray of its own
+            ray.shutdown()

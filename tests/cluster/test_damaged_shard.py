@@ -74,8 +74,10 @@ def test_a_shard_that_cannot_open_leaves_the_others_serving_until_it_is_repaired
         assert main(["stats", "--storage", str(root), "--json"]) == 0
         assert health() == (200, "ok", [])
     finally:
-        shutdown_cluster()
-        ray.shutdown()
+        try:
+            shutdown_cluster()
+        finally:      # always: the next test starts a Ray of its own
+            ray.shutdown()
 
 
 def test_a_damaged_placement_map_is_a_clear_error_and_is_left_as_it_is(tmp_path):
@@ -89,8 +91,10 @@ def test_a_damaged_placement_map_is_a_clear_error_and_is_left_as_it_is(tmp_path)
             open_cluster(root, shards=2, config=CFG)
         assert (root / "placement.json").read_text() == '{"version": 3, "n_buck'
     finally:
-        shutdown_cluster()
-        ray.shutdown()
+        try:
+            shutdown_cluster()
+        finally:      # always: the next test starts a Ray of its own
+            ray.shutdown()
 
 
 def test_an_actor_on_a_node_without_the_shared_root_refuses_to_start_empty(tmp_path):
@@ -111,5 +115,7 @@ def test_an_actor_on_a_node_without_the_shared_root_refuses_to_start_empty(tmp_p
         with pytest.raises(StorageError):
             check_root_here(str(unmounted))
     finally:
-        shutdown_cluster()
-        ray.shutdown()
+        try:
+            shutdown_cluster()
+        finally:      # always: the next test starts a Ray of its own
+            ray.shutdown()

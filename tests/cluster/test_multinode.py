@@ -28,9 +28,11 @@ def nodes(tmp_path_factory):
     rc.wait_for_nodes()
     ray.init(address=rc.address, namespace="fashion-search", log_to_driver=False)
     yield rc, workers, tmp_path_factory.mktemp("shared-storage")
-    shutdown_cluster()
-    ray.shutdown()
-    rc.shutdown()
+    try:
+        shutdown_cluster()
+    finally:   # always: a module after this one starts a Ray of its own, and this one's address file goes
+        ray.shutdown()
+        rc.shutdown()
 
 
 def shard_nodes(cluster):

@@ -27,8 +27,10 @@ def cluster(tmp_path_factory):
     ray.init(num_cpus=2, namespace=NAMESPACE, include_dashboard=False, log_to_driver=False)
     c = open_cluster(tmp_path_factory.mktemp("storage"), shards=3, config=CFG, timeout_s=2.0)
     yield c
-    shutdown_cluster()
-    ray.shutdown()
+    try:
+        shutdown_cluster()
+    finally:   # always: a module after this one starts a Ray of its own
+        ray.shutdown()
 
 
 def test_one_ray_cluster_serves_one_storage_root(cluster, tmp_path):

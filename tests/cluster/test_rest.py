@@ -75,9 +75,11 @@ def server(tmp_path_factory):
                           api_key=KEY, rate_limit=1000, max_upload_bytes=2_000_000))
     yield {"url": f"http://127.0.0.1:{port}", "index": report, "tmp": tmp, "cluster": cluster,
            "metrics": f"http://127.0.0.1:{metrics_port}/metrics"}
-    serve.shutdown()
-    shutdown_cluster()
-    ray.shutdown()
+    try:
+        serve.shutdown()
+        shutdown_cluster()
+    finally:   # always: a module after this one starts a Ray of its own
+        ray.shutdown()
 
 
 def jpeg(color=(200, 30, 30), size=(120, 160)) -> bytes:

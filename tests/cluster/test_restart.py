@@ -53,8 +53,10 @@ def test_restarts_lose_nothing(tmp_path):
         assert found(c) == acked
         assert c.stats()["version"] > 1
     finally:
-        shutdown_cluster()
-        ray.shutdown()
+        try:
+            shutdown_cluster()
+        finally:      # always: the next test starts a Ray of its own
+            ray.shutdown()
     assert not (storage / OWNER).exists()     # a clean stop gives the root up at once
 
     # everything stops; a new Ray on the same storage root finds it all again
@@ -76,5 +78,7 @@ def test_restarts_lose_nothing(tmp_path):
         assert len(c.stats()["shards"]) == 3
         assert found(c) == acked
     finally:
-        shutdown_cluster()
-        ray.shutdown()
+        try:
+            shutdown_cluster()
+        finally:      # always: the next test starts a Ray of its own
+            ray.shutdown()

@@ -18,10 +18,12 @@ from shards.wal import fsync_dir
 
 
 def check_new_file(path) -> Path:
-    """`path`, absolute; refused when it exists (the job writes over nothing)."""
+    """`path`, absolute; refused when it exists (the job writes over nothing) or its folder does not."""
     out = Path(path).resolve()
     if out.exists():
         raise InvalidInput(f"{out} exists: the job writes a new file, it writes over nothing")
+    if not out.parent.is_dir():        # said before the job reads anything, not after
+        raise InvalidInput(f"no folder {out.parent} to write {out.name} in")
     return out
 
 

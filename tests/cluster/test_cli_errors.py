@@ -25,6 +25,15 @@ def test_a_command_on_a_root_without_a_cluster_creates_none(tmp_path, capsys, ar
     assert not root.exists() and not ray.is_initialized()
 
 
+@pytest.mark.parametrize("command", ["export", "similar-items"])
+def test_a_job_whose_output_folder_is_missing_is_refused_before_ray_starts(tmp_path, capsys, command):
+    Placement.initial(2).save(tmp_path)
+    out = tmp_path / "no such folder" / "out.jsonl"
+    assert main([command, "--out", str(out), "--storage", str(tmp_path)]) == 2
+    assert f"no folder {out.parent} to write out.jsonl in" in capsys.readouterr().err
+    assert not out.parent.exists() and not ray.is_initialized()
+
+
 @pytest.mark.parametrize("n", ["4097", "10000"])    # below 1 is a usage error (further down)
 def test_a_bad_shard_count_is_refused_before_ray_starts(tmp_path, capsys, n):
     Placement.initial(2).save(tmp_path)

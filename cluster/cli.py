@@ -355,6 +355,8 @@ def cmd_batch(args) -> dict:
             print(f"fashion-search: the cluster at {args.address} has no job API (Ray's dashboard is off "
                   "there): the batch runs from this process, attached to that cluster", file=sys.stderr, flush=True)
             args.in_process = True
+    if not Path(args.out).resolve().parent.is_dir():    # said before Ray starts and the models load
+        raise InvalidInput(f"no folder {Path(args.out).resolve().parent} to write {Path(args.out).name} in")
     existing_placement(args)      # searching a storage root with no cluster would answer nothing, silently
     with _open(args.storage, codes_photos=True, address=args.address if args.in_process else None) as c:
         return run_batch(c, rows, args.out, k=args.k, log=lambda s: print(s, file=sys.stderr, flush=True),

@@ -25,11 +25,13 @@ def test_a_command_on_a_root_without_a_cluster_creates_none(tmp_path, capsys, ar
     assert not root.exists() and not ray.is_initialized()
 
 
-@pytest.mark.parametrize("command", ["export", "similar-items"])
+@pytest.mark.parametrize("command", [["export"], ["similar-items"], ["batch", "QUERIES"]])
 def test_a_job_whose_output_folder_is_missing_is_refused_before_ray_starts(tmp_path, capsys, command):
     Placement.initial(2).save(tmp_path)
+    (tmp_path / "q.csv").write_text("image\nphoto.jpg\n")
     out = tmp_path / "no such folder" / "out.jsonl"
-    assert main([command, "--out", str(out), "--storage", str(tmp_path)]) == 2
+    argv = [str(tmp_path / "q.csv") if a == "QUERIES" else a for a in command]
+    assert main(argv + ["--out", str(out), "--storage", str(tmp_path)]) == 2
     assert f"no folder {out.parent} to write out.jsonl in" in capsys.readouterr().err
     assert not out.parent.exists() and not ray.is_initialized()
 

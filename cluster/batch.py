@@ -1,7 +1,8 @@
 """Batch query jobs: a file of queries in, a JSONL file of results out.
 
-QUERIES is a CSV (columns image[, category][, box]) or JSONL ({"image": path,
-"category": ..., "box": "x,y,w,h" or [x, y, w, h]}). Attached to a Ray cluster (--address), the
+QUERIES is a CSV (columns image[, category][, box][, filters]) or JSONL ({"image": path,
+"category": ..., "box": "x,y,w,h" or [x, y, w, h], "filters": "gender=Women,usage=Sports"
+or a list of tokens}). Attached to a Ray cluster (--address), the
 job is submitted through Ray's job submission API and runs there; otherwise it
 runs from this process against a local cluster on the storage root. Either way a pool
 of actors reads the photos (Ray Data), and the job's process searches and writes.
@@ -62,12 +63,16 @@ def read_queries(path: str) -> list[dict]:
             raise InvalidInput(f"{where}: every query needs an 'image' path, got {r!r}")
         if r.get("category") is not None and not isinstance(r["category"], str):
             raise InvalidInput(f"{where}: category is a name, got {r['category']!r}")
+        filters = r.get("filters")
+        if filters is not None and not isinstance(filters, str) and not (
+                isinstance(filters, list) and all(isinstance(t, str) for t in filters)):
+            raise InvalidInput(f"{where}: filters are 'field=value' tokens, comma-separated or a list, got {filters!r}")
         r["image"] = str((p.parent / r["image"]) if not Path(r["image"]).is_absolute() else r["image"])
         out.append(r)
     return out
 
 
-QUERY_FIELDS = ("image", "category", "box")
+QUERY_FIELDS = ("image", "category", "box", "filters")
 
 
 def _no_near_misses(path: str, rows: list[dict]) -> None:
@@ -207,20 +212,47 @@ def run_batch(cluster, rows: list[dict], out_path: str, k: int = 20, batch: int 
             "out": out_path, "seconds": time.perf_counter() - t0}
 
 
+def row_filters(row: dict, vocabulary) -> tuple[str, ...]:
+    """A row's hard filters, as the index spells them (models/taxonomy.py `resolve_token`, as the
+    REST front reads them); a malformed token is InvalidInput."""
+    from shards.codes import check_token
+    raw = row.get("filters") or ()
+    tokens = [t.strip() for t in (raw.split(",") if isinstance(raw, str) else raw) if t.strip()]
+    return tuple(dict.fromkeys(check_token(vocabulary.resolve_token(check_token(t))) for t in tokens))
+
+
 def _search(cluster, rows: list[dict], reads: list, k: int, w_colour: float) -> list[dict]:
     """One answer line per row: its reading and hits, or why it could not be searched."""
+    from models.data import ASSETS
     from models.hedge import answers, hedge_query, hedged_category, with_hedges
-    read = [a for a in reads if not isinstance(a, str)]
-    queries = [Query(code=a.code, hist=a.hist, k=k, w_colour=w_colour, **a.query_terms()) for a in read]
+    from models.taxonomy import Taxonomy
+    vocabulary = Taxonomy.load(ASSETS / "taxonomy.json")
+    reads = list(reads)
+    filters: list[tuple[str, ...]] = []
+    for i, (r, a) in enumerate(zip(rows, reads)):
+        try:
+            filters.append(row_filters(r, vocabulary))
+        except InvalidInput as exc:
+            reads[i] = str(exc)             # this row's own error line; the others are searched
+            filters.append(())
+    read = [(a, f) for a, f in zip(reads, filters) if not isinstance(a, str)]
+    queries = [Query(code=a.code, hist=a.hist, k=k, w_colour=w_colour, filters=f, **a.query_terms()) for a, f in read]
+    read = [a for a, _ in read]
     hedges = [hedge_query(q, a.hedge_terms()) for q, a in zip(queries, read)]   # models/hedge.py
-    results = iter(zip(answers(cluster.search_batch(with_hedges(queries, hedges)), hedges), hedges))
+    results = iter(zip(answers(cluster.search_batch(with_hedges(queries, hedges)), hedges), hedges, queries))
     lines = []
     for r, a in zip(rows, reads):
         if isinstance(a, str):
             lines.append({"query": r, "error": a})
             continue
-        (res, hits, hedge_res), hedge = next(results)
-        lines.append({"query": r, "category": a.category, "roi": a.roi,
+        (res, hits, hedge_res), hedge, query = next(results)
+        warnings = []
+        if query.filters and not hits and not res.partial:     # as the REST front says it
+            hint = "".join(f"; {f}: did you mean {' or '.join(c)}?"
+                           for f in query.filters if (c := vocabulary.close_tokens(f)))
+            warnings.append(f"no catalog item carries every filter ({', '.join(query.filters)}){hint}")
+        lines.append({"query": r, "category": a.category, "roi": a.roi, "filters": list(query.filters),
+                      "warnings": warnings,
                       "attributes": [{"token": t, "probability": p} for t, p in a.attributes],
                       "relaxed": list(res.relaxed), "widened": list(res.widened), "hedged": hedged_category(hedge),
                       "partial": res.partial or (hedge_res is not None and hedge_res.partial),

@@ -51,6 +51,8 @@ def test_a_spreadsheet_csv_with_a_bom_and_crlf_reads_as_any_other(tmp_path):
     # a misspelt option would be echoed back as the caller's own column, and the query run without it
     ("q.csv", "image,catgory\na.jpg,Shirts\n", "column 'catgory' is not a query option; did you mean 'category'?"),
     ("q.jsonl", '{"image": "a.jpg", "bbox": "1,2,3,4"}\n', "column 'bbox' is not a query option; did you mean 'box'?"),
+    ("q.csv", "image,filter\na.jpg,gender=Men\n", "column 'filter' is not a query option; did you mean 'filters'?"),
+    ("q.jsonl", '{"image": "a.jpg", "filters": 3}\n', "line 1: filters are 'field=value' tokens"),
 ])
 def test_a_malformed_query_file_is_a_clear_error_naming_the_line(tmp_path, name, text, says):
     path = write(tmp_path, name, text)
@@ -99,3 +101,16 @@ def test_resume_point_counts_whole_answer_lines_of_the_same_queries_and_changes_
     out.write_text(done + done)                                       # more answers than queries
     with pytest.raises(InvalidInput, match="line 3 does not answer row 3"):
         resume_point(str(out), rows[:2])
+
+
+def test_a_rows_filters_are_read_as_the_index_spells_them():
+    """Per row, as /search reads its `filters`: comma-separated or a list, 'gender=men' is 'gender=Men'."""
+    from cluster.batch import row_filters
+    from models.taxonomy import FILE, Taxonomy
+    vocabulary = Taxonomy.load(FILE)
+    assert row_filters({"filters": "gender=men, colour=navy blue,,brand=Acme"}, vocabulary) == (
+        "gender=Men", "baseColour=Navy Blue", "brand=Acme")
+    assert row_filters({"filters": ["usage=sports", "usage=Sports"]}, vocabulary) == ("usage=Sports",)
+    assert row_filters({"filters": ""}, vocabulary) == row_filters({}, vocabulary) == ()
+    with pytest.raises(InvalidInput, match="field=value"):
+        row_filters({"filters": "not a token"}, vocabulary)

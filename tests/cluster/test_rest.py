@@ -1012,6 +1012,37 @@ def test_a_batch_job_answers_every_good_query_and_reports_the_bad_ones(server):
     assert "missing.jpg" in next(d for d in lines if "error" in d)["query"]["image"]
 
 
+def test_a_batch_jobs_rows_carry_their_own_filters(server):
+    """A row's `filters` are hard, as on /search: its hits all carry them, a filter nothing carries
+    leaves none and says so, and a malformed one is that row's own error line."""
+    from cluster.batch import read_queries, run_batch
+    tmp = server["tmp"]
+    photos = sorted((tmp / "catalog" / "images").glob("*.jpg"))[1:3]
+    token = server["cluster"].get(id_of(photos[0]))["attributes"][0]
+    field, value = token.split("=", 1)
+    (tmp / "qf").mkdir(exist_ok=True)
+    queries = tmp / "qf" / "queries.jsonl"
+    queries.write_text("".join(json.dumps(q) + "\n" for q in (
+        {"image": str(photos[0]), "filters": f"{field.lower()}={value.upper()}"},   # as a person types it
+        {"image": str(photos[1]), "filters": ["gender=Nobody"]},
+        {"image": str(photos[1]), "filters": "not a token"},
+        {"image": str(photos[1])})))
+    out = tmp / "qf" / "results.jsonl"
+    report = run_batch(server["cluster"], read_queries(str(queries)), str(out), k=5, log=lambda s: None)
+    assert report["answered"] == 3 and report["errors"] == 1
+    first, nobody, bad, plain = [json.loads(x) for x in out.read_text().splitlines()]
+    assert first["filters"] == [token] and first["results"] and first["warnings"] == []
+    assert all(token in h["matched"] for h in first["results"])
+    assert nobody["results"] == [] and "no catalog item carries every filter (gender=Nobody)" in nobody["warnings"][0]
+    assert "field=value" in bad["error"]
+    assert plain["filters"] == [] and plain["results"]
+
+
+def id_of(photo: Path):
+    from shards.codes import id_from_text
+    return id_from_text(photo.stem)
+
+
 def test_an_interrupted_batch_job_resumes_where_it_stopped(server):
     """Ctrl-C mid-job keeps every whole answer written; --resume searches only the rest."""
 

@@ -579,10 +579,11 @@ def build_parser() -> argparse.ArgumentParser:
     ix.set_defaults(func=cmd_index)
 
     bt = sub.add_parser("batch", help="run a file of queries, write results as JSONL",
-                        description="QUERIES: CSV (header: image[,category][,box]) or JSONL ({\"image\": ...}) "
-                                    "of photos, one query a row; a relative image path is read from the "
-                                    "queries file's folder; category names one (option 2), box is x,y,w,h "
-                                    "(option 3). Each line of OUT answers its row, or says why it could not. "
+                        description="QUERIES: CSV (header: image[,category][,box][,filters]) or JSONL "
+                                    "({\"image\": ...}) of photos, one query a row; a relative image path is "
+                                    "read from the queries file's folder; category names one (option 2), box "
+                                    "is x,y,w,h (option 3), filters are hard tokens (gender=Women,usage=Sports). "
+                                    "Each line of OUT answers its row, or says why it could not. "
                                     "With --address the job is submitted to the cluster (Ray job API).")
     bt.add_argument("queries", help="the queries file (CSV or JSONL)")
     bt.add_argument("--out", required=True, help="where the answers go, one JSON line per query, in order")

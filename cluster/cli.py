@@ -584,7 +584,8 @@ def build_parser() -> argparse.ArgumentParser:
                                     "read from the queries file's folder; category names one (option 2), box "
                                     "is x,y,w,h (option 3), filters are hard tokens (gender=Women,usage=Sports). "
                                     "Each line of OUT answers its row, or says why it could not. "
-                                    "With --address the job is submitted to the cluster (Ray job API).")
+                                    "With --address the job is submitted to the cluster (Ray job API); a "
+                                    "cluster without one (the demo's) runs it from here, attached to it.")
     bt.add_argument("queries", help="the queries file (CSV or JSONL)")
     bt.add_argument("--out", required=True, help="where the answers go, one JSON line per query, in order")
     bt.add_argument("--k", type=number(int, 1, 1000), default=20, help="hits per query (default 20)")

@@ -173,8 +173,10 @@ def run_batch(cluster, rows: list[dict], out_path: str, k: int = 20, batch: int 
 
     from models.data import ASSETS
     from models.features import colour_weight
+    from models.taxonomy import Taxonomy
     start, offset = resume_point(out_path, rows) if resume else (0, 0)
     w_colour = colour_weight(ASSETS / "features.pt")
+    vocabulary = Taxonomy.load(ASSETS / "taxonomy.json")     # filters read as the index spells them
     t0 = time.perf_counter()
     done = errors = 0
     if start:
@@ -196,7 +198,7 @@ def run_batch(cluster, rows: list[dict], out_path: str, k: int = 20, batch: int 
         try:
             for b in ds.iter_batches(batch_size=batch, batch_format="numpy"):
                 part = [json.loads(r) for r in b["row"]]
-                lines = _search(cluster, part, [pickle.loads(x) for x in b["read"]], k, w_colour)
+                lines = _search(cluster, part, [pickle.loads(x) for x in b["read"]], k, w_colour, vocabulary)
                 out.write("".join(json.dumps(line) + "\n" for line in lines))
                 out.flush()
                 errors += sum("error" in line for line in lines)
@@ -213,20 +215,16 @@ def run_batch(cluster, rows: list[dict], out_path: str, k: int = 20, batch: int 
 
 
 def row_filters(row: dict, vocabulary) -> tuple[str, ...]:
-    """A row's hard filters, as the index spells them (models/taxonomy.py `resolve_token`, as the
-    REST front reads them); a malformed token is InvalidInput."""
-    from shards.codes import check_token
+    """A row's hard filters, as the index spells them (`Taxonomy.resolve_tokens`, as the REST front
+    reads them); a malformed token is InvalidInput."""
     raw = row.get("filters") or ()
-    tokens = [t.strip() for t in (raw.split(",") if isinstance(raw, str) else raw) if t.strip()]
-    return tuple(dict.fromkeys(check_token(vocabulary.resolve_token(check_token(t))) for t in tokens))
+    return vocabulary.resolve_tokens(t.strip() for t in (raw.split(",") if isinstance(raw, str) else raw)
+                                     if t.strip())
 
 
-def _search(cluster, rows: list[dict], reads: list, k: int, w_colour: float) -> list[dict]:
+def _search(cluster, rows: list[dict], reads: list, k: int, w_colour: float, vocabulary) -> list[dict]:
     """One answer line per row: its reading and hits, or why it could not be searched."""
-    from models.data import ASSETS
     from models.hedge import answers, hedge_query, hedged_category, with_hedges
-    from models.taxonomy import Taxonomy
-    vocabulary = Taxonomy.load(ASSETS / "taxonomy.json")
     reads = list(reads)
     filters: list[tuple[str, ...]] = []
     for i, (r, a) in enumerate(zip(rows, reads)):
@@ -246,11 +244,8 @@ def _search(cluster, rows: list[dict], reads: list, k: int, w_colour: float) -> 
             lines.append({"query": r, "error": a})
             continue
         (res, hits, hedge_res), hedge, query = next(results)
-        warnings = []
-        if query.filters and not hits and not res.partial:     # as the REST front says it
-            hint = "".join(f"; {f}: did you mean {' or '.join(c)}?"
-                           for f in query.filters if (c := vocabulary.close_tokens(f)))
-            warnings.append(f"no catalog item carries every filter ({', '.join(query.filters)}){hint}")
+        unmet = query.filters and not hits and not res.partial
+        warnings = [vocabulary.unmet_filters(query.filters)] if unmet else []
         lines.append({"query": r, "category": a.category, "roi": a.roi, "filters": list(query.filters),
                       "warnings": warnings,
                       "attributes": [{"token": t, "probability": p} for t, p in a.attributes],

@@ -287,8 +287,7 @@ class Frontend:
         self.root = Path(self.settings.storage)
         self.uploads = self.root / UPLOADS
         self.uploads.mkdir(parents=True, exist_ok=True)
-        self._categories = None
-        self._vocabulary = None     # the networks' taxonomy, read on first use
+        self._vocabulary = None     # the networks' taxonomy, read on first use (_taxonomy)
         self.metrics = SearchMetrics()
         from models.data import ASSETS
         from models.features import colour_weight
@@ -342,22 +341,23 @@ class Frontend:
     async def _category(self, raw: str | None) -> str | None:
         if raw is None or raw.strip() == "" or raw.strip().lower() == "auto":
             return None
-        if self._categories is None:
-            self._categories = set(await self.attributes.categories.remote())
         from models.taxonomy import resolve_category
+        tax = await self._taxonomy()
         # 'trousers' names 'Trousers'
-        return resolve_category(raw, self._categories, listed_at="GET /categories")
+        return resolve_category(raw, [t.split("=", 1)[1] for t in tax.category_tokens()],
+                                listed_at="GET /categories")
 
     async def _tokens(self, tokens) -> tuple[str, ...]:
         """Filters or given attributes as the index spells them: 'gender=men' is 'gender=Men'
         (models/taxonomy.py `resolve_token`; a shop's own tokens are kept as given)."""
-        if not tokens:
-            return ()
+        return (await self._taxonomy()).resolve_tokens(tokens) if tokens else ()
+
+    async def _taxonomy(self):
+        """The vocabulary the attribute replicas read, asked of them once."""
         if self._vocabulary is None:
             from models.taxonomy import Taxonomy
             self._vocabulary = Taxonomy(**await self.attributes.taxonomy.remote())
-        from shards.codes import check_token
-        return tuple(dict.fromkeys(check_token(self._vocabulary.resolve_token(check_token(t))) for t in tokens))
+        return self._vocabulary
 
     # ------------------------------------------------------------ the analysis of one image
     async def _analyse(self, photo: "Photo", category: str | None, box, roi_mode: str = "detector",
@@ -453,9 +453,8 @@ class Frontend:
         missing = sorted(set(r.missing) | set(rh.missing if rh is not None else ()))
         warnings = []
         if filters and not hits and not missing:   # the photo's own terms relax away; filters never do
-            near = {f: self._vocabulary.close_tokens(f) for f in filters if self._vocabulary is not None}
-            hint = "".join(f"; {f}: did you mean {' or '.join(c)}?" for f, c in near.items() if c)
-            warnings.append(f"no catalog item carries every filter ({', '.join(filters)}){hint}; "
+            # filters were resolved through the taxonomy, so it is read by now
+            warnings.append(f"{self._vocabulary.unmet_filters(filters)}; "
                             "GET /items/{id} shows the tokens an item is indexed under")
         return {
             "category": a["category"], "category_source": a["category_source"],

@@ -157,7 +157,7 @@ class AttributeModel(nn.Module):
         categories[i], if given, guides image i: its category token (and the
         category's great-category) are fed at their positions instead of generated;
         stated[i] likewise for the gender and colour a title states. beliefs[i], a title's
-        (models/text.py TitleClassifier.beliefs), guides it with the category that the title
+        (models/text.py, `TitleClassifier.predict`'s belief), guides it with the category that the title
         and the photo together make most likely (`category_given_title`).
         """
         return [seq for seq, _ in self.generate_with_alternatives(x, beam, categories, max_len, stated=stated,

@@ -42,16 +42,15 @@ def resolve_category(raw: str, names, field: str = "articleType", listed_at: str
     text = raw.strip()
     if text.startswith(field + "="):
         text = text.split("=", 1)[1]
-    names = list(names)
+    names = sorted(names)       # the same suggestions in the same order, whatever order `names` came in
     found = _spelt_as(text, names)
     if len(found) == 1:
         return found[0]
     key = _folded(text)
-    names = sorted(names)       # the same suggestions in the same order, whatever order `names` came in
     close = found or ([n for n in names if len(key) >= 3 and key.rstrip("s") in _folded(n)] or
                       difflib.get_close_matches(text, names, n=3, cutoff=0.6))[:5]
     hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
-    known = f"{listed_at} lists them" if listed_at else f"known: {', '.join(sorted(names))}"
+    known = f"{listed_at} lists them" if listed_at else f"known: {', '.join(names)}"
     raise InvalidInput(f"unknown category {raw!r}; {hint}{known}")
 
 
@@ -148,6 +147,16 @@ class Taxonomy:
             return token
         values = _spelt_as(value.strip(), self.values[fields[0]])
         return f"{fields[0]}={values[0] if len(values) == 1 else value.strip()}"
+
+    def resolve_tokens(self, tokens) -> tuple[str, ...]:
+        """`resolve_token` of each, each once; a malformed token (not 'field=value') is InvalidInput."""
+        from shards.codes import check_token
+        return tuple(dict.fromkeys(check_token(self.resolve_token(check_token(t))) for t in tokens))
+
+    def unmet_filters(self, filters: tuple[str, ...]) -> str:
+        """What a search whose filters no item carries says: the filters, and the nearest tokens."""
+        hint = "".join(f"; {f}: did you mean {' or '.join(c)}?" for f in filters if (c := self.close_tokens(f)))
+        return f"no catalog item carries every filter ({', '.join(filters)}){hint}"
 
     def close_tokens(self, token: str, n: int = 3) -> list[str]:
         """This vocabulary's tokens nearest to one it does not hold (for a "did you mean")."""

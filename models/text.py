@@ -125,10 +125,6 @@ class TitleClassifier(nn.Module):
                         "belief": dict(zip(self.classes, row)) if known else None})
         return out
 
-    def beliefs(self, titles: list[str]) -> list[dict[str, float] | None]:
-        """Per title, its belief over the categories (predict's `belief`)."""
-        return [r["belief"] for r in self.predict(titles)]
-
     def save(self, path) -> None:
         """Only the buckets training reached are written (the shipped model: a fifth of them, 1.6 MB of 8.4)."""
         state = {k: v.half() for k, v in self.state_dict().items()}
@@ -137,9 +133,8 @@ class TitleClassifier(nn.Module):
             state["embed.weight"] = state["embed.weight"][rows]
             state["seen_rows"] = rows.int()
             state["word_rows"] = self.words.nonzero().flatten().int()
-        counts = None if self.prior is None else self.prior.tolist()
         torch.save({"config": asdict(self.cfg), "classes": self.classes, "colours": self.colours,
-                    "state": state, "prior": counts}, path)
+                    "state": state, "prior": None if self.prior is None else self.prior.tolist()}, path)
 
     @classmethod
     def load(cls, path) -> "TitleClassifier":

@@ -38,7 +38,7 @@ def load_text(path: Path | None = None) -> TitleClassifier:
 class TitleReading(NamedTuple):
     category: str | None         # the category the title alone names (None when unsure, or unknown to the taxonomy)
     stated: dict                 # the gender and colour its words state, as taxonomy fields
-    belief: dict | None          # what it says about every category (TitleClassifier.beliefs), None: nothing
+    belief: dict | None          # what it says about every category (TitleClassifier.predict), None: nothing
 
 
 def read_titles(text: TitleClassifier, taxonomy: Taxonomy, titles: list[str]) -> list[TitleReading]:

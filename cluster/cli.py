@@ -317,6 +317,7 @@ def cmd_serve(args) -> dict:
 
 def cmd_index(args) -> dict:
     from pathlib import Path
+    from cluster.catalog_lines import is_catalog_lines
     from cluster.indexing import index_catalog, read_catalog
     from coordinator.placement import N_BUCKETS, check_shard_count
     check_shard_count(args.shards, N_BUCKETS)
@@ -330,7 +331,8 @@ def cmd_index(args) -> dict:
         errors = args.errors or str(Path(args.storage) / "index-errors.jsonl")    # the root exists by now
         return index_catalog(c, rows, errors_path=errors, concurrency=args.concurrency,
                              log=lambda s: print(s, file=sys.stderr, flush=True), sync=args.sync,
-                             max_delete=args.max_delete, dry_run=args.dry_run)
+                             max_delete=args.max_delete, dry_run=args.dry_run,
+                             uploads_too=is_catalog_lines(args.catalog))
 
 
 def cmd_batch(args) -> dict:
@@ -554,11 +556,19 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--api-key", default=None, help="key for writes and admin calls (none: they answer 403)")
     sv.set_defaults(func=cmd_serve)
 
-    ix = sub.add_parser("index", help="index a catalog (CSV + images) with Ray Data; resumable",
+    ix = sub.add_parser("index", help="index a catalog (CSV + images, or JSON lines) with Ray Data; resumable",
                         description="Read the catalog, run the models on an actor pool, write through the "
-                                    "coordinator. Rows with missing or broken images go to the errors file.")
-    ix.add_argument("--catalog", required=True, help="styles.csv (or its folder)")
-    ix.add_argument("--images", default=None, help="images folder (default: images/ beside the CSV)")
+                                    "coordinator. Rows with missing or broken images go to the errors file. "
+                                    "A .jsonl catalog (what `export` writes, or a feed of {id, title, image, "
+                                    "attributes}) moves a catalog to new models: index it into a new storage "
+                                    "root, with --images naming the root it came from (deploy/README.md).")
+    ix.add_argument("--catalog", required=True,
+                    help="styles.csv (or its folder), or a .jsonl file: one item a line, its attributes "
+                         "(when given) indexed as they are")
+    ix.add_argument("--images", default=None,
+                    help="images folder (default: images/ beside the CSV); for a .jsonl catalog, where its "
+                         "relative photo paths start (default: its folder; for an export, the storage root "
+                         "it came from)")
     ix.add_argument("--storage", default=DEFAULT_STORAGE, help="the cluster's storage root (made if new)")
     ix.add_argument("--address", default=None, help="a running Ray cluster (default: a local one)")
     ix.add_argument("--shards", type=COUNT, default=4, help="shards of a new cluster")
@@ -569,7 +579,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "index-errors.jsonl in the storage root)")
     ix.add_argument("--sync", action="store_true",
                     help="the CSV is the whole catalog: rows whose title or photo changed are indexed again, and "
-                         "items no row names any more are deleted (not those added through POST /items)")
+                         "items no row names any more are deleted (not those added through POST /items, unless "
+                         "the catalog is .jsonl, which names uploaded photos too; a line's changed attributes "
+                         "also count)")
     ix.add_argument("--max-delete", type=number(float, 0.0, 1.0), default=0.1,
                     help="with --sync: refuse, before writing anything, to delete more than this share of the "
                          "catalog's items (default 0.1; a cut-short CSV would otherwise empty the index)")

@@ -1,14 +1,19 @@
 """Indexing a catalog with Ray Data: read, decode, run the models on an actor pool, write.
 
-    rows (CSV) -> skip ids already indexed -> map_batches(ItemAnalyzer, actor pool)
-               -> batches of analysed items -> Cluster.upsert (through the coordinator)
+    rows (CSV, or JSON lines: cluster/catalog_lines.py) -> skip ids already indexed
+         -> map_batches(ItemAnalyzer, actor pool) -> batches of analysed items
+         -> Cluster.upsert (through the coordinator)
 
 A row whose image is missing or broken is written to the errors file and skipped;
-the job never aborts on one. Rerunning the job skips what is already indexed.
+the job never aborts on one. Rerunning the job skips what is already indexed. A row
+that gives its attributes (a JSON-lines catalog) is indexed under them; the models read
+the rest. An uploaded photo a row names (an export of another root) is copied into this
+root's uploads/, so the new root holds all its photos.
 """
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -20,7 +25,8 @@ from shards.codes import id_from_text
 from shards.errors import InvalidInput
 from shards.files import write_atomically
 
-from .uploads import photo_mtime, upload_name
+from .catalog_lines import is_catalog_lines, read_catalog_lines
+from .uploads import UPLOADS, photo_mtime, upload_name
 
 
 class ItemAnalyzer:
@@ -52,20 +58,43 @@ class ItemAnalyzer:
             for i, a in zip(good, self.pipeline.items(images, titles)):
                 codes[i] = a.code.tobytes()
                 hists[i] = a.hist.astype(np.float32).tobytes()
-                attrs[i] = json.dumps(a.index_tokens())
+                given = str(batch["attributes"][i])          # a JSON list, or "" where the row gives none
+                attrs[i] = given or json.dumps(a.index_tokens())
         return {"id": batch["id"], "title": batch["title"], "image": batch["image"], "error": errors,
                 "code": codes, "hist": hists, "attributes": attrs}
 
 
 def read_catalog(catalog: str, images: str | None = None) -> list:
-    """The catalog's rows: `catalog` is its CSV (any name) or a folder holding styles.csv; the
-    photos are in `images` or in images/ beside the CSV. A missing CSV, column or photo
-    folder is an InvalidInput here, before anything is started or written."""
-    products = load_catalog(Path(catalog), required=CATALOG_ID, images=images)
+    """The catalog's rows: `catalog` is its CSV (any name) or a folder holding styles.csv, the
+    photos in `images` or in images/ beside the CSV; or a JSON-lines file (.jsonl: an export, a
+    feed), relative photo paths from `images` or the file's folder. A missing file, column or
+    photo folder, or a malformed line, is an InvalidInput here, before anything is started or
+    written. Photo paths are whole: an item's record does not depend on this process's folder."""
+    if is_catalog_lines(catalog):
+        from models.data import ASSETS
+        from models.taxonomy import Taxonomy
+        return read_catalog_lines(catalog, images, Taxonomy.load(ASSETS / "taxonomy.json"))
+    products = load_catalog(Path(os.path.abspath(catalog)), required=CATALOG_ID,
+                            images=os.path.abspath(images) if images else None)
     folder = products[0].image.parent
     if not folder.is_dir():
         raise InvalidInput(f"no images folder at {folder} (--images names another one)")
     return products
+
+
+def recorded_photo(image) -> str:
+    """How an item records the photo of its row: an uploaded one by its place in the root's
+    uploads/ (copied there on indexing), any other by its path."""
+    name = upload_name(str(image))
+    return f"{UPLOADS}/{name}" if name else str(image)
+
+
+def _same_photo(recorded: str, image) -> bool:
+    """Does an item's record name this row's photo? A record made relative to an older run's
+    working directory is read from this one's."""
+    if upload_name(recorded):
+        return recorded_photo(image) == recorded
+    return os.path.abspath(recorded) == os.path.abspath(image)
 
 
 CATALOG_ID = ("id",)   # all a shop's CSV must have: a title guides the reading, labels are not read
@@ -96,8 +125,9 @@ def _write_batches(cluster, batches, errors, total: int, t0: float, log) -> tupl
     """Upsert each analysed batch (acknowledged = durable); a row that failed goes to `errors`."""
     written = failed = 0
     for b in batches:
-        ok = [i for i, e in enumerate(b["error"]) if not e]
-        for i, e in enumerate(b["error"]):
+        error = [str(e) or _copy_upload(str(image), Path(cluster.root)) for e, image in zip(b["error"], b["image"])]
+        ok = [i for i, e in enumerate(error) if not e]
+        for i, e in enumerate(error):
             if e:
                 row = {"id": str(b["id"][i]), "image": str(b["image"][i]), "error": e}
                 errors.write(json.dumps(row) + "\n")
@@ -108,22 +138,39 @@ def _write_batches(cluster, batches, errors, total: int, t0: float, log) -> tupl
         hists = np.stack([np.frombuffer(b["hist"][i], np.float32) for i in ok])
         cluster.upsert([id_from_text(str(b["id"][i])) for i in ok], codes, hists,
                        [json.loads(b["attributes"][i]) for i in ok],
-                       [{"title": str(b["title"][i]), "image": str(b["image"][i])} for i in ok])
+                       [{"title": str(b["title"][i]), "image": recorded_photo(b["image"][i])} for i in ok])
         written += len(ok)
         log(f"indexed {written + failed}/{total} ({written / (time.perf_counter() - t0):.1f} items/s)")
     return written, failed
 
 
+def _copy_upload(image: str, root: Path) -> str:
+    """An uploaded photo a row names, stored durably in `root`'s uploads/ before its item is
+    written (as POST /items stores one); "" when done or not an upload, else why it failed."""
+    name = upload_name(image)
+    if name is None:
+        return ""
+    dest = root / UPLOADS / name
+    try:
+        if not dest.exists():      # an upload's name is never reused: a photo there is this one
+            dest.parent.mkdir(exist_ok=True)
+            write_atomically(dest, Path(image).read_bytes())
+    except OSError as exc:
+        return f"cannot copy the uploaded photo into {root / UPLOADS}: {exc.strerror or exc}"
+    return ""
+
+
 def index_catalog(cluster, rows: list, errors_path: str = "index-errors.jsonl", batch: int = 32,
                   concurrency: int | None = None, log=print, sync: bool = False,
-                  max_delete: float = MAX_DELETE, dry_run: bool = False) -> dict:
+                  max_delete: float = MAX_DELETE, dry_run: bool = False, uploads_too: bool = False) -> dict:
     """Index a catalog's rows (read_catalog): what is already indexed is skipped, a broken photo or
     a repeated id goes to the errors file.
 
     `sync`: the rows are the whole catalog. An indexed item whose title or photo path differs
     from its row, or whose photo file was modified after the last whole sync began, is indexed
     again; once the rows are indexed, the items indexed from a catalog that no row names any
-    more are deleted (items added through POST /items stay). A sync that would delete more than
+    more are deleted (items added through POST /items stay, unless `uploads_too`: the rows are
+    a JSON-lines catalog, which names uploaded photos as well, as an export does). A sync that would delete more than
     `max_delete` of the catalog's items (a fraction; a cut-short CSV, say) is refused first.
     `dry_run`: say what would be indexed and deleted, and write nothing (nor the errors file).
     """
@@ -141,11 +188,11 @@ def index_catalog(cluster, rows: list, errors_path: str = "index-errors.jsonl", 
     if sync:
         last = Path(cluster.root) / LAST_SYNC
         since = json.loads(last.read_text())["started"] if last.is_file() else None
-        indexed = {it["id"]: it["meta"] for it in cluster.items()}
-        done, gone = sync_plan(products, ids, indexed, since)
+        indexed = {it["id"]: it for it in cluster.items()}
+        done, gone = sync_plan(products, ids, indexed, since, uploads_too)
         try:
-            check_deletions(len(gone), sum(1 for meta in indexed.values() if not upload_name(meta.get("image", ""))),
-                            max_delete)
+            check_deletions(len(gone), sum(1 for it in indexed.values()
+                                           if uploads_too or not upload_name(it["meta"].get("image", ""))), max_delete)
         except InvalidInput as exc:
             if not dry_run:
                 raise
@@ -164,7 +211,8 @@ def index_catalog(cluster, rows: list, errors_path: str = "index-errors.jsonl", 
                 **({"would_delete": len(gone), "delete_examples": gone[:20], "refused": refused} if sync else {})}
     written, failed = 0, 0
     if todo:
-        ds = ray.data.from_items([{"id": p.id, "title": p.title, "image": str(p.image)} for p in todo],
+        ds = ray.data.from_items([{"id": p.id, "title": p.title, "image": str(p.image),
+                                   "attributes": json.dumps(list(p.attributes)) if p.attributes else ""} for p in todo],
                                  override_num_blocks=max(1, len(todo) // batch))
         concurrency = concurrency or max(1, int(ray.cluster_resources().get("CPU", 1)))   # one per CPU
         ds = ds.map_batches(ItemAnalyzer, batch_size=batch, compute=ray.data.ActorPoolStrategy(size=concurrency),
@@ -196,13 +244,20 @@ def check_deletions(gone: int, catalog_items: int, max_delete: float) -> None:
                            "changed. Is the CSV whole? If so, raise --max-delete")
 
 
-def sync_plan(products: list, ids: list, indexed: dict, since: float | None = None) -> tuple[set, list]:
+def sync_plan(products: list, ids: list, indexed: dict, since: float | None = None,
+              uploads_too: bool = False) -> tuple[set, list]:
     """(ids indexed as their rows are, so skipped; indexed ids that no row names and that came from a
-    catalog, so to delete). A row whose title or photo path differs from what is indexed, or whose
-    photo was modified after `since` (the last whole sync's start), is neither."""
-    same = {i for p, i in zip(products, ids)
-            if i in indexed and indexed[i].get("title") == p.title and indexed[i].get("image") == str(p.image)
-            and (since is None or photo_mtime(p.image) <= since)}
+    catalog, so to delete). `indexed`: id -> the item as listed ({"attributes", "meta"}). A row whose
+    title, photo path or given attributes differ from the item's, or whose photo was modified after
+    `since` (the last whole sync's start), is neither. `uploads_too`: the rows speak for items whose
+    photo was uploaded as well (an export names them), so those too are deleted when no row names them."""
+    def as_indexed(p, item) -> bool:
+        meta = item["meta"]
+        return (meta.get("title") == p.title and _same_photo(meta.get("image", ""), p.image)
+                and (p.attributes is None or set(p.attributes) == set(item["attributes"]))
+                and (since is None or photo_mtime(p.image) <= since))
+    same = {i for p, i in zip(products, ids) if i in indexed and as_indexed(p, indexed[i])}
     named = set(ids)
-    gone = [i for i, meta in indexed.items() if i not in named and not upload_name(meta.get("image", ""))]
+    gone = [i for i, item in indexed.items()
+            if i not in named and (uploads_too or not upload_name(item["meta"].get("image", "")))]
     return same, gone

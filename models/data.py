@@ -53,6 +53,7 @@ class Product:
     fields: dict            # field -> value, empty fields left out
     title: str
     image: Path
+    attributes: tuple | None = None   # tokens to index it under, as given (a JSON-lines catalog); None: read
 
 
 def read_csv(path: Path, columns, what: str) -> list[dict]:

@@ -115,7 +115,7 @@ def test_a_sync_skips_rows_as_indexed_redoes_changed_ones_and_deletes_only_catal
     from types import SimpleNamespace
 
     from cluster.indexing import sync_plan
-    rows = [SimpleNamespace(title=f"t{i}", image=Path(f"/cat/images/{i}.jpg")) for i in range(5)]
+    rows = [SimpleNamespace(title=f"t{i}", image=Path(f"/cat/images/{i}.jpg"), attributes=None) for i in range(5)]
     ids = [0, 1, 2, "sku-3", 4]
     upload = "uploads/" + "f" * 32 + ".img"
     indexed = {0: {"title": "t0", "image": "/cat/images/0.jpg"},          # as its row: skipped
@@ -124,8 +124,35 @@ def test_a_sync_skips_rows_as_indexed_redoes_changed_ones_and_deletes_only_catal
                9: {"title": "t9", "image": "/cat/images/9.jpg"},          # no row names it: deleted
                "api": {"title": "added", "image": upload},                # added through the API: kept
                "old-api": {"title": "added", "image": "/mnt/old/uploads/" + "e" * 32 + ".img"}}   # kept too
+    indexed = {i: {"attributes": ["a=b"], "meta": meta} for i, meta in indexed.items()}
     same, gone = sync_plan(rows, ids, indexed)
     assert same == {0} and gone == [9]
+    # a JSON-lines catalog (an export) speaks for uploaded photos too
+    assert sync_plan(rows, ids, indexed, uploads_too=True)[1] == [9, "api", "old-api"]
+
+
+def test_a_sync_redoes_a_row_whose_given_attributes_or_uploaded_photo_differ(tmp_path):
+    from types import SimpleNamespace
+
+    from cluster.indexing import sync_plan
+    upload = "uploads/" + "f" * 32 + ".img"
+    rows = [SimpleNamespace(title="t", image=tmp_path / "old-root" / upload, attributes=("a=1", "b=2")),
+            SimpleNamespace(title="t", image=tmp_path / "old-root" / upload, attributes=("a=1", "b=3")),
+            SimpleNamespace(title="t", image=tmp_path / "old-root" / upload, attributes=None),
+            SimpleNamespace(title="t", image=tmp_path / "old-root" / "uploads" / ("e" * 32 + ".img"), attributes=None)]
+    item = {"attributes": ["b=2", "a=1"], "meta": {"title": "t", "image": upload}}   # as copied into this root
+    same, _ = sync_plan(rows, [0, 1, 2, 3], {i: item for i in range(4)})
+    assert same == {0, 2}      # 1: a corrected attribute; 3: another photo
+
+
+def test_a_record_relative_to_an_older_runs_folder_is_read_from_this_one(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from cluster.indexing import sync_plan
+    monkeypatch.chdir(tmp_path)
+    rows = [SimpleNamespace(title="t", image=tmp_path / "cat" / "images" / "0.jpg", attributes=None)]
+    item = {"attributes": ["a=1"], "meta": {"title": "t", "image": "cat/images/0.jpg"}}
+    assert sync_plan(rows, [0], {0: item})[0] == {0}
 
 
 def test_a_sync_redoes_rows_whose_photo_was_modified_after_the_last_sync_began(tmp_path):
@@ -138,9 +165,9 @@ def test_a_sync_redoes_rows_whose_photo_was_modified_after_the_last_sync_began(t
         photo = tmp_path / f"{i}.jpg"
         photo.write_bytes(b"jpeg")
         os.utime(photo, (1000 - age, 1000 - age))
-        rows.append(SimpleNamespace(title=f"t{i}", image=photo))
-    rows.append(SimpleNamespace(title="t3", image=tmp_path / "gone.jpg"))     # its photo is missing now
-    indexed = {i: {"title": r.title, "image": str(r.image)} for i, r in enumerate(rows)}
+        rows.append(SimpleNamespace(title=f"t{i}", image=photo, attributes=None))
+    rows.append(SimpleNamespace(title="t3", image=tmp_path / "gone.jpg", attributes=None))   # its photo is missing now
+    indexed = {i: {"attributes": [], "meta": {"title": r.title, "image": str(r.image)}} for i, r in enumerate(rows)}
     assert sync_plan(rows, [0, 1, 2, 3], indexed)[0] == {0, 1, 2, 3}        # no earlier sync: paths decide
     assert sync_plan(rows, [0, 1, 2, 3], indexed, since=950)[0] == {0, 1}   # modified at 990; gone
 
@@ -167,3 +194,14 @@ def test_the_index_command_warns_when_no_row_has_a_title(tmp_path, capsys):
     (tmp_path / "d.csv").write_text("id,title\n1,Red Dress\n")
     main(["index", "--catalog", str(tmp_path / "d.csv"), "--storage", str(tmp_path / "none"), "--dry-run"])
     assert "warning" not in capsys.readouterr().err
+
+
+def test_a_catalog_named_relative_to_here_records_whole_photo_paths(tmp_path, monkeypatch):
+    """An item's record must not depend on the folder `index` ran in: `serve` started elsewhere
+    (a service's /) still finds the photos."""
+    small_copy(tmp_path)
+    shutil.copytree(DEMO / "images", tmp_path / "images")
+    monkeypatch.chdir(tmp_path)
+    for catalog, images in (("styles.csv", None), (".", None), ("styles.csv", "images")):
+        products = read_catalog(catalog, images)
+        assert all(p.image.is_absolute() and p.image.parent == tmp_path / "images" for p in products)

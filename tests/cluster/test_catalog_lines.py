@@ -1,0 +1,87 @@
+"""`fashion-search index --catalog FILE.jsonl` (cluster/catalog_lines.py): an export's lines or a feed's
+read as items, their attributes as the vocabulary spells them, a bad line refused by number before
+anything is written. Indexing an export into a new root on a real cluster is in test_rest.py."""
+import json
+
+import pytest
+
+from cluster.catalog_lines import photo_at, read_catalog_lines
+from cluster.indexing import read_catalog, recorded_photo
+from models.data import ASSETS
+from models.taxonomy import Taxonomy
+from shards.errors import InvalidInput
+
+UPLOAD = "uploads/" + "a" * 32 + ".img"
+
+
+def write_lines(path, items):
+    path.write_text("".join((x if isinstance(x, str) else json.dumps(x)) + "\n" for x in items))
+    return path
+
+
+def test_an_exports_lines_and_a_feeds_flat_lines_read_alike(tmp_path):
+    root = tmp_path / "old-root"
+    items = [{"id": 42, "attributes": ["articleType=Tshirts", "gender=Men"],
+              "meta": {"title": "Blue tee", "image": UPLOAD}},
+             {"id": "sku-7", "title": " Red dress ", "image": "/photos/7.jpg"},
+             {"id": "9", "meta": {"image": "photos/9.jpg"}}]
+    products = read_catalog_lines(write_lines(tmp_path / "c.jsonl", items), base=root)
+    assert [(p.id, p.title, p.attributes) for p in products] == [
+        ("42", "Blue tee", ("articleType=Tshirts", "gender=Men")), ("sku-7", "Red dress", None), ("9", "", None)]
+    assert [str(p.image) for p in products] == [str(root / UPLOAD), "/photos/7.jpg", str(root / "photos/9.jpg")]
+    assert recorded_photo(products[0].image) == UPLOAD        # an upload is recorded in the new root's uploads/
+    assert recorded_photo(products[1].image) == "/photos/7.jpg"
+
+
+def test_relative_paths_start_at_the_files_folder_unless_told(tmp_path):
+    path = write_lines(tmp_path / "feed.jsonl", [{"id": 1, "image": "images/1.jpg"}])
+    assert read_catalog(str(path))[0].image == tmp_path / "images" / "1.jpg"
+    assert read_catalog(str(path), images=str(tmp_path / "x"))[0].image == tmp_path / "x" / "images" / "1.jpg"
+
+
+def test_a_record_relative_to_an_older_index_runs_folder_is_found_there(tmp_path, monkeypatch):
+    (tmp_path / "cat").mkdir()
+    (tmp_path / "cat" / "1.jpg").write_bytes(b"x")
+    monkeypatch.chdir(tmp_path)
+    assert photo_at("cat/1.jpg", tmp_path / "root") == tmp_path / "cat" / "1.jpg"     # only there
+    (tmp_path / "root" / "cat").mkdir(parents=True)
+    (tmp_path / "root" / "cat" / "1.jpg").write_bytes(b"x")
+    assert photo_at("cat/1.jpg", tmp_path / "root") == tmp_path / "root" / "cat" / "1.jpg"   # the base first
+
+
+def test_given_attributes_are_read_as_the_vocabulary_spells_them(tmp_path):
+    vocabulary = Taxonomy.load(ASSETS / "taxonomy.json")
+    path = write_lines(tmp_path / "c.jsonl", [{"id": 1, "image": "1.jpg",
+                                                "attributes": ["gender=men", "colour=navy blue", "brand=Acme",
+                                                               "gender=Men"]}])
+    [p] = read_catalog_lines(path, vocabulary=vocabulary)
+    assert p.attributes == ("gender=Men", "baseColour=Navy Blue", "brand=Acme")     # one of each, a shop's own kept
+    [p] = read_catalog(str(path))
+    assert p.attributes == ("gender=Men", "baseColour=Navy Blue", "brand=Acme")
+
+
+@pytest.mark.parametrize("line, says", [
+    ("{not json", "line 2: not JSON"),
+    ("[1, 2]", "line 2: a line is a JSON object"),
+    ({"image": "1.jpg"}, "line 2: every line needs an id"),
+    ({"id": True, "image": "1.jpg"}, "line 2: every line needs an id"),
+    ({"id": "a/b", "image": "1.jpg"}, "line 2: an item id given as text cannot hold '/'"),
+    ({"id": 3}, "line 2: every line names its photo"),
+    ({"id": 3, "image": "3.jpg", "title": 5}, "line 2: title is a string"),
+    ({"id": 3, "image": "3.jpg", "attributes": "gender=Men"}, "line 2: attributes are a list"),
+    ({"id": 3, "image": "3.jpg", "attributes": []}, "line 2: attributes are a list"),
+    ({"id": 3, "image": "3.jpg", "attributes": ["nofield"]}, "line 2: an attribute token is 'field=value'"),
+    ({"id": 3, "image": "3.jpg", "attributes": ["a=1"] * 65}, "line 2: attributes are a list"),
+    ({"id": 3, "meta": []}, "line 2: meta is an object"),
+])
+def test_a_bad_line_is_refused_by_its_number(tmp_path, line, says):
+    path = write_lines(tmp_path / "c.jsonl", [{"id": 1, "image": "1.jpg"}, line])
+    with pytest.raises(InvalidInput, match=says.replace("(", r"\(").replace("[", r"\[")):
+        read_catalog(str(path))
+
+
+def test_an_empty_or_missing_file_is_refused(tmp_path):
+    with pytest.raises(InvalidInput, match="no catalog at"):
+        read_catalog(str(tmp_path / "none.jsonl"))
+    with pytest.raises(InvalidInput, match="has no lines"):
+        read_catalog(str(write_lines(tmp_path / "empty.jsonl", ["", "  "])))

@@ -1,0 +1,96 @@
+"""Moving a catalog into a new storage root, as new models need (deploy/README.md): `export` the old
+root, then `index --catalog export.jsonl --images OLD_ROOT` into the new one. Real Ray, real files,
+the tiny models. Every item arrives with its attributes (a correction included), its title and its
+photo (an uploaded one copied into the new root); with the same models the new root answers as the
+old one did; a second pass with --sync brings what changed meanwhile, deletions of uploaded items too."""
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+import ray
+
+from cluster.indexing import index_catalog, read_catalog
+from cluster.runtime import NAMESPACE, open_cluster, shutdown_cluster
+from shards.query import Query
+from shards.shard import ShardConfig
+
+from .test_rest import small_catalog
+from .tiny_assets import make_tiny_assets
+
+UPLOAD = "a" * 32 + ".img"
+QUIET = {"log": lambda s: None}
+
+
+@pytest.fixture(scope="module")
+def tmp(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("move")
+    assets = make_tiny_assets(tmp / "assets")
+    os.environ["FASHION_ASSETS"] = str(assets)
+    ray.init(namespace=NAMESPACE, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"FASHION_ASSETS": str(assets)}})
+    try:
+        yield tmp
+    finally:
+        try:
+            shutdown_cluster()
+        finally:     # always: a module after this one starts a Ray of its own
+            ray.shutdown()
+
+
+def answers(cluster, queries):
+    return [[(h.id, round(h.score, 6)) for h in r.hits] for r in cluster.search_batch(queries)]
+
+
+def test_a_catalog_moves_into_a_new_root_whole(tmp):
+    old_root, new_root = tmp / "old", tmp / "new"
+    config = ShardConfig(bits=256, hist_bins=64)
+    old = open_cluster(old_root, shards=2, config=config)
+    rows = read_catalog(str(small_catalog(tmp / "catalog", n=10)))
+    index_catalog(old, rows, errors_path=str(tmp / "errors.jsonl"), **QUIET)   # one photo is broken: 9 items
+    # an item added through POST /items: its photo stored in the root's uploads/, recorded relative to it
+    (old_root / "uploads").mkdir()
+    shutil.copy(rows[1].image, old_root / "uploads" / UPLOAD)
+    [upload_row] = read_catalog(str(_lines(tmp / "upload.jsonl", [{"id": "up-1", "title": "Blue shirt",
+                                                                   "image": f"uploads/{UPLOAD}"}])), str(old_root))
+    index_catalog(old, [upload_row], errors_path=str(tmp / "errors.jsonl"), **QUIET)
+    corrected = rows[2].id
+    old.coordinator_call("update", int(corrected), ["articleType=Shirts", "brand=Acme"])   # PATCH's correction
+    old.export(tmp / "export.jsonl", **QUIET)
+    before = {it["id"]: it for it in old.items()}
+    assert len(before) == 10 and before["up-1"]["meta"]["image"] == f"uploads/{UPLOAD}"
+    rng = np.random.default_rng(0)
+    queries = [Query(code=rng.integers(0, 2 ** 63, 4, dtype=np.uint64), hist=rng.random(64), k=5,
+                     required=required) for required in ((), ("articleType=Shirts",), ("brand=Acme",))]
+    old_answers = answers(old, queries)
+    old.close()
+    shutdown_cluster()
+
+    new = open_cluster(new_root, shards=3, config=config)
+    moved = read_catalog(str(tmp / "export.jsonl"), str(old_root))
+    report = index_catalog(new, moved, errors_path=str(tmp / "errors-new.jsonl"), uploads_too=True, **QUIET)
+    assert report["indexed"] == 10 and report["errors"] == 0
+    after = {it["id"]: it for it in new.items()}
+    assert {i: (set(it["attributes"]), it["meta"]) for i, it in after.items()} == \
+        {i: (set(it["attributes"]), it["meta"]) for i, it in before.items()}
+    assert after[int(corrected)]["attributes"] == ["articleType=Shirts", "brand=Acme"]
+    assert (new_root / "uploads" / UPLOAD).read_bytes() == (old_root / "uploads" / UPLOAD).read_bytes()
+    assert answers(new, queries) == old_answers            # the same models: the same codes and colours
+
+    # meanwhile in the old root: an item deleted, the uploaded one deleted, another corrected
+    lines = [json.loads(x) for x in (tmp / "export.jsonl").read_text().splitlines()]
+    gone = {lines[0]["id"], "up-1"}
+    lines = [x for x in lines if x["id"] not in gone]
+    lines[0]["attributes"] = ["articleType=Tops"]
+    again = index_catalog(new, read_catalog(str(_lines(tmp / "export2.jsonl", lines)), str(old_root)),
+                          errors_path=str(tmp / "errors-new.jsonl"), sync=True, uploads_too=True, **QUIET)
+    assert (again["indexed"], again["skipped_existing"], again["deleted"]) == (1, 7, 2)
+    after = {it["id"]: it for it in new.items()}
+    assert set(after) == set(before) - gone and after[lines[0]["id"]]["attributes"] == ["articleType=Tops"]
+    new.close()
+
+
+def _lines(path, items):
+    path.write_text("".join(json.dumps(x) + "\n" for x in items))
+    return path

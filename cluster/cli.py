@@ -322,9 +322,10 @@ def cmd_index(args) -> dict:
     from coordinator.placement import N_BUCKETS, check_shard_count
     check_shard_count(args.shards, N_BUCKETS)
     rows = read_catalog(args.catalog, args.images)   # a bad catalog fails here, before Ray starts or storage is made
-    if not any(p.title for p in rows):
-        print(f"warning: no row of {args.catalog} has a title (a productDisplayName or title column); each item's "
-              "category is read from its photo alone", file=sys.stderr, flush=True)
+    read = [p for p in rows if p.attributes is None]     # the rest give their attributes
+    if read and not any(p.title for p in read):
+        print(f"warning: no row of {args.catalog} has a title (a productDisplayName or title column, or a "
+              "line's title); each item's category is read from its photo alone", file=sys.stderr, flush=True)
     if args.dry_run:
         existing_placement(args)    # a dry run makes no cluster
     with _open(args.storage, codes_photos=not args.dry_run, address=args.address, shards=args.shards) as c:

@@ -26,7 +26,7 @@ from shards.errors import InvalidInput
 from shards.files import write_atomically
 
 from .catalog_lines import is_catalog_lines, read_catalog_lines
-from .uploads import UPLOADS, photo_mtime, upload_name
+from .uploads import UPLOADS, photo_mtime, upload_name, uploads_folder
 
 
 class ItemAnalyzer:
@@ -150,10 +150,9 @@ def _copy_upload(image: str, root: Path) -> str:
     name = upload_name(image)
     if name is None:
         return ""
-    dest = root / UPLOADS / name
     try:
+        dest = uploads_folder(root) / name
         if not dest.exists():      # an upload's name is never reused: a photo there is this one
-            dest.parent.mkdir(exist_ok=True)
             write_atomically(dest, Path(image).read_bytes())
     except OSError as exc:
         return f"cannot copy the uploaded photo into {root / UPLOADS}: {exc.strerror or exc}"

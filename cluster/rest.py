@@ -45,7 +45,7 @@ from .settings import Settings
 from .shown_photo import etag, for_browser
 from .shard_actor import NAMESPACE, shard_clients
 from .uncancelled import run_to_end, submit
-from .uploads import UPLOADS, new_upload, photo_path, upload_name
+from .uploads import new_upload, photo_path, upload_name, uploads_folder
 
 if TYPE_CHECKING:
     from models.data import Photo
@@ -285,8 +285,7 @@ class Frontend:
         burst = 2 * self.settings.rate_limit   # a new client starts with a full bucket
         self.buckets: dict[str, list[float]] = defaultdict(lambda: [burst, time.monotonic()])
         self.root = Path(self.settings.storage)
-        self.uploads = self.root / UPLOADS
-        self.uploads.mkdir(parents=True, exist_ok=True)
+        self.uploads = uploads_folder(self.root)
         self._vocabulary = None     # the networks' taxonomy, read on first use (_taxonomy)
         self.metrics = SearchMetrics()
         from models.data import ASSETS

@@ -13,8 +13,20 @@ import re
 import uuid
 from pathlib import Path
 
+from shards.wal import fsync_dir
+
 UPLOADS = "uploads"
 _NAME = re.compile(r"[0-9a-f]{32}\.img")
+
+
+def uploads_folder(root: Path) -> Path:
+    """The root's uploads/, made if new, and its entry in the root made durable: a photo fsync'd
+    inside a folder whose own entry a crash loses is lost with it."""
+    folder = Path(root) / UPLOADS
+    if not folder.is_dir():
+        folder.mkdir(parents=True, exist_ok=True)
+        fsync_dir(folder.parent)
+    return folder
 
 
 def new_upload() -> str:

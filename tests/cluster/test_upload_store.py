@@ -31,3 +31,14 @@ def test_a_full_disk_is_507_without_retry_after_and_other_storage_errors_503(exc
     r = asyncio.run(cluster.rest._ours(None, exc))
     assert r.status_code == status and r.headers.get("retry-after") == retry
     assert json.loads(r.body) == {"error": str(exc)}
+
+
+def test_the_uploads_folder_is_made_durably_once(tmp_path, monkeypatch):
+    """A photo fsync'd inside uploads/ is lost with it if a crash loses the folder's own entry."""
+    import cluster.uploads
+    synced = []
+    monkeypatch.setattr(cluster.uploads, "fsync_dir", synced.append)
+    folder = cluster.uploads.uploads_folder(tmp_path / "root")
+    assert folder == tmp_path / "root" / "uploads" and folder.is_dir() and synced == [tmp_path / "root"]
+    cluster.uploads.uploads_folder(tmp_path / "root")
+    assert synced == [tmp_path / "root"]          # there already: nothing to sync

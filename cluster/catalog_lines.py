@@ -6,7 +6,8 @@ New feature weights code photos differently, and a storage root holds one model'
 
     {"id": 42, "attributes": ["articleType=Tshirts", ...], "meta": {"title": "...", "image": "..."}}
 
-as `export` writes it, or the flat {"id", "title", "image", "attributes"} a feed may hold.
+as `export` writes it, or the flat {"id", "title", "image", "attributes"} a feed may hold (the
+title may be named as a CSV's column is, `productDisplayName`).
 `attributes` (optional) are the tokens the item is indexed under, read as POST /items reads
 them (`gender=men` is the vocabulary's `gender=Men`): corrections made with PATCH move along.
 Without them the models read the photo.
@@ -21,7 +22,7 @@ import json
 import os
 from pathlib import Path
 
-from models.data import Product
+from models.data import TITLE_COLUMNS, Product
 from shards.codes import check_token, id_from_text
 from shards.errors import InvalidInput
 
@@ -70,8 +71,10 @@ def _product(line: str, base: Path, where: str, vocabulary) -> Product:
         item_id = str(id_from_text(str(raw_id)))
     except InvalidInput as exc:
         raise InvalidInput(f"{where}: {exc}") from None
-    title = item.get("title", meta.get("title", ""))
+    # the title under a CSV's names for it (TITLE_COLUMNS: productDisplayName first), or the meta's
+    title = next((item[k] for k in TITLE_COLUMNS if k in item), meta.get("title", ""))
     image = item.get("image", meta.get("image"))
+    title = "" if title is None else title        # a feed's null: no title
     if not isinstance(title, str):
         raise InvalidInput(f"{where}: title is a string, got {title!r}")
     if not isinstance(image, str) or not image:

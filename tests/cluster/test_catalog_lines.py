@@ -24,11 +24,14 @@ def test_an_exports_lines_and_a_feeds_flat_lines_read_alike(tmp_path):
     items = [{"id": 42, "attributes": ["articleType=Tshirts", "gender=Men"],
               "meta": {"title": "Blue tee", "image": UPLOAD}},
              {"id": "sku-7", "title": " Red dress ", "image": "/photos/7.jpg"},
-             {"id": "9", "meta": {"image": "photos/9.jpg"}}]
+             {"id": "9", "title": None, "attributes": None, "meta": {"image": "photos/9.jpg"}},
+             {"id": 10, "productDisplayName": "Green cap", "image": "/photos/10.jpg"}]
     products = read_catalog_lines(write_lines(tmp_path / "c.jsonl", items), base=root)
     assert [(p.id, p.title, p.attributes) for p in products] == [
-        ("42", "Blue tee", ("articleType=Tshirts", "gender=Men")), ("sku-7", "Red dress", None), ("9", "", None)]
-    assert [str(p.image) for p in products] == [str(root / UPLOAD), "/photos/7.jpg", str(root / "photos/9.jpg")]
+        ("42", "Blue tee", ("articleType=Tshirts", "gender=Men")), ("sku-7", "Red dress", None), ("9", "", None),
+        ("10", "Green cap", None)]
+    assert [str(p.image) for p in products] == [str(root / UPLOAD), "/photos/7.jpg", str(root / "photos/9.jpg"),
+                                                "/photos/10.jpg"]
     assert recorded_photo(products[0].image) == UPLOAD        # an upload is recorded in the new root's uploads/
     assert recorded_photo(products[1].image) == "/photos/7.jpg"
 

@@ -88,3 +88,26 @@ def test_an_empty_or_missing_file_is_refused(tmp_path):
         read_catalog(str(tmp_path / "none.jsonl"))
     with pytest.raises(InvalidInput, match="has no lines"):
         read_catalog(str(write_lines(tmp_path / "empty.jsonl", ["", "  "])))
+
+
+def test_what_export_writes_reads_back_as_the_same_items(tmp_path):
+    """Random items (integer and text ids, any unicode titles, tokens in any order) written as
+    `export` writes them (cluster/export.py: json.dumps of each listed item) read back unchanged."""
+    import random
+    rng = random.Random(7)
+    alphabet = "abcXYZ éü中文 -_.,'\"\\/"
+    items = []
+    for n in range(300):
+        item_id = rng.choice([n, f"sku-{n}", f"00{n}", f"ïd {n}"])
+        tokens = list(dict.fromkeys(f"f{rng.randrange(5)}=v {rng.randrange(9)}" for _ in range(rng.randrange(1, 9))))
+        image = rng.choice([f"/catalog/images/{n}.jpg", f"uploads/{n:032x}.img"])
+        items.append({"id": item_id, "attributes": tokens,
+                      "meta": {"title": "".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 40))).strip(),
+                               "image": image}})
+    path = tmp_path / "export.jsonl"
+    path.write_text("".join(json.dumps(it) + "\n" for it in items))
+    products = read_catalog_lines(path, base=tmp_path / "root")
+    assert [p.id for p in products] == [str(it["id"]) for it in items]
+    assert [p.title for p in products] == [it["meta"]["title"] for it in items]
+    assert [list(p.attributes) for p in products] == [it["attributes"] for it in items]
+    assert [recorded_photo(p.image) for p in products] == [it["meta"]["image"] for it in items]

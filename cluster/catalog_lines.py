@@ -26,6 +26,8 @@ from models.data import TITLE_COLUMNS, Product
 from shards.codes import check_token, id_from_text
 from shards.errors import InvalidInput
 
+from .photo_fetch import is_url
+
 MAX_ITEM_TOKENS = 64      # tokens one item may carry (as PATCH /items/{id} allows)
 
 
@@ -89,7 +91,10 @@ def _product(line: str, base: Path, where: str, vocabulary) -> Product:
                 attributes = vocabulary.resolve_tokens(attributes)
         except InvalidInput as exc:
             raise InvalidInput(f"{where}: {exc}") from None
-    return Product(id=item_id, fields={}, title=title.strip(), image=photo_at(image, base), attributes=attributes)
+    if "://" in image and not is_url(image):
+        raise InvalidInput(f"{where}: a photo's URL is http:// or https://, got {image!r}")
+    photo = image if is_url(image) else photo_at(image, base)     # a URL is fetched by `index`
+    return Product(id=item_id, fields={}, title=title.strip(), image=photo, attributes=attributes)
 
 
 def photo_at(recorded: str, base: Path) -> Path:

@@ -565,7 +565,8 @@ def build_parser() -> argparse.ArgumentParser:
                                     "root, with --images naming the root it came from (deploy/README.md).")
     ix.add_argument("--catalog", required=True,
                     help="styles.csv (or its folder), or a .jsonl file: one item a line, its attributes "
-                         "(when given) indexed as they are")
+                         "(when given) indexed as they are, its photo a path or an http(s) URL (fetched and "
+                         "kept in the storage root)")
     ix.add_argument("--images", default=None,
                     help="images folder (default: images/ beside the CSV); for a .jsonl catalog, where its "
                          "relative photo paths start (default: its folder; for an export, the storage root "

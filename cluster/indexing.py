@@ -26,25 +26,32 @@ from shards.errors import InvalidInput
 from shards.files import write_atomically
 
 from .catalog_lines import is_catalog_lines, read_catalog_lines
+from .photo_fetch import TIMEOUT_S, fetch_photo, is_url
 from .uploads import UPLOADS, photo_mtime, upload_name, uploads_folder
 
 
 class ItemAnalyzer:
     """One actor of the pool: the item path of models/pipeline.py on a batch of rows."""
 
-    def __init__(self):
+    def __init__(self, root: str):
         import torch
         from models.pipeline import Pipeline
         torch.set_num_threads(2)
         self.pipeline = Pipeline.load()
+        self.root = Path(root)        # where a photo named by URL is kept (cluster/photo_fetch.py)
 
     def __call__(self, batch: dict) -> dict:
         from models.data import decode_photo
         from shards.errors import InvalidInput
+        paths = [str(x) for x in batch["image"]]
+        urls = [i for i, x in enumerate(paths) if is_url(x)]
+        fetched = dict(zip(urls, self._fetch([paths[i] for i in urls])))
         images, good, errors = [], [], []
-        for i, path in enumerate(batch["image"]):
+        for i, path in enumerate(paths):
             try:
-                images.append(decode_photo(str(path)))     # a big photo read small
+                if i in fetched:
+                    path = paths[i] = str(fetched[i].result())   # raises what the fetch raised
+                images.append(decode_photo(path))     # a big photo read small
                 good.append(i)
                 errors.append("")
             except InvalidInput as exc:
@@ -60,8 +67,25 @@ class ItemAnalyzer:
                 hists[i] = a.hist.astype(np.float32).tobytes()
                 given = str(batch["attributes"][i])          # a JSON list, or "" where the row gives none
                 attrs[i] = given or json.dumps(a.index_tokens())
-        return {"id": batch["id"], "title": batch["title"], "image": batch["image"], "error": errors,
-                "code": codes, "hist": hists, "attributes": attrs}
+        # image: where the photo lies now (a fetched one in uploads/); source: the URL it came from
+        return {"id": batch["id"], "title": batch["title"], "image": paths, "error": errors,
+                "code": codes, "hist": hists, "attributes": attrs,
+                "source": [str(x) if is_url(str(x)) else "" for x in batch["image"]]}
+
+    def _fetch(self, urls: list[str]) -> list:
+        """A batch's photos named by URL, fetched 8 at a time: futures, in order."""
+        if not urls:
+            return []
+        from concurrent.futures import ThreadPoolExecutor
+
+        import httpx
+        client = httpx.Client(timeout=TIMEOUT_S, follow_redirects=True)
+        with ThreadPoolExecutor(8) as pool:
+            futures = [pool.submit(fetch_photo, u, self.root, client) for u in urls]
+            for f in futures:
+                f.exception()      # wait for each: the client closes after
+        client.close()
+        return futures
 
 
 def read_catalog(catalog: str, images: str | None = None) -> list:
@@ -129,7 +153,7 @@ def _write_batches(cluster, batches, errors, total: int, t0: float, log) -> tupl
         ok = [i for i, e in enumerate(error) if not e]
         for i, e in enumerate(error):
             if e:
-                row = {"id": str(b["id"][i]), "image": str(b["image"][i]), "error": e}
+                row = {"id": str(b["id"][i]), "image": str(b["source"][i] or b["image"][i]), "error": e}
                 errors.write(json.dumps(row) + "\n")
                 failed += 1
         if not ok:
@@ -138,7 +162,8 @@ def _write_batches(cluster, batches, errors, total: int, t0: float, log) -> tupl
         hists = np.stack([np.frombuffer(b["hist"][i], np.float32) for i in ok])
         cluster.upsert([id_from_text(str(b["id"][i])) for i in ok], codes, hists,
                        [json.loads(b["attributes"][i]) for i in ok],
-                       [{"title": str(b["title"][i]), "image": recorded_photo(b["image"][i])} for i in ok])
+                       [{"title": str(b["title"][i]), "image": recorded_photo(b["image"][i]),
+                         **({"source": str(b["source"][i])} if b["source"][i] else {})} for i in ok])
         written += len(ok)
         log(f"indexed {written + failed}/{total} ({written / (time.perf_counter() - t0):.1f} items/s)")
     return written, failed
@@ -215,7 +240,7 @@ def index_catalog(cluster, rows: list, errors_path: str = "index-errors.jsonl", 
                                  override_num_blocks=max(1, len(todo) // batch))
         concurrency = concurrency or max(1, int(ray.cluster_resources().get("CPU", 1)))   # one per CPU
         ds = ds.map_batches(ItemAnalyzer, batch_size=batch, compute=ray.data.ActorPoolStrategy(size=concurrency),
-                            num_cpus=1)
+                            num_cpus=1, fn_constructor_kwargs={"root": str(cluster.root)})
         with open(errors_path, "a") as errors:
             try:
                 written, failed = _write_batches(cluster, ds.iter_batches(batch_size=batch, batch_format="numpy"),
@@ -252,9 +277,12 @@ def sync_plan(products: list, ids: list, indexed: dict, since: float | None = No
     photo was uploaded as well (an export names them), so those too are deleted when no row names them."""
     def as_indexed(p, item) -> bool:
         meta = item["meta"]
-        return (meta.get("title") == p.title and _same_photo(meta.get("image", ""), p.image)
-                and (p.attributes is None or set(p.attributes) == set(item["attributes"]))
-                and (since is None or photo_mtime(p.image) <= since))
+        if is_url(p.image):     # fetched once and kept: the same URL is the same photo
+            photo = meta.get("source") == p.image
+        else:
+            photo = _same_photo(meta.get("image", ""), p.image) and (since is None or photo_mtime(p.image) <= since)
+        return (photo and meta.get("title") == p.title
+                and (p.attributes is None or set(p.attributes) == set(item["attributes"])))
     same = {i for p, i in zip(products, ids) if i in indexed and as_indexed(p, indexed[i])}
     named = set(ids)
     gone = [i for i, item in indexed.items()

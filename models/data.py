@@ -52,7 +52,7 @@ class Product:
     id: str
     fields: dict            # field -> value, empty fields left out
     title: str
-    image: Path
+    image: Path                       # or an http(s) URL in a feed's JSON lines (cluster/photo_fetch.py)
     attributes: tuple | None = None   # tokens to index it under, as given (a JSON-lines catalog); None: read
 
 

@@ -2,7 +2,8 @@
 root, then `index --catalog export.jsonl --images OLD_ROOT` into the new one. Real Ray, real files,
 the tiny models. Every item arrives with its attributes (a correction included), its title and its
 photo (an uploaded one copied into the new root); with the same models the new root answers as the
-old one did; a second pass with --sync brings what changed meanwhile, deletions of uploaded items too."""
+old one did; a second pass with --sync brings what changed meanwhile, deletions of uploaded items too.
+And a shop's feed whose photos are URLs on a real HTTP server: fetched, kept in the root, synced."""
 import json
 import os
 import shutil
@@ -16,6 +17,7 @@ from cluster.runtime import NAMESPACE, open_cluster, shutdown_cluster
 from shards.query import Query
 from shards.shard import ShardConfig
 
+from .photo_server import photo_server
 from .test_rest import small_catalog
 from .tiny_assets import make_tiny_assets
 
@@ -89,6 +91,35 @@ def test_a_catalog_moves_into_a_new_root_whole(tmp):
     after = {it["id"]: it for it in new.items()}
     assert set(after) == set(before) - gone and after[lines[0]["id"]]["attributes"] == ["articleType=Tops"]
     new.close()
+    shutdown_cluster()
+
+
+def test_a_feeds_photos_are_fetched_by_url_and_kept(tmp):
+    photos = {p.name: p.read_bytes() for p in sorted((tmp / "catalog" / "images").glob("*.jpg"))[1:6]}
+    root = tmp / "feed-root"
+    cluster = open_cluster(root, shards=2, config=ShardConfig(bits=256, hist_bins=64))
+    with photo_server(photos) as (url, asked):
+        lines = [{"id": f"p-{name}", "title": "Blue shirt", "image": f"{url}/{name}"} for name in photos]
+        lines.append({"id": "p-gone", "title": "Red dress", "image": f"{url}/gone.jpg"})      # a 404
+        feed = _lines(tmp / "feed.jsonl", lines)
+        report = index_catalog(cluster, read_catalog(str(feed)), errors_path=str(tmp / "feed-errors.jsonl"),
+                               sync=True, uploads_too=True, **QUIET)
+        assert (report["indexed"], report["errors"]) == (5, 1)
+        [error] = [json.loads(x) for x in (tmp / "feed-errors.jsonl").read_text().splitlines()]
+        assert error["id"] == "p-gone" and error["image"] == f"{url}/gone.jpg" and "HTTP 404" in error["error"]
+        items = {it["id"]: it["meta"] for it in cluster.items()}
+        for name, body in photos.items():
+            meta = items[f"p-{name}"]
+            assert meta["source"] == f"{url}/{name}" and (root / meta["image"]).read_bytes() == body
+        # the same feed again: nothing fetched or indexed again; a new URL for one item: that one
+        lines[0]["image"] = f"{url}/to/{lines[0]['image'].rsplit('/', 1)[1]}"
+        fetched = len(asked)
+        again = index_catalog(cluster, read_catalog(str(_lines(feed, lines[:5]))),
+                              errors_path=str(tmp / "feed-errors.jsonl"), sync=True, uploads_too=True, **QUIET)
+        assert (again["indexed"], again["skipped_existing"], again["deleted"]) == (1, 4, 0)
+        assert len(asked) == fetched + 2        # the redirect and the photo it leads to
+    assert cluster.get(lines[0]["id"])["meta"]["source"] == lines[0]["image"]
+    cluster.close()
 
 
 def _lines(path, items):

@@ -1,0 +1,58 @@
+"""A catalog photo named by URL (a shop's feed, `index --catalog feed.jsonl`): fetched once, kept.
+
+Shops' feeds name their photos by URL on their own servers or CDN. `index` fetches each
+one and stores it in the storage root's uploads/ as POST /items stores an upload, named by
+its content (`uploads/<sha256>.img`, never overwritten), so the item's photo is served,
+exported and backed up with the root, and a URL that later answers another photo does not
+change what an indexed item shows. The item records the URL as its `source`; `index --sync`
+indexes an item again when its row names another URL.
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import httpx
+
+from shards.errors import InvalidInput
+from shards.files import write_atomically
+
+from .uploads import uploads_folder
+
+MAX_PHOTO_BYTES = 25_000_000     # a shop's photo is a few MB; more is not a product photo
+TIMEOUT_S = 20.0
+
+
+def is_url(image) -> bool:
+    return isinstance(image, str) and image.startswith(("http://", "https://"))
+
+
+def fetch_photo(url: str, root: Path, client: httpx.Client | None = None,
+                max_bytes: int = MAX_PHOTO_BYTES) -> Path:
+    """The photo at `url`, stored durably in `root`'s uploads/ (once: a stored copy is kept);
+    returns where it lies. A failure (status, size, timeout, refusal) is an InvalidInput saying
+    which, so the row goes to the errors file and the job goes on."""
+    own = client is None
+    client = client or httpx.Client(timeout=TIMEOUT_S, follow_redirects=True)
+    try:
+        with client.stream("GET", url) as r:
+            if r.status_code != 200:
+                raise InvalidInput(f"cannot fetch the photo {url}: HTTP {r.status_code}")
+            if int(r.headers.get("content-length") or 0) > max_bytes:
+                raise InvalidInput(f"the photo at {url} is over {max_bytes} bytes")
+            data = bytearray()
+            for chunk in r.iter_bytes():
+                data += chunk
+                if len(data) > max_bytes:
+                    raise InvalidInput(f"the photo at {url} is over {max_bytes} bytes")
+    except httpx.HTTPError as exc:
+        raise InvalidInput(f"cannot fetch the photo {url}: {exc.__class__.__name__}: {exc}") from None
+    finally:
+        if own:
+            client.close()
+    if not data:
+        raise InvalidInput(f"the photo at {url} is empty")
+    dest = uploads_folder(root) / f"{hashlib.sha256(data).hexdigest()[:32]}.img"
+    if not dest.exists():      # named by its content: a file there is this photo
+        write_atomically(dest, bytes(data))     # a full disk stops the job: no row of it is any better
+    return dest

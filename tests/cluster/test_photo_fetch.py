@@ -1,0 +1,51 @@
+"""A feed's photo named by URL (cluster/photo_fetch.py), fetched from a real HTTP server on this machine:
+kept once in the root's uploads/ under its content's name, and every failure a clear InvalidInput."""
+import socket
+from pathlib import Path
+
+import pytest
+
+from cluster.catalog_lines import read_catalog_lines
+from cluster.photo_fetch import fetch_photo, is_url
+from shards.errors import InvalidInput
+
+from .photo_server import photo_server
+
+PHOTO = (Path(__file__).resolve().parents[2] / "demo" / "catalog" / "images").glob("*.jpg")
+PHOTO = next(iter(sorted(PHOTO))).read_bytes()
+
+
+def test_a_photo_is_kept_once_under_its_contents_name(tmp_path):
+    with photo_server({"a.jpg": PHOTO, "b.jpg": PHOTO}) as (url, asked):
+        first = fetch_photo(f"{url}/a.jpg", tmp_path)
+        again = fetch_photo(f"{url}/b.jpg", tmp_path)          # the same photo at another URL
+        moved = fetch_photo(f"{url}/to/a.jpg", tmp_path)       # a redirect is followed
+    assert first == again == moved and first.parent == tmp_path / "uploads" and first.read_bytes() == PHOTO
+    assert first.suffix == ".img" and len(first.stem) == 32
+    assert asked == ["/a.jpg", "/b.jpg", "/to/a.jpg", "/a.jpg"]
+
+
+def test_each_failure_says_what_failed(tmp_path):
+    with photo_server({"big.jpg": PHOTO, "empty.jpg": b""}) as (url, _):
+        with pytest.raises(InvalidInput, match="HTTP 404"):
+            fetch_photo(f"{url}/none.jpg", tmp_path)
+        with pytest.raises(InvalidInput, match="is over 1000 bytes"):
+            fetch_photo(f"{url}/big.jpg", tmp_path, max_bytes=1000)
+        with pytest.raises(InvalidInput, match="is empty"):
+            fetch_photo(f"{url}/empty.jpg", tmp_path)
+    with socket.socket() as s:       # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(InvalidInput, match="cannot fetch the photo .*ConnectError"):
+        fetch_photo(f"http://127.0.0.1:{port}/a.jpg", tmp_path)
+    assert not (tmp_path / "uploads").exists() or not any((tmp_path / "uploads").iterdir())
+
+
+def test_a_feed_line_keeps_its_url(tmp_path):
+    (tmp_path / "feed.jsonl").write_text('{"id": 1, "image": "https://cdn.example.com/p/1.jpg?w=800"}\n')
+    [first] = read_catalog_lines(tmp_path / "feed.jsonl")
+    assert first.image == "https://cdn.example.com/p/1.jpg?w=800" and is_url(first.image)
+    (tmp_path / "feed.jsonl").write_text('{"id": 1, "image": "http://cdn.example.com/1.jpg"}\n'
+                                         '{"id": 2, "image": "ftp://x/2.jpg"}\n')
+    with pytest.raises(InvalidInput, match="line 2: a photo's URL is http:// or https://"):
+        read_catalog_lines(tmp_path / "feed.jsonl")

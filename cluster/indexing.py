@@ -45,7 +45,7 @@ class ItemAnalyzer:
         from shards.errors import InvalidInput
         paths = [str(x) for x in batch["image"]]
         urls = [i for i, x in enumerate(paths) if is_url(x)]
-        fetched = dict(zip(urls, self._fetch([paths[i] for i in urls])))
+        fetched = dict(zip(urls, self._fetch([(paths[i], str(batch["id"][i])) for i in urls])))
         images, good, errors = [], [], []
         for i, path in enumerate(paths):
             try:
@@ -72,16 +72,16 @@ class ItemAnalyzer:
                 "code": codes, "hist": hists, "attributes": attrs,
                 "source": [str(x) if is_url(str(x)) else "" for x in batch["image"]]}
 
-    def _fetch(self, urls: list[str]) -> list:
-        """A batch's photos named by URL, fetched 8 at a time: futures, in order."""
-        if not urls:
+    def _fetch(self, wanted: list[tuple[str, str]]) -> list:
+        """A batch's photos named by URL, (url, item id) each, fetched 8 at a time: futures, in order."""
+        if not wanted:
             return []
         from concurrent.futures import ThreadPoolExecutor
 
         import httpx
         client = httpx.Client(timeout=TIMEOUT_S, follow_redirects=True)
         with ThreadPoolExecutor(8) as pool:
-            futures = [pool.submit(fetch_photo, u, self.root, client) for u in urls]
+            futures = [pool.submit(fetch_photo, url, self.root, item_id, client) for url, item_id in wanted]
             for f in futures:
                 f.exception()      # wait for each: the client closes after
         client.close()

@@ -2,9 +2,11 @@
 
 Shops' feeds name their photos by URL on their own servers or CDN. `index` fetches each
 one and stores it in the storage root's uploads/ as POST /items stores an upload, named by
-its content (`uploads/<sha256>.img`, never overwritten), so the item's photo is served,
-exported and backed up with the root, and a URL that later answers another photo does not
-change what an indexed item shows. The item records the URL as its `source`; `index --sync`
+the item and the photo's content (`uploads/<sha256>.img`, never overwritten), so the item's
+photo is served, exported and backed up with the root, and a URL that later answers another
+photo does not change what an indexed item shows. Never shared by two items: deleting one
+(DELETE /items/{id} removes its uploaded photo) leaves the other's, even where a shop uses
+one photo for several items. The item records the URL as its `source`; `index --sync`
 indexes an item again when its row names another URL.
 """
 from __future__ import annotations
@@ -27,10 +29,10 @@ def is_url(image) -> bool:
     return isinstance(image, str) and image.startswith(("http://", "https://"))
 
 
-def fetch_photo(url: str, root: Path, client: httpx.Client | None = None,
+def fetch_photo(url: str, root: Path, item_id: str, client: httpx.Client | None = None,
                 max_bytes: int = MAX_PHOTO_BYTES) -> Path:
-    """The photo at `url`, stored durably in `root`'s uploads/ (once: a stored copy is kept);
-    returns where it lies. A failure (status, size, timeout, refusal) is an InvalidInput saying
+    """The photo at `url` for item `item_id`, stored durably in `root`'s uploads/ (once: a stored
+    copy is kept); returns where it lies. A failure (status, size, timeout, refusal) is an InvalidInput saying
     which, so the row goes to the errors file and the job goes on."""
     own = client is None
     client = client or httpx.Client(timeout=TIMEOUT_S, follow_redirects=True)
@@ -52,7 +54,8 @@ def fetch_photo(url: str, root: Path, client: httpx.Client | None = None,
             client.close()
     if not data:
         raise InvalidInput(f"the photo at {url} is empty")
-    dest = uploads_folder(root) / f"{hashlib.sha256(data).hexdigest()[:32]}.img"
-    if not dest.exists():      # named by its content: a file there is this photo
+    name = hashlib.sha256(f"{item_id}\0".encode() + data).hexdigest()[:32]
+    dest = uploads_folder(root) / f"{name}.img"
+    if not dest.exists():      # named by the item and the content: a file there is this photo
         write_atomically(dest, bytes(data))     # a full disk stops the job: no row of it is any better
     return dest

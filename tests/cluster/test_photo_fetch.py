@@ -15,29 +15,34 @@ PHOTO = (Path(__file__).resolve().parents[2] / "demo" / "catalog" / "images").gl
 PHOTO = next(iter(sorted(PHOTO))).read_bytes()
 
 
-def test_a_photo_is_kept_once_under_its_contents_name(tmp_path):
+def test_a_photo_is_kept_once_per_item_under_the_items_and_its_contents_name(tmp_path):
+    from cluster.uploads import upload_name
     with photo_server({"a.jpg": PHOTO, "b.jpg": PHOTO}) as (url, asked):
-        first = fetch_photo(f"{url}/a.jpg", tmp_path)
-        again = fetch_photo(f"{url}/b.jpg", tmp_path)          # the same photo at another URL
-        moved = fetch_photo(f"{url}/to/a.jpg", tmp_path)       # a redirect is followed
+        first = fetch_photo(f"{url}/a.jpg", tmp_path, "7")
+        again = fetch_photo(f"{url}/b.jpg", tmp_path, "7")          # the same photo at another URL
+        moved = fetch_photo(f"{url}/to/a.jpg", tmp_path, "7")       # a redirect is followed
+        other = fetch_photo(f"{url}/a.jpg", tmp_path, "8")          # another item: its own copy
     assert first == again == moved and first.parent == tmp_path / "uploads" and first.read_bytes() == PHOTO
-    assert first.suffix == ".img" and len(first.stem) == 32
-    assert asked == ["/a.jpg", "/b.jpg", "/to/a.jpg", "/a.jpg"]
+    assert upload_name(f"uploads/{first.name}") == first.name       # named as uploads are
+    assert other != first and other.read_bytes() == PHOTO
+    other.unlink()                     # as DELETE /items/8 removes its photo: item 7's stays
+    assert first.read_bytes() == PHOTO
+    assert asked == ["/a.jpg", "/b.jpg", "/to/a.jpg", "/a.jpg", "/a.jpg"]
 
 
 def test_each_failure_says_what_failed(tmp_path):
     with photo_server({"big.jpg": PHOTO, "empty.jpg": b""}) as (url, _):
         with pytest.raises(InvalidInput, match="HTTP 404"):
-            fetch_photo(f"{url}/none.jpg", tmp_path)
+            fetch_photo(f"{url}/none.jpg", tmp_path, "1")
         with pytest.raises(InvalidInput, match="is over 1000 bytes"):
-            fetch_photo(f"{url}/big.jpg", tmp_path, max_bytes=1000)
+            fetch_photo(f"{url}/big.jpg", tmp_path, "1", max_bytes=1000)
         with pytest.raises(InvalidInput, match="is empty"):
-            fetch_photo(f"{url}/empty.jpg", tmp_path)
+            fetch_photo(f"{url}/empty.jpg", tmp_path, "1")
     with socket.socket() as s:       # a port nothing listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     with pytest.raises(InvalidInput, match="cannot fetch the photo .*ConnectError"):
-        fetch_photo(f"http://127.0.0.1:{port}/a.jpg", tmp_path)
+        fetch_photo(f"http://127.0.0.1:{port}/a.jpg", tmp_path, "1")
     assert not (tmp_path / "uploads").exists() or not any((tmp_path / "uploads").iterdir())
 
 

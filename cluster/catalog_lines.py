@@ -7,10 +7,11 @@ New feature weights code photos differently, and a storage root holds one model'
     {"id": 42, "attributes": ["articleType=Tshirts", ...], "meta": {"title": "...", "image": "..."}}
 
 as `export` writes it, or the flat {"id", "title", "image", "attributes"} a feed may hold (the
-title may be named as a CSV's column is, `productDisplayName`).
-`attributes` (optional) are the tokens the item is indexed under, read as POST /items reads
-them (`gender=men` is the vocabulary's `gender=Men`): corrections made with PATCH move along.
-Without them the models read the photo.
+title may be named as a CSV's column is, `productDisplayName`). `attributes` (optional) are
+the tokens the item is indexed under, read as POST /items reads them (`gender=men` is the
+vocabulary's `gender=Men`): corrections made with PATCH move along. Without them the models
+read the photo. An exported item whose photo was fetched by URL keeps the URL
+(`meta.source`), so a later `index --sync` with the shop's feed finds it as it is.
 
 A relative photo path starts at `base` (`--images`; default the file's folder). For an export
 that is the storage root it came from, where uploaded photos lie (`uploads/NAME`). A path
@@ -94,7 +95,9 @@ def _product(line: str, base: Path, where: str, vocabulary) -> Product:
     if "://" in image and not is_url(image):
         raise InvalidInput(f"{where}: a photo's URL is http:// or https://, got {image!r}")
     photo = image if is_url(image) else photo_at(image, base)     # a URL is fetched by `index`
-    return Product(id=item_id, fields={}, title=title.strip(), image=photo, attributes=attributes)
+    source = meta.get("source")      # an exported item's photo was fetched from there: a feed's sync knows it
+    source = source if is_url(source) and not is_url(image) else None
+    return Product(id=item_id, fields={}, title=title.strip(), image=photo, attributes=attributes, source=source)
 
 
 def photo_at(recorded: str, base: Path) -> Path:

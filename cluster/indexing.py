@@ -67,10 +67,11 @@ class ItemAnalyzer:
                 hists[i] = a.hist.astype(np.float32).tobytes()
                 given = str(batch["attributes"][i])          # a JSON list, or "" where the row gives none
                 attrs[i] = given or json.dumps(a.index_tokens())
-        # image: where the photo lies now (a fetched one in uploads/); source: the URL it came from
-        return {"id": batch["id"], "title": batch["title"], "image": paths, "error": errors,
-                "code": codes, "hist": hists, "attributes": attrs,
-                "source": [str(x) if is_url(str(x)) else "" for x in batch["image"]]}
+        # image: where the photo lies now (a fetched one in uploads/); row_image: as the row named it;
+        # source: the URL it came from (fetched now, or by the root a line was exported from)
+        return {"id": batch["id"], "title": batch["title"], "image": paths, "row_image": batch["image"],
+                "error": errors, "code": codes, "hist": hists, "attributes": attrs,
+                "source": [str(x) if is_url(str(x)) else str(s) for x, s in zip(batch["image"], batch["source"])]}
 
     def _fetch(self, wanted: list[tuple[str, str]]) -> list:
         """A batch's photos named by URL, (url, item id) each, fetched 8 at a time: futures, in order."""
@@ -153,7 +154,7 @@ def _write_batches(cluster, batches, errors, total: int, t0: float, log) -> tupl
         ok = [i for i, e in enumerate(error) if not e]
         for i, e in enumerate(error):
             if e:
-                row = {"id": str(b["id"][i]), "image": str(b["source"][i] or b["image"][i]), "error": e}
+                row = {"id": str(b["id"][i]), "image": str(b["row_image"][i]), "error": e}
                 errors.write(json.dumps(row) + "\n")
                 failed += 1
         if not ok:
@@ -235,7 +236,7 @@ def index_catalog(cluster, rows: list, errors_path: str = "index-errors.jsonl", 
                 **({"would_delete": len(gone), "delete_examples": gone[:20], "refused": refused} if sync else {})}
     written, failed = 0, 0
     if todo:
-        ds = ray.data.from_items([{"id": p.id, "title": p.title, "image": str(p.image),
+        ds = ray.data.from_items([{"id": p.id, "title": p.title, "image": str(p.image), "source": p.source or "",
                                    "attributes": json.dumps(list(p.attributes)) if p.attributes else ""} for p in todo],
                                  override_num_blocks=max(1, len(todo) // batch))
         concurrency = concurrency or max(1, int(ray.cluster_resources().get("CPU", 1)))   # one per CPU

@@ -54,6 +54,7 @@ class Product:
     title: str
     image: Path                       # or an http(s) URL in a feed's JSON lines (cluster/photo_fetch.py)
     attributes: tuple | None = None   # tokens to index it under, as given (a JSON-lines catalog); None: read
+    source: str | None = None         # the URL a fetched photo came from, as an exported line records it
 
 
 def read_csv(path: Path, columns, what: str) -> list[dict]:

@@ -111,3 +111,12 @@ def test_what_export_writes_reads_back_as_the_same_items(tmp_path):
     assert [p.title for p in products] == [it["meta"]["title"] for it in items]
     assert [list(p.attributes) for p in products] == [it["attributes"] for it in items]
     assert [recorded_photo(p.image) for p in products] == [it["meta"]["image"] for it in items]
+
+
+def test_an_exported_items_url_comes_along_and_only_for_a_photo_it_fetched(tmp_path):
+    url = "https://cdn.example.com/1.jpg"
+    path = write_lines(tmp_path / "c.jsonl", [
+        {"id": 1, "attributes": ["a=1"], "meta": {"title": "t", "image": UPLOAD, "source": url}},
+        {"id": 2, "meta": {"title": "t", "image": url, "source": "https://elsewhere/2.jpg"}},   # fetched anew
+        {"id": 3, "meta": {"title": "t", "image": "3.jpg", "source": "not a url"}}])
+    assert [p.source for p in read_catalog_lines(path)] == [url, None, None]

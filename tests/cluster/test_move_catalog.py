@@ -50,13 +50,12 @@ def test_a_catalog_moves_into_a_new_root_whole(tmp):
     config = ShardConfig(bits=256, hist_bins=64)
     old = open_cluster(old_root, shards=2, config=config)
     rows = read_catalog(str(small_catalog(tmp / "catalog", n=10)))
-    index_catalog(old, rows, errors_path=str(tmp / "errors.jsonl"), **QUIET)   # one photo is broken: 9 items
-    # an item added through POST /items: its photo stored in the root's uploads/, recorded relative to it
+    # and an item added through POST /items: its photo stored in the root's uploads/, recorded relative to it
     (old_root / "uploads").mkdir()
     shutil.copy(rows[1].image, old_root / "uploads" / UPLOAD)
     [upload_row] = read_catalog(str(_lines(tmp / "upload.jsonl", [{"id": "up-1", "title": "Blue shirt",
                                                                    "image": f"uploads/{UPLOAD}"}])), str(old_root))
-    index_catalog(old, [upload_row], errors_path=str(tmp / "errors.jsonl"), **QUIET)
+    index_catalog(old, rows + [upload_row], errors_path=str(tmp / "errors.jsonl"), **QUIET)  # a broken photo: 10
     corrected = rows[2].id
     old.coordinator_call("update", int(corrected), ["articleType=Shirts", "brand=Acme"])   # PATCH's correction
     old.export(tmp / "export.jsonl", **QUIET)
@@ -118,7 +117,24 @@ def test_a_feeds_photos_are_fetched_by_url_and_kept(tmp):
                               errors_path=str(tmp / "feed-errors.jsonl"), sync=True, uploads_too=True, **QUIET)
         assert (again["indexed"], again["skipped_existing"], again["deleted"]) == (1, 4, 0)
         assert len(asked) == fetched + 2        # the redirect and the photo it leads to
-    assert cluster.get(lines[0]["id"])["meta"]["source"] == lines[0]["image"]
+        assert cluster.get(lines[0]["id"])["meta"]["source"] == lines[0]["image"]
+        # moved to a new root (new models): the photos come along, and so do their URLs, so the
+        # shop's feed synced into the new root finds every item as it is and fetches nothing
+        cluster.export(tmp / "feed-export.jsonl", **QUIET)
+        before = {it["id"]: it for it in cluster.items()}
+        cluster.close()
+        shutdown_cluster()
+        moved_root = tmp / "feed-root-2"
+        cluster = open_cluster(moved_root, shards=2, config=ShardConfig(bits=256, hist_bins=64))
+        index_catalog(cluster, read_catalog(str(tmp / "feed-export.jsonl"), str(root)),
+                      errors_path=str(tmp / "feed-errors.jsonl"), uploads_too=True, **QUIET)
+        assert {it["id"]: it["meta"] for it in cluster.items()} == {i: it["meta"] for i, it in before.items()}
+        fetched = len(asked)
+        synced = index_catalog(cluster, read_catalog(str(feed)), errors_path=str(tmp / "feed-errors.jsonl"),
+                               sync=True, uploads_too=True, **QUIET)
+        assert (synced["indexed"], synced["skipped_existing"], len(asked)) == (0, 5, fetched)
+    for it in before.values():
+        assert (moved_root / it["meta"]["image"]).read_bytes() == (root / it["meta"]["image"]).read_bytes()
     cluster.close()
 
 

@@ -26,7 +26,7 @@ from shards.errors import InvalidInput
 from shards.files import write_atomically
 
 from .catalog_lines import is_catalog_lines, read_catalog_lines
-from .photo_fetch import TIMEOUT_S, fetch_photo, is_url
+from .photo_fetch import fetch_photos, is_url
 from .uploads import UPLOADS, photo_mtime, upload_name, uploads_folder
 
 
@@ -45,7 +45,7 @@ class ItemAnalyzer:
         from shards.errors import InvalidInput
         paths = [str(x) for x in batch["image"]]
         urls = [i for i, x in enumerate(paths) if is_url(x)]
-        fetched = dict(zip(urls, self._fetch([(paths[i], str(batch["id"][i])) for i in urls])))
+        fetched = dict(zip(urls, fetch_photos([(paths[i], str(batch["id"][i])) for i in urls], self.root)))
         images, good, errors = [], [], []
         for i, path in enumerate(paths):
             try:
@@ -72,21 +72,6 @@ class ItemAnalyzer:
         return {"id": batch["id"], "title": batch["title"], "image": paths, "row_image": batch["image"],
                 "error": errors, "code": codes, "hist": hists, "attributes": attrs,
                 "source": [str(x) if is_url(str(x)) else str(s) for x, s in zip(batch["image"], batch["source"])]}
-
-    def _fetch(self, wanted: list[tuple[str, str]]) -> list:
-        """A batch's photos named by URL, (url, item id) each, fetched 8 at a time: futures, in order."""
-        if not wanted:
-            return []
-        from concurrent.futures import ThreadPoolExecutor
-
-        import httpx
-        client = httpx.Client(timeout=TIMEOUT_S, follow_redirects=True)
-        with ThreadPoolExecutor(8) as pool:
-            futures = [pool.submit(fetch_photo, url, self.root, item_id, client) for url, item_id in wanted]
-            for f in futures:
-                f.exception()      # wait for each: the client closes after
-        client.close()
-        return futures
 
 
 def read_catalog(catalog: str, images: str | None = None) -> list:

@@ -12,6 +12,7 @@ indexes an item again when its row names another URL.
 from __future__ import annotations
 
 import hashlib
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -23,6 +24,7 @@ from .uploads import uploads_folder
 
 MAX_PHOTO_BYTES = 25_000_000     # a shop's photo is a few MB; more is not a product photo
 TIMEOUT_S = 20.0
+AT_ONCE = 8                      # fetches in flight per model actor: the network waits, not the CPU
 
 
 def is_url(image) -> bool:
@@ -59,3 +61,13 @@ def fetch_photo(url: str, root: Path, item_id: str, client: httpx.Client | None 
     if not dest.exists():      # named by the item and the content: a file there is this photo
         write_atomically(dest, bytes(data))     # a full disk stops the job: no row of it is any better
     return dest
+
+
+def fetch_photos(wanted: list[tuple[str, str]], root: Path) -> list[Future]:
+    """A batch's photos, (url, item id) each, fetched AT_ONCE at a time over one connection pool:
+    their futures, in order, all done (each gives fetch_photo's path or raises its error)."""
+    if not wanted:
+        return []
+    with httpx.Client(timeout=TIMEOUT_S, follow_redirects=True) as client, ThreadPoolExecutor(AT_ONCE) as pool:
+        futures = [pool.submit(fetch_photo, url, root, item_id, client) for url, item_id in wanted]
+    return futures          # the pool's exit waited for every one, before the client closed

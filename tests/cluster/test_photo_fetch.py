@@ -54,3 +54,16 @@ def test_a_feed_line_keeps_its_url(tmp_path):
                                          '{"id": 2, "image": "ftp://x/2.jpg"}\n')
     with pytest.raises(InvalidInput, match="line 2: a photo's URL is http:// or https://"):
         read_catalog_lines(tmp_path / "feed.jsonl")
+
+
+def test_a_batch_is_fetched_together_each_in_its_place(tmp_path):
+    from cluster.photo_fetch import fetch_photos
+    files = {f"{i}.jpg": PHOTO + bytes([i]) for i in range(12)}
+    with photo_server(files) as (url, asked):
+        wanted = [(f"{url}/{i}.jpg", str(i)) for i in range(12)] + [(f"{url}/none.jpg", "x")]
+        futures = fetch_photos(wanted, tmp_path)
+    assert all(f.done() for f in futures) and len(asked) == 13
+    assert [f.result().read_bytes() for f in futures[:12]] == [files[f"{i}.jpg"] for i in range(12)]
+    with pytest.raises(InvalidInput, match="HTTP 404"):
+        futures[12].result()
+    assert fetch_photos([], tmp_path) == []

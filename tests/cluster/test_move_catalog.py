@@ -23,6 +23,7 @@ from .tiny_assets import make_tiny_assets
 
 UPLOAD = "a" * 32 + ".img"
 QUIET = {"log": lambda s: None}
+INDEX = {**QUIET, "concurrency": 1}    # one model actor: a small catalog needs no more
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +42,15 @@ def tmp(tmp_path_factory):
             ray.shutdown()
 
 
+@pytest.fixture(autouse=True)
+def no_cluster_left(tmp):
+    """Each test's clusters are gone after it, failed or not: the next one opens its own roots."""
+    try:
+        yield
+    finally:
+        shutdown_cluster()
+
+
 def answers(cluster, queries):
     return [[(h.id, round(h.score, 6)) for h in r.hits] for r in cluster.search_batch(queries)]
 
@@ -55,7 +65,7 @@ def test_a_catalog_moves_into_a_new_root_whole(tmp):
     shutil.copy(rows[1].image, old_root / "uploads" / UPLOAD)
     [upload_row] = read_catalog(str(_lines(tmp / "upload.jsonl", [{"id": "up-1", "title": "Blue shirt",
                                                                    "image": f"uploads/{UPLOAD}"}])), str(old_root))
-    index_catalog(old, rows + [upload_row], errors_path=str(tmp / "errors.jsonl"), **QUIET)  # a broken photo: 10
+    index_catalog(old, rows + [upload_row], errors_path=str(tmp / "errors.jsonl"), **INDEX)  # a broken photo: 10
     corrected = rows[2].id
     old.coordinator_call("update", int(corrected), ["articleType=Shirts", "brand=Acme"])   # PATCH's correction
     old.export(tmp / "export.jsonl", **QUIET)
@@ -70,7 +80,7 @@ def test_a_catalog_moves_into_a_new_root_whole(tmp):
 
     new = open_cluster(new_root, shards=3, config=config)
     moved = read_catalog(str(tmp / "export.jsonl"), str(old_root))
-    report = index_catalog(new, moved, errors_path=str(tmp / "errors-new.jsonl"), uploads_too=True, **QUIET)
+    report = index_catalog(new, moved, errors_path=str(tmp / "errors-new.jsonl"), uploads_too=True, **INDEX)
     assert report["indexed"] == 10 and report["errors"] == 0
     after = {it["id"]: it for it in new.items()}
     assert {i: (set(it["attributes"]), it["meta"]) for i, it in after.items()} == \
@@ -85,7 +95,7 @@ def test_a_catalog_moves_into_a_new_root_whole(tmp):
     lines = [x for x in lines if x["id"] not in gone]
     lines[0]["attributes"] = ["articleType=Tops"]
     again = index_catalog(new, read_catalog(str(_lines(tmp / "export2.jsonl", lines)), str(old_root)),
-                          errors_path=str(tmp / "errors-new.jsonl"), sync=True, uploads_too=True, **QUIET)
+                          errors_path=str(tmp / "errors-new.jsonl"), sync=True, uploads_too=True, **INDEX)
     assert (again["indexed"], again["skipped_existing"], again["deleted"]) == (1, 7, 2)
     after = {it["id"]: it for it in new.items()}
     assert set(after) == set(before) - gone and after[lines[0]["id"]]["attributes"] == ["articleType=Tops"]
@@ -102,7 +112,7 @@ def test_a_feeds_photos_are_fetched_by_url_and_kept(tmp):
         lines.append({"id": "p-gone", "title": "Red dress", "image": f"{url}/gone.jpg"})      # a 404
         feed = _lines(tmp / "feed.jsonl", lines)
         report = index_catalog(cluster, read_catalog(str(feed)), errors_path=str(tmp / "feed-errors.jsonl"),
-                               sync=True, uploads_too=True, **QUIET)
+                               sync=True, uploads_too=True, **INDEX)
         assert (report["indexed"], report["errors"]) == (5, 1)
         [error] = [json.loads(x) for x in (tmp / "feed-errors.jsonl").read_text().splitlines()]
         assert error["id"] == "p-gone" and error["image"] == f"{url}/gone.jpg" and "HTTP 404" in error["error"]
@@ -114,7 +124,7 @@ def test_a_feeds_photos_are_fetched_by_url_and_kept(tmp):
         lines[0]["image"] = f"{url}/to/{lines[0]['image'].rsplit('/', 1)[1]}"
         fetched = len(asked)
         again = index_catalog(cluster, read_catalog(str(_lines(feed, lines[:5]))),
-                              errors_path=str(tmp / "feed-errors.jsonl"), sync=True, uploads_too=True, **QUIET)
+                              errors_path=str(tmp / "feed-errors.jsonl"), sync=True, uploads_too=True, **INDEX)
         assert (again["indexed"], again["skipped_existing"], again["deleted"]) == (1, 4, 0)
         assert len(asked) == fetched + 2        # the redirect and the photo it leads to
         assert cluster.get(lines[0]["id"])["meta"]["source"] == lines[0]["image"]
@@ -127,11 +137,11 @@ def test_a_feeds_photos_are_fetched_by_url_and_kept(tmp):
         moved_root = tmp / "feed-root-2"
         cluster = open_cluster(moved_root, shards=2, config=ShardConfig(bits=256, hist_bins=64))
         index_catalog(cluster, read_catalog(str(tmp / "feed-export.jsonl"), str(root)),
-                      errors_path=str(tmp / "feed-errors.jsonl"), uploads_too=True, **QUIET)
+                      errors_path=str(tmp / "feed-errors.jsonl"), uploads_too=True, **INDEX)
         assert {it["id"]: it["meta"] for it in cluster.items()} == {i: it["meta"] for i, it in before.items()}
         fetched = len(asked)
         synced = index_catalog(cluster, read_catalog(str(feed)), errors_path=str(tmp / "feed-errors.jsonl"),
-                               sync=True, uploads_too=True, **QUIET)
+                               sync=True, uploads_too=True, **INDEX)
         assert (synced["indexed"], synced["skipped_existing"], len(asked)) == (0, 5, fetched)
     for it in before.values():
         assert (moved_root / it["meta"]["image"]).read_bytes() == (root / it["meta"]["image"]).read_bytes()

@@ -1,6 +1,7 @@
 """Batch query jobs: a file of queries in, a JSONL file of results out.
 
-QUERIES is a CSV (columns image[, category][, box][, filters]) or JSONL ({"image": path,
+QUERIES is a CSV (columns image[, category][, box][, filters]) or JSONL ({"image": path or
+http(s) URL (fetched by the actor that reads it, not kept),
 "category": ..., "box": "x,y,w,h" or [x, y, w, h], "filters": "gender=Women,usage=Sports"
 or a list of tokens}). Attached to a Ray cluster (--address), the
 job is submitted through Ray's job submission API and runs there; otherwise it
@@ -20,6 +21,7 @@ from pathlib import Path
 from shards.errors import InvalidInput
 from shards.query import Query
 
+from .photo_fetch import download_all, is_url
 from .rest import parse_box
 
 
@@ -67,7 +69,10 @@ def read_queries(path: str) -> list[dict]:
         if filters is not None and not isinstance(filters, str) and not (
                 isinstance(filters, list) and all(isinstance(t, str) for t in filters)):
             raise InvalidInput(f"{where}: filters are 'field=value' tokens, comma-separated or a list, got {filters!r}")
-        r["image"] = str((p.parent / r["image"]) if not Path(r["image"]).is_absolute() else r["image"])
+        if "://" in r["image"] and not is_url(r["image"]):
+            raise InvalidInput(f"{where}: a photo's URL is http:// or https://, got {r['image']!r}")
+        if not is_url(r["image"]):      # a path: from the queries file's folder; a URL is fetched as it is
+            r["image"] = str((p.parent / r["image"]) if not Path(r["image"]).is_absolute() else r["image"])
         out.append(r)
     return out
 
@@ -131,10 +136,13 @@ class QueryAnalyzer:
         from models.data import decode_photo
         rows = [json.loads(r) for r in batch["row"]]
         read: list = [None] * len(rows)
+        urls = [j for j, r in enumerate(rows) if is_url(r["image"])]
+        fetched = dict(zip(urls, download_all([rows[j]["image"] for j in urls])))   # read, not kept
         good, images = [], []
         for j, r in enumerate(rows):
             try:
-                images.append(decode_photo(r["image"]))     # a big photo read small
+                photo = fetched[j].result() if j in fetched else r["image"]     # raises a failed fetch's error
+                images.append(decode_photo(photo))     # a big photo read small
                 good.append(j)
             except InvalidInput as exc:
                 read[j] = str(exc)

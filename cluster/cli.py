@@ -595,8 +595,9 @@ def build_parser() -> argparse.ArgumentParser:
     bt = sub.add_parser("batch", help="run a file of queries, write results as JSONL",
                         description="QUERIES: CSV (header: image[,category][,box][,filters]) or JSONL "
                                     "({\"image\": ...}) of photos, one query a row; a relative image path is "
-                                    "read from the queries file's folder; category names one (option 2), box "
-                                    "is x,y,w,h (option 3), filters are hard tokens (gender=Women,usage=Sports). "
+                                    "read from the queries file's folder, an http(s) URL fetched; category "
+                                    "names one (option 2), box is x,y,w,h (option 3), filters are hard tokens "
+                                    "(gender=Women,usage=Sports). "
                                     "Each line of OUT answers its row, or says why it could not. "
                                     "With --address the job is submitted to the cluster (Ray job API); a "
                                     "cluster without one (the demo's) runs it from here, attached to it.")

@@ -31,13 +31,9 @@ def is_url(image) -> bool:
     return isinstance(image, str) and image.startswith(("http://", "https://"))
 
 
-def fetch_photo(url: str, root: Path, item_id: str, client: httpx.Client | None = None,
-                max_bytes: int = MAX_PHOTO_BYTES) -> Path:
-    """The photo at `url` for item `item_id`, stored durably in `root`'s uploads/ (once: a stored
-    copy is kept); returns where it lies. A failure (status, size, timeout, refusal) is an InvalidInput saying
-    which, so the row goes to the errors file and the job goes on."""
-    own = client is None
-    client = client or httpx.Client(timeout=TIMEOUT_S, follow_redirects=True)
+def download(url: str, client: httpx.Client, max_bytes: int = MAX_PHOTO_BYTES) -> bytes:
+    """The bytes at `url`; a failure (status, size, timeout, refusal, nothing there) is an
+    InvalidInput saying which, so the row is reported and the job goes on."""
     try:
         with client.stream("GET", url) as r:
             if r.status_code != 200:
@@ -51,23 +47,44 @@ def fetch_photo(url: str, root: Path, item_id: str, client: httpx.Client | None 
                     raise InvalidInput(f"the photo at {url} is over {max_bytes} bytes")
     except httpx.HTTPError as exc:
         raise InvalidInput(f"cannot fetch the photo {url}: {exc.__class__.__name__}: {exc}") from None
+    if not data:
+        raise InvalidInput(f"the photo at {url} is empty")
+    return bytes(data)
+
+
+def fetch_photo(url: str, root: Path, item_id: str, client: httpx.Client | None = None,
+                max_bytes: int = MAX_PHOTO_BYTES) -> Path:
+    """The photo at `url` for item `item_id`, stored durably in `root`'s uploads/ (once: a stored
+    copy is kept); returns where it lies. A failed fetch is download's InvalidInput."""
+    own = client is None
+    client = client or httpx.Client(timeout=TIMEOUT_S, follow_redirects=True)
+    try:
+        data = download(url, client, max_bytes)
     finally:
         if own:
             client.close()
-    if not data:
-        raise InvalidInput(f"the photo at {url} is empty")
     name = hashlib.sha256(f"{item_id}\0".encode() + data).hexdigest()[:32]
     dest = uploads_folder(root) / f"{name}.img"
     if not dest.exists():      # named by the item and the content: a file there is this photo
-        write_atomically(dest, bytes(data))     # a full disk stops the job: no row of it is any better
+        write_atomically(dest, data)     # a full disk stops the job: no row of it is any better
     return dest
 
 
-def fetch_photos(wanted: list[tuple[str, str]], root: Path) -> list[Future]:
-    """A batch's photos, (url, item id) each, fetched AT_ONCE at a time over one connection pool:
-    their futures, in order, all done (each gives fetch_photo's path or raises its error)."""
-    if not wanted:
+def in_flight(fn, calls: list[tuple]) -> list[Future]:
+    """fn(*args, client) for each args of `calls`, AT_ONCE at a time over one connection pool:
+    their futures, in order, all done (each gives fn's result or raises its error)."""
+    if not calls:
         return []
     with httpx.Client(timeout=TIMEOUT_S, follow_redirects=True) as client, ThreadPoolExecutor(AT_ONCE) as pool:
-        futures = [pool.submit(fetch_photo, url, root, item_id, client) for url, item_id in wanted]
+        futures = [pool.submit(fn, *args, client) for args in calls]
     return futures          # the pool's exit waited for every one, before the client closed
+
+
+def fetch_photos(wanted: list[tuple[str, str]], root: Path) -> list[Future]:
+    """A batch's photos to keep, (url, item id) each: fetch_photo's futures, in order, all done."""
+    return in_flight(lambda url, item_id, client: fetch_photo(url, root, item_id, client), wanted)
+
+
+def download_all(urls: list[str]) -> list[Future]:
+    """A batch's photos to read and forget (a batch job's queries): download's futures, in order."""
+    return in_flight(download, [(u,) for u in urls])

@@ -24,6 +24,13 @@ def test_csv_and_jsonl_queries_resolve_images_beside_the_file_and_keep_extra_col
     assert parse_box(rows[0]["box"]) == (1.0, 2.0, 3.0, 4.0)
 
 
+def test_a_photo_named_by_url_is_kept_as_it_is_and_only_http_or_https(tmp_path):
+    rows = read_queries(write(tmp_path, "q.csv", "image\nhttps://cdn.example.com/a.jpg?w=800\nhttp://h/b.jpg\n"))
+    assert [r["image"] for r in rows] == ["https://cdn.example.com/a.jpg?w=800", "http://h/b.jpg"]
+    with pytest.raises(InvalidInput, match="line 3: a photo's URL is http:// or https://"):
+        read_queries(write(tmp_path, "q.csv", "image\nhttp://h/b.jpg\ns3://bucket/c.jpg\n"))
+
+
 def test_columns_of_the_callers_own_are_kept_however_they_are_named(tmp_path):
     text = "image,image_id,sku,boxes_ordered,title\na.jpg,i1,s1,3,Red shirt\n"
     [row] = read_queries(write(tmp_path, "q.csv", text))

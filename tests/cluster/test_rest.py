@@ -1038,6 +1038,29 @@ def test_a_batch_jobs_rows_carry_their_own_filters(server):
     assert plain["filters"] == [] and plain["results"]
 
 
+def test_a_batch_jobs_photos_may_be_urls(server):
+    """Query photos on a web server (a real one on this machine): each fetched and read, in
+    order, as the same photo from a file is; one that cannot be fetched is its own error line."""
+    from cluster.batch import read_queries, run_batch
+
+    from .photo_server import photo_server
+    tmp = server["tmp"]
+    photos = sorted((tmp / "catalog" / "images").glob("*.jpg"))[1:4]
+    (tmp / "qu").mkdir(exist_ok=True)
+    with photo_server({p.name: p.read_bytes() for p in photos}) as (url, asked):
+        rows = [{"image": f"{url}/{p.name}"} for p in photos] + [{"image": f"{url}/gone.jpg"}]
+        rows += [{"image": str(photos[0])}]          # the same photo as a file
+        queries = tmp / "qu" / "queries.jsonl"
+        queries.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        out = tmp / "qu" / "results.jsonl"
+        report = run_batch(server["cluster"], read_queries(str(queries)), str(out), k=5, log=lambda s: None)
+    assert (report["answered"], report["errors"]) == (4, 1) and len(asked) == 4
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [x["query"]["image"] for x in lines[:4]] == [r["image"] for r in rows[:4]]
+    assert all(x["results"] for x in lines[:3]) and "HTTP 404" in lines[3]["error"]
+    assert lines[0]["results"] == lines[4]["results"]       # fetched or read from disk: the same answer
+
+
 def id_of(photo: Path):
     from shards.codes import id_from_text
     return id_from_text(photo.stem)

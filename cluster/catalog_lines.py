@@ -28,8 +28,7 @@ from shards.codes import check_token, id_from_text
 from shards.errors import InvalidInput
 
 from .photo_fetch import is_url
-
-MAX_ITEM_TOKENS = 64      # tokens one item may carry (as PATCH /items/{id} allows)
+from .rest import MAX_ITEM_TOKENS       # tokens one item may carry, as PATCH /items/{id} allows
 
 
 def is_catalog_lines(path: str | os.PathLike) -> bool:

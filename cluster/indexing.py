@@ -157,16 +157,17 @@ def _write_batches(cluster, batches, errors, total: int, t0: float, log) -> tupl
 
 def _copy_upload(image: str, root: Path) -> str:
     """An uploaded photo a row names, stored durably in `root`'s uploads/ before its item is
-    written (as POST /items stores one); "" when done or not an upload, else why it failed."""
+    written (as POST /items stores one); "" when done or not an upload, else why it could not be
+    read (that row's error). A full disk here stops the job, as it does a fetch."""
     name = upload_name(image)
-    if name is None:
+    dest = uploads_folder(root) / name if name else None
+    if dest is None or dest.exists():      # an upload's name is never reused: a photo there is this one
         return ""
     try:
-        dest = uploads_folder(root) / name
-        if not dest.exists():      # an upload's name is never reused: a photo there is this one
-            write_atomically(dest, Path(image).read_bytes())
+        data = Path(image).read_bytes()
     except OSError as exc:
-        return f"cannot copy the uploaded photo into {root / UPLOADS}: {exc.strerror or exc}"
+        return f"cannot read the uploaded photo {image}: {exc.strerror or exc}"
+    write_atomically(dest, data)
     return ""
 
 

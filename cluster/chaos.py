@@ -47,6 +47,7 @@ FAST_FAILURE_DETECTION = {"health_check_initial_delay_ms": 0, "health_check_peri
 # what the client may see during a fault; anything else (a 500, no answer, a 404 on
 # deleting an acknowledged item) fails the run
 ALLOWED_OUTCOMES = {"add ok", "add 503", "delete ok", "delete 503", "search complete", "search partial", "search 503"}
+RESTART = "stop the whole cluster, start again from the storage root"
 MAX_ITEMS = 700          # the probe reads everything with one k<=1000 query
 
 
@@ -402,21 +403,27 @@ class Chaos:
         self.start(carry_on=old)
         return {}
 
-    def run(self, warmup_s: float = 10.0) -> dict:
+    def faults(self) -> dict:
+        """Every fault of the script, by name, in the order it runs them."""
+        return {"kill a shard actor": self.kill_shard,
+                "kill a model replica (features)": self.kill_model_replica,
+                "remove a worker node": self.remove_node,
+                "kill the coordinator actor": self.kill_coordinator,
+                "kill the REST front's replica": self.kill_front,
+                "clients hang up mid-request": self.clients_give_up,
+                "rebalance to one more shard under load": self.rebalance,
+                RESTART: self.restart_everything}
+
+    def run(self, warmup_s: float = 10.0, skip: tuple = ()) -> dict:
+        if unknown := set(skip) - set(self.faults()):
+            raise InvalidInput(f"no such fault: {sorted(unknown)}")
+        faults = {name: f for name, f in self.faults().items() if name not in skip}
         t0 = time.monotonic()
         self.start()
         self.log(f"cluster up in {time.monotonic() - t0:.0f} s ({self.url}); client warming up for {warmup_s:.0f} s")
         time.sleep(warmup_s)
         try:
-            for name, fault in [("kill a shard actor", self.kill_shard),
-                                ("kill a model replica (features)", self.kill_model_replica),
-                                ("remove a worker node", self.remove_node),
-                                ("kill the coordinator actor", self.kill_coordinator),
-                                ("kill the REST front's replica", self.kill_front),
-                                ("clients hang up mid-request", self.clients_give_up),
-                                ("rebalance to one more shard under load", self.rebalance),
-                                ("stop the whole cluster, start again from the storage root",
-                                 self.restart_everything)]:
+            for name, fault in faults.items():
                 self.step(name, fault)
         finally:
             self.stop()
@@ -434,8 +441,10 @@ class Chaos:
         }
 
 
-def run_chaos(storage: str | os.PathLike, settle_s: float = 5.0, warmup_s: float = 10.0, log=print) -> dict:
+def run_chaos(storage: str | os.PathLike, settle_s: float = 5.0, warmup_s: float = 10.0, log=print,
+              skip: tuple = ()) -> dict:
+    """`skip`: names of faults not to inject (`Chaos.faults`); every one runs by default."""
     storage = Path(storage)
     if storage.exists() and any(storage.iterdir()):
         raise InvalidInput(f"{storage} is not empty: chaos needs a fresh storage root")
-    return Chaos(storage, settle_s=settle_s, log=log).run(warmup_s=warmup_s)
+    return Chaos(storage, settle_s=settle_s, log=log).run(warmup_s=warmup_s, skip=skip)

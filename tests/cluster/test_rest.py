@@ -68,8 +68,8 @@ def server(tmp_path_factory):
     storage = tmp / "storage"
     cluster = open_cluster(storage, shards=2, config=ShardConfig(bits=256, hist_bins=64))
     rows = read_catalog(str(small_catalog(tmp / "catalog")))
-    report = index_catalog(cluster, rows, errors_path=str(tmp / "errors.jsonl"),
-                           log=lambda s: None)
+    report = index_catalog(cluster, rows, errors_path=str(tmp / "errors.jsonl"), concurrency=1,
+                           log=lambda s: None)   # one model actor: 24 rows need no more
     port = free_port()
     start_server(Settings(storage=str(storage), samples=str(PROJECT / "demo" / "samples"), port=port,
                           api_key=KEY, rate_limit=1000, max_upload_bytes=2_000_000))
@@ -128,17 +128,20 @@ def test_a_batch_job_submitted_to_the_cluster_runs_there(server):
     assert all(1 <= len(d["results"]) <= 3 for d in lines)
 
 
+QUIET = {"log": lambda s: None, "concurrency": 1}   # one model actor: a few rows need no more
+
+
 def test_indexing_skips_broken_rows_and_resumes(server):
     rep = server["index"]
     assert rep["indexed"] == 23 and rep["errors"] == 1
     from cluster.indexing import index_catalog, read_catalog
     from shards.codes import id_from_text
     rows = read_catalog(str(server["tmp"] / "catalog"))
-    again = index_catalog(server["cluster"], rows, errors_path=str(server["tmp"] / "errors2.jsonl"), log=lambda s: None)
+    again = index_catalog(server["cluster"], rows, errors_path=str(server["tmp"] / "errors2.jsonl"), **QUIET)
     assert again["skipped_existing"] == 23 and again["indexed"] == 0
     # a row that repeats an earlier id is set aside, not indexed over the first
     errors = server["tmp"] / "errors3.jsonl"
-    third = index_catalog(server["cluster"], rows + rows[1:2], errors_path=str(errors), log=lambda s: None)
+    third = index_catalog(server["cluster"], rows + rows[1:2], errors_path=str(errors), **QUIET)
     assert third["repeated_ids"] == 1 and third["rows"] == 25 and third["indexed"] == 0
     assert "repeats an earlier row" in errors.read_text() and rows[1].id in errors.read_text()
 
@@ -152,38 +155,38 @@ def test_indexing_skips_broken_rows_and_resumes(server):
     # a cut-short CSV: refused before anything is written
     before = server["cluster"].stats()["items"]
     with pytest.raises(InvalidInput, match="no longer names 19 of the 23"):
-        index_catalog(server["cluster"], changed[:4], errors_path=str(errors), log=lambda s: None, sync=True)
+        index_catalog(server["cluster"], changed[:4], errors_path=str(errors), **QUIET, sync=True)
     assert server["cluster"].stats()["items"] == before
     assert server["cluster"].get(id_from_text(rows[2].id))["meta"]["title"] == rows[2].title
     # a dry run says what the sync will do, and writes nothing (the cut-short CSV's refusal included)
     seen = errors.read_text()
     dry = index_catalog(server["cluster"], rows[:2] + changed + rows[1:2], errors_path=str(errors),
-                        log=lambda s: None, sync=True, dry_run=True)
+                        **QUIET, sync=True, dry_run=True)
     assert sorted(dry.pop("delete_examples"), key=str) == sorted((id_from_text(r.id) for r in rows[-2:]), key=str)
     assert dry == {"dry_run": True, "rows": 23, "skipped_existing": 20, "would_index": 2, "repeated_ids": 1,
                    "invalid_ids": 0, "would_delete": 2, "refused": None}, dry   # the renamed row, the broken one
-    cut = index_catalog(server["cluster"], changed[:4], errors_path=str(errors), log=lambda s: None, sync=True,
+    cut = index_catalog(server["cluster"], changed[:4], errors_path=str(errors), **QUIET, sync=True,
                         dry_run=True)
     assert cut["would_delete"] == 19 and "no longer names 19 of the 23" in cut["refused"]
     assert errors.read_text() == seen and server["cluster"].stats()["items"] == before
     assert server["cluster"].get(id_from_text(rows[2].id))["meta"]["title"] == rows[2].title
-    synced = index_catalog(server["cluster"], rows[:2] + changed, errors_path=str(errors), log=lambda s: None,
+    synced = index_catalog(server["cluster"], rows[:2] + changed, errors_path=str(errors), **QUIET,
                            sync=True)
     assert synced["indexed"] == 1 and synced["deleted"] == 2 and synced["skipped_existing"] == 20, synced
     cluster = server["cluster"]
     assert cluster.get(id_from_text(rows[2].id))["meta"]["title"] == "Renamed " + rows[2].title
     assert not any(cluster.existing([id_from_text(r.id) for r in rows[-2:]]))
     assert cluster.existing(["from-the-api"]) == [True]
-    restored = index_catalog(cluster, rows, errors_path=str(errors), log=lambda s: None, sync=True)
+    restored = index_catalog(cluster, rows, errors_path=str(errors), **QUIET, sync=True)
     assert restored["indexed"] == 3 and restored["deleted"] == 0 and restored["skipped_existing"] == 20
     # a photo replaced at the same path after a whole sync began is read again by the next one
     assert not (server["tmp"] / "storage" / "last-sync.json").exists()    # the broken row failed each time
-    whole = index_catalog(cluster, rows[1:], errors_path=str(errors), log=lambda s: None, sync=True)
+    whole = index_catalog(cluster, rows[1:], errors_path=str(errors), **QUIET, sync=True)
     assert whole["indexed"] == whole["deleted"] == whole["errors"] == 0
     assert (server["tmp"] / "storage" / "last-sync.json").exists()
     later = time.time() + 5
     os.utime(rows[5].image, (later, later))
-    again = index_catalog(cluster, rows[1:], errors_path=str(errors), log=lambda s: None, sync=True)
+    again = index_catalog(cluster, rows[1:], errors_path=str(errors), **QUIET, sync=True)
     assert again["indexed"] == 1 and again["skipped_existing"] == 22
     assert httpx.delete(server["url"] + "/items/from-the-api", headers=h).status_code == 200
 
@@ -997,7 +1000,7 @@ def test_a_batch_job_answers_every_good_query_and_reports_the_bad_ones(server):
                        f"{photos[1]},Tshirts,\n"
                        f"{photos[2]},,\"5,5,40,40\"\n")
     out = tmp / "q" / "results.jsonl"
-    report = run_batch(server["cluster"], read_queries(str(queries)), str(out), k=5, log=lambda s: None)
+    report = run_batch(server["cluster"], read_queries(str(queries)), str(out), k=5, concurrency=1, log=lambda s: None)
     assert report["queries"] == 4 and report["answered"] == 3 and report["errors"] == 1
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     assert [d["query"]["image"] for d in lines] == [str(p) for p in (photos[0], missing, photos[1], photos[2])]
@@ -1028,7 +1031,7 @@ def test_a_batch_jobs_rows_carry_their_own_filters(server):
         {"image": str(photos[1]), "filters": "not a token"},
         {"image": str(photos[1])})))
     out = tmp / "qf" / "results.jsonl"
-    report = run_batch(server["cluster"], read_queries(str(queries)), str(out), k=5, log=lambda s: None)
+    report = run_batch(server["cluster"], read_queries(str(queries)), str(out), k=5, concurrency=1, log=lambda s: None)
     assert report["answered"] == 3 and report["errors"] == 1
     first, nobody, bad, plain = [json.loads(x) for x in out.read_text().splitlines()]
     assert first["filters"] == [token] and first["results"] and first["warnings"] == []
@@ -1053,7 +1056,8 @@ def test_a_batch_jobs_photos_may_be_urls(server):
         queries = tmp / "qu" / "queries.jsonl"
         queries.write_text("".join(json.dumps(r) + "\n" for r in rows))
         out = tmp / "qu" / "results.jsonl"
-        report = run_batch(server["cluster"], read_queries(str(queries)), str(out), k=5, log=lambda s: None)
+        report = run_batch(server["cluster"], read_queries(str(queries)), str(out), k=5, concurrency=1,
+                           log=lambda s: None)
     assert (report["answered"], report["errors"]) == (4, 1) and len(asked) == 4
     lines = [json.loads(x) for x in out.read_text().splitlines()]
     assert [x["query"]["image"] for x in lines[:4]] == [r["image"] for r in rows[:4]]
@@ -1083,13 +1087,13 @@ def test_an_interrupted_batch_job_resumes_where_it_stopped(server):
         chunks.append(line)
         raise KeyboardInterrupt
     with pytest.raises(KeyboardInterrupt):
-        run_batch(server["cluster"], rows, str(out), k=3, batch=2, log=interrupt_after_the_first_chunk)
+        run_batch(server["cluster"], rows, str(out), k=3, batch=2, concurrency=1, log=interrupt_after_the_first_chunk)
     kept = out.read_text()
     assert [json.loads(x)["query"] for x in kept.splitlines()] == rows[:2]
     with open(out, "a") as f:
         f.write('{"query": {"image": "')                 # and a line cut short, as a crash leaves one
     searched = []
-    report = run_batch(server["cluster"], rows, str(out), k=3, batch=2, log=searched.append, resume=True)
+    report = run_batch(server["cluster"], rows, str(out), k=3, batch=2, concurrency=1, log=searched.append, resume=True)
     assert report["already_answered"] == 2 and report["answered"] + report["errors"] == 3
     text = out.read_text()
     assert text.startswith(kept)                          # the kept answers are untouched
@@ -1098,5 +1102,5 @@ def test_an_interrupted_batch_job_resumes_where_it_stopped(server):
     assert all(1 <= len(d["results"]) <= 3 for d in lines)
     assert searched[0].startswith("2 of 5 queries already answered")
     # without --resume the file is written anew
-    run_batch(server["cluster"], rows[:1], str(out), k=3, log=lambda s: None)
+    run_batch(server["cluster"], rows[:1], str(out), k=3, concurrency=1, log=lambda s: None)
     assert [json.loads(x)["query"] for x in out.read_text().splitlines()] == rows[:1]

@@ -25,7 +25,7 @@ from shards.codes import id_from_text
 from shards.errors import InvalidInput
 from shards.files import write_atomically
 
-from .catalog_lines import is_catalog_lines, read_catalog_lines
+from .catalog_lines import is_catalog_lines, photo_at, read_catalog_lines
 from .photo_fetch import fetch_photos, is_url
 from .uploads import UPLOADS, photo_mtime, upload_name, uploads_folder
 
@@ -84,12 +84,29 @@ def read_catalog(catalog: str, images: str | None = None) -> list:
         from models.data import ASSETS
         from models.taxonomy import Taxonomy
         return read_catalog_lines(catalog, images, Taxonomy.load(ASSETS / "taxonomy.json"))
-    products = load_catalog(Path(os.path.abspath(catalog)), required=CATALOG_ID,
-                            images=os.path.abspath(images) if images else None)
-    folder = products[0].image.parent
-    if not folder.is_dir():
+    path = Path(os.path.abspath(catalog))
+    csv_folder = path if path.is_dir() else path.parent
+    base = Path(os.path.abspath(images)) if images else csv_folder    # where a photo column's relative paths start
+    products = load_catalog(path, required=CATALOG_ID, images=os.path.abspath(images) if images else None,
+                            photo=lambda row: named_photo(row, base))
+    folder = Path(os.path.abspath(images)) if images else csv_folder / "images"
+    if any(not is_url(p.image) and Path(p.image).parent == folder for p in products) and not folder.is_dir():
         raise InvalidInput(f"no images folder at {folder} (--images names another one)")
     return products
+
+
+PHOTO_COLUMNS = ("image", "image_link", "image_url")   # a shop's CSV may name each photo (Google's feed: image_link)
+
+
+def named_photo(row: dict, base: Path) -> Path | str | None:
+    """The photo a CSV row names in a photo column: an http(s) URL (fetched by `index`), or a path
+    (a relative one from `base`); None where the row names none (its photo is images/<id>.jpg)."""
+    value = next((v.strip() for c in PHOTO_COLUMNS if (v := row.get(c)) and v.strip()), "")
+    if not value:
+        return None
+    if "://" in value and not is_url(value):
+        raise InvalidInput(f"a photo's URL is http:// or https://, got {value!r}")
+    return value if is_url(value) else photo_at(value, base)
 
 
 def recorded_photo(image) -> str:
@@ -202,8 +219,7 @@ def index_catalog(cluster, rows: list, errors_path: str = "index-errors.jsonl", 
         indexed = {it["id"]: it for it in cluster.items()}
         done, gone = sync_plan(products, ids, indexed, since, uploads_too)
         try:
-            check_deletions(len(gone), sum(1 for it in indexed.values()
-                                           if uploads_too or not upload_name(it["meta"].get("image", ""))), max_delete)
+            check_deletions(len(gone), sum(from_a_catalog(it, uploads_too) for it in indexed.values()), max_delete)
         except InvalidInput as exc:
             if not dry_run:
                 raise
@@ -272,6 +288,13 @@ def sync_plan(products: list, ids: list, indexed: dict, since: float | None = No
                 and (p.attributes is None or set(p.attributes) == set(item["attributes"])))
     same = {i for p, i in zip(products, ids) if i in indexed and as_indexed(p, indexed[i])}
     named = set(ids)
-    gone = [i for i, item in indexed.items()
-            if i not in named and (uploads_too or not upload_name(item["meta"].get("image", "")))]
+    gone = [i for i, item in indexed.items() if i not in named and from_a_catalog(item, uploads_too)]
     return same, gone
+
+
+def from_a_catalog(item: dict, uploads_too: bool = False) -> bool:
+    """Does a catalog speak for this indexed item, so that a sync deletes it when no row names it?
+    One indexed from a row does (its photo fetched by URL too: `source`); one added through POST
+    /items, its photo uploaded into the root, only when `uploads_too` (an export names those)."""
+    meta = item["meta"]
+    return uploads_too or not upload_name(meta.get("image", "")) or bool(meta.get("source"))

@@ -77,24 +77,31 @@ def read_csv(path: Path, columns, what: str) -> list[dict]:
 
 
 def load_catalog(folder: str | os.PathLike | None = None, required=CATALOG_COLUMNS,
-                 images: str | os.PathLike | None = None) -> list[Product]:
+                 images: str | os.PathLike | None = None, photo=None) -> list[Product]:
     """Read a catalog: its folder (styles.csv inside) or its CSV, photos in `images` (default:
     images/ beside it).
 
     `required`: the columns the CSV must have; training and evaluation need every label
     (the default), indexing a shop's catalog only the id (a missing title is "", a missing
-    label column leaves that field out)."""
+    label column leaves that field out). `photo(row)`: the photo a row names itself, or None
+    for `images/<id>.jpg` (a shop's CSV may have a photo column); an InvalidInput it raises
+    is the catalog's, naming the row."""
     folder = Path(folder) if folder else products_dir()
     path = folder / "styles.csv" if folder.is_dir() else folder
     images = Path(images) if images else path.parent / "images"
     out = []
     rows = read_csv(path, required, "catalog")
     title = next((c for c in TITLE_COLUMNS if c in rows[0]), None)
-    for row in rows:
+    for n, row in enumerate(rows, 1):
+        item_id = (row.get("id") or "").strip()        # a row cut short has None there: an invalid id, reported
         fields = {k: row[k].strip() for k in CATALOG_COLUMNS[1:-1]
                   if row.get(k) is not None and row[k].strip() not in EMPTY_VALUES}
-        out.append(Product(id=row["id"].strip(), fields=fields, title=(row.get(title) or "").strip() if title else "",
-                           image=photo_of(images, row["id"].strip())))
+        try:
+            named = photo(row) if photo else None
+        except InvalidInput as exc:
+            raise InvalidInput(f"{path}, row {n} (id {item_id!r}): {exc}") from None
+        out.append(Product(id=item_id, fields=fields, title=(row.get(title) or "").strip() if title else "",
+                           image=named or photo_of(images, item_id)))
     return out
 
 

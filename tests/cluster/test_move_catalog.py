@@ -4,6 +4,7 @@ the tiny models. Every item arrives with its attributes (a correction included),
 photo (an uploaded one copied into the new root); with the same models the new root answers as the
 old one did; a second pass with --sync brings what changed meanwhile, deletions of uploaded items too.
 And a shop's feed whose photos are URLs on a real HTTP server: fetched, kept in the root, synced."""
+import csv
 import json
 import os
 import shutil
@@ -31,6 +32,7 @@ def tmp(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("move")
     assets = make_tiny_assets(tmp / "assets")
     os.environ["FASHION_ASSETS"] = str(assets)
+    small_catalog(tmp / "catalog", n=10)          # 10 rows, the first photo broken
     ray.init(namespace=NAMESPACE, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"FASHION_ASSETS": str(assets)}})
     try:
@@ -59,7 +61,7 @@ def test_a_catalog_moves_into_a_new_root_whole(tmp):
     old_root, new_root = tmp / "old", tmp / "new"
     config = ShardConfig(bits=256, hist_bins=64)
     old = open_cluster(old_root, shards=2, config=config)
-    rows = read_catalog(str(small_catalog(tmp / "catalog", n=10)))
+    rows = read_catalog(str(tmp / "catalog"))
     # and an item added through POST /items: its photo stored in the root's uploads/, recorded relative to it
     (old_root / "uploads").mkdir()
     shutil.copy(rows[1].image, old_root / "uploads" / UPLOAD)
@@ -105,6 +107,7 @@ def test_a_catalog_moves_into_a_new_root_whole(tmp):
 
 def test_a_feeds_photos_are_fetched_by_url_and_kept(tmp):
     photos = {p.name: p.read_bytes() for p in sorted((tmp / "catalog" / "images").glob("*.jpg"))[1:6]}
+    assert len(photos) == 5
     root = tmp / "feed-root"
     cluster = open_cluster(root, shards=2, config=ShardConfig(bits=256, hist_bins=64))
     with photo_server(photos) as (url, asked):
@@ -120,14 +123,19 @@ def test_a_feeds_photos_are_fetched_by_url_and_kept(tmp):
         for name, body in photos.items():
             meta = items[f"p-{name}"]
             assert meta["source"] == f"{url}/{name}" and (root / meta["image"]).read_bytes() == body
-        # the same feed again: nothing fetched or indexed again; a new URL for one item: that one
+        # the same feed again, as a shop's CSV with an image_link column: nothing fetched or indexed
+        # again; a new URL for one item: that one
         lines[0]["image"] = f"{url}/to/{lines[0]['image'].rsplit('/', 1)[1]}"
         fetched = len(asked)
-        again = index_catalog(cluster, read_catalog(str(_lines(feed, lines[:5]))),
-                              errors_path=str(tmp / "feed-errors.jsonl"), sync=True, uploads_too=True, **INDEX)
+        again = index_catalog(cluster, read_catalog(str(_csv(tmp / "feed.csv", lines[:5]))),
+                              errors_path=str(tmp / "feed-errors.jsonl"), sync=True, **INDEX)
         assert (again["indexed"], again["skipped_existing"], again["deleted"]) == (1, 4, 0)
         assert len(asked) == fetched + 2        # the redirect and the photo it leads to
         assert cluster.get(lines[0]["id"])["meta"]["source"] == lines[0]["image"]
+        # a row dropped from the CSV: the item its URL brought would go with it
+        dry = index_catalog(cluster, read_catalog(str(_csv(tmp / "feed.csv", lines[:4]))),
+                            errors_path=str(tmp / "feed-errors.jsonl"), sync=True, dry_run=True, **QUIET)
+        assert (dry["would_delete"], dry["delete_examples"]) == (1, [lines[4]["id"]])
         # moved to a new root (new models): the photos come along, and so do their URLs, so the
         # shop's feed synced into the new root finds every item as it is and fetches nothing
         cluster.export(tmp / "feed-export.jsonl", **QUIET)
@@ -140,12 +148,20 @@ def test_a_feeds_photos_are_fetched_by_url_and_kept(tmp):
                       errors_path=str(tmp / "feed-errors.jsonl"), uploads_too=True, **INDEX)
         assert {it["id"]: it["meta"] for it in cluster.items()} == {i: it["meta"] for i, it in before.items()}
         fetched = len(asked)
-        synced = index_catalog(cluster, read_catalog(str(feed)), errors_path=str(tmp / "feed-errors.jsonl"),
-                               sync=True, uploads_too=True, **INDEX)
+        synced = index_catalog(cluster, read_catalog(str(_lines(feed, lines[:5]))),
+                               errors_path=str(tmp / "feed-errors.jsonl"), sync=True, uploads_too=True, **INDEX)
         assert (synced["indexed"], synced["skipped_existing"], len(asked)) == (0, 5, fetched)
     for it in before.values():
         assert (moved_root / it["meta"]["image"]).read_bytes() == (root / it["meta"]["image"]).read_bytes()
     cluster.close()
+
+
+def _csv(path, items):
+    with open(path, "w", newline="") as f:
+        out = csv.writer(f)
+        out.writerow(["id", "title", "image_link"])
+        out.writerows([x["id"], x["title"], x["image"]] for x in items)
+    return path
 
 
 def _lines(path, items):

@@ -125,10 +125,40 @@ def test_a_sync_skips_rows_as_indexed_redoes_changed_ones_and_deletes_only_catal
                "api": {"title": "added", "image": upload},                # added through the API: kept
                "old-api": {"title": "added", "image": "/mnt/old/uploads/" + "e" * 32 + ".img"}}   # kept too
     indexed = {i: {"attributes": ["a=b"], "meta": meta} for i, meta in indexed.items()}
+    fetched = {"title": "t8", "image": "uploads/" + "d" * 32 + ".img", "source": "https://cdn.example/8.jpg"}
+    indexed[8] = {"attributes": ["a=b"], "meta": fetched}        # a row's photo fetched by URL, kept in uploads/
     same, gone = sync_plan(rows, ids, indexed)
-    assert same == {0} and gone == [9]
+    assert same == {0} and gone == [9, 8]       # a catalog's row brought the fetched one: it goes with its row
     # a JSON-lines catalog (an export) speaks for uploaded photos too
-    assert sync_plan(rows, ids, indexed, uploads_too=True)[1] == [9, "api", "old-api"]
+    assert sync_plan(rows, ids, indexed, uploads_too=True)[1] == [9, "api", "old-api", 8]
+
+
+def test_a_shops_csv_may_name_each_photo_by_path_or_url(tmp_path):
+    """A photo column (`image`, or Google's feed's `image_link`, or `image_url`): an http(s) URL is
+    kept for `index` to fetch, a relative path starts at --images or else the CSV's folder, an
+    empty cell means images/<id>.jpg; another scheme is refused naming the row, before anything starts."""
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "images").mkdir()
+    (tmp_path / "c.csv").write_text("id,title,image_link\n1,Red Dress,https://cdn.example/1.jpg\n"
+                                    "2,Blue Shirt,photos/2.png\n3,Tee,\n4,Cap,/abs/4.jpg\n")
+    products = read_catalog(str(tmp_path / "c.csv"))
+    assert [p.image for p in products] == ["https://cdn.example/1.jpg", tmp_path / "photos" / "2.png",
+                                           tmp_path / "images" / "3.jpg", Path("/abs/4.jpg")]
+    elsewhere = read_catalog(str(tmp_path / "c.csv"), images=str(tmp_path / "photos"))
+    photos = tmp_path / "photos"
+    assert [p.image for p in elsewhere][1:3] == [photos / "photos" / "2.png", photos / "3.jpg"]
+    # every row names its photo: no images folder is needed
+    shop = tmp_path / "shop"
+    shop.mkdir()
+    (shop / "d.csv").write_text("id,image\n1,https://cdn.example/1.jpg\n2,photos/2.png\n")
+    assert [p.id for p in read_catalog(str(shop / "d.csv"))] == ["1", "2"]
+    # a row that relies on images/<id>.jpg still needs the folder
+    (shop / "e.csv").write_text("id,image\n1,https://cdn.example/1.jpg\n2,\n")
+    with pytest.raises(InvalidInput, match="no images folder"):
+        read_catalog(str(shop / "e.csv"))
+    (shop / "f.csv").write_text("id,image\n1,https://cdn.example/1.jpg\nsku-2,ftp://cdn.example/2.jpg\n")
+    with pytest.raises(InvalidInput, match=r"row 2 \(id 'sku-2'\): a photo's URL is http:// or https://"):
+        read_catalog(str(shop / "f.csv"))
 
 
 def test_a_sync_redoes_a_row_whose_given_attributes_or_uploaded_photo_differ(tmp_path):

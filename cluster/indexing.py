@@ -27,7 +27,7 @@ from shards.files import write_atomically
 
 from .catalog_lines import is_catalog_lines, photo_at, read_catalog_lines
 from .photo_fetch import fetch_photos, is_url
-from .uploads import UPLOADS, photo_mtime, upload_name, uploads_folder
+from .uploads import UPLOADS, photo_mtime, photo_path, upload_name, uploads_folder
 
 
 class ItemAnalyzer:
@@ -148,8 +148,11 @@ def first_of_each_id(products: list) -> tuple[list, list]:
     return list(seen.values()), aside
 
 
-def _write_batches(cluster, batches, errors, total: int, t0: float, log) -> tuple[int, int]:
-    """Upsert each analysed batch (acknowledged = durable); a row that failed goes to `errors`."""
+def _write_batches(cluster, batches, errors, total: int, t0: float, log, was: dict | None = None) -> tuple[int, int]:
+    """Upsert each analysed batch (acknowledged = durable); a row that failed goes to `errors`.
+    `was`: id -> the photo an indexed item recorded before; one in the root's uploads/ that the
+    item no longer records is removed once the item is written (as PATCH /items does)."""
+    was = was or {}
     written = failed = 0
     for b in batches:
         error = [str(e) or _copy_upload(str(image), Path(cluster.root)) for e, image in zip(b["error"], b["image"])]
@@ -163,13 +166,23 @@ def _write_batches(cluster, batches, errors, total: int, t0: float, log) -> tupl
             continue
         codes = np.stack([np.frombuffer(b["code"][i], np.uint64) for i in ok])
         hists = np.stack([np.frombuffer(b["hist"][i], np.float32) for i in ok])
-        cluster.upsert([id_from_text(str(b["id"][i])) for i in ok], codes, hists,
-                       [json.loads(b["attributes"][i]) for i in ok],
-                       [{"title": str(b["title"][i]), "image": recorded_photo(b["image"][i]),
-                         **({"source": str(b["source"][i])} if b["source"][i] else {})} for i in ok])
+        keys = [id_from_text(str(b["id"][i])) for i in ok]
+        metas = [{"title": str(b["title"][i]), "image": recorded_photo(b["image"][i]),
+                  **({"source": str(b["source"][i])} if b["source"][i] else {})} for i in ok]
+        cluster.upsert(keys, codes, hists, [json.loads(b["attributes"][i]) for i in ok], metas)
+        for key, meta in zip(keys, metas):     # after the write is durable, never before
+            if key in was and was[key] != meta["image"]:
+                remove_upload(was[key], Path(cluster.root))
         written += len(ok)
         log(f"indexed {written + failed}/{total} ({written / (time.perf_counter() - t0):.1f} items/s)")
     return written, failed
+
+
+def remove_upload(recorded: str, root: Path) -> None:
+    """Remove a photo kept in `root`'s uploads/ (an upload, or one fetched by URL) that its item
+    no longer records; a catalog's own photo file is never touched."""
+    if upload_name(recorded):
+        photo_path(recorded, root).unlink(missing_ok=True)
 
 
 def _copy_upload(image: str, root: Path) -> str:
@@ -198,7 +211,9 @@ def index_catalog(cluster, rows: list, errors_path: str = "index-errors.jsonl", 
     from its row, or whose photo file was modified after the last whole sync began, is indexed
     again; once the rows are indexed, the items indexed from a catalog that no row names any
     more are deleted (items added through POST /items stay, unless `uploads_too`: the rows are
-    a JSON-lines catalog, which names uploaded photos as well, as an export does). A sync that would delete more than
+    a JSON-lines catalog, which names uploaded photos as well, as an export does). A photo kept
+    in the root's uploads/ (uploaded, or fetched by URL) goes once no item records it: after its
+    item's delete, or the write of its item with another photo. A sync that would delete more than
     `max_delete` of the catalog's items (a fraction; a cut-short CSV, say) is refused first.
     `dry_run`: say what would be indexed and deleted, and write nothing (nor the errors file).
     """
@@ -225,7 +240,7 @@ def index_catalog(cluster, rows: list, errors_path: str = "index-errors.jsonl", 
                 raise
             refused = str(exc)
     else:
-        done = set()
+        done, indexed = set(), {}
         for i in range(0, len(ids), 5000):
             chunk = ids[i: i + 5000]
             done |= {x for x, present in zip(chunk, cluster.existing(chunk)) if present}
@@ -247,13 +262,17 @@ def index_catalog(cluster, rows: list, errors_path: str = "index-errors.jsonl", 
         with open(errors_path, "a") as errors:
             try:
                 written, failed = _write_batches(cluster, ds.iter_batches(batch_size=batch, batch_format="numpy"),
-                                                 errors, len(todo), t0, log)
+                                                 errors, len(todo), t0, log,
+                                                 was={i: it["meta"].get("image", "") for i, it in indexed.items()})
             except KeyboardInterrupt:
                 log("interrupted: what was indexed is kept; the same command again indexes the rest")
                 raise
     deleted = 0
     for i in range(0, len(gone), 5000):     # after the rows are in: a stopped sync has deleted nothing early
-        deleted += cluster.delete(gone[i: i + 5000])
+        chunk = gone[i: i + 5000]
+        deleted += cluster.delete(chunk)
+        for key in chunk:                   # their photos kept in uploads/ go after them, as DELETE's do
+            remove_upload(indexed[key]["meta"].get("image", ""), Path(cluster.root))
     if sync and not failed:   # a row that failed is tried again next time, even if its photo is older
         write_atomically(Path(cluster.root) / LAST_SYNC, json.dumps({"started": started, "rows": len(rows)}))
     seconds = time.perf_counter() - t0

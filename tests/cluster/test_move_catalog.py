@@ -101,6 +101,7 @@ def test_a_catalog_moves_into_a_new_root_whole(tmp):
     assert (again["indexed"], again["skipped_existing"], again["deleted"]) == (1, 7, 2)
     after = {it["id"]: it for it in new.items()}
     assert set(after) == set(before) - gone and after[lines[0]["id"]]["attributes"] == ["articleType=Tops"]
+    assert not (new_root / "uploads" / UPLOAD).exists()    # the deleted upload's photo went with it
     new.close()
     shutdown_cluster()
 
@@ -124,18 +125,28 @@ def test_a_feeds_photos_are_fetched_by_url_and_kept(tmp):
             meta = items[f"p-{name}"]
             assert meta["source"] == f"{url}/{name}" and (root / meta["image"]).read_bytes() == body
         # the same feed again, as a shop's CSV with an image_link column: nothing fetched or indexed
-        # again; a new URL for one item: that one
+        # again; a new URL for the same photo: that item again; another photo: its old one removed
         lines[0]["image"] = f"{url}/to/{lines[0]['image'].rsplit('/', 1)[1]}"
+        replaced = root / cluster.get(lines[1]["id"])["meta"]["image"]
+        lines[1]["image"] = lines[2]["image"]
         fetched = len(asked)
         again = index_catalog(cluster, read_catalog(str(_csv(tmp / "feed.csv", lines[:5]))),
                               errors_path=str(tmp / "feed-errors.jsonl"), sync=True, **INDEX)
-        assert (again["indexed"], again["skipped_existing"], again["deleted"]) == (1, 4, 0)
-        assert len(asked) == fetched + 2        # the redirect and the photo it leads to
+        assert (again["indexed"], again["skipped_existing"], again["deleted"]) == (2, 3, 0)
+        assert len(asked) == fetched + 3        # the redirect and the photo it leads to; the other photo
         assert cluster.get(lines[0]["id"])["meta"]["source"] == lines[0]["image"]
-        # a row dropped from the CSV: the item its URL brought would go with it
-        dry = index_catalog(cluster, read_catalog(str(_csv(tmp / "feed.csv", lines[:4]))),
-                            errors_path=str(tmp / "feed-errors.jsonl"), sync=True, dry_run=True, **QUIET)
-        assert (dry["would_delete"], dry["delete_examples"]) == (1, [lines[4]["id"]])
+        now = root / cluster.get(lines[1]["id"])["meta"]["image"]
+        assert now.read_bytes() == photos[lines[2]["image"].rsplit("/", 1)[1]] and not replaced.exists()
+        assert len(list((root / "uploads").iterdir())) == 5
+        # a row dropped from the CSV: the item its URL brought goes with it, and so does its kept photo
+        dropped = root / cluster.get(lines[4]["id"])["meta"]["image"]
+        shrunk = read_catalog(str(_csv(tmp / "feed.csv", lines[:4])))
+        dry = index_catalog(cluster, shrunk, errors_path=str(tmp / "feed-errors.jsonl"), sync=True, dry_run=True,
+                            **QUIET)
+        assert (dry["would_delete"], dry["delete_examples"]) == (1, [lines[4]["id"]]) and dropped.exists()
+        synced = index_catalog(cluster, shrunk, errors_path=str(tmp / "feed-errors.jsonl"), sync=True, **QUIET)
+        assert (synced["deleted"], synced["indexed"]) == (1, 0) and not dropped.exists()
+        assert len(list((root / "uploads").iterdir())) == 4
         # moved to a new root (new models): the photos come along, and so do their URLs, so the
         # shop's feed synced into the new root finds every item as it is and fetches nothing
         cluster.export(tmp / "feed-export.jsonl", **QUIET)
@@ -148,9 +159,9 @@ def test_a_feeds_photos_are_fetched_by_url_and_kept(tmp):
                       errors_path=str(tmp / "feed-errors.jsonl"), uploads_too=True, **INDEX)
         assert {it["id"]: it["meta"] for it in cluster.items()} == {i: it["meta"] for i, it in before.items()}
         fetched = len(asked)
-        synced = index_catalog(cluster, read_catalog(str(_lines(feed, lines[:5]))),
+        synced = index_catalog(cluster, read_catalog(str(_lines(feed, lines[:4]))),
                                errors_path=str(tmp / "feed-errors.jsonl"), sync=True, uploads_too=True, **INDEX)
-        assert (synced["indexed"], synced["skipped_existing"], len(asked)) == (0, 5, fetched)
+        assert (synced["indexed"], synced["skipped_existing"], len(asked)) == (0, 4, fetched)
     for it in before.values():
         assert (moved_root / it["meta"]["image"]).read_bytes() == (root / it["meta"]["image"]).read_bytes()
     cluster.close()

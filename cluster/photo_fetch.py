@@ -12,6 +12,7 @@ indexes an item again when its row names another URL.
 from __future__ import annotations
 
 import hashlib
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -25,17 +26,51 @@ from .uploads import uploads_folder
 MAX_PHOTO_BYTES = 25_000_000     # a shop's photo is a few MB; more is not a product photo
 TIMEOUT_S = 20.0
 AT_ONCE = 8                      # fetches in flight per model actor: the network waits, not the CPU
+RETRIES = 2                      # tries after the first, for a failure that may pass (Transient)
+BACKOFF_S = 1.0
+MAX_WAIT_S = 10.0                # the longest Retry-After heeded: a row should not hold its batch for long
+TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
 
 
 def is_url(image) -> bool:
     return isinstance(image, str) and image.startswith(("http://", "https://"))
 
 
-def download(url: str, client: httpx.Client, max_bytes: int = MAX_PHOTO_BYTES) -> bytes:
+class Transient(InvalidInput):
+    """A failure that may pass: the server busy or failing (429, 5xx), the network (a timeout, a
+    dropped or refused connection). `retry_after`: seconds the server asked to wait, if it did."""
+    def __init__(self, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def download(url: str, client: httpx.Client, max_bytes: int = MAX_PHOTO_BYTES, retries: int = RETRIES,
+             wait=time.sleep) -> bytes:
     """The bytes at `url`; a failure (status, size, timeout, refusal, nothing there) is an
-    InvalidInput saying which, so the row is reported and the job goes on."""
+    InvalidInput saying which, so the row is reported and the job goes on. A Transient one is
+    tried again `retries` times, after 1 s, then 2 s (or the Retry-After asked, up to 10 s): a
+    CDN's passing 503 should not send a row to the errors file."""
+    for attempt in range(retries + 1):
+        try:
+            return _download_once(url, client, max_bytes)
+        except Transient as exc:
+            if attempt == retries:
+                raise InvalidInput(f"{exc} ({attempt + 1} tries)" if attempt else str(exc)) from None
+            asked = exc.retry_after
+            wait(min(MAX_WAIT_S, asked if asked is not None else BACKOFF_S * 2 ** attempt))
+    raise AssertionError("unreachable")
+
+
+def _retry_after(r: httpx.Response) -> float | None:
+    value = r.headers.get("retry-after", "")
+    return float(value) if value.isdigit() else None     # an HTTP date is rare from a CDN: backoff then
+
+
+def _download_once(url: str, client: httpx.Client, max_bytes: int) -> bytes:
     try:
         with client.stream("GET", url) as r:
+            if r.status_code in TRANSIENT_STATUS:
+                raise Transient(f"cannot fetch the photo {url}: HTTP {r.status_code}", _retry_after(r))
             if r.status_code != 200:
                 raise InvalidInput(f"cannot fetch the photo {url}: HTTP {r.status_code}")
             announced = r.headers.get("content-length", "")
@@ -46,7 +81,9 @@ def download(url: str, client: httpx.Client, max_bytes: int = MAX_PHOTO_BYTES) -
                 data += chunk
                 if len(data) > max_bytes:
                     raise InvalidInput(f"the photo at {url} is over {max_bytes} bytes")
-    except httpx.HTTPError as exc:
+    except httpx.TransportError as exc:     # a timeout, a refused or dropped connection
+        raise Transient(f"cannot fetch the photo {url}: {exc.__class__.__name__}: {exc}") from None
+    except httpx.HTTPError as exc:          # too many redirects, a URL httpx cannot use
         raise InvalidInput(f"cannot fetch the photo {url}: {exc.__class__.__name__}: {exc}") from None
     if not data:
         raise InvalidInput(f"the photo at {url} is empty")

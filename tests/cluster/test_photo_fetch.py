@@ -41,9 +41,39 @@ def test_each_failure_says_what_failed(tmp_path):
     with socket.socket() as s:       # a port nothing listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    with pytest.raises(InvalidInput, match="cannot fetch the photo .*ConnectError"):
+    with pytest.raises(InvalidInput, match=r"cannot fetch the photo .*ConnectError.*\(3 tries\)"):
         fetch_photo(f"http://127.0.0.1:{port}/a.jpg", tmp_path, "1")
     assert not (tmp_path / "uploads").exists() or not any((tmp_path / "uploads").iterdir())
+
+
+def test_a_failure_that_may_pass_is_tried_again_and_one_that_will_not_is_not():
+    """A CDN's 503 or a refused connection: two more tries, after 1 s then 2 s, or as long as its
+    Retry-After asks (up to 10 s); a 404 or a photo too big: at once."""
+    import httpx
+
+    from cluster.photo_fetch import download
+    with photo_server({"a.jpg": PHOTO, "b.jpg": PHOTO}, busy={"a.jpg": 2, "b.jpg": 3}) as (url, asked), \
+            httpx.Client() as client:
+        waits = []
+        assert download(f"{url}/a.jpg", client, wait=waits.append) == PHOTO      # the third try
+        assert waits == [0, 0] and asked == ["/a.jpg"] * 3
+        with pytest.raises(InvalidInput, match=r"HTTP 503 \(3 tries\)"):
+            download(f"{url}/b.jpg", client, wait=waits.append)
+        assert asked.count("/b.jpg") == 3
+        with pytest.raises(InvalidInput, match="HTTP 404$"):
+            download(f"{url}/none.jpg", client, wait=waits.append)
+        with pytest.raises(InvalidInput, match="is over 10 bytes$"):
+            download(f"{url}/b.jpg", client, max_bytes=10, wait=waits.append)
+        assert asked.count("/none.jpg") == 1 and asked.count("/b.jpg") == 4 and waits == [0, 0, 0, 0]
+        with socket.socket() as s:       # a port nothing listens on
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        with pytest.raises(InvalidInput, match="ConnectError"):
+            download(f"http://127.0.0.1:{port}/a.jpg", client, wait=waits.append)
+        assert waits[4:] == [1.0, 2.0]
+        with pytest.raises(InvalidInput, match=r"ConnectError.*[^)]$"):       # told not to try again
+            download(f"http://127.0.0.1:{port}/a.jpg", client, retries=0, wait=waits.append)
+        assert len(waits) == 6
 
 
 def test_a_feed_line_keeps_its_url(tmp_path):

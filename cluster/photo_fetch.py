@@ -36,9 +36,10 @@ def is_url(image) -> bool:
     return isinstance(image, str) and image.startswith(("http://", "https://"))
 
 
-class Transient(InvalidInput):
+class Transient(Exception):
     """A failure that may pass: the server busy or failing (429, 5xx), the network (a timeout, a
-    dropped or refused connection). `retry_after`: seconds the server asked to wait, if it did."""
+    dropped or refused connection). `retry_after`: seconds the server asked to wait, if it did.
+    Never leaves `download`: tried again, then an InvalidInput as every other failure is."""
     def __init__(self, message: str, retry_after: float | None = None):
         super().__init__(message)
         self.retry_after = retry_after

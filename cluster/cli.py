@@ -564,8 +564,9 @@ def build_parser() -> argparse.ArgumentParser:
                                     "attributes}) moves a catalog to new models: index it into a new storage "
                                     "root, with --images naming the root it came from (deploy/README.md).")
     ix.add_argument("--catalog", required=True,
-                    help="styles.csv (or its folder; a row's photo is images/<id>.jpg unless an image, "
-                         "image_link or image_url column names a path or an http(s) URL), or a .jsonl file: "
+                    help="styles.csv (or its folder, or a tab-separated .tsv; a row's photo is images/<id>.jpg "
+                         "unless an image, image_link or image_url column names a path or an http(s) URL), or a "
+                         ".jsonl file: "
                          "one item a line, its attributes "
                          "(when given) indexed as they are, its photo a path or an http(s) URL (fetched and "
                          "kept in the storage root)")

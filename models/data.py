@@ -58,11 +58,12 @@ class Product:
 
 
 def read_csv(path: Path, columns, what: str) -> list[dict]:
-    """A CSV's rows as dicts; a missing file, a missing column, an unreadable or empty file is a
-    clear InvalidInput (`what` names the file in the message: "catalog", "tags file")."""
+    """A CSV's rows as dicts (tab-separated where the name ends .tsv, as product feeds often are);
+    a missing file, a missing column, an unreadable or empty file is a clear InvalidInput (`what`
+    names the file in the message: "catalog", "tags file")."""
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.DictReader(f)
+            reader = csv.DictReader(f, delimiter="\t" if Path(path).suffix.lower() == ".tsv" else ",")
             missing = [c for c in columns if c not in (reader.fieldnames or [])]
             if missing:
                 raise InvalidInput(f"{path}: missing columns {missing}")

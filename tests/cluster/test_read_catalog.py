@@ -156,6 +156,10 @@ def test_a_shops_csv_may_name_each_photo_by_path_or_url(tmp_path):
     (shop / "e.csv").write_text("id,image\n1,https://cdn.example/1.jpg\n2,\n")
     with pytest.raises(InvalidInput, match="no images folder"):
         read_catalog(str(shop / "e.csv"))
+    # a product feed is often tab-separated: a .tsv is read so
+    (shop / "g.tsv").write_text("id\ttitle\timage_link\n1\tRed, long dress\thttps://cdn.example/1.jpg\n")
+    assert [(p.title, p.image) for p in read_catalog(str(shop / "g.tsv"))] == [
+        ("Red, long dress", "https://cdn.example/1.jpg")]
     (shop / "f.csv").write_text("id,image\n1,https://cdn.example/1.jpg\nsku-2,ftp://cdn.example/2.jpg\n")
     with pytest.raises(InvalidInput, match=r"row 2 \(id 'sku-2'\): a photo's URL is http:// or https://"):
         read_catalog(str(shop / "f.csv"))

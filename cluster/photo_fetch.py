@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from email.utils import parsedate_to_datetime
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -62,9 +63,16 @@ def download(url: str, client: httpx.Client, max_bytes: int = MAX_PHOTO_BYTES, r
     raise AssertionError("unreachable")
 
 
-def _retry_after(r: httpx.Response) -> float | None:
-    value = r.headers.get("retry-after", "")
-    return float(value) if value.isdigit() else None     # an HTTP date is rare from a CDN: backoff then
+def _retry_after(r: httpx.Response, now: float | None = None) -> float | None:
+    """Seconds a Retry-After header asks for: a number, or an HTTP date; None without a usable one."""
+    value = r.headers.get("retry-after", "").strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    return max(0.0, when - (time.time() if now is None else now))
 
 
 def _download_once(url: str, client: httpx.Client, max_bytes: int) -> bytes:

@@ -97,3 +97,16 @@ def test_a_batch_is_fetched_together_each_in_its_place(tmp_path):
     with pytest.raises(InvalidInput, match="HTTP 404"):
         futures[12].result()
     assert fetch_photos([], tmp_path) == []
+
+
+def test_retry_after_is_read_as_seconds_or_as_a_date():
+    import httpx
+
+    from cluster.photo_fetch import _retry_after
+    now = 1_700_000_000.0        # 2023-11-14 22:13:20 GMT
+
+    def asked(value):
+        return _retry_after(httpx.Response(503, headers={"Retry-After": value}), now=now)
+    assert asked("3") == 3.0 and asked("Tue, 14 Nov 2023 22:13:25 GMT") == 5.0
+    assert asked("Tue, 14 Nov 2023 22:13:00 GMT") == 0.0            # already past: at once
+    assert asked("soon") is None and asked("") is None and asked("-1") is None

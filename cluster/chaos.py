@@ -212,6 +212,19 @@ class Probe(threading.Thread):
             time.sleep(0.3)
 
 
+def wait_until_schedulable(node_ids: list[str], timeout_s: float = 120) -> None:
+    """Return once the head's scheduler knows each node. `Cluster.wait_for_nodes` asks the GCS,
+    while SPREAD is decided by the head's raylet, whose view of nodes just added can lag on a slow
+    machine: the shard actors then all land on the head. A task that must run on each node (hard
+    node affinity) returns only once that node is known."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+    here = ray.remote(num_cpus=0)(lambda: ray.get_runtime_context().get_node_id())
+    got = ray.get([here.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n, soft=False)).remote()
+                   for n in node_ids], timeout=timeout_s)
+    if got != list(node_ids):
+        raise RuntimeError(f"tasks pinned to {node_ids} ran on {got}")
+
+
 class Chaos:
     def __init__(self, storage: Path, shards: int = 4, settle_s: float = 5.0, recover_s: float = 180.0,
                  log=print):
@@ -233,6 +246,7 @@ class Chaos:
         env = {k: os.environ[k] for k in ("FASHION_ASSETS",) if k in os.environ}
         ray.init(address=self.nodes.address, namespace=NAMESPACE, log_to_driver=False,
                  runtime_env={"env_vars": env} if env else None)
+        wait_until_schedulable([w.node_id for w in self.workers])   # else the shards may all land on the head
         from shards.shard import ShardConfig
         self.cluster = open_cluster(self.storage, shards=self.shards, config=ShardConfig(bits=256, hist_bins=64),
                                     timeout_s=2.0)

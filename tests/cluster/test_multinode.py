@@ -8,6 +8,7 @@ import pytest
 import ray
 from ray.cluster_utils import Cluster as RayTestCluster
 
+from cluster.chaos import wait_until_schedulable
 from cluster.runtime import open_cluster, shutdown_cluster
 from shards.query import Query
 from shards.shard import ShardConfig
@@ -27,13 +28,7 @@ def nodes(tmp_path_factory):
     workers = [rc.add_node(num_cpus=1) for _ in range(2)]
     rc.wait_for_nodes()
     ray.init(address=rc.address, namespace="fashion-search", log_to_driver=False)
-    # wait_for_nodes asks the GCS; SPREAD is decided by the head's raylet, whose view of the new
-    # nodes can lag on a slow machine (then every shard lands on the head). A task that must run on
-    # each worker returns only once the head's scheduler knows that worker.
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-    here = ray.remote(num_cpus=0)(lambda: ray.get_runtime_context().get_node_id())
-    assert ray.get([here.options(scheduling_strategy=NodeAffinitySchedulingStrategy(w.node_id, soft=False)).remote()
-                    for w in workers], timeout=120) == [w.node_id for w in workers]
+    wait_until_schedulable([w.node_id for w in workers])    # else the shards may all land on the head
     yield rc, workers, tmp_path_factory.mktemp("shared-storage")
     try:
         shutdown_cluster()

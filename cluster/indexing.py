@@ -170,9 +170,11 @@ def _write_batches(cluster, batches, errors, total: int, t0: float, log, was: di
         metas = [{"title": str(b["title"][i]), "image": recorded_photo(b["image"][i]),
                   **({"source": str(b["source"][i])} if b["source"][i] else {})} for i in ok]
         cluster.upsert(keys, codes, hists, [json.loads(b["attributes"][i]) for i in ok], metas)
+        root = Path(cluster.root)
         for key, meta in zip(keys, metas):     # after the write is durable, never before
-            if key in was and was[key] != meta["image"]:
-                remove_upload(was[key], Path(cluster.root))
+            # by where the files lie: an older record may name the same photo in other words
+            if key in was and photo_path(was[key], root) != photo_path(meta["image"], root):
+                remove_upload(was[key], root)
         written += len(ok)
         log(f"indexed {written + failed}/{total} ({written / (time.perf_counter() - t0):.1f} items/s)")
     return written, failed

@@ -91,12 +91,21 @@ def _product(line: str, base: Path, where: str, vocabulary) -> Product:
                 attributes = vocabulary.resolve_tokens(attributes)
         except InvalidInput as exc:
             raise InvalidInput(f"{where}: {exc}") from None
-    if "://" in image and not is_url(image):
-        raise InvalidInput(f"{where}: a photo's URL is http:// or https://, got {image!r}")
-    photo = image if is_url(image) else photo_at(image, base)     # a URL is fetched by `index`
+    try:
+        photo = named_photo(image, base)
+    except InvalidInput as exc:
+        raise InvalidInput(f"{where}: {exc}") from None
     source = meta.get("source")      # an exported item's photo was fetched from there: a feed's sync knows it
     source = source if is_url(source) and not is_url(image) else None
     return Product(id=item_id, fields={}, title=title.strip(), image=photo, attributes=attributes, source=source)
+
+
+def named_photo(image: str, base: Path) -> Path | str:
+    """The photo a catalog's line or row names: an http(s) URL as it is (`index` fetches it), a
+    path as `photo_at` finds it; a URL of another scheme is an InvalidInput."""
+    if "://" in image and not is_url(image):
+        raise InvalidInput(f"a photo's URL is http:// or https://, got {image!r}")
+    return image if is_url(image) else photo_at(image, base)
 
 
 def photo_at(recorded: str, base: Path) -> Path:

@@ -25,7 +25,7 @@ from shards.codes import id_from_text
 from shards.errors import InvalidInput
 from shards.files import write_atomically
 
-from .catalog_lines import is_catalog_lines, photo_at, read_catalog_lines
+from .catalog_lines import is_catalog_lines, named_photo, read_catalog_lines
 from .photo_fetch import fetch_photos, is_url
 from .uploads import UPLOADS, photo_mtime, photo_path, upload_name, uploads_folder
 
@@ -86,10 +86,11 @@ def read_catalog(catalog: str, images: str | None = None) -> list:
         return read_catalog_lines(catalog, images, Taxonomy.load(ASSETS / "taxonomy.json"))
     path = Path(os.path.abspath(catalog))
     csv_folder = path if path.is_dir() else path.parent
-    base = Path(os.path.abspath(images)) if images else csv_folder    # where a photo column's relative paths start
-    products = load_catalog(path, required=CATALOG_ID, images=os.path.abspath(images) if images else None,
-                            photo=lambda row: named_photo(row, base))
-    folder = Path(os.path.abspath(images)) if images else csv_folder / "images"
+    images = Path(os.path.abspath(images)) if images else None
+    # a photo column's relative paths start at --images, else at the CSV's folder
+    products = load_catalog(path, required=CATALOG_ID, images=images,
+                            photo=lambda row: row_photo(row, images or csv_folder))
+    folder = images or csv_folder / "images"
     if any(not is_url(p.image) and Path(p.image).parent == folder for p in products) and not folder.is_dir():
         raise InvalidInput(f"no images folder at {folder} (--images names another one)")
     return products
@@ -98,15 +99,11 @@ def read_catalog(catalog: str, images: str | None = None) -> list:
 PHOTO_COLUMNS = ("image", "image_link", "image_url")   # a shop's CSV may name each photo (Google's feed: image_link)
 
 
-def named_photo(row: dict, base: Path) -> Path | str | None:
-    """The photo a CSV row names in a photo column: an http(s) URL (fetched by `index`), or a path
-    (a relative one from `base`); None where the row names none (its photo is images/<id>.jpg)."""
+def row_photo(row: dict, base: Path) -> Path | str | None:
+    """The photo a CSV row names in a photo column (`named_photo`), or None where it names none:
+    its photo is then images/<id>.jpg."""
     value = next((v.strip() for c in PHOTO_COLUMNS if (v := row.get(c)) and v.strip()), "")
-    if not value:
-        return None
-    if "://" in value and not is_url(value):
-        raise InvalidInput(f"a photo's URL is http:// or https://, got {value!r}")
-    return value if is_url(value) else photo_at(value, base)
+    return named_photo(value, base) if value else None
 
 
 def recorded_photo(image) -> str:
@@ -246,7 +243,7 @@ def index_catalog(cluster, rows: list, errors_path: str = "index-errors.jsonl", 
         for i in range(0, len(ids), 5000):
             chunk = ids[i: i + 5000]
             done |= {x for x, present in zip(chunk, cluster.existing(chunk)) if present}
-    todo = [p for p, i in zip(products, ids) if i not in done]
+    todo, todo_ids = [p for p, i in zip(products, ids) if i not in done], [i for i in ids if i not in done]
     log(f"{len(products)} rows, {len(done)} indexed as they are, {len(todo)} to index"
         + (f", {len(gone)} indexed items no row names (deleted after)" if sync else ""))
     if dry_run:
@@ -265,7 +262,8 @@ def index_catalog(cluster, rows: list, errors_path: str = "index-errors.jsonl", 
             try:
                 written, failed = _write_batches(cluster, ds.iter_batches(batch_size=batch, batch_format="numpy"),
                                                  errors, len(todo), t0, log,
-                                                 was={i: it["meta"].get("image", "") for i, it in indexed.items()})
+                                                 was={i: indexed[i]["meta"].get("image", "") for i in todo_ids
+                                                      if i in indexed})
             except KeyboardInterrupt:
                 log("interrupted: what was indexed is kept; the same command again indexes the rest")
                 raise

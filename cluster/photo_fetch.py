@@ -52,15 +52,16 @@ def download(url: str, client: httpx.Client, max_bytes: int = MAX_PHOTO_BYTES, r
     InvalidInput saying which, so the row is reported and the job goes on. A Transient one is
     tried again `retries` times, after 1 s, then 2 s (or the Retry-After asked, up to 10 s): a
     CDN's passing 503 should not send a row to the errors file."""
-    for attempt in range(retries + 1):
+    tries = 0
+    while True:
         try:
             return _download_once(url, client, max_bytes)
         except Transient as exc:
-            if attempt == retries:
-                raise InvalidInput(f"{exc} ({attempt + 1} tries)" if attempt else str(exc)) from None
+            tries += 1
+            if tries > retries:
+                raise InvalidInput(f"{exc} ({tries} tries)" if tries > 1 else str(exc)) from None
             asked = exc.retry_after
-            wait(min(MAX_WAIT_S, asked if asked is not None else BACKOFF_S * 2 ** attempt))
-    raise AssertionError("unreachable")
+            wait(min(MAX_WAIT_S, asked if asked is not None else BACKOFF_S * 2 ** (tries - 1)))
 
 
 def _retry_after(r: httpx.Response, now: float | None = None) -> float | None:
